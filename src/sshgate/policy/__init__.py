@@ -1,0 +1,1 @@
+"""Session and request policies (DESIGN §6)."""

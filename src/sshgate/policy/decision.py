@@ -1,0 +1,42 @@
+"""Policy decisions and the decision point the gateway asks, whatever engine sits behind it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+Stage = Literal["session", "request"]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """``message`` may be shown to the client; ``reason`` goes only to the audit log."""
+
+    action: Literal["allow", "block"]
+    stage: Stage
+    message: str | None = None
+    reason: str = ""
+    eval_seconds: float = 0.0
+
+    @property
+    def allowed(self) -> bool:
+        return self.action == "allow"
+
+    def client_text(self) -> str:
+        return "Blocked by policy" + (f": {self.message}" if self.message else "")
+
+
+class DecisionPoint(Protocol):
+    async def decide(self, stage: Stage, input_doc: dict[str, Any]) -> Decision: ...
+
+    def has_rule(self, stage: Stage) -> bool: ...
+
+
+class AllowAll:
+    """The decision point when no policy is configured."""
+
+    async def decide(self, stage: Stage, input_doc: dict[str, Any]) -> Decision:
+        return Decision("allow", stage, reason="no policies configured")
+
+    def has_rule(self, stage: Stage) -> bool:
+        return False

@@ -1,0 +1,50 @@
+"""From a rule's value to a :class:`Decision` (DESIGN §6), the same for every engine.
+
+Anything the gateway cannot read as a decision denies: the client only learns that the policy is
+unavailable, the audit log gets the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from sshgate.policy.decision import Decision, Stage
+
+UNAVAILABLE = "policy unavailable"
+BLOCK_TYPE = "block_with_formal_message"
+
+
+def unavailable(stage: Stage, reason: str, eval_seconds: float = 0.0) -> Decision:
+    return Decision("block", stage, message=UNAVAILABLE, reason=reason, eval_seconds=eval_seconds)
+
+
+def to_decision(
+    stage: Stage, result: Any, default_action: Literal["allow", "block"], eval_seconds: float
+) -> Decision:
+    """``None`` (undefined) → ``default_action``; ``allow``/``block`` objects; anything else denies."""
+    if result is None:
+        return Decision(
+            default_action, stage, reason=f"{stage} undefined: default_action", eval_seconds=eval_seconds
+        )
+    problem = _malformed(result)
+    if problem:
+        return unavailable(stage, f"malformed {stage} result: {problem}", eval_seconds)
+    if result["action"] == "allow":
+        return Decision("allow", stage, reason="allowed by policy", eval_seconds=eval_seconds)
+    # Formal shows a policy's message only with its block type; any other type still blocks.
+    message = result.get("message") if result.get("type") == BLOCK_TYPE else None
+    return Decision(
+        "block", stage, message=message or None, reason="blocked by policy", eval_seconds=eval_seconds
+    )
+
+
+def _malformed(result: Any) -> str | None:
+    if not isinstance(result, Mapping):
+        return f"{type(result).__name__}, not an object"
+    if result.get("action") not in ("allow", "block"):
+        return f"action {result.get('action')!r}"
+    message = result.get("message")
+    if message is not None and not isinstance(message, str):
+        return f"message is {type(message).__name__}"
+    return None
