@@ -45,6 +45,10 @@ _LOCATION = re.compile(r"-->\s*(?P<loc>\S+)\s*\n(?:.*\n)*?error:\s*(?P<msg>.*)")
 _FATAL = (KeyboardInterrupt, SystemExit, GeneratorExit, asyncio.CancelledError)
 
 
+def is_test_rule(path: str) -> bool:
+    return path.rsplit(".", 1)[-1].startswith("test_")
+
+
 def describe(exc: BaseException) -> str:
     """regorus messages carry a source excerpt and a Rust backtrace; keep ``file:line:col: error``."""
     text = str(exc).split("Stack backtrace:", 1)[0].strip()
@@ -104,9 +108,12 @@ class RegorusEngine:
         for module in modules:
             _add_module(engine, module)
         try:
-            # Evaluating all of ``data`` (without input) makes regorus check every rule now.
-            engine.eval_query("data")
             rules = _rules_of(json.loads(engine.get_ast_as_json()))
+            # regorus checks a rule when first evaluated: do it now, without input, so errors show
+            # at load. Tests are left to the test runner, where their errors are failures.
+            for rule in rules:
+                if not rule.function and not is_test_rule(rule.path):
+                    engine.eval_rule(rule.path)
         except BaseException as exc:
             _reraise_fatal(exc)
             raise PolicyLoadError(describe(exc)) from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sshgate.policy.rego import RegoError, RegorusEngine
+from sshgate.policy.rego import RegoError, RegorusEngine, is_test_rule
 from sshgate.policy.sources import load_modules
 
 
@@ -24,7 +24,7 @@ def run_tests(paths: Iterable[str]) -> list[TestResult]:
     engine = RegorusEngine.compile(load_modules(paths, include_tests=True))
     results = []
     for rule in engine.rules():
-        if rule.function or not rule.path.rsplit(".", 1)[-1].startswith("test_"):
+        if rule.function or not is_test_rule(rule.path):
             continue
         try:
             value = engine.eval_rule(rule.path, None)
