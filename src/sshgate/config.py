@@ -1,0 +1,381 @@
+"""The configuration file of DESIGN.md §3: pydantic models plus a loader that names lines.
+
+Everything is validated at load so a bad file is refused as a whole (at start-up or on
+SIGHUP) instead of failing half-way through a user's session.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sshgate.login import NAME_PATTERN
+
+Name = Annotated[str, Field(pattern=f"^{NAME_PATTERN}$")]
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be served; the message names the file, key and line."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Listen(_Model):
+    host: str = "0.0.0.0"
+    port: int = Field(2222, ge=0, le=65535)
+
+
+class UserConfig(_Model):
+    email: str
+    login: Name | None = None
+    groups: list[str] = []
+    authorized_keys: list[str] = []
+    tokens: list[str] = Field(default=[], repr=False)
+
+    @field_validator("email")
+    @classmethod
+    def _lower_email(cls, value: str) -> str:
+        if "@" not in value:
+            raise ValueError("an email address needs an '@'")
+        return value.lower()
+
+
+class MachineConfig(_Model):
+    name: Name
+    groups: list[str] = []
+    authorized_keys: list[str] = []
+    tokens: list[str] = Field(default=[], repr=False)
+
+
+class Identities(_Model):
+    users: list[UserConfig] = []
+    machines: list[MachineConfig] = []
+    user_ca_keys: list[str] = []
+
+    @model_validator(mode="after")
+    def _unique(self) -> Identities:
+        _require_unique((u.email for u in self.users), "user email")
+        _require_unique((u.login for u in self.users if u.login), "user login alias")
+        _require_unique((m.name for m in self.machines), "machine name")
+        return self
+
+
+class HostKeyPolicy(_Model):
+    """How the gateway trusts an upstream sshd: exactly one of the four."""
+
+    known_hosts: str | None = None
+    host_keys: list[str] | None = None
+    host_ca_keys: list[str] | None = None
+    insecure_accept_any: bool = False
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> HostKeyPolicy:
+        chosen = [
+            self.known_hosts is not None,
+            self.host_keys is not None,
+            self.host_ca_keys is not None,
+            self.insecure_accept_any,
+        ]
+        if sum(chosen) != 1:
+            raise ValueError(
+                "set exactly one of known_hosts, host_keys, host_ca_keys or insecure_accept_any: true"
+            )
+        return self
+
+
+class NativeUser(_Model):
+    username: Name
+    secret: str = Field(repr=False)
+    default: bool = False
+    users: list[str] = []
+    groups: list[str] = []
+
+    @field_validator("users")
+    @classmethod
+    def _lower_users(cls, value: list[str]) -> list[str]:
+        return [v.lower() for v in value]
+
+
+class _ResourceBase(_Model):
+    name: Name
+    tags: dict[str, str] = {}
+    native_users: list[NativeUser]
+    allow_agent_forwarding: bool = False
+
+    @model_validator(mode="after")
+    def _native_users_consistent(self) -> _ResourceBase:
+        _require_unique((n.username for n in self.native_users), f"native user on {self.name}")
+        if sum(n.default for n in self.native_users) > 1:
+            raise ValueError(f"resource {self.name} has more than one default native user")
+        return self
+
+
+class InstanceConnect(_Model):
+    user: str | None = None
+    port: int = 22
+    instance_connect: bool = False
+    instance_id: str | None = None
+
+
+class SshResource(_ResourceBase):
+    type: Literal["ssh"]
+    hostname: str
+    port: int = Field(22, ge=1, le=65535)
+    host_key_policy: HostKeyPolicy
+    connect_timeout_s: float = Field(10.0, gt=0)
+    ssh: InstanceConnect | None = None
+
+
+class Ec2Resource(_ResourceBase):
+    type: Literal["ec2"]
+    instance_id: str | None = None
+    instance_name: str | None = None
+    region: str | None = None
+    start_if_stopped: bool = False
+    ssh: InstanceConnect | None = None
+    command_document: str = "SSHGate-NonInteractiveCommands"
+
+    @model_validator(mode="after")
+    def _one_instance(self) -> Ec2Resource:
+        if (self.instance_id is None) == (self.instance_name is None):
+            raise ValueError(f"resource {self.name}: set exactly one of instance_id or instance_name")
+        return self
+
+
+class EcsResource(_ResourceBase):
+    type: Literal["ecs"]
+    cluster: str
+    service: str | None = None
+    task: str | None = None
+    container: str | None = None
+    region: str | None = None
+    shell: str = "/bin/sh"
+
+    @model_validator(mode="after")
+    def _one_target(self) -> EcsResource:
+        if (self.service is None) == (self.task is None):
+            raise ValueError(f"resource {self.name}: set exactly one of service or task")
+        return self
+
+
+Resource = Annotated[SshResource | Ec2Resource | EcsResource, Field(discriminator="type")]
+
+
+class EcsDiscovery(_Model):
+    enabled: bool = False
+    clusters: list[str] = []
+    region: str | None = None
+
+
+class Ec2Discovery(_Model):
+    enabled: bool = False
+    region: str | None = None
+    tag_filters: dict[str, str] = {}
+
+
+class Discovery(_Model):
+    ecs: EcsDiscovery = Field(default_factory=EcsDiscovery)
+    ec2: Ec2Discovery = Field(default_factory=Ec2Discovery)
+
+
+class Policies(_Model):
+    engine: Literal["embedded", "opa"] = "embedded"
+    paths: list[str] = []
+    opa_url: str = "http://127.0.0.1:8181"
+    default_action: Literal["allow", "block"] = "allow"
+    timeout_ms: int = Field(500, gt=0)
+
+
+class S3Recording(_Model):
+    bucket: str
+    prefix: str = ""
+    region: str | None = None
+
+
+class Recording(_Model):
+    sink: Literal["local", "s3"] = "local"
+    dir: str | None = None
+    s3: S3Recording | None = None
+    capture_input: bool = False
+    signing_key: str | None = None
+
+    @model_validator(mode="after")
+    def _s3_needs_bucket(self) -> Recording:
+        if self.sink == "s3" and self.s3 is None:
+            raise ValueError("recording.sink is s3 but recording.s3 is missing")
+        return self
+
+
+class Aws(_Model):
+    region: str | None = None
+    endpoints: dict[Literal["ec2", "ecs", "ssm", "sts", "s3", "ec2-instance-connect"], str] = {}
+
+
+class Limits(_Model):
+    max_sessions_per_user: int = Field(20, ge=1)
+    idle_timeout_s: float = Field(3600, gt=0)
+    max_session_s: float = Field(43200, gt=0)
+    login_grace_s: float = Field(30, gt=0)
+    max_unauthenticated: int = Field(100, ge=1)
+    auth_failures_before_lockout: int = Field(10, ge=1)
+    lockout_s: float = Field(300, ge=0)
+
+
+class Metrics(_Model):
+    listen: str | None = "127.0.0.1:9090"
+
+
+class Config(_Model):
+    listen: Listen = Field(default_factory=lambda: Listen())
+    host_keys: list[str] = []
+    data_dir: str = "/var/lib/sshgate"
+    workers: int = Field(1, ge=1, le=64)
+    identities: Identities = Field(default_factory=Identities)
+    resources: list[Resource] = []
+    discovery: Discovery = Field(default_factory=Discovery)
+    policies: Policies = Field(default_factory=lambda: Policies())
+    recording: Recording = Field(default_factory=Recording)
+    aws: Aws = Field(default_factory=Aws)
+    limits: Limits = Field(default_factory=lambda: Limits())
+    metrics: Metrics = Field(default_factory=Metrics)
+    shutdown_grace_s: float = Field(30, ge=0)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        _require_unique((r.name for r in self.resources), "resource name")
+        for resource in self.resources:
+            for user in self.identities.users:
+                _check_assignments(resource, user)
+        return self
+
+    def resource(self, name: str) -> SshResource | Ec2Resource | EcsResource | None:
+        for resource in self.resources:
+            if resource.name == name:
+                return resource
+        return None
+
+    @property
+    def host_key_paths(self) -> list[Path]:
+        if self.host_keys:
+            return [Path(p) for p in self.host_keys]
+        return [Path(self.data_dir) / "ssh_host_ed25519_key"]
+
+    @property
+    def recording_dir(self) -> Path:
+        return Path(self.recording.dir) if self.recording.dir else Path(self.data_dir) / "recordings"
+
+
+def _require_unique(values: Iterator[str] | Any, what: str) -> None:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"duplicate {what} {value!r}")
+        seen.add(value)
+
+
+def _check_assignments(resource: SshResource | Ec2Resource | EcsResource, user: UserConfig) -> None:
+    """DESIGN §5: a direct assignment excludes group ones, and groups must agree."""
+    direct = [n.username for n in resource.native_users if user.email in n.users]
+    via_groups = {n.username for n in resource.native_users if set(n.groups) & set(user.groups)}
+    if len(direct) > 1:
+        raise ValueError(f"{user.email} is assigned several native users on {resource.name}: {direct}")
+    if direct and via_groups:
+        raise ValueError(
+            f"{user.email} is assigned {direct[0]} directly on {resource.name} and also through a group "
+            f"({', '.join(sorted(via_groups))}); remove one of the two"
+        )
+    if len(via_groups) > 1:
+        raise ValueError(
+            f"{user.email} gets different native users on {resource.name} through groups: "
+            f"{', '.join(sorted(via_groups))}"
+        )
+
+
+def _line_index(node: yaml.Node, path: tuple[str | int, ...], out: dict[tuple[str | int, ...], int]) -> None:
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            out[(*path, key.value)] = key.start_mark.line + 1
+            _line_index(value, (*path, key.value), out)
+            out[(*path, key.value)] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_index(item, (*path, i), out)
+
+
+def _describe(error: ValidationError, lines: dict[tuple[str | int, ...], int], source: str) -> str:
+    messages = []
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        # A discriminated union adds its tag ('ssh') to the location; the file has no such key.
+        if len(loc) > 2 and loc[0] == "resources" and loc[2] in ("ssh", "ec2", "ecs"):
+            loc = loc[:2] + loc[3:]
+        line = next((lines[loc[:i]] for i in range(len(loc), -1, -1) if loc[:i] in lines), None)
+        where = ".".join(str(p) for p in loc) or "(top level)"
+        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        prefix = f"{source}:{line}" if line else source
+        messages.append(f"{prefix}: {where}: {message}")
+    return "\n".join(messages)
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    """Validate YAML text; relative paths stay relative (see :func:`load_config`)."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping")
+    lines: dict[tuple[str | int, ...], int] = {}
+    if node is not None:
+        _line_index(node, (), lines)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, lines, source)) from None
+
+
+def _resolve(base: Path, value: str) -> str:
+    path = Path(value)
+    return value if path.is_absolute() else str(base / path)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a config file; relative paths in it are relative to the file."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read: {exc.strerror}") from None
+    config = parse_config(text, str(file))
+    base = file.resolve().parent
+    updates: dict[str, Any] = {
+        "data_dir": _resolve(base, config.data_dir),
+        "host_keys": [_resolve(base, p) for p in config.host_keys],
+        "policies": config.policies.model_copy(
+            update={"paths": [_resolve(base, p) for p in config.policies.paths]}
+        ),
+    }
+    if config.recording.dir:
+        updates["recording"] = config.recording.model_copy(
+            update={"dir": _resolve(base, config.recording.dir)}
+        )
+    return config.model_copy(update=updates)
+
+
+def config_path_from_env(explicit: str | None) -> str:
+    """``--config`` wins, then ``SSHGATE_CONFIG``; otherwise a clear error."""
+    path = explicit or os.environ.get("SSHGATE_CONFIG")
+    if not path:
+        raise ConfigError("no configuration: pass --config FILE or set SSHGATE_CONFIG")
+    return path

@@ -1,0 +1,1 @@
+"""The SSH server side: authentication, routing, binding and relaying client channels."""

@@ -1,0 +1,541 @@
+"""One client SSH connection: authenticate the login, route and bind its channels, relay them."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import asyncssh
+
+from sshgate import audit
+from sshgate.command import USAGE, CommandError, ListResources, Route, parse_command
+from sshgate.gateway.binding import (
+    BindContext,
+    Binding,
+    choose_native,
+    connect_upstream,
+    decide_session,
+    find_resource,
+    start_recording,
+)
+from sshgate.gateway.lockout import FailureTracker
+from sshgate.gateway.refusal import Refusal
+from sshgate.gateway.relay import ChannelRelay, start_task
+from sshgate.identity import Credentials, Identity, lookup
+from sshgate.login import Login, LoginError, parse_login
+from sshgate.policy.input import ConnectionFacts, RequestFacts
+from sshgate.recording.recorder import ChannelKind
+from sshgate.tokens import verify_token
+from sshgate.upstream.base import SessionRequest, UpstreamError
+
+_FORWARDED_ENV = ("LANG", "LANGUAGE", "TZ")
+
+
+class GatewayState:
+    """Process-wide state shared by connections: counters and the lockout table."""
+
+    def __init__(self, tracker: FailureTracker) -> None:
+        self.tracker = tracker
+        self.unauthenticated = 0
+        self.connections: set[GatewayConnection] = set()
+
+
+class GatewayConnection(asyncssh.SSHServer):
+    def __init__(self, ctx: BindContext, state: GatewayState) -> None:
+        self.ctx = ctx
+        self.state = state
+        self.session_id = uuid.uuid4().hex
+        self.log = audit.logger(session_id=self.session_id)
+        self.conn: asyncssh.SSHServerConnection | None = None
+        self.client_ip = ""
+        self.login: Login | None = None
+        self.identity: Identity | None = None
+        self.credentials = Credentials()
+        self.auth_method = ""
+        self.authenticated = False
+        self._counted_unauth = False
+        self._tried = False
+        self._binding: asyncio.Task[Binding] | None = None
+        self._started = time.monotonic()
+
+    # Connection lifecycle
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.conn = conn
+        peer = conn.get_extra_info("peername")
+        self.client_ip = peer[0] if peer else ""
+        self.state.connections.add(self)
+        limit = self.ctx.config.limits.max_unauthenticated
+        if self.state.unauthenticated >= limit:
+            self.log.warning(
+                "connection.refused", client_ip=self.client_ip, reason="too many unauthenticated connections"
+            )
+            conn.disconnect(
+                asyncssh.DISC_TOO_MANY_CONNECTIONS, "gateway busy: too many connections are logging in"
+            )
+            return
+        self.state.unauthenticated += 1
+        self._counted_unauth = True
+
+    def _leave_unauthenticated(self) -> None:
+        if self._counted_unauth:
+            self._counted_unauth = False
+            self.state.unauthenticated -= 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._leave_unauthenticated()
+        self.state.connections.discard(self)
+        if not self.authenticated and self._tried and self.state.tracker.failure(self.client_ip):
+            self.log.warning("auth.lockout", client_ip=self.client_ip, lockout_s=self.state.tracker.lockout_s)
+        if self._binding is not None:
+            asyncio.get_running_loop().create_task(self._unbind())
+        if self.authenticated:
+            self.log.info(
+                "session.end",
+                duration_s=round(time.monotonic() - self._started, 3),
+                error=str(exc) if exc else None,
+            )
+
+    async def _unbind(self) -> None:
+        assert self._binding is not None
+        if not self._binding.done():
+            self._binding.cancel()
+        try:
+            binding = await self._binding
+        except (asyncio.CancelledError, Exception):
+            return
+        await binding.upstream.close()
+        await binding.recording.close("closed")
+
+    # Authentication
+
+    def begin_auth(self, username: str) -> bool:
+        locked = self.state.tracker.locked_for(self.client_ip)
+        if locked:
+            self.log.warning(
+                "auth.failure", client_ip=self.client_ip, reason="address locked out", method="none"
+            )
+            raise asyncssh.DisconnectError(
+                asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
+                f"too many failed logins from {self.client_ip}; try again in {int(locked) + 1} s",
+            )
+        try:
+            self.login = parse_login(username)
+        except LoginError as exc:
+            self.log.warning("login.invalid", client_ip=self.client_ip, reason=str(exc), login=username[:300])
+            raise asyncssh.DisconnectError(asyncssh.DISC_ILLEGAL_USER_NAME, f"invalid login: {exc}") from None
+        self.identity, self.credentials = lookup(self.ctx.config, self.login)
+        if self.credentials.ca_keys and self.conn is not None:
+            principal = self.credentials.principal.replace('"', "")
+            lines = "".join(
+                f'cert-authority,principals="{principal}" {key}\n' for key in self.credentials.ca_keys
+            )
+            self.conn.set_authorized_keys(asyncssh.import_authorized_keys(lines))
+        return True
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return True
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        self._tried = True
+        wanted = key.public_data
+        for line in self.credentials.authorized_keys:
+            try:
+                if asyncssh.import_public_key(line).public_data == wanted:
+                    self.auth_method = "publickey"
+                    return True
+            except (asyncssh.KeyImportError, ValueError):
+                continue
+        return False
+
+    async def validate_password(self, username: str, password: str) -> bool:
+        self._tried = True
+        hashes = list(self.credentials.token_hashes)
+        ok = bool(hashes) and await asyncio.get_running_loop().run_in_executor(
+            None, verify_token, password, hashes
+        )
+        if ok:
+            self.auth_method = "password"
+            return True
+        self.log.warning("auth.failure", client_ip=self.client_ip, method="password", identity=self._who())
+        if self.state.tracker.failure(self.client_ip):
+            self.log.warning("auth.lockout", client_ip=self.client_ip, lockout_s=self.state.tracker.lockout_s)
+            if self.conn is not None:
+                self.conn.disconnect(
+                    asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
+                    f"too many failed logins from {self.client_ip}",
+                )
+        return False
+
+    def _who(self) -> str:
+        return self.identity.name if self.identity else ""
+
+    def auth_completed(self) -> None:
+        self.authenticated = True
+        self._leave_unauthenticated()
+        self.state.tracker.success(self.client_ip)
+        self.auth_method = self.auth_method or "certificate"
+        assert self.identity is not None and self.login is not None
+        self.log.info(
+            "auth.success",
+            client_ip=self.client_ip,
+            method=self.auth_method,
+            identity=self.identity.name,
+            identity_type=self.identity.type,
+            client_version=self.client_version,
+        )
+        if self.login.resource:
+            request = RequestFacts("shell")
+            self._binding_for(Route(self.login.resource, self.login.native_user), request)
+
+    @property
+    def client_version(self) -> str:
+        if self.conn is None:
+            return ""
+        return str(self.conn.get_extra_info("client_version") or "")
+
+    # Routing and binding
+
+    def route_for(self, route: Route | None) -> Route:
+        """Merge the login's ``+resource@native`` with a ``formal`` command's route."""
+        assert self.login is not None
+        if route is None:
+            if not self.login.resource:
+                raise Refusal(USAGE, exit_status=2, event="route.missing")
+            return Route(self.login.resource, self.login.native_user)
+        if self.login.native_user and route.native_user and self.login.native_user != route.native_user:
+            raise Refusal(
+                f"native user {route.native_user} conflicts with @{self.login.native_user} in the login"
+            )
+        if route.native_user is None and self.login.native_user:
+            return Route(
+                route.resource,
+                self.login.native_user,
+                route.shell,
+                route.container,
+                route.task,
+                route.command,
+            )
+        return route
+
+    def _binding_for(self, route: Route, request: RequestFacts) -> asyncio.Task[Binding]:
+        if self._binding is None:
+            self._binding = asyncio.get_running_loop().create_task(self._bind(route, request))
+            self._binding.add_done_callback(lambda t: None if t.cancelled() else t.exception())
+        return self._binding
+
+    async def binding(self, route: Route, request: RequestFacts) -> Binding:
+        binding = await self._binding_for(route, request)
+        if route.resource != binding.resource.name:
+            raise Refusal(
+                f"this connection is bound to {binding.resource.name}; open a new connection for "
+                f"{route.resource}",
+                event="binding.conflict",
+            )
+        if route.native_user and route.native_user != binding.native.user.username:
+            raise Refusal(
+                f"this connection logs in as {binding.native.user.username} on "
+                f"{binding.resource.name}; open a new connection for {route.native_user}",
+                event="binding.conflict",
+            )
+        return binding
+
+    def _facts(self) -> ConnectionFacts:
+        return ConnectionFacts(self.client_ip, self.client_version, self.auth_method)
+
+    async def _bind(self, route: Route, request: RequestFacts) -> Binding:
+        assert self.identity is not None
+        started = time.monotonic()
+        try:
+            resource = find_resource(self.ctx.config, route.resource)
+            native = choose_native(resource, self.identity, route.native_user)
+            decision, _ = await decide_session(
+                self.ctx, self.identity, resource, native, self._facts(), request
+            )
+            self.log.info(
+                "policy.decision",
+                stage="session",
+                action=decision.action,
+                reason=decision.reason,
+                eval_ms=round(decision.eval_seconds * 1000, 3),
+                resource=resource.name,
+                native_user=native.user.username,
+            )
+            if not decision.allowed:
+                raise Refusal(decision.client_text(), reason=decision.reason, event="policy.block")
+            recording = await start_recording(
+                self.ctx,
+                self.session_id,
+                {
+                    "user": self.identity.as_policy_input(),
+                    "resource": resource.name,
+                    "resource_type": resource.type,
+                    "native_user": native.user.username,
+                    "client_ip": self.client_ip,
+                    "client_version": self.client_version,
+                    "auth_method": self.auth_method,
+                },
+            )
+            recording.note_decision(
+                {"stage": "session", "action": decision.action, "reason": decision.reason}
+            )
+            self.log.info(
+                "session.start",
+                resource=resource.name,
+                resource_type=resource.type,
+                native_user=native.user.username,
+                native_user_source=native.source,
+                identity=self.identity.name,
+                client_ip=self.client_ip,
+            )
+            try:
+                upstream = await connect_upstream(resource, native)
+            except Refusal as exc:
+                self.log.warning(
+                    "upstream.connect",
+                    resource=resource.name,
+                    result="error",
+                    reason=exc.reason,
+                    seconds=round(time.monotonic() - started, 4),
+                )
+                await recording.close("closed")
+                raise
+            self.log.info(
+                "upstream.connect",
+                resource=resource.name,
+                result="ok",
+                upstream=upstream.kind,
+                seconds=round(time.monotonic() - started, 4),
+            )
+            return Binding(resource, native, decision, recording, upstream, route)
+        except Refusal as exc:
+            self.log.warning(
+                "session.refused", resource=route.resource, reason=exc.reason, event_kind=exc.event
+            )
+            raise
+
+    async def list_resources(self) -> str:
+        """``formal list``: resources with an assigned native user that policy does not block."""
+        assert self.identity is not None
+        lines = []
+        for resource in self.ctx.config.resources:
+            try:
+                native = choose_native(resource, self.identity, None)
+            except Refusal:
+                continue
+            decision, _ = await decide_session(
+                self.ctx, self.identity, resource, native, self._facts(), RequestFacts("shell")
+            )
+            if decision.allowed:
+                lines.append(f"{resource.name}\t{resource.type}\t{native.user.username}\n")
+        return "".join(lines)
+
+    # Channels
+
+    def session_requested(self) -> tuple[asyncssh.SSHServerChannel[bytes], ClientSession]:
+        assert self.conn is not None
+        return self.conn.create_server_channel(encoding=None), ClientSession(self)
+
+    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> Any:
+        return self._open_forward(dest_host, dest_port)
+
+    async def _open_forward(self, host: str, port: int) -> ClientTcp:
+        assert self.login is not None
+        if not self.login.resource and self._binding is None:
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
+                "no resource selected: log in as LOGIN+resource to forward ports",
+            )
+        session = ClientTcp(self, host, port)
+        try:
+            route = self._binding_route()
+            binding = await self.binding(route, RequestFacts("port_forward", host=host, port=port))
+            session.attach_upstream(await binding.upstream.open_tcp(host, port, session))
+        except (Refusal, UpstreamError) as exc:
+            self.log.warning("channel.refused", kind="forward", host=host, port=port, reason=str(exc))
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(exc)) from None
+        session.opened(binding)
+        return session
+
+    def _binding_route(self) -> Route:
+        assert self.login is not None
+        if self.login.resource:
+            return Route(self.login.resource, self.login.native_user)
+        assert self._binding is not None and self._binding.done()
+        return self._binding.result().route
+
+
+class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
+    """A client session channel: shell, exec or subsystem, relayed to an upstream session."""
+
+    def __init__(self, owner: GatewayConnection) -> None:
+        super().__init__()
+        self.owner = owner
+        self._command: str | None = None
+        self._subsystem: str | None = None
+        self._term: tuple[str, tuple[int, int, int, int], Mapping[int, int]] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
+        self._chan = chan
+
+    def pty_requested(
+        self, term_type: str, term_size: tuple[int, int, int, int], term_modes: Mapping[int, int]
+    ) -> bool:
+        self._term = (term_type, term_size, term_modes)
+        return True
+
+    def shell_requested(self) -> bool:
+        return True
+
+    def exec_requested(self, command: str) -> bool:
+        self._command = command
+        return True
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        self._subsystem = subsystem
+        return subsystem == "sftp"
+
+    def session_started(self) -> None:
+        self._task = start_task(self._start(), self._failed)
+
+    def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
+        if self._up is not None:
+            self._up.resize(width, height, pixwidth, pixheight)
+        self.recording.resize(width, height)
+
+    def signal_received(self, signal: str) -> None:
+        if self._up is not None:
+            self._up.send_signal(signal)
+
+    def break_received(self, msec: int) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self.client_gone()
+        self.owner.log.info(
+            "channel.close",
+            kind=self._subsystem or ("exec" if self._command else "shell"),
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+            exit_status=self._exit_status,
+        )
+
+    def _refuse(self, message: str, exit_status: int) -> None:
+        chan = self._chan
+        if chan is None or self._closed:
+            return
+        self._closed = True
+        text = message.rstrip("\n") + "\n"
+        if self._term is not None:
+            text = text.replace("\n", "\r\n")
+        chan.write_stderr(("sshgate: " + text).encode() if exit_status != 2 else text.encode())
+        chan.exit(exit_status)
+
+    def _failed(self, exc: BaseException) -> None:
+        self.owner.log.error("channel.error", error=repr(exc))
+        self._refuse("internal error; the gateway's audit log has the details", 1)
+
+    async def _start(self) -> None:
+        owner = self.owner
+        try:
+            parsed = parse_command(self._command) if self._command is not None else None
+        except CommandError as exc:
+            self._refuse(str(exc), 2)
+            return
+        if isinstance(parsed, ListResources):
+            assert self._chan is not None
+            self._chan.write((await owner.list_resources()).encode())
+            self._chan.exit(0)
+            self._closed = True
+            return
+        try:
+            route = owner.route_for(parsed)
+        except Refusal as exc:
+            self._refuse(str(exc), exc.exit_status)
+            return
+        command = route.command if parsed is not None else self._command
+        kind: Literal["shell", "exec", "subsystem"] = "exec" if command is not None else "shell"
+        if self._subsystem is not None:
+            kind, command = "subsystem", None
+        facts = RequestFacts(kind, command, self._subsystem, self._term is not None)
+        request = SessionRequest(
+            kind=kind,
+            command=command,
+            subsystem=self._subsystem,
+            term_type=self._term[0] if self._term else None,
+            term_size=self._term[1] if self._term else None,
+            term_modes=self._term[2] if self._term else {},
+            env=_forwarded_env(self._chan.get_environment() if self._chan is not None else {}),
+            shell=route.shell,
+            container=route.container,
+            task=route.task,
+        )
+        try:
+            binding = await owner.binding(route, facts)
+            up = await binding.upstream.open_session(request, self)
+        except (Refusal, UpstreamError) as exc:
+            self._refuse(str(exc), getattr(exc, "exit_status", 1))
+            return
+        channel_kind: ChannelKind = "sftp" if kind == "subsystem" else kind
+        self.recording = binding.recording.open_channel(
+            channel_kind,
+            {
+                "command": command,
+                "subsystem": request.subsystem,
+                "pty": request.pty,
+                "term": request.term_type,
+                "size": list(request.term_size[:2]) if request.term_size else None,
+            },
+        )
+        owner.log.info(
+            "channel.open",
+            kind=request.kind,
+            command=command,
+            subsystem=request.subsystem,
+            pty=request.pty,
+            resource=binding.resource.name,
+        )
+        self.attach_upstream(up)
+
+
+def _forwarded_env(env: Any) -> dict[str, str]:
+    return {k: v for k, v in dict(env).items() if k in _FORWARDED_ENV or k.startswith("LC_")}
+
+
+class ClientTcp(ChannelRelay, asyncssh.SSHTCPSession[bytes]):
+    """A client ``direct-tcpip`` channel relayed to a TCP stream opened from the resource."""
+
+    def __init__(self, owner: GatewayConnection, host: str, port: int) -> None:
+        super().__init__()
+        self.owner = owner
+        self.host = host
+        self.port = port
+
+    def opened(self, binding: Binding) -> None:
+        self.recording = binding.recording.open_channel("forward", {"host": self.host, "port": self.port})
+        self.owner.log.info(
+            "channel.open", kind="forward", host=self.host, port=self.port, resource=binding.resource.name
+        )
+
+    def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
+        self.attach_client(chan)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client_gone()
+        self.owner.log.info(
+            "channel.close",
+            kind="forward",
+            host=self.host,
+            port=self.port,
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+        )

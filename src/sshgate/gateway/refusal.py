@@ -1,0 +1,19 @@
+"""Refusals: one line for the client, the full reason for the audit log."""
+
+from __future__ import annotations
+
+
+class Refusal(Exception):
+    """Something the client asked for is refused.
+
+    ``str(self)`` is the line the client reads; ``reason`` (audit only) may say more, but
+    neither ever carries a secret.
+    """
+
+    def __init__(
+        self, message: str, *, reason: str | None = None, exit_status: int = 1, event: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason or message
+        self.exit_status = exit_status
+        self.event = event

@@ -1,0 +1,174 @@
+"""Relaying one client channel to one upstream channel, byte for byte, with flow control.
+
+Client data that arrives before the upstream channel exists is buffered with the client
+paused (asyncssh resumes reading right after ``session_started``, so the first sftp packet
+would otherwise be lost); upstream data that arrives before the client channel is accepted
+is buffered the same way. After that each packet costs one call in each direction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncssh
+
+from sshgate.recording.recorder import ChannelRecording
+from sshgate.upstream.base import ExitSignal, UpstreamChannel
+
+_STDERR = asyncssh.EXTENDED_DATA_STDERR
+
+
+class _NoRecording:
+    def output(self, data: bytes, stderr: bool = False) -> None:
+        pass
+
+    def input(self, data: bytes) -> None:
+        pass
+
+    def resize(self, cols: int, rows: int) -> None:
+        pass
+
+    def close(self, exit_status: int | None = None, exit_signal: str | None = None) -> None:
+        pass
+
+
+class ChannelRelay:
+    """Both ends of one relayed channel. Subclasses are the asyncssh session objects."""
+
+    _chan: Any = None
+    _up: UpstreamChannel | None = None
+
+    def __init__(self) -> None:
+        self._client_backlog: list[bytes] = []
+        self._client_eof = False
+        self._upstream_backlog: list[tuple[bytes, bool]] = []
+        self._upstream_eof = False
+        self._exit_status: int | None = None
+        self._exit_signal: ExitSignal | None = None
+        self._closed = False
+        self.recording: ChannelRecording = _NoRecording()
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    # Client → upstream
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        self.bytes_in += len(data)
+        up = self._up
+        if up is None:
+            self._client_backlog.append(data)
+            if self._chan is not None:
+                self._chan.pause_reading()
+            return
+        self.recording.input(data)
+        up.write(data)
+
+    def eof_received(self) -> bool:
+        if self._up is None:
+            self._client_eof = True
+        else:
+            self._up.write_eof()
+        return True
+
+    def pause_writing(self) -> None:
+        if self._up is not None:
+            self._up.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._up is not None:
+            self._up.resume_reading()
+
+    def attach_upstream(self, up: UpstreamChannel) -> None:
+        """Connect the upstream channel and flush what the client sent meanwhile."""
+        self._up = up
+        for data in self._client_backlog:
+            self.recording.input(data)
+            up.write(data)
+        self._client_backlog.clear()
+        if self._client_eof:
+            up.write_eof()
+        if self._chan is not None:
+            self._chan.resume_reading()
+
+    def attach_client(self, chan: Any) -> None:
+        self._chan = chan
+        for data, stderr in self._upstream_backlog:
+            chan.write(data, _STDERR if stderr else None)
+        self._upstream_backlog.clear()
+        if self._upstream_eof:
+            chan.write_eof()
+        if self._up is not None:
+            self._up.resume_reading()
+
+    # Upstream → client (the Downstream protocol)
+
+    def upstream_data(self, data: bytes, stderr: bool) -> None:
+        self.bytes_out += len(data)
+        self.recording.output(data, stderr)
+        chan = self._chan
+        if chan is None:
+            self._upstream_backlog.append((data, stderr))
+            if self._up is not None:
+                self._up.pause_reading()
+            return
+        chan.write(data, _STDERR if stderr else None)
+
+    def upstream_eof(self) -> None:
+        if self._chan is None:
+            self._upstream_eof = True
+        else:
+            self._chan.write_eof()
+
+    def upstream_exit(self, status: int | None, signal: ExitSignal | None) -> None:
+        self._exit_status = status
+        self._exit_signal = signal
+
+    def upstream_closed(self, error: str | None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        signal = self._exit_signal
+        self.recording.close(self._exit_status, signal.name if signal else None)
+        chan = self._chan
+        if chan is None:
+            return
+        if signal is not None and hasattr(chan, "exit_with_signal"):
+            chan.exit_with_signal(signal.name, signal.core_dumped, signal.message)
+        elif self._exit_status is not None and hasattr(chan, "exit"):
+            chan.exit(self._exit_status)
+        else:
+            chan.close()
+
+    def pause_reading(self) -> None:
+        if self._chan is not None:
+            self._chan.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._chan is not None:
+            self._chan.resume_reading()
+
+    # Shared end of life
+
+    def client_gone(self) -> None:
+        """The client channel closed: close upstream too."""
+        if self._up is not None:
+            self._up.close()
+        if not self._closed:
+            self._closed = True
+            self.recording.close(self._exit_status, self._exit_signal.name if self._exit_signal else None)
+
+
+def start_task(coro: Awaitable[None], on_error: Callable[[BaseException], None]) -> asyncio.Task[None]:
+    """Run ``coro`` in the background; an unexpected exception goes to ``on_error``, never lost."""
+
+    async def runner() -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            on_error(exc)
+
+    return asyncio.get_running_loop().create_task(runner())

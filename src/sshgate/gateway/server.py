@@ -1,0 +1,113 @@
+"""The gateway process: listen, hold the current configuration, reload it, stop gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import asyncssh
+
+from sshgate import audit
+from sshgate.config import Config, ConfigError, load_config
+from sshgate.gateway.binding import BindContext
+from sshgate.gateway.connection import GatewayConnection, GatewayState
+from sshgate.gateway.lockout import FailureTracker
+from sshgate.hostkey import load_or_create_host_keys
+from sshgate.policy.decision import AllowAll
+from sshgate.recording.recorder import NullRecorder, Recorder
+from sshgate.upstream.ssh import ENCRYPTION_ALGS
+
+
+def build_context(config: Config, recorder: Recorder) -> BindContext:
+    return BindContext(config=config, policy=AllowAll(), recorder=recorder)
+
+
+class Gateway:
+    """Serves SSH on ``config.listen``; each new connection sees the configuration of its moment."""
+
+    def __init__(self, config: Config, config_path: str | None = None) -> None:
+        self.config_path = config_path
+        self.recorder: Recorder = NullRecorder()
+        self.ctx = build_context(config, self.recorder)
+        limits = config.limits
+        self.state = GatewayState(FailureTracker(limits.auth_failures_before_lockout, limits.lockout_s))
+        self.log = audit.logger()
+        self._server: asyncssh.SSHAcceptor | None = None
+        self._stopped = asyncio.Event()
+        self.port = 0
+
+    @property
+    def config(self) -> Config:
+        return self.ctx.config
+
+    async def start(self) -> None:
+        config = self.config
+        keys = load_or_create_host_keys(config.host_key_paths)
+        self._server = await asyncssh.create_server(
+            lambda: GatewayConnection(self.ctx, self.state),
+            config.listen.host,
+            config.listen.port,
+            server_host_keys=keys,
+            server_version="sshgate",
+            encryption_algs=ENCRYPTION_ALGS,
+            compression_algs=None,
+            login_timeout=config.limits.login_grace_s,
+            agent_forwarding=False,
+            x11_forwarding=False,
+            allow_scp=False,
+            line_editor=False,
+            keepalive_interval=60,
+            reuse_port=config.workers > 1,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        self.log.info(
+            "gateway.listening",
+            host=config.listen.host,
+            port=self.port,
+            host_keys=[str(p) for p in config.host_key_paths],
+            fingerprints=[k.get_fingerprint() for k in keys],
+        )
+
+    def reload(self) -> bool:
+        """Swap in the configuration file's current content; a bad file keeps the old one serving."""
+        if self.config_path is None:
+            return False
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as exc:
+            self.log.error("config.reload", result="refused", reason=str(exc))
+            return False
+        self.ctx = build_context(config, self.recorder)
+        limits = config.limits
+        self.state.tracker.limit = limits.auth_failures_before_lockout
+        self.state.tracker.lockout_s = limits.lockout_s
+        self.log.info("config.reload", result="ok", resources=len(config.resources))
+        return True
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for conn in list(self.state.connections):
+            if conn.conn is not None:
+                conn.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "the gateway is shutting down")
+        await self.recorder.aclose()
+        self._stopped.set()
+
+    async def serve_forever(self) -> None:
+        """Run until SIGTERM/SIGINT; SIGHUP reloads the configuration."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        await self.start()
+        await stop.wait()
+        self.log.info("gateway.stopping")
+        await self.stop()
+
+
+async def serve(config_path: str) -> None:
+    gateway = Gateway(load_config(config_path), config_path)
+    await gateway.serve_forever()

@@ -1,0 +1,80 @@
+"""Who is connecting: the identity a login names, looked up in the configured directory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from sshgate.config import Config, MachineConfig, UserConfig
+from sshgate.login import Login
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """An authenticated (or about to be) principal, as policies see it in ``input.user``."""
+
+    type: Literal["human", "machine"]
+    name: str
+    provider: str
+    login: str | None
+    groups: tuple[str, ...] = ()
+    known: bool = True
+
+    @property
+    def email(self) -> str | None:
+        return self.name if self.type == "human" else None
+
+    def as_policy_input(self) -> dict[str, object]:
+        doc: dict[str, object] = {
+            "type": self.type,
+            "provider": self.provider,
+            "login": self.login,
+            "groups": list(self.groups),
+        }
+        doc["email" if self.type == "human" else "name"] = self.name
+        return doc
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What may prove an identity: public keys, CA keys (with the principal to match), token hashes."""
+
+    authorized_keys: tuple[str, ...] = ()
+    ca_keys: tuple[str, ...] = ()
+    principal: str = ""
+    token_hashes: tuple[str, ...] = field(default=(), repr=False)
+
+
+def lookup(config: Config, login: Login) -> tuple[Identity, Credentials]:
+    """Map a parsed login to its identity and credentials. Unknown names get no credentials
+    (except CA-signed certificates for humans), so they fail authentication like a wrong key."""
+    provider = login.provider or "formal"
+    ca_keys = tuple(config.identities.user_ca_keys)
+    if login.kind == "machine":
+        machine = next((m for m in config.identities.machines if m.name == login.subject), None)
+        return _machine(machine, login.subject, provider, ca_keys)
+    user: UserConfig | None
+    if login.kind == "alias":
+        user = next(
+            (u for u in config.identities.users if u.login and u.login.lower() == login.subject), None
+        )
+        if user is None:
+            return Identity("human", login.subject, provider, login.subject, known=False), Credentials()
+    else:
+        user = next((u for u in config.identities.users if u.email == login.subject), None)
+    if user is None:
+        return (
+            Identity("human", login.subject, provider, None, known=False),
+            Credentials(ca_keys=ca_keys, principal=login.subject),
+        )
+    identity = Identity("human", user.email, provider, user.login, tuple(user.groups))
+    return identity, Credentials(tuple(user.authorized_keys), ca_keys, user.email, tuple(user.tokens))
+
+
+def _machine(
+    machine: MachineConfig | None, name: str, provider: str, ca_keys: tuple[str, ...]
+) -> tuple[Identity, Credentials]:
+    if machine is None:
+        return Identity("machine", name, provider, None, known=False), Credentials()
+    identity = Identity("machine", machine.name, provider, None, tuple(machine.groups))
+    return identity, Credentials(tuple(machine.authorized_keys), ca_keys, machine.name, tuple(machine.tokens))

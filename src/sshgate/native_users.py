@@ -1,0 +1,43 @@
+"""Which account the gateway logs in as upstream (DESIGN §5), decided without I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from sshgate.config import NativeUser
+from sshgate.identity import Identity
+
+Source = Literal["explicit", "user", "group", "default"]
+
+
+class NoNativeUser(Exception):
+    """No native user may be used; the message is safe to show the client."""
+
+
+@dataclass(frozen=True, slots=True)
+class NativeChoice:
+    user: NativeUser
+    source: Source
+
+
+def resolve_native_user(
+    resource_name: str, native_users: list[NativeUser], identity: Identity, requested: str | None
+) -> NativeChoice:
+    """``@native`` / ``--native-user`` → own assignment → a group's → the default → refused."""
+    if requested is not None:
+        for native in native_users:
+            if native.username == requested:
+                return NativeChoice(native, "explicit")
+        raise NoNativeUser(f"no native user {requested} on {resource_name}")
+    for native in native_users:
+        if identity.name.lower() in native.users:
+            return NativeChoice(native, "user")
+    groups = set(identity.groups)
+    for native in native_users:
+        if groups & set(native.groups):
+            return NativeChoice(native, "group")
+    for native in native_users:
+        if native.default:
+            return NativeChoice(native, "default")
+    raise NoNativeUser(f"no native user for you on {resource_name}")

@@ -1,0 +1,1 @@
+"""Session recordings (DESIGN §7)."""

@@ -1,0 +1,73 @@
+"""The recorder seam: what the relay tells a recording, and a recorder that keeps nothing.
+
+Calls on a :class:`ChannelRecording` happen on the relay's hot path, so implementations must
+only buffer in memory; writing to disk or S3 happens elsewhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Protocol
+
+ChannelKind = Literal["shell", "exec", "sftp", "forward"]
+
+
+class RecordingError(Exception):
+    """A recording that cannot be started; the session is refused (fail closed)."""
+
+
+class ChannelRecording(Protocol):
+    def output(self, data: bytes, stderr: bool = False) -> None: ...
+    def input(self, data: bytes) -> None: ...
+    def resize(self, cols: int, rows: int) -> None: ...
+    def close(self, exit_status: int | None = None, exit_signal: str | None = None) -> None: ...
+
+
+class SessionRecording(Protocol):
+    session_id: str
+
+    def open_channel(self, kind: ChannelKind, meta: dict[str, Any]) -> ChannelRecording: ...
+    def note_decision(self, decision: dict[str, Any]) -> None: ...
+    async def close(self, status: Literal["closed", "interrupted"] = "closed") -> None: ...
+
+
+class Recorder(Protocol):
+    async def start_session(self, session_id: str, meta: dict[str, Any]) -> SessionRecording: ...
+    async def aclose(self) -> None: ...
+
+
+class _NullChannel:
+    def output(self, data: bytes, stderr: bool = False) -> None:
+        pass
+
+    def input(self, data: bytes) -> None:
+        pass
+
+    def resize(self, cols: int, rows: int) -> None:
+        pass
+
+    def close(self, exit_status: int | None = None, exit_signal: str | None = None) -> None:
+        pass
+
+
+class _NullSession:
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+
+    def open_channel(self, kind: ChannelKind, meta: dict[str, Any]) -> ChannelRecording:
+        return _NullChannel()
+
+    def note_decision(self, decision: dict[str, Any]) -> None:
+        pass
+
+    async def close(self, status: Literal["closed", "interrupted"] = "closed") -> None:
+        pass
+
+
+class NullRecorder:
+    """Keeps nothing; used until a sink is configured by the recording module."""
+
+    async def start_session(self, session_id: str, meta: dict[str, Any]) -> SessionRecording:
+        return _NullSession(session_id)
+
+    async def aclose(self) -> None:
+        pass

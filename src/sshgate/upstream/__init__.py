@@ -1,0 +1,1 @@
+"""Upstreams: where a bound connection's channels go (an sshd, or EC2/ECS through SSM)."""
