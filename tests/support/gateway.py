@@ -1,0 +1,179 @@
+"""Runs ``sshgate serve`` as a real process and drives it with the real OpenSSH clients."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support.sshd import keygen
+
+
+class GatewayProcess:
+    """One ``sshgate serve`` process; its JSON audit lines are collected as they arrive."""
+
+    def __init__(self, root: Path, config: dict[str, Any], env: dict[str, str] | None = None) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        config.setdefault("listen", {"host": "127.0.0.1", "port": 0})
+        config.setdefault("data_dir", str(root / "data"))
+        config.setdefault("metrics", {"listen": None})
+        self.config = config
+        self.config_path = root / "sshgate.yaml"
+        self.write_config(config)
+        self.env = {**os.environ, **(env or {})}
+        self.lines: list[dict[str, Any]] = []
+        self.raw: list[str] = []
+        self.port = 0
+        self.process: subprocess.Popen[str] | None = None
+        self._ready = threading.Event()
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def start(self, timeout: float = 20.0) -> GatewayProcess:
+        self._ready.clear()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "sshgate.cli", "serve", "--config", str(self.config_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=self.env,
+        )
+        threading.Thread(target=self._read, args=(self.process,), daemon=True).start()
+        if not self._ready.wait(timeout):
+            self.stop()
+            raise RuntimeError("gateway did not start:\n" + "".join(self.raw[-30:]))
+        return self
+
+    def _read(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            self.raw.append(line)
+            try:
+                doc = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            self.lines.append(doc)
+            if doc.get("event") == "gateway.listening":
+                self.port = int(doc["port"])
+                self._ready.set()
+
+    def events(self, name: str, **match: Any) -> list[dict[str, Any]]:
+        return [
+            d for d in self.lines if d.get("event") == name and all(d.get(k) == v for k, v in match.items())
+        ]
+
+    def wait_event(self, name: str, timeout: float = 10.0, **match: Any) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.events(name, **match)
+            if found:
+                return found[-1]
+            time.sleep(0.02)
+        raise TimeoutError(f"no {name} {match} in the audit log:\n" + "".join(self.raw[-20:]))
+
+    def signal(self, sig: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    def stop(self) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+    def host_pub(self) -> str:
+        return Path(str(Path(self.config["data_dir"]) / "ssh_host_ed25519_key") + ".pub").read_text().strip()
+
+
+class Client:
+    """Real OpenSSH clients pointed at one gateway with one identity key."""
+
+    def __init__(self, gateway: GatewayProcess, key: Path, root: Path) -> None:
+        self.gateway = gateway
+        self.key = key
+        root.mkdir(parents=True, exist_ok=True)
+        self.known_hosts = root / "known_hosts"
+        self.known_hosts.write_text(f"[127.0.0.1]:{gateway.port} {gateway.host_pub()}\n")
+        self.config = root / "ssh_config"
+        self.config.write_text(
+            f"""Host gw
+  HostName 127.0.0.1
+  Port {gateway.port}
+  IdentityFile {key}
+  IdentitiesOnly yes
+  BatchMode yes
+  UserKnownHostsFile {self.known_hosts}
+  StrictHostKeyChecking yes
+  LogLevel ERROR
+  ConnectTimeout 10
+  Ciphers aes128-gcm@openssh.com
+"""
+        )
+
+    def ssh_argv(self, login: str, *args: str, options: Sequence[str] = ()) -> list[str]:
+        return ["ssh", "-F", str(self.config), *options, "-o", f"User={login}", "gw", *args]
+
+    def ssh(
+        self,
+        login: str,
+        *args: str,
+        input: bytes | None = None,
+        options: Sequence[str] = (),
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            self.ssh_argv(login, *args, options=options),
+            input=input if input is not None else b"",
+            capture_output=True,
+            timeout=timeout,
+        )
+
+    def scp(
+        self, login: str, *args: str, legacy: bool = False, timeout: float = 60
+    ) -> subprocess.CompletedProcess[bytes]:
+        mode = ["-O"] if legacy else ["-s"]
+        return subprocess.run(
+            ["scp", "-F", str(self.config), *mode, "-o", f"User={login}", *args],
+            capture_output=True,
+            timeout=timeout,
+        )
+
+    def sftp(self, login: str, batch: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            ["sftp", "-F", str(self.config), "-o", f"User={login}", "-b", "-", "gw"],
+            input=batch.encode(),
+            capture_output=True,
+            timeout=timeout,
+        )
+
+    def rsync(self, login: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            ["rsync", "-e", f"ssh -F {self.config} -o User={login}", *args],
+            capture_output=True,
+            timeout=timeout,
+        )
+
+
+def user_key(root: Path, name: str) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"{name}_ed25519"
+    return path if path.exists() else keygen(path, name)
+
+
+def pub(path: Path) -> str:
+    return Path(str(path) + ".pub").read_text().strip()

@@ -1,0 +1,104 @@
+"""A private OpenSSH sshd on 127.0.0.1: its own host key, test accounts, password, keys and a user CA."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.net import free_port, wait_port
+
+SSHD = "/usr/sbin/sshd"
+ACCOUNTS = ("sgtest", "sgro")
+
+
+def keygen(path: Path, comment: str = "") -> Path:
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)], check=True
+    )
+    return path
+
+
+def sign_cert(ca: Path, pub: Path, identity: str, principals: str, validity: str = "-5m:+1h") -> Path:
+    subprocess.run(
+        ["ssh-keygen", "-q", "-s", str(ca), "-I", identity, "-n", principals, "-V", validity, str(pub)],
+        check=True,
+        capture_output=True,
+    )
+    return Path(str(pub).removesuffix(".pub") + "-cert.pub")
+
+
+def ensure_account(name: str, password: str) -> None:
+    """Create a local login account (the tests run as root, as CI does) and set its password."""
+    if subprocess.run(["id", name], capture_output=True).returncode != 0:
+        subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], check=True)
+    subprocess.run(["chpasswd"], input=f"{name}:{password}\n", text=True, check=True)
+
+
+@dataclass
+class Sshd:
+    root: Path
+    port: int
+    host_key: Path
+    user_ca: Path
+    native_key: Path
+    password: str
+    process: subprocess.Popen[bytes]
+
+    @property
+    def host_pub(self) -> str:
+        return Path(str(self.host_key) + ".pub").read_text().strip()
+
+    def known_hosts_line(self) -> str:
+        return f"[127.0.0.1]:{self.port} {self.host_pub}\n"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_sshd(root: Path) -> Sshd:
+    root.mkdir(parents=True, exist_ok=True)
+    Path("/run/sshd").mkdir(exist_ok=True)
+    host_key = keygen(root / "host_ed25519", "upstream-host")
+    user_ca = keygen(root / "user_ca", "upstream-user-ca")
+    native_key = keygen(root / "native_ed25519", "native")
+    password = "pw-" + secrets.token_hex(12)
+    auth_dir = root / "authorized_keys"
+    auth_dir.mkdir()
+    for account in ACCOUNTS:
+        ensure_account(account, password)
+        (auth_dir / account).write_text(Path(str(native_key) + ".pub").read_text())
+    port = free_port()
+    config = root / "sshd_config"
+    config.write_text(
+        f"""Port {port}
+ListenAddress 127.0.0.1
+HostKey {host_key}
+PidFile {root / "sshd.pid"}
+AuthorizedKeysFile {auth_dir}/%u
+TrustedUserCAKeys {user_ca}.pub
+StrictModes no
+UsePAM no
+PasswordAuthentication yes
+KbdInteractiveAuthentication no
+PermitRootLogin no
+AllowTcpForwarding yes
+AcceptEnv LANG LC_*
+Subsystem sftp /usr/lib/openssh/sftp-server
+MaxStartups 200:30:400
+MaxSessions 200
+LogLevel ERROR
+"""
+    )
+    log = open(root / "sshd.log", "wb")  # noqa: SIM115 - owned by the process for its lifetime
+    process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=log)
+    wait_port(port)
+    os.environ.pop("SSH_AUTH_SOCK", None)
+    return Sshd(root, port, host_key, user_ca, native_key, password, process)
