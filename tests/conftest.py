@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +19,14 @@ from tests.support.sshd import Sshd, keygen, sign_cert, start_sshd
 
 
 @pytest.fixture(scope="session")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+def sshd() -> Iterator[Sshd]:
+    # Not under pytest's private (0700) temp dir: sshd reads authorized_keys as the test account.
+    root = Path(tempfile.mkdtemp(prefix="sshgate-sshd-"))
+    root.chmod(0o755)
+    server = start_sshd(root)
     yield server
     server.stop()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @dataclass
@@ -91,6 +97,8 @@ def base_config(keys: Keys, up: Upstream) -> dict[str, Any]:
     """The configuration most tests share: three identities and resources for every secret form."""
     key_secret = f"FILE:{up.sshd.native_key}"
     return {
+        # Tests fail logins on purpose; only the lockout test (its own gateway) wants a low limit.
+        "limits": {"auth_failures_before_lockout": 1000},
         "identities": {
             "users": [
                 {

@@ -281,15 +281,19 @@ def _require_unique(values: Iterator[str] | Any, what: str) -> None:
 
 
 def _check_assignments(resource: SshResource | Ec2Resource | EcsResource, user: UserConfig) -> None:
-    """DESIGN §5: a direct assignment excludes group ones, and groups must agree."""
+    """DESIGN §5: a direct assignment excludes a *different* group one, and groups must agree.
+
+    The same native user reached both directly and through a group (as in DESIGN §3's own
+    example) is not ambiguous, so it is allowed.
+    """
     direct = [n.username for n in resource.native_users if user.email in n.users]
     via_groups = {n.username for n in resource.native_users if set(n.groups) & set(user.groups)}
     if len(direct) > 1:
         raise ValueError(f"{user.email} is assigned several native users on {resource.name}: {direct}")
-    if direct and via_groups:
+    if direct and via_groups - {direct[0]}:
         raise ValueError(
             f"{user.email} is assigned {direct[0]} directly on {resource.name} and also through a group "
-            f"({', '.join(sorted(via_groups))}); remove one of the two"
+            f"({', '.join(sorted(via_groups - {direct[0]}))}); remove one of the two"
         )
     if len(via_groups) > 1:
         raise ValueError(

@@ -1,0 +1,177 @@
+"""Authentication: tokens, user certificates, lockout; connection binding; reload; host key."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Keys, Upstream, base_config
+from tests.support.gateway import Client, GatewayProcess
+from tests.support.sshd import keygen, sign_cert
+
+
+def _askpass(tmp_path: Path, secret: str) -> dict[str, str]:
+    script = tmp_path / "askpass.sh"
+    script.write_text(f"#!/bin/sh\nprintf '%s\\n' '{secret}'\n")
+    script.chmod(0o700)
+    return {"SSH_ASKPASS": str(script), "SSH_ASKPASS_REQUIRE": "force", "DISPLAY": ":0"}
+
+
+def _password_ssh(
+    client: Client, login: str, secret: str, tmp_path: Path
+) -> subprocess.CompletedProcess[bytes]:
+    argv = client.ssh_argv(
+        login,
+        "id -un",
+        options=[
+            "-o",
+            "BatchMode=no",
+            "-o",
+            "PreferredAuthentications=password",
+            "-o",
+            "NumberOfPasswordPrompts=1",
+        ],
+    )
+    return subprocess.run(
+        argv,
+        capture_output=True,
+        timeout=30,
+        env={**os.environ, **_askpass(tmp_path, secret)},
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_access_token_as_password(alice: Client, keys: Keys, gateway: GatewayProcess, tmp_path: Path) -> None:
+    ok = _password_ssh(alice, "alice+web-1", keys.alice_token, tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout == b"sgtest\n"
+    assert gateway.events("auth.success", method="password")
+    bad = _password_ssh(alice, "alice+web-1", keys.alice_token + "x", tmp_path)
+    assert bad.returncode == 255
+    assert b"Permission denied" in bad.stderr
+
+
+def _cert_client(
+    gateway: GatewayProcess, keys: Keys, tmp_path: Path, principal: str, validity: str
+) -> Client:
+    key = keygen(tmp_path / "certuser", "certuser")
+    cert = sign_cert(keys.gateway_ca, Path(str(key) + ".pub"), "test-cert", principal, validity)
+    client = Client(gateway, key, tmp_path)
+    client.config.write_text(client.config.read_text() + f"  CertificateFile {cert}\n")
+    return client
+
+
+def test_user_certificate(gateway: GatewayProcess, keys: Keys, tmp_path: Path) -> None:
+    client = _cert_client(gateway, keys, tmp_path, "alice@corp.com", "-5m:+1h")
+    result = client.ssh("idp:human:alice@corp.com+web-1", "id -un")
+    assert result.stdout == b"sgtest\n", result.stderr
+    assert gateway.events("auth.success", method="certificate", identity="alice@corp.com")
+
+
+def test_certificate_for_unlisted_user_has_no_groups(
+    gateway: GatewayProcess, keys: Keys, tmp_path: Path
+) -> None:
+    client = _cert_client(gateway, keys, tmp_path, "carol@corp.com", "-5m:+1h")
+    assert client.ssh("idp:human:carol@corp.com+web-1", "id -un").stdout == b"sgtest\n"
+    # ops-only is assigned to the ops group only; carol has none.
+    refused = client.ssh("idp:human:carol@corp.com", "formal ops-only -- true")
+    assert refused.stderr == b"sshgate: no native user for you on ops-only\n"
+
+
+@pytest.mark.parametrize(
+    ("principal", "validity"),
+    [("bob@corp.com", "-5m:+1h"), ("alice@corp.com", "-2h:-1h")],
+    ids=["principal", "expired"],
+)
+def test_certificate_refused(
+    gateway: GatewayProcess, keys: Keys, tmp_path: Path, principal: str, validity: str
+) -> None:
+    client = _cert_client(gateway, keys, tmp_path, principal, validity)
+    result = client.ssh("idp:human:alice@corp.com+web-1", "true")
+    assert result.returncode == 255
+    assert b"Permission denied" in result.stderr
+
+
+def test_connection_binds_to_first_resource(alice: Client, tmp_path: Path) -> None:
+    """Channels multiplexed on one connection share its binding; another resource is refused."""
+    sock = tmp_path / "mux.sock"
+    mux = ["-o", f"ControlPath={sock}"]
+    master = subprocess.Popen(alice.ssh_argv("alice", options=[*mux, "-M", "-N"]))
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            subprocess.run(["sleep", "0.05"], check=True)
+        first = alice.ssh("alice", "formal web-1 -- echo one", options=mux)
+        assert first.stdout == b"one\n", first.stderr
+        again = alice.ssh("alice", "formal web-1 -- echo two", options=mux)
+        assert again.stdout == b"two\n"
+        other = alice.ssh("alice", "formal web-pinned -- echo three", options=mux)
+        assert other.returncode == 1
+        assert b"this connection is bound to web-1" in other.stderr
+    finally:
+        master.terminate()
+        master.wait(timeout=10)
+
+
+def test_lockout_after_repeated_failures(keys: Keys, upstream: Upstream, tmp_path: Path) -> None:
+    config = base_config(keys, upstream)
+    config["limits"] = {"auth_failures_before_lockout": 3, "lockout_s": 60}
+    gw = GatewayProcess(tmp_path / "gw", config).start()
+    try:
+        stranger = Client(gw, keys.stranger, tmp_path / "stranger")
+        alice = Client(gw, keys.alice, tmp_path / "alice")
+        bind = ["-o", "BindAddress=127.0.0.2"]
+        for _ in range(3):
+            assert stranger.ssh("alice+web-1", "true", options=bind).returncode == 255
+        locked = alice.ssh("alice+web-1", "true", options=bind)
+        assert locked.returncode == 255
+        assert b"too many failed logins from 127.0.0.2" in locked.stderr, locked.stderr
+        gw.wait_event("auth.lockout", client_ip="127.0.0.2")
+        # Other addresses are still served.
+        assert alice.ssh("alice+web-1", "echo fine").stdout == b"fine\n"
+    finally:
+        gw.stop()
+
+
+def test_sighup_reload_refuses_bad_config_and_applies_good(
+    keys: Keys, upstream: Upstream, tmp_path: Path
+) -> None:
+    config = base_config(keys, upstream)
+    gw = GatewayProcess(tmp_path / "gw", copy.deepcopy(config)).start()
+    try:
+        alice = Client(gw, keys.alice, tmp_path / "alice")
+        gw.config_path.write_text("resources: [{name: x, type: ssh, bogus: 1}]\n")
+        gw.signal(signal.SIGHUP)
+        refused = gw.wait_event("config.reload", result="refused")
+        assert "bogus" in refused["reason"]
+        assert alice.ssh("alice+web-1", "echo still").stdout == b"still\n"
+        renamed = copy.deepcopy(config)
+        renamed["resources"][0]["name"] = "web-renamed"
+        gw.write_config({**gw.config, **renamed})
+        gw.signal(signal.SIGHUP)
+        gw.wait_event("config.reload", result="ok")
+        assert alice.ssh("alice+web-renamed", "echo new").stdout == b"new\n"
+        assert b"unknown resource web-1" in alice.ssh("alice+web-1", "true").stderr
+    finally:
+        gw.stop()
+
+
+def test_host_key_generated_once_and_kept(keys: Keys, upstream: Upstream, tmp_path: Path) -> None:
+    gw = GatewayProcess(tmp_path / "gw", base_config(keys, upstream)).start()
+    first = gw.host_pub()
+    alice = Client(gw, keys.alice, tmp_path / "alice")
+    assert gw.stop() == 0
+    gw.config["listen"] = {"host": "127.0.0.1", "port": gw.port}
+    gw.write_config(gw.config)
+    gw.start()
+    try:
+        assert gw.host_pub() == first
+        assert alice.ssh("alice+web-1", "echo same-key").stdout == b"same-key\n"
+    finally:
+        gw.stop()

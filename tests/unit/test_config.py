@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sshgate.cli import main
+from sshgate.config import ConfigError, load_config, parse_config
+
+RESOURCE = """
+resources:
+  - name: web-1
+    type: ssh
+    hostname: 10.0.0.5
+    host_key_policy: {known_hosts: /etc/sshgate/known_hosts}
+    native_users:
+      - {username: ubuntu, secret: "ENV:WEB1_KEY", default: true}
+"""
+
+
+def test_design_example_parses() -> None:
+    """Every section of DESIGN §3 parses, including those later issues implement."""
+    text = Path(__file__).with_name("design_example.yaml").read_text()
+    config = parse_config(text)
+    assert [r.type for r in config.resources] == ["ssh", "ec2", "ecs"]
+    assert config.policies.engine == "embedded"
+    assert config.limits.lockout_s == 300
+    assert config.recording.s3 is not None and config.recording.s3.bucket == "my-recordings"
+
+
+def test_unknown_key_names_key_and_line() -> None:
+    text = RESOURCE + "    colour: blue\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "gw.yaml")
+    assert "gw.yaml:9: resources.0.colour: unknown key" in str(info.value)
+
+
+def test_unknown_top_level_key() -> None:
+    with pytest.raises(ConfigError, match=r"cfg:1: listn: unknown key"):
+        parse_config("listn: {port: 1}\n", "cfg")
+
+
+@pytest.mark.parametrize(
+    ("snippet", "message"),
+    [
+        ("host_key_policy: {}", "exactly one of known_hosts"),
+        ("host_key_policy: {known_hosts: /x, insecure_accept_any: true}", "exactly one of known_hosts"),
+    ],
+)
+def test_host_key_policy_exactly_one(snippet: str, message: str) -> None:
+    text = RESOURCE.replace("host_key_policy: {known_hosts: /etc/sshgate/known_hosts}", snippet)
+    with pytest.raises(ConfigError, match=message):
+        parse_config(text)
+
+
+def test_direct_and_group_assignment_conflict() -> None:
+    text = (
+        "identities: {users: [{email: a@x.io, groups: [dev]}]}\n"
+        + RESOURCE
+        + "      - {username: ro, secret: x, users: [A@x.io]}\n"
+        + "      - {username: rw, secret: x, groups: [dev]}\n"
+    )
+    with pytest.raises(ConfigError, match=r"assigned ro directly on web-1 and also through a group \(rw\)"):
+        parse_config(text)
+    same = text.replace("{username: rw, secret: x, groups: [dev]}", "{username: rw, secret: x}").replace(
+        "users: [A@x.io]}", "users: [A@x.io], groups: [dev]}"
+    )
+    assert parse_config(same).resources[0].native_users[1].groups == ["dev"]
+
+
+def test_two_group_native_users_conflict() -> None:
+    text = (
+        "identities: {users: [{email: a@x.io, groups: [dev, ops]}]}\n"
+        + RESOURCE
+        + "      - {username: ro, secret: x, groups: [dev]}\n"
+        + "      - {username: rw, secret: x, groups: [ops]}\n"
+    )
+    with pytest.raises(ConfigError, match="different native users on web-1 through groups: ro, rw"):
+        parse_config(text)
+
+
+def test_duplicates_and_defaults_refused() -> None:
+    with pytest.raises(ConfigError, match="more than one default"):
+        parse_config(RESOURCE + "      - {username: other, secret: x, default: true}\n")
+    with pytest.raises(ConfigError, match="duplicate resource name 'web-1'"):
+        parse_config(RESOURCE + RESOURCE.replace("resources:\n", ""))
+
+
+def test_relative_paths_resolve_against_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text("data_dir: state\npolicies: {paths: [policies/]}\n")
+    config = load_config(path)
+    assert config.data_dir == str(tmp_path / "state")
+    assert config.policies.paths == [str(tmp_path / "policies")]
+    assert config.host_key_paths == [tmp_path / "state" / "ssh_host_ed25519_key"]
+
+
+def test_secrets_not_in_repr() -> None:
+    config = parse_config(RESOURCE.replace("ENV:WEB1_KEY", "hunter2-plaintext"))
+    assert "hunter2" not in repr(config)
+
+
+def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(RESOURCE)
+    assert main(["check-config", "--config", str(good)]) == 0
+    assert "OK (1 resources" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(RESOURCE + "    port: nope\n")
+    assert main(["check-config", "--config", str(bad)]) == 2
+    assert "bad.yaml:9: resources.0.port" in capsys.readouterr().err
