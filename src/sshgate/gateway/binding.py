@@ -29,7 +29,7 @@ class Binding:
     recording: SessionRecording
     upstream: Upstream
     route: Route
-    channels: int = field(default=0)
+    session_doc: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

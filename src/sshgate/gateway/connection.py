@@ -26,7 +26,8 @@ from sshgate.gateway.refusal import Refusal
 from sshgate.gateway.relay import ChannelRelay, start_task
 from sshgate.identity import Credentials, Identity, lookup
 from sshgate.login import Login, LoginError, parse_login
-from sshgate.policy.input import ConnectionFacts, RequestFacts
+from sshgate.policy.decision import Decision
+from sshgate.policy.input import ConnectionFacts, PolicyRequestKind, RequestFacts, request_input
 from sshgate.recording.recorder import ChannelKind
 from sshgate.tokens import verify_token
 from sshgate.upstream.base import SessionRequest, UpstreamError
@@ -255,18 +256,10 @@ class GatewayConnection(asyncssh.SSHServer):
         try:
             resource = find_resource(self.ctx.config, route.resource)
             native = choose_native(resource, self.identity, route.native_user)
-            decision, _ = await decide_session(
+            decision, session_doc = await decide_session(
                 self.ctx, self.identity, resource, native, self._facts(), request
             )
-            self.log.info(
-                "policy.decision",
-                stage="session",
-                action=decision.action,
-                reason=decision.reason,
-                eval_ms=round(decision.eval_seconds * 1000, 3),
-                resource=resource.name,
-                native_user=native.user.username,
-            )
+            self._log_decision(decision, resource=resource.name, native_user=native.user.username)
             if not decision.allowed:
                 raise Refusal(decision.client_text(), reason=decision.reason, event="policy.block")
             recording = await start_recording(
@@ -313,12 +306,35 @@ class GatewayConnection(asyncssh.SSHServer):
                 upstream=upstream.kind,
                 seconds=round(time.monotonic() - started, 4),
             )
-            return Binding(resource, native, decision, recording, upstream, route)
+            return Binding(resource, native, decision, recording, upstream, route, session_doc)
         except Refusal as exc:
             self.log.warning(
                 "session.refused", resource=route.resource, reason=exc.reason, event_kind=exc.event
             )
             raise
+
+    def _log_decision(self, decision: Decision, **fields: Any) -> None:
+        self.log.info(
+            "policy.decision",
+            stage=decision.stage,
+            action=decision.action,
+            reason=decision.reason,
+            eval_ms=round(decision.eval_seconds * 1000, 3),
+            **fields,
+        )
+
+    async def check_request(self, binding: Binding, kind: PolicyRequestKind, **facts: Any) -> None:
+        """The request stage: one decision per exec, subsystem, sftp mutation or forward."""
+        if not self.ctx.policy.has_rule("request"):
+            return
+        decision = await self.ctx.policy.decide("request", request_input(binding.session_doc, kind, **facts))
+        self._log_decision(decision, kind=kind, **facts)
+        binding.recording.note_decision(
+            {"stage": "request", "action": decision.action, "reason": decision.reason, "kind": kind, **facts}
+        )
+        if not decision.allowed:
+            self.log.warning("request.blocked", kind=kind, reason=decision.reason, **facts)
+            raise Refusal(decision.client_text(), reason=decision.reason, event="request.blocked")
 
     async def list_resources(self) -> str:
         """``formal list``: resources with an assigned native user that policy does not block."""
@@ -356,6 +372,7 @@ class GatewayConnection(asyncssh.SSHServer):
         try:
             route = self._binding_route()
             binding = await self.binding(route, RequestFacts("port_forward", host=host, port=port))
+            await self.check_request(binding, "port_forward", host=host, port=port)
             session.attach_upstream(await binding.upstream.open_tcp(host, port, session))
         except (Refusal, UpstreamError) as exc:
             self.log.warning("channel.refused", kind="forward", host=host, port=port, reason=str(exc))
@@ -481,6 +498,8 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         )
         try:
             binding = await owner.binding(route, facts)
+            if kind != "shell":
+                await owner.check_request(binding, kind, command=command, subsystem=self._subsystem)
             up = await binding.upstream.open_session(request, self)
         except (Refusal, UpstreamError) as exc:
             self._refuse(str(exc), getattr(exc, "exit_status", 1))

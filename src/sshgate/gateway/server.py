@@ -13,13 +13,11 @@ from sshgate.gateway.binding import BindContext
 from sshgate.gateway.connection import GatewayConnection, GatewayState
 from sshgate.gateway.lockout import FailureTracker
 from sshgate.hostkey import load_or_create_host_keys
-from sshgate.policy.decision import AllowAll
+from sshgate.policy.loader import ReloadableDecisionPoint
+from sshgate.policy.sources import PolicyLoadError
+from sshgate.policy.watch import watch_policies
 from sshgate.recording.recorder import NullRecorder, Recorder
 from sshgate.upstream.ssh import ENCRYPTION_ALGS
-
-
-def build_context(config: Config, recorder: Recorder) -> BindContext:
-    return BindContext(config=config, policy=AllowAll(), recorder=recorder)
 
 
 class Gateway:
@@ -28,7 +26,8 @@ class Gateway:
     def __init__(self, config: Config, config_path: str | None = None) -> None:
         self.config_path = config_path
         self.recorder: Recorder = NullRecorder()
-        self.ctx = build_context(config, self.recorder)
+        self._initial = config
+        self.ctx: BindContext | None = None
         limits = config.limits
         self.state = GatewayState(FailureTracker(limits.auth_failures_before_lockout, limits.lockout_s))
         self.log = audit.logger()
@@ -38,13 +37,22 @@ class Gateway:
 
     @property
     def config(self) -> Config:
-        return self.ctx.config
+        return self.ctx.config if self.ctx else self._initial
+
+    def _context(self) -> BindContext:
+        assert self.ctx is not None
+        return self.ctx
 
     async def start(self) -> None:
+        """Load policies and keys, then listen; any failure here stops start-up with a clear error."""
         config = self.config
+        # The embedded Rego engine is bound to the thread that compiles it: the event loop's.
+        self.policy = ReloadableDecisionPoint(config.policies)
+        self.ctx = BindContext(config, self.policy, self.recorder)
+        self._watch = asyncio.get_running_loop().create_task(watch_policies(self.policy, self._stopped))
         keys = load_or_create_host_keys(config.host_key_paths)
         self._server = await asyncssh.create_server(
-            lambda: GatewayConnection(self.ctx, self.state),
+            lambda: GatewayConnection(self._context(), self.state),
             config.listen.host,
             config.listen.port,
             server_host_keys=keys,
@@ -68,16 +76,17 @@ class Gateway:
             fingerprints=[k.get_fingerprint() for k in keys],
         )
 
-    def reload(self) -> bool:
-        """Swap in the configuration file's current content; a bad file keeps the old one serving."""
-        if self.config_path is None:
+    async def reload(self) -> bool:
+        """Swap in the configuration file and its policies together; anything bad keeps the old set."""
+        if self.config_path is None or self.ctx is None:
             return False
         try:
             config = load_config(self.config_path)
-        except ConfigError as exc:
+            await self.policy.reload(config.policies)
+        except (ConfigError, PolicyLoadError) as exc:
             self.log.error("config.reload", result="refused", reason=str(exc))
             return False
-        self.ctx = build_context(config, self.recorder)
+        self.ctx = BindContext(config, self.policy, self.recorder)
         limits = config.limits
         self.state.tracker.limit = limits.auth_failures_before_lockout
         self.state.tracker.lockout_s = limits.lockout_s
@@ -92,14 +101,16 @@ class Gateway:
         for conn in list(self.state.connections):
             if conn.conn is not None:
                 conn.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "the gateway is shutting down")
-        await self.recorder.aclose()
         self._stopped.set()
+        await self._watch
+        await self.policy.aclose()
+        await self.recorder.aclose()
 
     async def serve_forever(self) -> None:
         """Run until SIGTERM/SIGINT; SIGHUP reloads the configuration."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         await self.start()
