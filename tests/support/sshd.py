@@ -11,7 +11,7 @@ from pathlib import Path
 from tests.support.net import free_port, wait_port
 
 SSHD = "/usr/sbin/sshd"
-ACCOUNTS = ("sgtest", "sgro")
+ACCOUNTS = ("sgtest", "sgro", "devops")
 
 
 def keygen(path: Path, comment: str = "") -> Path:

@@ -319,6 +319,7 @@ class GatewayConnection(asyncssh.SSHServer):
             stage=decision.stage,
             action=decision.action,
             reason=decision.reason,
+            message=decision.message,
             eval_ms=round(decision.eval_seconds * 1000, 3),
             **fields,
         )
@@ -333,7 +334,9 @@ class GatewayConnection(asyncssh.SSHServer):
             {"stage": "request", "action": decision.action, "reason": decision.reason, "kind": kind, **facts}
         )
         if not decision.allowed:
-            self.log.warning("request.blocked", kind=kind, reason=decision.reason, **facts)
+            self.log.warning(
+                "request.blocked", kind=kind, message=decision.message, reason=decision.reason, **facts
+            )
             raise Refusal(decision.client_text(), reason=decision.reason, event="request.blocked")
 
     async def list_resources(self) -> str:
