@@ -140,6 +140,21 @@ def base_config(keys: Keys, up: Upstream) -> dict[str, Any]:
                 host_key_policy={"host_keys": [up.sshd.host_pub]},
             ),
             ssh_resource(
+                "web-hostca",
+                up,
+                [{"username": "sgtest", "secret": key_secret, "default": True}],
+                host_key_policy={"host_ca_keys": [up.sshd.host_ca_pub]},
+            ),
+            ssh_resource(
+                "web-insecure",
+                up,
+                [{"username": "sgtest", "secret": key_secret, "default": True}],
+                host_key_policy={"insecure_accept_any": True},
+            ),
+            ssh_resource(
+                "bad-password", up, [{"username": "sgro", "secret": "not-the-password", "default": True}]
+            ),
+            ssh_resource(
                 "wrong-key",
                 up,
                 [{"username": "sgtest", "secret": key_secret, "default": True}],

@@ -8,6 +8,7 @@ import os
 import pty
 import struct
 import termios
+from collections.abc import Awaitable, Callable
 from fcntl import ioctl
 from pathlib import Path
 
@@ -40,6 +41,28 @@ def _set_size(fd: int, size: tuple[int, int, int, int]) -> None:
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 
 
+async def _pump(
+    read: Callable[[int], Awaitable[bytes]], write: Callable[[bytes], object], done: Callable[[], object]
+) -> None:
+    """Copy until EOF; a PTY master reports the child's exit as EIO, which is EOF here."""
+    try:
+        while data := await read(65536):
+            write(data)
+    except (OSError, asyncssh.Error):
+        pass
+    done()
+
+
+async def _pipe_streams(master: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(master, "rb", 0))
+    transport, protocol = await loop.connect_write_pipe(
+        asyncio.streams.FlowControlMixin, os.fdopen(os.dup(master), "wb", 0)
+    )
+    return reader, asyncio.StreamWriter(transport, protocol, None, loop)
+
+
 async def _run(process: asyncssh.SSHServerProcess[bytes], home: Path) -> None:
     # OpenSSH's own sftp-server reports an exit status, which scp's SFTP mode checks.
     command = process.command or os.environ.get("SHELL", "/bin/bash")
@@ -65,9 +88,8 @@ async def _run(process: asyncssh.SSHServerProcess[bytes], home: Path) -> None:
             start_new_session=True,
         )
         os.close(slave)
-        master_file = os.fdopen(master, "r+b", buffering=0)
-        await process.redirect(stdin=master_file, stdout=master_file)
-        status = await proc.wait()
+        out, into = await _pipe_streams(master)
+        pumps = [_pump(out.read, process.stdout.write, lambda: None)]
     else:
         proc = await asyncio.create_subprocess_shell(
             command,
@@ -77,8 +99,16 @@ async def _run(process: asyncssh.SSHServerProcess[bytes], home: Path) -> None:
             cwd=home,
             env=env,
         )
-        await process.redirect(stdin=proc.stdin, stdout=proc.stdout, stderr=proc.stderr)
-        status = await proc.wait()
+        assert proc.stdin and proc.stdout and proc.stderr
+        into = proc.stdin
+        pumps = [
+            _pump(proc.stdout.read, process.stdout.write, lambda: None),
+            _pump(proc.stderr.read, process.stderr.write, lambda: None),
+        ]
+    feeder = asyncio.create_task(_pump(process.stdin.read, into.write, into.close))
+    await asyncio.gather(*pumps)
+    status = await proc.wait()
+    feeder.cancel()
     process.exit(status if status >= 0 else 128 - status)
 
 

@@ -47,6 +47,7 @@ def test_stdin_eof_reaches_upstream(alice: Client) -> None:
         ("john", "web-1", "sgro"),  # password via ENV:, group assignment
         ("alice", "web-cert", "sgtest"),  # key + certificate JSON
         ("alice", "web-pinned", "sgtest"),  # pinned upstream host key
+        ("alice", "web-hostca", "sgtest"),  # upstream host certificate from a trusted host CA
     ],
 )
 def test_native_secret_forms(alice: Client, john: Client, login: str, resource: str, user: str) -> None:
@@ -73,3 +74,11 @@ def test_100mb_through_stdin_and_stdout(alice: Client) -> None:
     assert result.returncode == 0
     assert len(result.stdout) == len(blob)
     assert hashlib.sha256(result.stdout).hexdigest() == hashlib.sha256(blob).hexdigest()
+
+
+def test_insecure_host_key_policy_warns_at_every_connect(alice: Client, gateway) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(2):
+        assert alice.ssh("alice+web-insecure", "true").returncode == 0
+    warnings = gateway.events("upstream.insecure_host_key", resource="web-insecure")
+    assert len(warnings) >= 2
+    assert warnings[-1]["level"] == "warning"

@@ -52,6 +52,13 @@ def test_wrong_upstream_host_key(alice: Client, gateway: GatewayProcess) -> None
     gateway.wait_event("upstream.connect", resource="wrong-key", result="error")
 
 
+def test_upstream_refuses_native_login(alice: Client) -> None:
+    result = alice.ssh("alice+bad-password", "true")
+    assert result.returncode == 1
+    assert b"refused the login of native user sgro" in result.stderr
+    assert b"not-the-password" not in result.stderr
+
+
 def test_unreachable_upstream(alice: Client) -> None:
     result = alice.ssh("alice", "formal", "down", "--", "true", timeout=20)
     assert result.returncode == 1

@@ -44,8 +44,13 @@ class Sshd:
     host_key: Path
     user_ca: Path
     native_key: Path
+    host_ca: Path
     password: str
     process: subprocess.Popen[bytes]
+
+    @property
+    def host_ca_pub(self) -> str:
+        return Path(str(self.host_ca) + ".pub").read_text().strip()
 
     @property
     def host_pub(self) -> str:
@@ -69,6 +74,23 @@ def start_sshd(root: Path) -> Sshd:
     host_key = keygen(root / "host_ed25519", "upstream-host")
     user_ca = keygen(root / "user_ca", "upstream-user-ca")
     native_key = keygen(root / "native_ed25519", "native")
+    host_ca = keygen(root / "host_ca", "upstream-host-ca")
+    subprocess.run(
+        [
+            "ssh-keygen",
+            "-q",
+            "-s",
+            str(host_ca),
+            "-I",
+            "upstream-host",
+            "-h",
+            "-n",
+            "127.0.0.1",
+            f"{host_key}.pub",
+        ],
+        check=True,
+        capture_output=True,
+    )
     password = "pw-" + secrets.token_hex(12)
     auth_dir = root / "authorized_keys"
     auth_dir.mkdir()
@@ -81,6 +103,7 @@ def start_sshd(root: Path) -> Sshd:
         f"""Port {port}
 ListenAddress 127.0.0.1
 HostKey {host_key}
+HostCertificate {host_key}-cert.pub
 PidFile {root / "sshd.pid"}
 AuthorizedKeysFile {auth_dir}/%u
 TrustedUserCAKeys {user_ca}.pub
@@ -101,4 +124,4 @@ LogLevel ERROR
     process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=log)
     wait_port(port)
     os.environ.pop("SSH_AUTH_SOCK", None)
-    return Sshd(root, port, host_key, user_ca, native_key, password, process)
+    return Sshd(root, port, host_key, user_ca, native_key, host_ca, password, process)

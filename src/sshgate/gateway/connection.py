@@ -12,6 +12,7 @@ import asyncssh
 
 from sshgate import audit
 from sshgate.command import USAGE, CommandError, ListResources, Route, parse_command
+from sshgate.config import SshResource
 from sshgate.gateway.binding import (
     BindContext,
     Binding,
@@ -299,6 +300,12 @@ class GatewayConnection(asyncssh.SSHServer):
                 )
                 await recording.close("closed")
                 raise
+            if isinstance(resource, SshResource) and resource.host_key_policy.insecure_accept_any:
+                self.log.warning(
+                    "upstream.insecure_host_key",
+                    resource=resource.name,
+                    reason="host_key_policy.insecure_accept_any: the upstream host key is not checked",
+                )
             self.log.info(
                 "upstream.connect",
                 resource=resource.name,

@@ -1,0 +1,236 @@
+"""Relay benchmark (issue 2): sshgate vs direct OpenSSH vs OpenSSH ProxyJump, one run, loopback.
+
+Prints throughput ratios, gateway CPU per GB, connection setup, keystroke echo latency and
+RSS per idle session. Run: .venv/bin/python -m bench.bench_relay [--size-mb 1024] [--sessions 1000]
+Needs root (it creates the upstream test accounts, like the test suite).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+import tty
+from pathlib import Path
+
+import asyncssh
+from tests.conftest import Keys, Upstream, base_config
+from tests.support.gateway import Client, GatewayProcess, user_key
+from tests.support.sshd import Sshd, keygen, start_sshd
+from tests.support.terminal import Terminal
+
+CIPHER = "aes128-gcm@openssh.com"
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+class Direct:
+    """OpenSSH straight to the sshd, or through a second sshd with ProxyJump."""
+
+    def __init__(self, root: Path, sshd: Sshd, jump: Sshd) -> None:
+        known = root / "known_hosts"
+        known.write_text(sshd.known_hosts_line() + jump.known_hosts_line())
+        self.config = root / "ssh_config"
+        common = f"""  HostName 127.0.0.1
+  User sgtest
+  IdentityFile {sshd.native_key}
+  IdentityFile {jump.native_key}
+  IdentitiesOnly yes
+  BatchMode yes
+  UserKnownHostsFile {known}
+  StrictHostKeyChecking yes
+  Ciphers {CIPHER}
+  LogLevel ERROR
+"""
+        self.config.write_text(
+            f"Host direct\n  Port {sshd.port}\n{common}\nHost jumphost\n  Port {jump.port}\n{common}\n"
+            f"Host viajump\n  Port {sshd.port}\n  ProxyJump jumphost\n{common}"
+        )
+
+    def argv(self, host: str, *args: str) -> list[str]:
+        return ["ssh", "-F", str(self.config), host, *args]
+
+
+def timed(argv: list[str], stdin: int | None = None) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, stdin=stdin, stdout=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - start
+
+
+def bulk(argv_for: dict[str, list[str]], size_mb: int, gw_pid: int) -> None:
+    print(f"\n## Bulk, {size_mb} MB through exec, {CIPHER} on every leg")
+    print(f"{'path':<12}{'down MB/s':>12}{'up MB/s':>12}{'gw CPU s/GB':>14}")
+    results: dict[str, tuple[float, float]] = {}
+    for name, base in argv_for.items():
+        cpu0 = cpu_seconds(gw_pid)
+        down = timed([*base, f"head -c {size_mb}M /dev/zero"])
+        feeder = subprocess.Popen(["head", "-c", f"{size_mb}M", "/dev/zero"], stdout=subprocess.PIPE)
+        up = timed([*base, "cat > /dev/null"], stdin=feeder.stdout.fileno() if feeder.stdout else None)
+        feeder.wait()
+        cpu = (cpu_seconds(gw_pid) - cpu0) / (2 * size_mb / 1024)
+        results[name] = (size_mb / down, size_mb / up)
+        print(
+            f"{name:<12}{size_mb / down:>12.0f}{size_mb / up:>12.0f}{cpu if name == 'sshgate' else 0:>14.2f}"
+        )
+    gw, jump = results["sshgate"], results["proxyjump"]
+    direct = results["direct"]
+    print(f"sshgate / ProxyJump: down {gw[0] / jump[0]:.2f}x, up {gw[1] / jump[1]:.2f}x (target >= 1.0x)")
+    print(f"sshgate / direct:    down {gw[0] / direct[0]:.2f}x, up {gw[1] / direct[1]:.2f}x")
+
+
+def setup_latency(argv_for: dict[str, list[str]], runs: int = 20) -> None:
+    print(f"\n## Connection setup, `ssh ... true`, {runs} runs")
+    medians = {}
+    for name in ("direct", "sshgate"):
+        times = sorted(timed([*argv_for[name], "true"]) * 1000 for _ in range(runs))
+        medians[name] = statistics.median(times)
+        p95 = times[int(0.95 * (runs - 1))]
+        print(f"{name:<12} median {medians[name]:6.1f} ms   p95 {p95:6.1f} ms")
+    print(f"sshgate - direct: {medians['sshgate'] - medians['direct']:+.1f} ms median (target <= +15 ms)")
+
+
+def echo_latency(argv: list[str], count: int) -> list[float]:
+    term = Terminal([*argv[:1], "-tt", *argv[1:], "stty raw -echo; echo READY; exec cat"])
+    try:
+        tty.setraw(term.master)
+        term.read_until(r"READY")
+        samples = []
+        for _ in range(count):
+            start = time.perf_counter()
+            os.write(term.master, b"x")
+            got = b""
+            while not got:
+                got = os.read(term.master, 16)
+            samples.append((time.perf_counter() - start) * 1e6)
+        return sorted(samples)
+    finally:
+        term.close()
+
+
+def keystrokes(argv_for: dict[str, list[str]], count: int = 1000) -> None:
+    print(f"\n## Keystroke echo through a PTY, {count} single bytes")
+    p50 = {}
+    p99 = {}
+    for name in ("direct", "sshgate"):
+        samples = echo_latency(argv_for[name], count)
+        p50[name], p99[name] = samples[len(samples) // 2], samples[int(0.99 * (len(samples) - 1))]
+        print(f"{name:<12} p50 {p50[name]:7.0f} us   p99 {p99[name]:7.0f} us")
+    print(
+        f"sshgate - direct: p50 {p50['sshgate'] - p50['direct']:+.0f} us (target <= +400), "
+        f"p99 {p99['sshgate'] - p99['direct']:+.0f} us (target <= +1000)"
+    )
+
+
+async def idle_sessions(gw: GatewayProcess, key: Path, sessions: int) -> None:
+    print(f"\n## RSS per idle PTY session, {sessions} concurrent sessions")
+    client_key = asyncssh.read_private_key(str(key))
+    pid = gw.process.pid if gw.process else 0
+    conns: list[asyncssh.SSHClientConnection] = []
+    failures = 0
+
+    async def one() -> None:
+        nonlocal failures
+        try:
+            conn = await asyncssh.connect(
+                "127.0.0.1",
+                gw.port,
+                username="alice+web-1",
+                client_keys=[client_key],
+                known_hosts=None,
+                encryption_algs=[CIPHER],
+                compression_algs=None,
+                agent_path=None,
+                config=None,
+            )
+            await conn.create_session(asyncssh.SSHClientSession, term_type="xterm", encoding=None)
+            conns.append(conn)
+        except (OSError, asyncssh.Error):
+            failures += 1
+
+    await one()
+    await asyncio.sleep(1)
+    base = rss_kb(pid)
+    start = time.perf_counter()
+    for i in range(0, sessions - 1, 50):
+        await asyncio.gather(*(one() for _ in range(min(50, sessions - 1 - i))))
+    await asyncio.sleep(2)
+    grown = rss_kb(pid)
+    print(f"opened {len(conns)} sessions in {time.perf_counter() - start:.1f} s, {failures} failed")
+    per_session = (grown - base) / max(1, len(conns) - 1)
+    print(f"gateway RSS {base / 1024:.0f} MB -> {grown / 1024:.0f} MB: {per_session:.0f} KB per session (target <= 64)")
+    for conn in conns:
+        conn.close()
+    await asyncio.gather(*(c.wait_closed() for c in conns), return_exceptions=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size-mb", type=int, default=1024)
+    parser.add_argument("--sessions", type=int, default=1000)
+    parser.add_argument("--keystrokes", type=int, default=1000)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="sshgate-bench-"))
+    root.chmod(0o755)
+    sshd = start_sshd(root / "sshd")
+    jump = start_sshd(root / "jump")
+    gw: GatewayProcess | None = None
+    try:
+        keys_root = root / "keys"
+        alice = user_key(keys_root, "alice")
+        keys = Keys(
+            keys_root,
+            alice,
+            user_key(keys_root, "john"),
+            user_key(keys_root, "bot"),
+            user_key(keys_root, "stranger"),
+            keygen(keys_root / "ca", "ca"),
+            "unused",
+            "scrypt$1$1$1$x$x",
+        )
+        known = root / "known_hosts"
+        known.write_text(sshd.known_hosts_line())
+        config = base_config(keys, Upstream(sshd, known, known))
+        config["resources"] = config["resources"][:1]
+        config["limits"] = {
+            "max_unauthenticated": 1000,
+            "max_sessions_per_user": 100000,
+            "auth_failures_before_lockout": 1000,
+        }
+        gw = GatewayProcess(root / "gw", config).start()
+        assert gw.process is not None
+        client = Client(gw, alice, root / "client")
+        direct = Direct(root, sshd, jump)
+        argv_for = {
+            "direct": direct.argv("direct"),
+            "proxyjump": direct.argv("viajump"),
+            "sshgate": client.ssh_argv("alice+web-1"),
+        }
+        bulk(argv_for, args.size_mb, gw.process.pid)
+        setup_latency(argv_for)
+        keystrokes(argv_for, args.keystrokes)
+        asyncio.run(idle_sessions(gw, alice, args.sessions))
+    finally:
+        if gw:
+            gw.stop()
+        sshd.stop()
+        jump.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
