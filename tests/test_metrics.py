@@ -145,12 +145,18 @@ async def test_healthz_always_readyz_follows_the_callback(server: MetricsServer,
 async def test_two_instances_do_not_share_values() -> None:
     one, two = Metrics(), Metrics()
     one.auth_attempt("publickey", "success")
-    assert one.registry.get_sample_value(
-        "sshgate_auth_attempts_total", {"method": "publickey", "result": "success"}
-    ) == 1
-    assert two.registry.get_sample_value(
-        "sshgate_auth_attempts_total", {"method": "publickey", "result": "success"}
-    ) is None
+    assert (
+        one.registry.get_sample_value(
+            "sshgate_auth_attempts_total", {"method": "publickey", "result": "success"}
+        )
+        == 1
+    )
+    assert (
+        two.registry.get_sample_value(
+            "sshgate_auth_attempts_total", {"method": "publickey", "result": "success"}
+        )
+        is None
+    )
 
 
 WORKER = textwrap.dedent(
