@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -43,6 +44,8 @@ class GatewayState:
         self.tracker = tracker
         self.unauthenticated = 0
         self.connections: set[GatewayConnection] = set()
+        self.bound_per_identity: Counter[str] = Counter()
+        self.unbinding: set[asyncio.Task[None]] = set()
 
 
 class GatewayConnection(asyncssh.SSHServer):
@@ -59,9 +62,14 @@ class GatewayConnection(asyncssh.SSHServer):
         self.auth_method = ""
         self.authenticated = False
         self._counted_unauth = False
+        self._over_unauth_cap = False
         self._tried = False
         self._binding: asyncio.Task[Binding] | None = None
-        self._started = time.monotonic()
+        self._counted_binding = False
+        self.started = time.monotonic()
+        self.channels: set[ChannelRelay] = set()
+        self._last_bytes = 0
+        self.last_activity = self.started
 
     # Connection lifecycle
 
@@ -70,15 +78,9 @@ class GatewayConnection(asyncssh.SSHServer):
         peer = conn.get_extra_info("peername")
         self.client_ip = peer[0] if peer else ""
         self.state.connections.add(self)
-        limit = self.ctx.config.limits.max_unauthenticated
-        if self.state.unauthenticated >= limit:
-            self.log.warning(
-                "connection.refused", client_ip=self.client_ip, reason="too many unauthenticated connections"
-            )
-            conn.disconnect(
-                asyncssh.DISC_TOO_MANY_CONNECTIONS, "gateway busy: too many connections are logging in"
-            )
-            return
+        # Over the cap, the connection is refused once key exchange is done (in begin_auth), so
+        # the client can read why instead of seeing a bare reset.
+        self._over_unauth_cap = self.state.unauthenticated >= self.ctx.config.limits.max_unauthenticated
         self.state.unauthenticated += 1
         self._counted_unauth = True
 
@@ -93,11 +95,16 @@ class GatewayConnection(asyncssh.SSHServer):
         if not self.authenticated and self._tried and self.state.tracker.failure(self.client_ip):
             self.log.warning("auth.lockout", client_ip=self.client_ip, lockout_s=self.state.tracker.lockout_s)
         if self._binding is not None:
-            asyncio.get_running_loop().create_task(self._unbind())
+            task = asyncio.get_running_loop().create_task(self._unbind())
+            self.state.unbinding.add(task)
+            task.add_done_callback(self.state.unbinding.discard)
+        if self._counted_binding:
+            assert self.identity is not None
+            self.state.bound_per_identity[self.identity.name] -= 1
         if self.authenticated:
             self.log.info(
                 "session.end",
-                duration_s=round(time.monotonic() - self._started, 3),
+                duration_s=round(time.monotonic() - self.started, 3),
                 error=str(exc) if exc else None,
             )
 
@@ -115,6 +122,13 @@ class GatewayConnection(asyncssh.SSHServer):
     # Authentication
 
     def begin_auth(self, username: str) -> bool:
+        if self._over_unauth_cap:
+            self.log.warning(
+                "connection.refused", client_ip=self.client_ip, reason="too many unauthenticated connections"
+            )
+            raise asyncssh.DisconnectError(
+                asyncssh.DISC_TOO_MANY_CONNECTIONS, "gateway busy: too many connections are logging in"
+            )
         locked = self.state.tracker.locked_for(self.client_ip)
         if locked:
             self.log.warning(
@@ -255,6 +269,14 @@ class GatewayConnection(asyncssh.SSHServer):
         assert self.identity is not None
         started = time.monotonic()
         try:
+            limit = self.ctx.config.limits.max_sessions_per_user
+            if self.state.bound_per_identity[self.identity.name] >= limit:
+                raise Refusal(
+                    f"too many open sessions for {self.identity.name} (limit {limit}); close one first",
+                    event="limit.sessions_per_user",
+                )
+            self.state.bound_per_identity[self.identity.name] += 1
+            self._counted_binding = True
             resource = find_resource(self.ctx.config, route.resource)
             native = choose_native(resource, self.identity, route.native_user)
             decision, session_doc = await decide_session(
@@ -319,6 +341,24 @@ class GatewayConnection(asyncssh.SSHServer):
                 "session.refused", resource=route.resource, reason=exc.reason, event_kind=exc.event
             )
             raise
+
+    def idle_for(self, now: float) -> float:
+        """Seconds without a byte either way on any channel (sampled by the housekeeping tick)."""
+        total = sum(c.bytes_in + c.bytes_out for c in self.channels)
+        if total != self._last_bytes:
+            self._last_bytes = total
+            self.last_activity = now
+        return now - self.last_activity
+
+    def close_with_notice(self, message: str, event: str) -> None:
+        """Tell every open session why, then close the connection (its recordings are finalized)."""
+        self.log.info(event, reason=message)
+        for channel in list(self.channels):
+            channel.end_with_notice(message)
+        if self.conn is not None:
+            # Channels flush their notice as they close; the disconnect follows for any stragglers.
+            conn = self.conn
+            asyncio.get_running_loop().call_later(0.5, conn.disconnect, asyncssh.DISC_BY_APPLICATION, message)
 
     def _log_decision(self, decision: Decision, **fields: Any) -> None:
         self.log.info(
@@ -411,6 +451,13 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
 
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         self._chan = chan
+        self.owner.channels.add(self)
+
+    def end_with_notice(self, message: str) -> None:
+        if self._chan is not None and not self._closed:
+            end = "\r\n" if self._term is not None else "\n"
+            self._chan.write_stderr(f"{end}sshgate: {message}{end}".encode())
+        super().end_with_notice(message)
 
     def pty_requested(
         self, term_type: str, term_size: tuple[int, int, int, int], term_modes: Mapping[int, int]
@@ -447,6 +494,7 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._task is not None and not self._task.done():
             self._task.cancel()
+        self.owner.channels.discard(self)
         self.client_gone()
         self.owner.log.info(
             "channel.close",
@@ -556,9 +604,11 @@ class ClientTcp(ChannelRelay, asyncssh.SSHTCPSession[bytes]):
         )
 
     def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
+        self.owner.channels.add(self)
         self.attach_client(chan)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.owner.channels.discard(self)
         self.client_gone()
         self.owner.log.info(
             "channel.close",

@@ -151,6 +151,13 @@ class ChannelRelay:
 
     # Shared end of life
 
+    def end_with_notice(self, message: str) -> None:
+        """Close both ends; session channels first tell the client ``message``."""
+        if self._up is not None:
+            self._up.close()
+        if self._chan is not None:
+            self._chan.close()
+
     def client_gone(self) -> None:
         """The client channel closed: close upstream too."""
         if self._up is not None:

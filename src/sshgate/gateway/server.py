@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import time
 
 import asyncssh
 
@@ -33,6 +35,8 @@ class Gateway:
         self.log = audit.logger()
         self._server: asyncssh.SSHAcceptor | None = None
         self._stopped = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.draining = False
         self.port = 0
 
     @property
@@ -49,7 +53,11 @@ class Gateway:
         # The embedded Rego engine is bound to the thread that compiles it: the event loop's.
         self.policy = ReloadableDecisionPoint(config.policies)
         self.ctx = BindContext(config, self.policy, self.recorder)
-        self._watch = asyncio.get_running_loop().create_task(watch_policies(self.policy, self._stopped))
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(watch_policies(self.policy, self._stopped)),
+            loop.create_task(self._housekeeping()),
+        ]
         keys = load_or_create_host_keys(config.host_key_paths)
         self._server = await asyncssh.create_server(
             lambda: GatewayConnection(self._context(), self.state),
@@ -93,16 +101,48 @@ class Gateway:
         self.log.info("config.reload", result="ok", resources=len(config.resources))
         return True
 
-    async def stop(self) -> None:
+    async def _housekeeping(self) -> None:
+        """Enforce the idle timeout and the maximum session length, checking a few times per limit."""
+        while not self._stopped.is_set():
+            limits = self.config.limits
+            tick = max(0.2, min(5.0, limits.idle_timeout_s / 4, limits.max_session_s / 4))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), tick)
+            now = time.monotonic()
+            for conn in list(self.state.connections):
+                if not conn.authenticated:
+                    continue
+                if now - conn.started >= limits.max_session_s:
+                    conn.close_with_notice(
+                        f"session closed: it reached the maximum length of {limits.max_session_s:g} s",
+                        "limit.max_session",
+                    )
+                elif conn.idle_for(now) >= limits.idle_timeout_s:
+                    conn.close_with_notice(
+                        f"session closed after {limits.idle_timeout_s:g} s without activity", "limit.idle"
+                    )
+
+    async def stop(self, grace_s: float = 0.0) -> None:
+        """Stop accepting, give open sessions ``grace_s`` to finish, then close them with a notice.
+
+        Recordings of every session are finalized before this returns.
+        """
+        self.draining = True
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+        self.log.info("gateway.draining", sessions=len(self.state.connections), grace_s=grace_s)
+        deadline = time.monotonic() + grace_s
+        while self.state.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
         for conn in list(self.state.connections):
-            if conn.conn is not None:
-                conn.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "the gateway is shutting down")
+            conn.close_with_notice("the gateway is restarting; please reconnect", "session.drained")
+        deadline = time.monotonic() + 10
+        while (self.state.connections or self.state.unbinding) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         self._stopped.set()
-        await self._watch
+        await asyncio.gather(*self._tasks)
         await self.policy.aclose()
         await self.recorder.aclose()
 
@@ -115,8 +155,8 @@ class Gateway:
         loop.add_signal_handler(signal.SIGINT, stop.set)
         await self.start()
         await stop.wait()
-        self.log.info("gateway.stopping")
-        await self.stop()
+        await self.stop(self.config.shutdown_grace_s)
+        self.log.info("gateway.stopped")
 
 
 async def serve(config_path: str) -> None:
