@@ -28,6 +28,7 @@ from sshgate.gateway.refusal import Refusal
 from sshgate.gateway.relay import ChannelRelay, start_task
 from sshgate.identity import Credentials, Identity, lookup
 from sshgate.login import Login, LoginError, parse_login
+from sshgate.metrics import Metrics
 from sshgate.policy.decision import Decision
 from sshgate.policy.input import ConnectionFacts, PolicyRequestKind, RequestFacts, request_input
 from sshgate.recording.recorder import ChannelKind
@@ -40,8 +41,9 @@ _FORWARDED_ENV = ("LANG", "LANGUAGE", "TZ")
 class GatewayState:
     """Process-wide state shared by connections: counters and the lockout table."""
 
-    def __init__(self, tracker: FailureTracker) -> None:
+    def __init__(self, tracker: FailureTracker, metrics: Metrics) -> None:
         self.tracker = tracker
+        self.metrics = metrics
         self.unauthenticated = 0
         self.connections: set[GatewayConnection] = set()
         self.bound_per_identity: Counter[str] = Counter()
@@ -64,6 +66,7 @@ class GatewayConnection(asyncssh.SSHServer):
         self._counted_unauth = False
         self._over_unauth_cap = False
         self._tried = False
+        self._last_method = "publickey"
         self._binding: asyncio.Task[Binding] | None = None
         self._counted_binding = False
         self.started = time.monotonic()
@@ -92,6 +95,8 @@ class GatewayConnection(asyncssh.SSHServer):
     def connection_lost(self, exc: Exception | None) -> None:
         self._leave_unauthenticated()
         self.state.connections.discard(self)
+        if not self.authenticated and self._tried:
+            self.state.metrics.auth_attempt(self._last_method, "failure")
         if not self.authenticated and self._tried and self.state.tracker.failure(self.client_ip):
             self.log.warning("auth.lockout", client_ip=self.client_ip, lockout_s=self.state.tracker.lockout_s)
         if self._binding is not None:
@@ -118,6 +123,7 @@ class GatewayConnection(asyncssh.SSHServer):
             return
         await binding.upstream.close()
         await binding.recording.close("closed")
+        self.state.metrics.session_ended(binding.resource.name, binding.resource.type, "closed")
 
     # Authentication
 
@@ -131,6 +137,7 @@ class GatewayConnection(asyncssh.SSHServer):
             )
         locked = self.state.tracker.locked_for(self.client_ip)
         if locked:
+            self.state.metrics.auth_attempt("publickey", "locked_out")
             self.log.warning(
                 "auth.failure", client_ip=self.client_ip, reason="address locked out", method="none"
             )
@@ -172,6 +179,7 @@ class GatewayConnection(asyncssh.SSHServer):
 
     async def validate_password(self, username: str, password: str) -> bool:
         self._tried = True
+        self._last_method = "password"
         hashes = list(self.credentials.token_hashes)
         ok = bool(hashes) and await asyncio.get_running_loop().run_in_executor(
             None, verify_token, password, hashes
@@ -179,6 +187,7 @@ class GatewayConnection(asyncssh.SSHServer):
         if ok:
             self.auth_method = "password"
             return True
+        self.state.metrics.auth_attempt("password", "failure")
         self.log.warning("auth.failure", client_ip=self.client_ip, method="password", identity=self._who())
         if self.state.tracker.failure(self.client_ip):
             self.log.warning("auth.lockout", client_ip=self.client_ip, lockout_s=self.state.tracker.lockout_s)
@@ -197,6 +206,7 @@ class GatewayConnection(asyncssh.SSHServer):
         self._leave_unauthenticated()
         self.state.tracker.success(self.client_ip)
         self.auth_method = self.auth_method or "certificate"
+        self.state.metrics.auth_attempt(self.auth_method, "success")
         assert self.identity is not None and self.login is not None
         self.log.info(
             "auth.success",
@@ -328,19 +338,31 @@ class GatewayConnection(asyncssh.SSHServer):
                     resource=resource.name,
                     reason="host_key_policy.insecure_accept_any: the upstream host key is not checked",
                 )
+            seconds = time.monotonic() - started
             self.log.info(
                 "upstream.connect",
                 resource=resource.name,
                 result="ok",
                 upstream=upstream.kind,
-                seconds=round(time.monotonic() - started, 4),
+                seconds=round(seconds, 4),
             )
+            self.state.metrics.upstream_connected(resource.type, seconds)
+            self.state.metrics.session_started()
             return Binding(resource, native, decision, recording, upstream, route, session_doc)
         except Refusal as exc:
             self.log.warning(
                 "session.refused", resource=route.resource, reason=exc.reason, event_kind=exc.event
             )
+            known = self.ctx.config.resource(route.resource)
+            outcome = "blocked" if exc.event == "policy.block" else "refused"
+            self.state.metrics.session_refused(
+                route.resource if known else "", known.type if known else "", outcome
+            )
             raise
+
+    def count_bytes(self, channel: ChannelRelay) -> None:
+        self.state.metrics.transferred("to_upstream", channel.bytes_in)
+        self.state.metrics.transferred("to_client", channel.bytes_out)
 
     def idle_for(self, now: float) -> float:
         """Seconds without a byte either way on any channel (sampled by the housekeeping tick)."""
@@ -361,6 +383,7 @@ class GatewayConnection(asyncssh.SSHServer):
             asyncio.get_running_loop().call_later(0.5, conn.disconnect, asyncssh.DISC_BY_APPLICATION, message)
 
     def _log_decision(self, decision: Decision, **fields: Any) -> None:
+        self.state.metrics.policy_decision(decision.stage, decision.action, decision.eval_seconds)
         self.log.info(
             "policy.decision",
             stage=decision.stage,
@@ -495,6 +518,7 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         if self._task is not None and not self._task.done():
             self._task.cancel()
         self.owner.channels.discard(self)
+        self.owner.count_bytes(self)
         self.client_gone()
         self.owner.log.info(
             "channel.close",
@@ -609,6 +633,7 @@ class ClientTcp(ChannelRelay, asyncssh.SSHTCPSession[bytes]):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.owner.channels.discard(self)
+        self.owner.count_bytes(self)
         self.client_gone()
         self.owner.log.info(
             "channel.close",

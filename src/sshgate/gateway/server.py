@@ -15,6 +15,7 @@ from sshgate.gateway.binding import BindContext
 from sshgate.gateway.connection import GatewayConnection, GatewayState
 from sshgate.gateway.lockout import FailureTracker
 from sshgate.hostkey import load_or_create_host_keys
+from sshgate.metrics import Metrics, MetricsServer
 from sshgate.policy.loader import ReloadableDecisionPoint
 from sshgate.policy.sources import PolicyLoadError
 from sshgate.policy.watch import watch_policies
@@ -31,7 +32,11 @@ class Gateway:
         self._initial = config
         self.ctx: BindContext | None = None
         limits = config.limits
-        self.state = GatewayState(FailureTracker(limits.auth_failures_before_lockout, limits.lockout_s))
+        self.metrics = Metrics()
+        self.state = GatewayState(
+            FailureTracker(limits.auth_failures_before_lockout, limits.lockout_s), self.metrics
+        )
+        self._metrics_server: MetricsServer | None = None
         self.log = audit.logger()
         self._server: asyncssh.SSHAcceptor | None = None
         self._stopped = asyncio.Event()
@@ -76,6 +81,10 @@ class Gateway:
             reuse_port=config.workers > 1,
         )
         self.port = self._server.sockets[0].getsockname()[1]
+        if config.metrics.listen and config.workers == 1:
+            self._metrics_server = MetricsServer(self.metrics.registry, self.ready)
+            await self._metrics_server.start(config.metrics.listen)
+            self.log.info("metrics.listening", listen=config.metrics.listen, port=self._metrics_server.port)
         self.log.info(
             "gateway.listening",
             host=config.listen.host,
@@ -83,6 +92,10 @@ class Gateway:
             host_keys=[str(p) for p in config.host_key_paths],
             fingerprints=[k.get_fingerprint() for k in keys],
         )
+
+    def ready(self) -> bool:
+        """``/readyz``: config, keys and policies loaded, the SSH port listening, not draining."""
+        return self.ctx is not None and self._server is not None and not self.draining
 
     async def reload(self) -> bool:
         """Swap in the configuration file and its policies together; anything bad keeps the old set."""
@@ -145,6 +158,8 @@ class Gateway:
         await asyncio.gather(*self._tasks)
         await self.policy.aclose()
         await self.recorder.aclose()
+        if self._metrics_server is not None:
+            await self._metrics_server.stop()
 
     async def serve_forever(self) -> None:
         """Run until SIGTERM/SIGINT; SIGHUP reloads the configuration."""
