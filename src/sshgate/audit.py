@@ -7,6 +7,7 @@ second line of defence for field names that could carry one.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO
@@ -22,6 +23,12 @@ def _scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
     return event
 
 
+def _add_pid(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Several workers can share one log stream; the pid tells their lines apart."""
+    event["pid"] = os.getpid()
+    return event
+
+
 def configure(stream: TextIO | None = None, level: int = logging.INFO) -> None:
     """Send JSON lines to ``stream`` (stdout by default); call once per process."""
     out = stream or sys.stdout
@@ -29,6 +36,7 @@ def configure(stream: TextIO | None = None, level: int = logging.INFO) -> None:
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
+            _add_pid,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _scrub,
             structlog.processors.format_exc_info,

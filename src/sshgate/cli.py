@@ -7,29 +7,29 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from sshgate import audit
 from sshgate.config import ConfigError, config_path_from_env, load_config
 from sshgate.policy.cli import add_policy_commands
 from sshgate.tokens import new_token
 
+T = TypeVar("T")
 
-def _run(coro: Coroutine[Any, Any, None]) -> None:
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a declared dependency on Linux
-        asyncio.run(coro)
-    else:
-        uvloop.run(coro)
+        return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from sshgate.gateway.server import serve
 
     audit.configure()
-    _run(serve(config_path_from_env(args.config)))
-    return 0
+    return _run(serve(config_path_from_env(args.config)))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

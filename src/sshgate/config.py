@@ -250,6 +250,8 @@ class Config(_Model):
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
         _require_unique((r.name for r in self.resources), "resource name")
+        if self.workers > 1 and self.listen.port == 0:
+            raise ValueError("workers > 1 share listen.port with SO_REUSEPORT: set a fixed port, not 0")
         for resource in self.resources:
             for user in self.identities.users:
                 _check_assignments(resource, user)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import time
+from pathlib import Path
 
 import asyncssh
 
@@ -14,8 +16,9 @@ from sshgate.config import Config, ConfigError, load_config
 from sshgate.gateway.binding import BindContext
 from sshgate.gateway.connection import GatewayConnection, GatewayState
 from sshgate.gateway.lockout import FailureTracker
+from sshgate.gateway.workers import WORKER_ENV, Supervisor
 from sshgate.hostkey import load_or_create_host_keys
-from sshgate.metrics import Metrics, MetricsServer
+from sshgate.metrics import Metrics, MetricsServer, use_multiprocess_dir
 from sshgate.policy.loader import ReloadableDecisionPoint
 from sshgate.policy.sources import PolicyLoadError
 from sshgate.policy.watch import watch_policies
@@ -174,6 +177,13 @@ class Gateway:
         self.log.info("gateway.stopped")
 
 
-async def serve(config_path: str) -> None:
-    gateway = Gateway(load_config(config_path), config_path)
+async def serve(config_path: str) -> int:
+    """Run one gateway, or with ``workers: N`` a supervisor of N worker processes."""
+    config = load_config(config_path)
+    if config.workers > 1 and WORKER_ENV not in os.environ:
+        return await Supervisor(config, config_path).run()
+    if WORKER_ENV in os.environ:
+        use_multiprocess_dir(Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
+    gateway = Gateway(config, config_path)
     await gateway.serve_forever()
+    return 0
