@@ -60,20 +60,20 @@ OPERATIONS = operation_actions()
 
 
 def aws_calls(source: str) -> set[str]:
-    """Client methods called as ``x.<operation>(`` (not on self/cls) or ``get_paginator("<op>")``."""
+    """Client methods named as ``x.<operation>`` (called, or passed on as ``call(..., x.op)``; not on
+    self/cls) or paginated with ``get_paginator("<operation>")``."""
     found = set()
     for node in ast.walk(ast.parse(source)):
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
-            continue
-        name, receiver = node.func.attr, node.func.value
-        if name == "get_paginator" and node.args and isinstance(node.args[0], ast.Constant):
-            found.add(str(node.args[0].value))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            if node.func.attr == "get_paginator" and node.args and isinstance(node.args[0], ast.Constant):
+                found.add(str(node.args[0].value))
         elif (
-            name in OPERATIONS
-            and name not in SSH_METHODS
-            and not (isinstance(receiver, ast.Name) and receiver.id in ("self", "cls"))
+            isinstance(node, ast.Attribute)
+            and node.attr in OPERATIONS
+            and node.attr not in SSH_METHODS
+            and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
         ):
-            found.add(name)
+            found.add(node.attr)
     return found
 
 
@@ -116,13 +116,14 @@ def test_scanner_finds_client_calls_and_maps_them() -> None:
         "ec2.get_paginator('describe_instances').paginate()\n"
         "await s3.upload_part(Bucket='b')\n"
         "self._sts.assume_role(RoleArn='x')\n"
+        "await call('looking up', client.describe_tasks, cluster='c')\n"
         "conn.close()\n"
         "conn.create_session(SSHClientSession)\n"
     )
     calls = aws_calls(source)
-    assert calls == {"start_session", "describe_instances", "upload_part", "assume_role"}
+    assert calls == {"start_session", "describe_instances", "upload_part", "assume_role", "describe_tasks"}
     assert {a for c in calls for a in OPERATIONS[c]} == {
-        "ssm:StartSession", "ec2:DescribeInstances", "s3:PutObject", "sts:AssumeRole"
+        "ssm:StartSession", "ec2:DescribeInstances", "s3:PutObject", "sts:AssumeRole", "ecs:DescribeTasks"
     }  # fmt: skip
     assert not covered("delete_bucket") and not covered("terminate_instances")
 
