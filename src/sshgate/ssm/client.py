@@ -1,0 +1,644 @@
+"""Asyncio Session Manager client: what AWS's session-manager-plugin does, as a library.
+
+Start a session on the control plane (``start_session`` for EC2 / managed instances,
+``execute_command`` for ECS; both run the blocking boto3 call in a thread), then ``connect`` to its
+data channel. ``connect`` opens the websocket, sends the open-data-channel frame (ClientVersion
+above 1.2.331.0 so the agent turns smux keep-alive off), answers the agent's handshake and returns
+a session object matching the session type the agent announced:
+
+``ShellSession`` (Standard_Stream, InteractiveCommands, ECS exec)
+    ``await read() -> bytes`` (b"" once the session ended; also ``async for chunk in session``),
+    ``await write(data)``, ``await resize(cols, rows)``. Shells carry no exit status (§8.1).
+``CommandSession`` (NonInteractiveCommands)
+    ``await read() -> Output | None`` where ``Output.stream`` is ``"stdout"`` or ``"stderr"``,
+    ``exit_code`` / ``await wait_exit()`` (sent only with ``separateOutputStream``),
+    ``await write(data)``: the agent gives the command no stdin and only turns 0x03 / 0x1C into
+    SIGINT / SIGQUIT, so ``send_interrupt()`` is the useful form.
+``PortSession`` (Port documents)
+    ``mode`` is ``PortMode.STDIO`` (AWS-StartSSHSession), ``BASIC`` or ``MUX`` (LocalPortForwarding
+    on agents newer than 3.0.196.0). ``await open_stream() -> PortStream`` gives a byte stream to the
+    destination: in mux mode each call opens a new smux stream (many at once); in basic mode the
+    single agent connection is leased to one stream at a time and closing it sends
+    DisconnectToPort; in stdio mode there is exactly one stream. ``PortStream.read(n)`` raises
+    ``ConnectToPortError`` when the agent could not dial the destination.
+
+Every session has ``session_id``, ``session_type``, ``properties``, ``agent_version``, ``closed``,
+``close_reason``, ``await wait_closed()`` and ``await close()`` (port sessions send the
+TerminateSession flag; the others call ``ssm:TerminateSession`` through ``control``). Output flows
+with backpressure: unread output stays unacknowledged once ~2 MiB are queued, so the agent slows
+down instead of this process buffering without bound. If the websocket drops, the session resumes
+on its own through ``control.resume`` (``ssm:ResumeSession``) with the same sequence state.
+The agent requesting KMS encryption (§10) fails ``connect`` with ``KmsEncryptionUnsupported``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Literal, Protocol, TypeVar
+
+import aiohttp
+
+from sshgate.ssm.codec import (
+    ActionStatus,
+    ChannelClosed,
+    ClientMessage,
+    CodecError,
+    HandshakeComplete,
+    HandshakeRequest,
+    HandshakeResponse,
+    OpenDataChannel,
+    PayloadType,
+    PortFlag,
+    ProcessedAction,
+    SizeData,
+    flag_payload,
+    parse_exit_code,
+    parse_flag,
+    version_gt,
+)
+from sshgate.ssm.reliable import CLIENT, DataChannel, Inbox
+from sshgate.ssm.smux import SmuxSession, SmuxStream, StreamClosed
+
+CLIENT_VERSION = "1.2.650.0"
+SHELL_TYPES = frozenset({"Standard_Stream", "InteractiveCommands"})
+KNOWN_TYPES = SHELL_TYPES | {"NonInteractiveCommands", "Port"}
+MUX_AFTER_AGENT = "3.0.196.0"
+SMUX_KEEPALIVE_UNTIL_AGENT = "3.1.1511.0"
+INBOX_LIMIT = 2 * 1024 * 1024
+PING_INTERVAL = 300.0
+RESUME_ATTEMPTS = 5
+
+
+class SsmSessionError(Exception):
+    """The session could not be opened or ended abnormally."""
+
+
+class KmsEncryptionUnsupported(SsmSessionError):
+    """The agent asked for KMS encryption, which this client does not implement."""
+
+
+class ConnectToPortError(SsmSessionError):
+    """The agent could not connect to the port-forwarding destination."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamTarget:
+    """What StartSession / ResumeSession / ECS ExecuteCommand hand back."""
+
+    session_id: str
+    stream_url: str
+    token_value: str
+
+    @classmethod
+    def from_response(cls, response: Mapping[str, Any]) -> StreamTarget:
+        """Accept SSM's PascalCase output, ECS's camelCase ``session`` object, or the full ECS output."""
+        inner = response.get("session")
+        source: Mapping[str, Any] = inner if isinstance(inner, Mapping) else response
+        lowered = {str(k).lower(): v for k, v in source.items()}
+        try:
+            return cls(str(lowered["sessionid"]), str(lowered["streamurl"]), str(lowered["tokenvalue"]))
+        except KeyError as exc:
+            raise SsmSessionError(f"session response lacks {exc.args[0]}") from None
+
+
+class SessionControl(Protocol):
+    """The control-plane calls a live session needs after it started."""
+
+    async def resume(self, session_id: str) -> str:
+        """A fresh token (ssm:ResumeSession); an empty string means the session timed out."""
+        ...
+
+    async def terminate(self, session_id: str) -> None: ...
+
+
+class Boto3Control:
+    """``SessionControl`` over a boto3 SSM client (calls run in a worker thread)."""
+
+    def __init__(self, ssm_client: Any) -> None:
+        self._ssm = ssm_client
+
+    async def resume(self, session_id: str) -> str:
+        response = await asyncio.to_thread(self._ssm.resume_session, SessionId=session_id)
+        return str(response.get("TokenValue") or "")
+
+    async def terminate(self, session_id: str) -> None:
+        await asyncio.to_thread(self._ssm.terminate_session, SessionId=session_id)
+
+
+async def start_session(
+    ssm_client: Any,
+    target: str,
+    document: str | None = None,
+    parameters: Mapping[str, list[str]] | None = None,
+    reason: str | None = None,
+) -> StreamTarget:
+    """ssm:StartSession (parameters are lists of strings, e.g. ``{"portNumber": ["22"]}``)."""
+    kwargs: dict[str, Any] = {"Target": target}
+    if document:
+        kwargs["DocumentName"] = document
+    if parameters:
+        kwargs["Parameters"] = {k: list(v) for k, v in parameters.items()}
+    if reason:
+        kwargs["Reason"] = reason
+    return StreamTarget.from_response(await asyncio.to_thread(ssm_client.start_session, **kwargs))
+
+
+async def execute_command(
+    ecs_client: Any, cluster: str, task: str, command: str, container: str | None = None
+) -> StreamTarget:
+    """ecs:ExecuteCommand (always interactive, as ECS requires)."""
+    kwargs: dict[str, Any] = {"cluster": cluster, "task": task, "command": command, "interactive": True}
+    if container:
+        kwargs["container"] = container
+    return StreamTarget.from_response(await asyncio.to_thread(ecs_client.execute_command, **kwargs))
+
+
+class PortMode(Enum):
+    STDIO = "stdio"
+    BASIC = "basic"
+    MUX = "mux"
+
+
+class PortStream(Protocol):
+    async def read(self, n: int = -1) -> bytes: ...
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    stream: Literal["stdout", "stderr"]
+    data: bytes
+
+
+class _Connection:
+    """One data channel: websocket(s), reliability, handshake, resume. Session classes wrap it."""
+
+    def __init__(
+        self,
+        target: StreamTarget,
+        control: SessionControl | None,
+        client_version: str,
+        http: aiohttp.ClientSession | None,
+    ) -> None:
+        self.target = target
+        self.control = control
+        self.client_version = client_version
+        self.client_id = str(uuid.uuid4())
+        self._own_http = http is None
+        self._http = http
+        self.channel = DataChannel(
+            CLIENT, deliver=self._deliver, on_control=self._on_control, on_failure=self._on_failure
+        )
+        self.inbox = Inbox(INBOX_LIMIT, self.channel.redeliver)
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.closed = asyncio.Event()
+        self.close_reason: str | None = None
+        self.session_type: str | None = None
+        self.properties: Any = None
+        self.agent_version: str | None = None
+        self.customer_message = ""
+        self.exit_code: int | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+
+    # -- websocket -----------------------------------------------------------------------------
+    async def open(self, token: str) -> None:
+        if self._http is None:
+            self._http = aiohttp.ClientSession()
+        ws = await self._http.ws_connect(self.target.stream_url, autoping=True, max_msg_size=0)
+        opening = OpenDataChannel(token, self.client_id, self.client_version)
+        await ws.send_str(opening.to_json())
+        self._ws = ws
+
+        async def transport(raw: bytes) -> None:
+            if ws.closed:
+                raise ConnectionResetError("websocket closed")
+            await ws.send_bytes(raw)
+
+        self.channel.start()
+        await self.channel.attach(transport)
+        self._spawn(self._read_loop(ws))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _read_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        ping = asyncio.get_running_loop().create_task(self._ping_loop(ws))
+        try:
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.BINARY:
+                    await self.channel.feed(msg.data)
+                elif msg.type == aiohttp.WSMsgType.TEXT:
+                    await self.channel.feed(msg.data.encode())
+        except (aiohttp.ClientError, ConnectionError, OSError):
+            pass
+        finally:
+            ping.cancel()
+        if self._ws is ws:
+            self.channel.detach()
+            if not self.closed.is_set() and not self._closing:
+                await self._resume()
+
+    @staticmethod
+    async def _ping_loop(ws: aiohttp.ClientWebSocketResponse) -> None:
+        while not ws.closed:
+            await asyncio.sleep(PING_INTERVAL)
+            with contextlib.suppress(Exception):
+                await ws.ping(b"keepalive")
+
+    async def _resume(self) -> None:
+        """Re-dial with a ResumeSession token, keeping the sequence state (plugin retry policy)."""
+        if self.control is None:
+            self._finish("websocket lost and no control plane to resume the session")
+            return
+        delay = random.uniform(0.1, 0.2)
+        error: BaseException | None = None
+        for _ in range(RESUME_ATTEMPTS):
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            try:
+                token = await self.control.resume(self.target.session_id)
+                if not token:
+                    self._finish("session timed out (ResumeSession returned no token)")
+                    return
+                await self.open(token)
+                return
+            except Exception as exc:
+                error = exc
+        self._finish(f"could not resume the session: {error}")
+
+    # -- incoming ------------------------------------------------------------------------------
+    def _deliver(self, message: ClientMessage) -> bool:
+        ptype = message.payload_type
+        if ptype == PayloadType.HANDSHAKE_REQUEST:
+            self._spawn(self._answer_handshake(message.payload))
+            return True
+        if ptype == PayloadType.HANDSHAKE_COMPLETE:
+            with contextlib.suppress(CodecError):
+                self.customer_message = HandshakeComplete.from_json(message.payload).customer_message
+            self._set_ready()
+            return True
+        if ptype in (PayloadType.ENC_CHALLENGE_REQUEST, PayloadType.ENC_CHALLENGE_RESPONSE):
+            return True
+        if ptype == PayloadType.EXIT_CODE:
+            with contextlib.suppress(CodecError):
+                self.exit_code = parse_exit_code(message.payload)
+            return True
+        if not self.ready.done() and self.session_type is None:
+            # No handshake: the first output tells us it is a shell (plugin ProcessFirstMessage).
+            self.session_type = "Standard_Stream"
+            self._set_ready()
+        return self.inbox.offer(message)
+
+    def _set_ready(self) -> None:
+        if not self.ready.done():
+            self.ready.set_result(None)
+
+    async def _answer_handshake(self, payload: bytes) -> None:
+        try:
+            request = HandshakeRequest.from_json(payload)
+        except CodecError as exc:
+            self._fail(SsmSessionError(f"malformed handshake request: {exc}"))
+            return
+        self.agent_version = request.agent_version
+        processed: list[ProcessedAction] = []
+        failure: SsmSessionError | None = None
+        for action in request.actions:
+            if action.action_type == "SessionType":
+                params = action.parameters if isinstance(action.parameters, dict) else {}
+                self.session_type = str(params.get("SessionType", ""))
+                self.properties = params.get("Properties")
+                ok = self.session_type in KNOWN_TYPES
+                status = ActionStatus.SUCCESS if ok else ActionStatus.FAILED
+                error = "" if ok else f"unknown session type {self.session_type}"
+                processed.append(ProcessedAction("SessionType", status, None, error))
+            elif action.action_type == "KMSEncryption":
+                message = "KMS encryption of session data is not supported by this client"
+                processed.append(ProcessedAction("KMSEncryption", ActionStatus.FAILED, None, message))
+                failure = KmsEncryptionUnsupported(
+                    f"the agent requires KMS encryption for session {self.target.session_id}; {message}"
+                )
+            else:
+                processed.append(
+                    ProcessedAction(action.action_type, ActionStatus.UNSUPPORTED, None, "unsupported action")
+                )
+        response = HandshakeResponse(self.client_version, tuple(processed))
+        with contextlib.suppress(ConnectionError):
+            await self.channel.send(PayloadType.HANDSHAKE_RESPONSE, response.to_json())
+        if failure is not None:
+            self._fail(failure)
+
+    def _on_control(self, message: ClientMessage) -> None:
+        if message.message_type == "channel_closed":
+            reason = ""
+            with contextlib.suppress(CodecError):
+                reason = ChannelClosed.from_json(message.payload).output
+            self._finish(reason)
+
+    def _on_failure(self, exc: BaseException) -> None:
+        self._fail(SsmSessionError(str(exc)))
+
+    def _fail(self, exc: SsmSessionError) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(exc)
+        self._finish(str(exc))
+
+    def _finish(self, reason: str) -> None:
+        """The session is over: readers drain what is queued, then see the end."""
+        if self.closed.is_set():
+            return
+        self.close_reason = reason
+        self.closed.set()
+        self.inbox.close()
+        self.channel.close()
+        if not self.ready.done():
+            self.ready.set_exception(SsmSessionError(reason or "session closed before it was ready"))
+        self._spawn(self._shutdown())
+
+    async def _shutdown(self) -> None:
+        self._closing = True
+        if self._ws is not None:
+            await self._ws.close()
+        if self._own_http and self._http is not None:
+            await self._http.close()
+
+    # -- outgoing ------------------------------------------------------------------------------
+    async def send(self, payload_type: int, payload: bytes) -> None:
+        if self.closed.is_set():
+            raise SsmSessionError(f"session {self.target.session_id} is closed: {self.close_reason}")
+        await self.channel.send_data(payload, payload_type)
+
+    async def terminate(self, *, flag: bool) -> None:
+        if self.closed.is_set():
+            return
+        if flag:
+            with contextlib.suppress(SsmSessionError, ConnectionError):
+                await self.send(PayloadType.FLAG, flag_payload(PortFlag.TERMINATE_SESSION))
+                await self.channel.wait_drained(1.0)
+        elif self.control is not None:
+            with contextlib.suppress(Exception):
+                await self.control.terminate(self.target.session_id)
+        self._finish("terminated by client")
+        await self._shutdown()
+
+
+class Session:
+    """State shared by every session kind; see the module docstring."""
+
+    def __init__(self, conn: _Connection) -> None:
+        self._conn = conn
+
+    @property
+    def session_id(self) -> str:
+        return self._conn.target.session_id
+
+    @property
+    def session_type(self) -> str:
+        return self._conn.session_type or ""
+
+    @property
+    def properties(self) -> Any:
+        return self._conn.properties
+
+    @property
+    def agent_version(self) -> str | None:
+        return self._conn.agent_version
+
+    @property
+    def customer_message(self) -> str:
+        return self._conn.customer_message
+
+    @property
+    def closed(self) -> bool:
+        return self._conn.closed.is_set()
+
+    @property
+    def close_reason(self) -> str | None:
+        return self._conn.close_reason
+
+    @property
+    def retransmits(self) -> int:
+        return self._conn.channel.retransmits
+
+    async def wait_closed(self) -> None:
+        await self._conn.closed.wait()
+
+    async def close(self) -> None:
+        await self._conn.terminate(flag=False)
+
+    async def __aenter__(self: _S) -> _S:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+_S = TypeVar("_S", bound=Session)
+
+
+class ShellSession(Session):
+    async def read(self) -> bytes:
+        while (message := await self._conn.inbox.get()) is not None:
+            if message.payload and message.payload_type in (PayloadType.OUTPUT, PayloadType.STDERR):
+                return message.payload
+        return b""
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while chunk := await self.read():
+            yield chunk
+
+    async def write(self, data: bytes) -> None:
+        await self._conn.send(PayloadType.OUTPUT, data)
+
+    async def resize(self, cols: int, rows: int) -> None:
+        await self._conn.send(PayloadType.SIZE, SizeData(cols, rows).to_json())
+
+
+class CommandSession(Session):
+    async def read(self) -> Output | None:
+        while (message := await self._conn.inbox.get()) is not None:
+            if message.payload_type == PayloadType.OUTPUT:
+                return Output("stdout", message.payload)
+            if message.payload_type == PayloadType.STDERR:
+                return Output("stderr", message.payload)
+        return None
+
+    async def write(self, data: bytes) -> None:
+        await self._conn.send(PayloadType.OUTPUT, data)
+
+    async def send_interrupt(self) -> None:
+        """Ctrl-C: the agent delivers SIGINT to the command."""
+        await self.write(b"\x03")
+
+    @property
+    def exit_code(self) -> int | None:
+        return self._conn.exit_code
+
+    async def wait_exit(self) -> int | None:
+        """Wait for the session to end; the exit code is None unless separateOutputStream was set."""
+        await self._conn.closed.wait()
+        return self._conn.exit_code
+
+
+class _DirectStream:
+    """The one byte stream of a stdio or basic port session, read straight from the inbox."""
+
+    def __init__(self, session: PortSession) -> None:
+        self._session = session
+        self._pending = b""
+        self._eof = False
+
+    async def read(self, n: int = -1) -> bytes:
+        while not self._pending and not self._eof:
+            message = await self._session._conn.inbox.get()
+            if message is None:
+                self._eof = True
+            elif message.payload_type == PayloadType.OUTPUT:
+                self._pending = message.payload
+        data = self._pending if n < 0 else self._pending[:n]
+        self._pending = self._pending[len(data) :]
+        return data
+
+    async def write(self, data: bytes) -> None:
+        if self._eof:
+            raise StreamClosed("port stream is closed")
+        await self._session._conn.send(PayloadType.OUTPUT, data)
+
+    async def close(self) -> None:
+        if self._eof:
+            return
+        self._eof = True
+        await self._session._release(self)
+
+
+class PortSession(Session):
+    def __init__(self, conn: _Connection) -> None:
+        super().__init__(conn)
+        props = conn.properties if isinstance(conn.properties, dict) else {}
+        version = conn.agent_version or ""
+        if props.get("type") == "LocalPortForwarding":
+            self.mode = PortMode.MUX if version_gt(version, MUX_AFTER_AGENT) else PortMode.BASIC
+        else:
+            self.mode = PortMode.STDIO
+        self._lease = asyncio.Lock()
+        self._stdio_used = False
+        self._smux: SmuxSession | None = None
+        self._connect_errors = 0
+        if self.mode is PortMode.MUX:
+            keepalive = None if version_gt(version, SMUX_KEEPALIVE_UNTIL_AGENT) else (10.0, 30.0)
+            self._smux = SmuxSession(
+                self._send_smux, client=True, keepalive=keepalive, on_peer_fin=self._on_peer_fin
+            )
+            conn._spawn(self._pump_smux(self._smux))
+
+    async def _send_smux(self, data: bytes) -> None:
+        await self._conn.send(PayloadType.OUTPUT, data)
+
+    async def _pump_smux(self, smux: SmuxSession) -> None:
+        while (message := await self._conn.inbox.get()) is not None:
+            if message.payload_type == PayloadType.OUTPUT:
+                with contextlib.suppress(Exception):
+                    await smux.feed(message.payload)
+            elif message.payload_type == PayloadType.FLAG:
+                with contextlib.suppress(CodecError):
+                    if parse_flag(message.payload) == PortFlag.CONNECT_TO_PORT_ERROR:
+                        self._connect_errors += 1
+        smux.close(SsmSessionError(self._conn.close_reason or "session closed"))
+
+    def _on_peer_fin(self, stream: SmuxStream) -> None:
+        """ConnectToPortError names no stream: blame the next stream the agent closes unused."""
+        if self._connect_errors and stream.bytes_received == 0:
+            self._connect_errors -= 1
+            stream.fail(ConnectToPortError(f"agent could not connect to {self.destination}"))
+
+    @property
+    def destination(self) -> str:
+        props = self._conn.properties if isinstance(self._conn.properties, dict) else {}
+        return f"{props.get('host', 'localhost')}:{props.get('portNumber', '?')}"
+
+    async def open_stream(self) -> PortStream:
+        if self._smux is not None:
+            return await self._smux.open_stream()
+        if self.mode is PortMode.STDIO:
+            if self._stdio_used:
+                raise SsmSessionError("a stdio port session carries exactly one stream")
+            self._stdio_used = True
+        else:
+            await self._lease.acquire()
+        return _DirectStream(self)
+
+    async def _release(self, stream: _DirectStream) -> None:
+        if self.mode is PortMode.BASIC:
+            with contextlib.suppress(SsmSessionError, ConnectionError):
+                await self._conn.send(PayloadType.FLAG, flag_payload(PortFlag.DISCONNECT_TO_PORT))
+            self._lease.release()
+
+    async def close(self) -> None:
+        await self._conn.terminate(flag=True)
+
+
+async def connect(
+    target: StreamTarget,
+    *,
+    control: SessionControl | None = None,
+    size: tuple[int, int] | None = None,
+    client_version: str = CLIENT_VERSION,
+    http: aiohttp.ClientSession | None = None,
+    timeout: float = 30.0,
+) -> Session:
+    """Open the data channel and return the session kind the agent announced.
+
+    ``size`` (cols, rows) is sent first for shell sessions, as the plugin does.
+    """
+    conn = _Connection(target, control, client_version, http)
+    try:
+        async with asyncio.timeout(timeout):
+            await conn.open(target.token_value)
+            await asyncio.shield(conn.ready)
+    except BaseException:
+        conn._finish("connect failed")
+        await conn._shutdown()
+        raise
+    session_type = conn.session_type or ""
+    session: Session
+    if session_type == "Port":
+        session = PortSession(conn)
+    elif session_type == "NonInteractiveCommands":
+        session = CommandSession(conn)
+    else:
+        session = ShellSession(conn)
+        if size is not None:
+            await session.resize(*size)
+    return session
+
+
+async def _connect_as(kind: type[_S], target: StreamTarget, **kwargs: Any) -> _S:
+    session = await connect(target, **kwargs)
+    if not isinstance(session, kind):
+        await session.close()
+        raise SsmSessionError(f"expected a {kind.__name__}, the agent opened {session.session_type}")
+    return session
+
+
+async def open_shell(target: StreamTarget, **kwargs: Any) -> ShellSession:
+    return await _connect_as(ShellSession, target, **kwargs)
+
+
+async def open_command(target: StreamTarget, **kwargs: Any) -> CommandSession:
+    return await _connect_as(CommandSession, target, **kwargs)
+
+
+async def open_port(target: StreamTarget, **kwargs: Any) -> PortSession:
+    return await _connect_as(PortSession, target, **kwargs)

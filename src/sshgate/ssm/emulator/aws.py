@@ -1,0 +1,233 @@
+"""The AWS side of the emulator: the session APIs moto lacks, served over AWS's JSON 1.1 protocol.
+
+Targets come from the in-process moto backends, so whatever a test creates through the emulator's
+endpoint is reachable: every running EC2 instance (``i-…``) is an online managed instance, and every
+ECS task container is an exec target ``ecs:<cluster>_<taskId>_<runtimeId>``. moto gives containers
+no ``runtimeId`` and no exec agent, so ``patch_ecs_tasks`` adds them to RunTask / DescribeTasks
+responses; ``runtime_id`` makes the id stable across calls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from moto.core.models import DEFAULT_ACCOUNT_ID
+from moto.ec2.models import ec2_backends
+from moto.ecs.models import ecs_backends
+from moto.iam.models import get_account_id_from
+
+from sshgate.ssm.emulator.agent import SessionSpec
+from sshgate.ssm.emulator.documents import ECS_DOCUMENT, DocumentError, resolve
+
+SSM_PREFIX = "AmazonSSM."
+ECS_PREFIX = "AmazonEC2ContainerServiceV20141113."
+_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/")
+
+
+class ApiError(Exception):
+    """An AWS error response: ``__type`` code, message, HTTP status."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+
+    def body(self) -> dict[str, str]:
+        return {"__type": self.code, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    account: str
+    region: str
+    access_key: str
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str], default_region: str) -> Caller:
+        match = _CREDENTIAL.search(headers.get("Authorization", ""))
+        if match is None:
+            return cls(DEFAULT_ACCOUNT_ID, default_region, "")
+        key, region = match.group(1), match.group(2)
+        account = headers.get("x-moto-account-id") or get_account_id_from(key)
+        return cls(account, region, key)
+
+    @property
+    def owner(self) -> str:
+        return f"arn:aws:iam::{self.account}:user/emulator"
+
+
+def runtime_id(task_id: str, container_name: str) -> str:
+    """A stable, realistic container runtime id: ``<taskId>-<10 digits>``."""
+    digest = hashlib.sha256(f"{task_id}/{container_name}".encode()).hexdigest()
+    return f"{task_id}-{int(digest[:12], 16) % 10**10:010d}"
+
+
+def new_session_id() -> str:
+    return f"emulator-{secrets.token_hex(9)[:17]}"
+
+
+def _ec2_target(caller: Caller, instance_id: str) -> Any:
+    backend = ec2_backends[caller.account][caller.region]
+    try:
+        instance = backend.get_instance(instance_id)
+    except Exception:
+        raise ApiError("TargetNotConnected", f"{instance_id} is not connected.") from None
+    if instance.instance_state.name != "running":
+        raise ApiError("TargetNotConnected", f"{instance_id} is not connected.")
+    return instance
+
+
+def _ecs_task(caller: Caller, cluster: str, task: str) -> Any:
+    backend = ecs_backends[caller.account][caller.region]
+    cluster_name = cluster.rsplit("/", 1)[-1]
+    if cluster_name not in backend.clusters:
+        raise ApiError("ClusterNotFoundException", "Cluster not found.")
+    task_id = task.rsplit("/", 1)[-1]
+    found = backend.tasks.get(cluster_name, {}).get(task_id)
+    if found is None:
+        raise ApiError(
+            "InvalidParameterException", f"The task {task} was not found in cluster {cluster_name}."
+        )
+    return found
+
+
+def _ecs_target(caller: Caller, target: str) -> str:
+    """Validate ``ecs:<cluster>_<taskId>_<runtimeId>``."""
+    try:
+        cluster, task_id, runtime = target[len("ecs:") :].rsplit("_", 2)
+    except ValueError:
+        raise ApiError("InvalidTarget", f"{target} is not a valid ECS target.") from None
+    try:
+        task = _ecs_task(caller, cluster, task_id)
+    except ApiError:
+        raise ApiError("TargetNotConnected", f"{target} is not connected.") from None
+    if runtime not in {runtime_id(task.id, c.name) for c in task.containers}:
+        raise ApiError("TargetNotConnected", f"{target} is not connected.")
+    return target
+
+
+def start_session_spec(
+    caller: Caller, body: Mapping[str, Any], agent_version: str, kms: str | None
+) -> SessionSpec:
+    target = body.get("Target")
+    if not isinstance(target, str) or not 1 <= len(target) <= 400:
+        raise ApiError("ValidationException", "Target must be a string of 1 to 400 characters.")
+    container_mode = target.startswith("ecs:")
+    if container_mode:
+        _ecs_target(caller, target)
+    elif target.startswith("i-"):
+        _ec2_target(caller, target)
+    else:
+        raise ApiError("TargetNotConnected", f"{target} is not connected.")
+    params = body.get("Parameters") or {}
+    if not isinstance(params, dict) or not all(isinstance(v, list) for v in params.values()):
+        raise ApiError("ValidationException", "Parameters must map names to lists of strings.")
+    try:
+        document = resolve(body.get("DocumentName"), params)
+    except DocumentError as exc:
+        raise ApiError("InvalidDocument", str(exc)) from None
+    return SessionSpec(
+        session_id=new_session_id(),
+        target=target,
+        document=document,
+        agent_version=agent_version,
+        container_mode=container_mode,
+        kms_key_id=kms,
+        reason=str(body.get("Reason") or ""),
+        owner=caller.owner,
+    )
+
+
+def execute_command_spec(
+    caller: Caller, body: Mapping[str, Any], agent_version: str, kms: str | None
+) -> tuple[SessionSpec, dict[str, Any]]:
+    """ecs:ExecuteCommand: the SessionSpec plus the response fields other than ``session``."""
+    if body.get("interactive") is not True:
+        raise ApiError("InvalidParameterException", "Interactive is the only mode supported currently.")
+    command = body.get("command")
+    if not isinstance(command, str) or not command:
+        raise ApiError("InvalidParameterException", "command is required.")
+    task = _ecs_task(caller, str(body.get("cluster") or "default"), str(body.get("task") or ""))
+    wanted = body.get("container")
+    containers = [c for c in task.containers if wanted in (None, c.name)]
+    if len(containers) != 1:
+        raise ApiError(
+            "InvalidParameterException", "The container name is missing or does not exist in the task."
+        )
+    container = containers[0]
+    target = f"ecs:{task.cluster_name}_{task.id}_{runtime_id(task.id, container.name)}"
+    spec = SessionSpec(
+        session_id=new_session_id(),
+        target=target,
+        document=resolve(ECS_DOCUMENT, {"command": [command]}),
+        agent_version=agent_version,
+        container_mode=True,
+        kms_key_id=kms,
+        owner=caller.owner,
+    )
+    fields = {
+        "clusterArn": task.cluster_arn,
+        "containerArn": container.container_arn,
+        "containerName": container.name,
+        "interactive": True,
+        "taskArn": task.task_arn,
+    }
+    return spec, fields
+
+
+def patch_ecs_tasks(response: dict[str, Any], agent_version: str) -> dict[str, Any]:
+    """Give every task container a runtimeId and a running ExecuteCommandAgent, as ECS Exec needs."""
+    for task in response.get("tasks") or []:
+        task_id = str(task.get("taskArn", "")).rsplit("/", 1)[-1]
+        task["enableExecuteCommand"] = True
+        for container in task.get("containers") or []:
+            container["runtimeId"] = runtime_id(task_id, str(container.get("name", "")))
+            container["managedAgents"] = [
+                {
+                    "name": "ExecuteCommandAgent",
+                    "lastStatus": "RUNNING",
+                    "lastStartedAt": time.time(),
+                    "reason": f"agent {agent_version}",
+                }
+            ]
+            container["taskArn"] = task.get("taskArn")
+    return response
+
+
+def instance_information(caller: Caller, body: Mapping[str, Any], agent_version: str) -> dict[str, Any]:
+    """DescribeInstanceInformation: every running moto instance is an online Linux managed node."""
+    wanted: set[str] | None = None
+    for entry in list(body.get("Filters") or []) + list(body.get("InstanceInformationFilterList") or []):
+        key = entry.get("Key") or entry.get("key")
+        if key in ("InstanceIds", "InstanceId"):
+            values = entry.get("Values") or entry.get("valueSet") or []
+            wanted = set(values) if wanted is None else wanted & set(values)
+    backend = ec2_backends[caller.account][caller.region]
+    items = []
+    for reservation in backend.all_reservations():
+        for instance in reservation.instances:
+            if instance.instance_state.name != "running" or (
+                wanted is not None and instance.id not in wanted
+            ):
+                continue
+            items.append(
+                {
+                    "InstanceId": instance.id,
+                    "PingStatus": "Online",
+                    "LastPingDateTime": time.time(),
+                    "AgentVersion": agent_version,
+                    "IsLatestVersion": True,
+                    "PlatformType": "Linux",
+                    "PlatformName": "Amazon Linux",
+                    "PlatformVersion": "2023",
+                    "ResourceType": "EC2Instance",
+                    "IPAddress": instance.private_ip or "",
+                    "ComputerName": instance.private_dns_name or "",
+                }
+            )
+    return {"InstanceInformationList": items}

@@ -1,0 +1,116 @@
+"""The emulator's fault switch: lossy, reordering and breaking websockets for resilience tests.
+
+``Faults`` is a mutable setting shared by every session of an emulator; ``FaultyLink`` applies it
+to one websocket: it may drop outgoing or incoming messages (acks included), drop only acks, hold a
+message back so it goes out after the next one, delay messages, or abort the socket after a given
+number of messages have crossed it. A seeded RNG keeps runs reproducible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+ACK_MARK = b"acknowledge"
+
+
+@dataclass
+class Faults:
+    drop_rate: float = 0.0
+    drop_ack_rate: float = 0.0
+    reorder_rate: float = 0.0
+    delay: float = 0.0
+    drop_socket_after: int | None = None
+    seed: int = 0
+    rng: random.Random = field(default_factory=random.Random, repr=False)
+
+    def reset(self) -> None:
+        self.drop_rate = self.drop_ack_rate = self.reorder_rate = self.delay = 0.0
+        self.drop_socket_after = None
+
+    def configure(self, **settings: float | int | None) -> None:
+        for key, value in settings.items():
+            if key not in {
+                "drop_rate",
+                "drop_ack_rate",
+                "reorder_rate",
+                "delay",
+                "drop_socket_after",
+                "seed",
+            }:
+                raise ValueError(f"unknown fault setting {key}")
+            setattr(self, key, value)
+        self.rng.seed(self.seed)
+
+    @property
+    def active(self) -> bool:
+        return (
+            bool(self.drop_rate or self.drop_ack_rate or self.reorder_rate or self.delay)
+            or self.drop_socket_after is not None
+        )
+
+
+class FaultyLink:
+    """Applies ``Faults`` to one socket's traffic in both directions."""
+
+    def __init__(
+        self, faults: Faults, send: Callable[[bytes], Coroutine[Any, Any, None]], abort: Callable[[], None]
+    ) -> None:
+        self._faults = faults
+        self._send = send
+        self._abort = abort
+        self._held: bytes | None = None
+        self._count = 0
+        self._late: set[asyncio.Task[None]] = set()
+
+    def _lost(self, raw: bytes) -> bool:
+        f = self._faults
+        if f.drop_rate and f.rng.random() < f.drop_rate:
+            return True
+        return bool(f.drop_ack_rate) and raw[4:15] == ACK_MARK and f.rng.random() < f.drop_ack_rate
+
+    def _tick(self) -> bool:
+        """Count a message; True once the socket should break."""
+        self._count += 1
+        limit = self._faults.drop_socket_after
+        if limit is not None and self._count >= limit:
+            self._faults.drop_socket_after = None
+            self._abort()
+            return True
+        return False
+
+    def incoming(self, raw: bytes) -> bool:
+        """Whether a received message survives."""
+        if self._tick():
+            return False
+        return not self._lost(raw)
+
+    async def send(self, raw: bytes) -> None:
+        f = self._faults
+        if self._tick() or self._lost(raw):
+            return
+        if f.delay:
+            await asyncio.sleep(f.delay)
+        if self._held is None and f.reorder_rate and f.rng.random() < f.reorder_rate:
+            self._held = raw
+            asyncio.get_running_loop().call_later(0.05, self._release_held)
+            return
+        await self._send(raw)
+        if self._held is not None:
+            held, self._held = self._held, None
+            await self._send(held)
+
+    def _release_held(self) -> None:
+        if self._held is not None:
+            held, self._held = self._held, None
+            task = asyncio.get_running_loop().create_task(self._send(held))
+            self._late.add(task)
+            task.add_done_callback(self._late_done)
+
+    def _late_done(self, task: asyncio.Task[None]) -> None:
+        self._late.discard(task)
+        if not task.cancelled():
+            task.exception()  # a send on a dead socket is just another lost message

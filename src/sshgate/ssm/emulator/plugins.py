@@ -1,0 +1,422 @@
+"""The emulated agent's session plugins: they run real processes and real TCP connections here.
+
+* ``PtyPlugin`` -- Standard_Stream / InteractiveCommands: ``sh`` (or the command, exec'd directly
+  in ECS container mode, else through ``sh -c``) on a pseudo-terminal; Size messages resize it.
+* ``CommandPlugin`` -- NonInteractiveCommands: the shell-split command without stdin (the agent
+  gives it none; input bytes 0x03 / 0x1C become SIGINT / SIGQUIT), stdout as Output, stderr as
+  StdErr and a final ``EXIT_CODE: n`` when ``separateOutputStream`` is set, else one merged stream.
+* ``BasicPortPlugin`` -- stdio and basic port modes: one TCP connection to the destination,
+  re-dialled on the next data after DisconnectToPort or (basic mode) a destination EOF.
+* ``MuxPortPlugin`` -- an smux v1 server; one TCP dial per client stream, ConnectToPortError on failure.
+
+Output is read in chunks of at most 1024 bytes; shell output is cut on UTF-8 boundaries like the agent.
+Destinations must be loopback addresses: the emulator never reaches beyond this machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import ipaddress
+import os
+import shlex
+import signal
+import struct
+import termios
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sshgate.ssm.codec import (
+    ClientMessage,
+    CodecError,
+    PayloadType,
+    PortFlag,
+    SizeData,
+    exit_code_payload,
+    flag_payload,
+    parse_flag,
+)
+from sshgate.ssm.emulator.documents import shell_property
+from sshgate.ssm.reliable import CHUNK_SIZE, DataChannel, Inbox
+from sshgate.ssm.smux import SmuxSession, SmuxStream
+
+INBOX_LIMIT = 4 * 1024 * 1024
+CONTROL_SIGNALS = {0x03: signal.SIGINT, 0x1C: signal.SIGQUIT}
+ERROR_EXIT_CODE = 1
+
+
+class SessionFailure(Exception):
+    """The plugin could not run; the text becomes channel_closed's Output."""
+
+
+def split_utf8(data: bytes) -> tuple[bytes, bytes]:
+    """Split off an incomplete UTF-8 sequence at the end (at most 3 bytes) to send with the next read.
+
+    Only sequences with a valid lead byte are held back; other invalid bytes go out at once.
+    """
+    for back in range(1, min(3, len(data)) + 1):
+        byte = data[-back]
+        if 0x80 <= byte < 0xC0:
+            continue
+        if 0xC2 <= byte <= 0xF4:
+            need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            if need > back:
+                return data[:-back], data[-back:]
+        break
+    return data, b""
+
+
+def loopback_address(host: str) -> str:
+    """The address to dial; only loopback destinations are allowed."""
+    if host in ("localhost", ""):
+        return "127.0.0.1"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise SessionFailure(f"destination {host} is not a loopback address") from None
+    if not address.is_loopback:
+        raise SessionFailure(f"destination {host} is not a loopback address")
+    return str(address)
+
+
+def agent_environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env["TERM"] = "xterm-256color"
+    env.setdefault("LANG", "C.UTF-8")
+    return env
+
+
+class Plugin:
+    """Common plumbing: a bounded inbox drained by ``handle``, a finish future, task cleanup."""
+
+    def __init__(self, channel: DataChannel) -> None:
+        self.channel = channel
+        self.inbox = Inbox(INBOX_LIMIT, channel.redeliver)
+        self.finished: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    def spawn(self, coro: Awaitable[Any]) -> None:
+        self._tasks.append(asyncio.ensure_future(coro))
+
+    def finish(self, output: str = "") -> None:
+        if not self.finished.done():
+            self.finished.set_result(output)
+
+    async def start(self) -> None:
+        self.spawn(self._consume())
+
+    def input(self, message: ClientMessage) -> bool:
+        return self.inbox.offer(message)
+
+    async def _consume(self) -> None:
+        while (message := await self.inbox.get()) is not None:
+            await self.handle(message)
+
+    async def handle(self, message: ClientMessage) -> None:
+        """Process one in-order input message (Output data, Flags)."""
+
+    async def stop(self) -> None:
+        self.inbox.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        self.finish()
+
+    async def pump_output(
+        self, read: Callable[[int], Awaitable[bytes]], payload_type: int, *, utf8: bool, prefix: bytes = b""
+    ) -> None:
+        """Read ≤1024-byte chunks and send them; the agent's stdout/stderr writer (prefixes included)."""
+        carry = b""
+        need_prefix = True
+        while True:
+            try:
+                data = await read(CHUNK_SIZE - len(prefix) - len(carry))
+            except OSError:
+                data = b""
+            if not data:
+                if carry:
+                    await self.channel.send(payload_type, carry)
+                return
+            chunk = carry + data
+            if prefix and need_prefix:
+                chunk = prefix + chunk
+            need_prefix = data.endswith(b"\n")
+            if utf8:
+                chunk, carry = split_utf8(chunk)
+            if chunk:
+                await self.channel.send(payload_type, chunk)
+
+
+def _take_controlling_tty() -> None:
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+class _PtyReaderProtocol(asyncio.StreamReaderProtocol):
+    """Linux reports the last slave closing as EIO; that is EOF, and buffered output must survive it
+    (a StreamReader with an exception set raises before returning what it holds)."""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(None if isinstance(exc, OSError) else exc)
+
+
+class PtyPlugin(Plugin):
+    def __init__(self, channel: DataChannel, argv: list[str]) -> None:
+        super().__init__(channel)
+        self.argv = argv
+        self._master = -1
+        self._proc: asyncio.subprocess.Process | None = None
+        self._writer: asyncio.WriteTransport | None = None
+
+    async def start(self) -> None:
+        master, slave = os.openpty()
+        self._master = master
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *self.argv,
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                env=agent_environment(),
+                start_new_session=True,
+                preexec_fn=_take_controlling_tty,
+            )
+        except OSError as exc:
+            os.close(master)
+            raise SessionFailure(f"Unable to start command: {exc}") from None
+        finally:
+            os.close(slave)
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(
+            lambda: _PtyReaderProtocol(reader), os.fdopen(os.dup(master), "rb", buffering=0)
+        )
+        self._writer, _ = await loop.connect_write_pipe(
+            asyncio.Protocol, os.fdopen(os.dup(master), "wb", buffering=0)
+        )
+        await super().start()
+        self.spawn(self._run(reader))
+
+    async def _run(self, reader: asyncio.StreamReader) -> None:
+        await self.pump_output(reader.read, PayloadType.OUTPUT, utf8=True)
+        if self._proc is not None:
+            await self._proc.wait()
+        self.finish()
+
+    def input(self, message: ClientMessage) -> bool:
+        if message.payload_type == PayloadType.SIZE:
+            with contextlib.suppress(CodecError, OSError):
+                size = SizeData.from_json(message.payload)
+                winsize = struct.pack("HHHH", min(size.rows, 0xFFFF), min(size.cols, 0xFFFF), 0, 0)
+                fcntl.ioctl(self._master, termios.TIOCSWINSZ, winsize)
+            return True
+        if message.payload_type != PayloadType.OUTPUT:
+            return True
+        return super().input(message)
+
+    async def handle(self, message: ClientMessage) -> None:
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.write(message.payload)
+
+    async def stop(self) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            await self._proc.wait()
+        await super().stop()
+        if self._writer is not None:
+            self._writer.close()
+        if self._master >= 0:
+            os.close(self._master)
+            self._master = -1
+
+
+class CommandPlugin(Plugin):
+    def __init__(self, channel: DataChannel, properties: Any) -> None:
+        super().__init__(channel)
+        command = str(shell_property(properties, "commands", "") or "")
+        separate = shell_property(properties, "separateOutputStream", False)
+        self.separate = separate is True or str(separate).lower() == "true"
+        self.stdout_prefix = str(shell_property(properties, "stdoutSeparatorPrefix", "") or "").encode()
+        self.stderr_prefix = str(shell_property(properties, "stderrSeparatorPrefix", "") or "").encode()
+        try:
+            self.argv = shlex.split(command)
+        except ValueError as exc:
+            raise SessionFailure(f"Failed to parse commands input: {exc}") from None
+        if not self.argv:
+            raise SessionFailure("no command to run")
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        await super().start()
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *self.argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE if self.separate else asyncio.subprocess.STDOUT,
+                env=agent_environment(),
+                start_new_session=True,
+            )
+        except OSError as exc:
+            self.spawn(self._report_start_error(f"Error occurred starting the command: {exc}\n"))
+            return
+        self.spawn(self._run(self._proc))
+
+    async def _report_start_error(self, text: str) -> None:
+        await self.channel.send(PayloadType.STDERR if self.separate else PayloadType.OUTPUT, text.encode())
+        if self.separate:
+            await self.channel.send(PayloadType.EXIT_CODE, exit_code_payload(ERROR_EXIT_CODE))
+        self.finish()
+
+    async def _run(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        pumps = [self.pump_output(proc.stdout.read, PayloadType.OUTPUT, utf8=True, prefix=self.stdout_prefix)]
+        if proc.stderr is not None:
+            pumps.append(
+                self.pump_output(proc.stderr.read, PayloadType.STDERR, utf8=True, prefix=self.stderr_prefix)
+            )
+        await asyncio.gather(*pumps)
+        code = await proc.wait()
+        if self.separate:
+            await self.channel.send(PayloadType.EXIT_CODE, exit_code_payload(-1 if code < 0 else code))
+        self.finish()
+
+    async def handle(self, message: ClientMessage) -> None:
+        if message.payload_type != PayloadType.OUTPUT or self._proc is None:
+            return
+        for byte in message.payload:
+            sig = CONTROL_SIGNALS.get(byte)
+            if sig is not None and self._proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    self._proc.send_signal(sig)
+                return
+
+    async def stop(self) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+            await self._proc.wait()
+        await super().stop()
+
+
+async def _dial(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.wait_for(asyncio.open_connection(host, port), 10.0)
+
+
+def _close_writer(writer: asyncio.StreamWriter | None) -> None:
+    if writer is not None and not writer.is_closing():
+        writer.close()
+
+
+class BasicPortPlugin(Plugin):
+    """stdio (``reconnect=False``: destination EOF ends the session) and basic port modes."""
+
+    def __init__(self, channel: DataChannel, host: str, port: int, *, reconnect: bool) -> None:
+        super().__init__(channel)
+        self.host, self.port, self.reconnect = host, port, reconnect
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._connect()
+        await super().start()
+
+    async def _connect(self) -> None:
+        try:
+            reader, writer = await _dial(self.host, self.port)
+        except (OSError, TimeoutError) as exc:
+            raise SessionFailure(f"Unable to connect to specified port: {exc}") from None
+        self._writer = writer
+        self._reader_task = asyncio.ensure_future(self._pump(reader, writer))
+        self._tasks.append(self._reader_task)
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self.pump_output(reader.read, PayloadType.OUTPUT, utf8=False)
+        _close_writer(writer)
+        if self._writer is writer:
+            self._writer = None
+            if not self.reconnect:
+                self.finish()
+
+    async def handle(self, message: ClientMessage) -> None:
+        if message.payload_type == PayloadType.FLAG:
+            with contextlib.suppress(CodecError):
+                if parse_flag(message.payload) == PortFlag.DISCONNECT_TO_PORT:
+                    writer, self._writer = self._writer, None
+                    _close_writer(writer)
+            return
+        if message.payload_type != PayloadType.OUTPUT:
+            return
+        if self._writer is None:
+            try:
+                await self._connect()
+            except SessionFailure as exc:
+                self.finish(str(exc))
+                return
+        assert self._writer is not None
+        self._writer.write(message.payload)
+        with contextlib.suppress(ConnectionError):
+            await self._writer.drain()
+
+    async def stop(self) -> None:
+        await super().stop()
+        _close_writer(self._writer)
+
+
+class MuxPortPlugin(Plugin):
+    def __init__(self, channel: DataChannel, host: str, port: int, *, keepalive: bool) -> None:
+        super().__init__(channel)
+        self.host, self.port = host, port
+        self.smux = SmuxSession(self._write, client=False, keepalive=(10.0, 30.0) if keepalive else None)
+
+    async def _write(self, data: bytes) -> None:
+        await self.channel.send_data(data)
+
+    async def start(self) -> None:
+        await super().start()
+        self.spawn(self._accept_loop())
+
+    async def handle(self, message: ClientMessage) -> None:
+        if message.payload_type == PayloadType.OUTPUT:
+            await self.smux.feed(message.payload)
+
+    async def _accept_loop(self) -> None:
+        while True:
+            stream = await self.smux.accept()
+            self.spawn(self._serve(stream))
+
+    async def _serve(self, stream: SmuxStream) -> None:
+        try:
+            reader, writer = await _dial(self.host, self.port)
+        except (OSError, TimeoutError):
+            await self.channel.send(PayloadType.FLAG, flag_payload(PortFlag.CONNECT_TO_PORT_ERROR))
+            await stream.close()
+            return
+        try:
+            upstream = asyncio.ensure_future(self._copy_to_tcp(stream, writer))
+            downstream = asyncio.ensure_future(self._copy_to_stream(reader, stream))
+            await asyncio.wait({upstream, downstream}, return_when=asyncio.FIRST_COMPLETED)
+            upstream.cancel()
+            downstream.cancel()
+        finally:
+            _close_writer(writer)
+            with contextlib.suppress(Exception):
+                await stream.close()
+
+    @staticmethod
+    async def _copy_to_tcp(stream: SmuxStream, writer: asyncio.StreamWriter) -> None:
+        while data := await stream.read(65536):
+            writer.write(data)
+            await writer.drain()
+
+    @staticmethod
+    async def _copy_to_stream(reader: asyncio.StreamReader, stream: SmuxStream) -> None:
+        while data := await reader.read(65536):
+            await stream.write(data)
+
+    async def stop(self) -> None:
+        self.smux.close()
+        await super().stop()

@@ -1,0 +1,406 @@
+"""The data channel's reliability layer (ssm-protocol.md §6), shared by the client and the emulator's agent.
+
+Sans-IO parts: ``RttEstimator`` (the RTO rules of §6.4), ``OutgoingBuffer`` (unacked messages,
+oldest-first retransmission) and ``IncomingBuffer`` (out-of-order messages). ``DataChannel`` wires
+them to a swappable transport (one websocket at a time, so a resumed socket keeps the sequence
+state): it numbers outgoing stream messages from 0, acks every accepted incoming one, re-acks
+duplicates, buffers out-of-order input, retransmits the oldest unacked message after RTO (checked
+every 100 ms) and bounds both buffers. Backpressure: ``send`` waits while the outgoing buffer is
+full, and an owner whose ``deliver`` callback returns False leaves the message unacked and
+uncounted ("handler not ready"), so the peer retransmits it later.
+
+Public API:
+    ``ChannelConfig`` with the two presets ``CLIENT`` and ``AGENT``.
+    ``DataChannel(config, deliver=..., on_control=..., on_failure=None)``:
+        ``attach(transport)`` / ``detach()``, ``await feed(raw)`` for each received frame,
+        ``await send(payload_type, payload)``, ``await send_data(data, payload_type)`` (≤1024-byte
+        chunks), ``await send_control(raw)``, ``redeliver()``, ``await wait_drained(timeout)``,
+        ``start()`` / ``close()``; counters ``retransmits``, ``dropped``, ``duplicates``.
+    ``Inbox(limit, on_space)`` -- the bounded hand-off from ``deliver`` to a consumer task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from sshgate.ssm.codec import (
+    Acknowledge,
+    ClientMessage,
+    CodecError,
+    HeaderFlag,
+    MessageType,
+    PayloadType,
+    ack_message,
+    decode,
+    encode,
+)
+
+RESEND_INTERVAL = 0.1
+INITIAL_RTO = 0.2
+MAX_RTO = 1.0
+MIN_RTO_MARGIN = 0.01
+MAX_RESENDS = 3000
+CHUNK_SIZE = 1024
+
+Transport = Callable[[bytes], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelConfig:
+    send_type: MessageType
+    receive_type: MessageType
+    syn_on_first: bool
+    verify_digest: bool
+    outgoing_capacity: int
+    incoming_capacity: int
+    honor_pause: bool
+
+
+CLIENT = ChannelConfig(
+    MessageType.INPUT_STREAM_DATA, MessageType.OUTPUT_STREAM_DATA, False, True, 10_000, 10_000, False
+)
+AGENT = ChannelConfig(
+    MessageType.OUTPUT_STREAM_DATA, MessageType.INPUT_STREAM_DATA, True, False, 100_000, 100_000, True
+)
+
+
+class RttEstimator:
+    """SRTT/RTTVAR/RTO exactly as both AWS sides compute them."""
+
+    def __init__(self) -> None:
+        self.srtt = 0.1
+        self.rttvar = 0.0
+        self.rto = INITIAL_RTO
+
+    def sample(self, rtt: float) -> None:
+        self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
+        self.srtt = 0.875 * self.srtt + 0.125 * rtt
+        self.rto = min(MAX_RTO, self.srtt + max(MIN_RTO_MARGIN, 4 * self.rttvar))
+
+
+@dataclass(slots=True)
+class _Pending:
+    raw: bytes
+    last_sent: float
+    sent: bool
+    resends: int = 0
+
+
+class OutgoingBuffer:
+    """Unacked stream messages by sequence number, oldest first."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[int, _Pending] = OrderedDict()
+        self.rtt = RttEstimator()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def full(self) -> bool:
+        return len(self._items) >= self.capacity
+
+    def add(self, seq: int, raw: bytes, now: float, *, sent: bool) -> None:
+        self._items[seq] = _Pending(raw, now, sent)
+
+    def ack(self, seq: int, now: float) -> bool:
+        item = self._items.pop(seq, None)
+        if item is None:
+            return False
+        if item.sent:
+            self.rtt.sample(now - item.last_sent)
+        return True
+
+    def due(self, now: float) -> tuple[bytes, int] | None:
+        """The oldest unacked message if its RTO has elapsed (its send time is then reset)."""
+        for item in self._items.values():
+            if not item.sent or now - item.last_sent <= self.rtt.rto:
+                return None
+            item.last_sent = now
+            item.resends += 1
+            return item.raw, item.resends
+        return None
+
+    def take_all(self, now: float) -> list[bytes]:
+        """Every unacked message in order, marked as sent now (used when a transport (re)attaches)."""
+        out = []
+        for item in self._items.values():
+            item.last_sent = now
+            item.sent = True
+            out.append(item.raw)
+        return out
+
+    def take_unsent(self, now: float) -> list[bytes]:
+        out = []
+        for item in self._items.values():
+            if not item.sent:
+                item.last_sent = now
+                item.sent = True
+                out.append(item.raw)
+        return out
+
+
+class IncomingBuffer:
+    """Out-of-order stream messages waiting for the gap before them to fill."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.expected = 0
+        self._items: dict[int, ClientMessage] = {}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def store(self, message: ClientMessage) -> bool:
+        if len(self._items) >= self.capacity:
+            return False
+        self._items.setdefault(message.sequence_number, message)
+        return True
+
+    def pop_expected(self) -> ClientMessage | None:
+        return self._items.pop(self.expected, None)
+
+    def put_back(self, message: ClientMessage) -> None:
+        self._items[message.sequence_number] = message
+
+
+class ChannelFailed(ConnectionError):
+    """The peer stopped acknowledging: the oldest message was resent too many times."""
+
+
+class DataChannel:
+    def __init__(
+        self,
+        config: ChannelConfig,
+        *,
+        deliver: Callable[[ClientMessage], bool],
+        on_control: Callable[[ClientMessage], None],
+        on_failure: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self.config = config
+        self._deliver = deliver
+        self._on_control = on_control
+        self._on_failure = on_failure
+        self.outgoing = OutgoingBuffer(config.outgoing_capacity)
+        self.incoming = IncomingBuffer(config.incoming_capacity)
+        self._next_seq = 0
+        self._transport: Transport | None = None
+        self._room = asyncio.Event()
+        self._room.set()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._paused = False
+        self._resender: asyncio.Task[None] | None = None
+        self.closed = False
+        self.retransmits = 0
+        self.dropped = 0
+        self.duplicates = 0
+
+    # -- transport -----------------------------------------------------------------------------
+    @property
+    def attached(self) -> bool:
+        return self._transport is not None
+
+    async def attach(self, transport: Transport) -> None:
+        """Use a new socket and resend everything unacked on it at once (a resume loses in-flight data)."""
+        self._transport = transport
+        for raw in self.outgoing.take_all(time.monotonic()):
+            if not await self._transmit(raw):
+                return
+
+    def detach(self) -> None:
+        self._transport = None
+
+    async def _transmit(self, raw: bytes) -> bool:
+        transport = self._transport
+        if transport is None:
+            return False
+        try:
+            await transport(raw)
+        except (ConnectionError, RuntimeError, OSError):
+            if self._transport is transport:
+                self._transport = None
+            return False
+        return True
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._resender is None:
+            self._resender = asyncio.get_running_loop().create_task(self._resend_loop())
+
+    def close(self) -> None:
+        self.closed = True
+        self._transport = None
+        self._room.set()
+        self._drained.set()
+        if self._resender is not None:
+            self._resender.cancel()
+
+    async def _resend_loop(self) -> None:
+        while not self.closed:
+            await asyncio.sleep(RESEND_INTERVAL)
+            if self._paused or self._transport is None:
+                continue
+            due = self.outgoing.due(time.monotonic())
+            if due is None:
+                continue
+            raw, resends = due
+            if resends > MAX_RESENDS:
+                if self._on_failure is not None:
+                    self._on_failure(ChannelFailed(f"message resent {MAX_RESENDS} times without an ack"))
+                return
+            self.retransmits += 1
+            await self._transmit(raw)
+
+    # -- receiving -----------------------------------------------------------------------------
+    async def feed(self, raw: bytes) -> None:
+        try:
+            message = decode(raw, verify_digest=self.config.verify_digest)
+        except CodecError:
+            self.dropped += 1
+            return
+        mtype = message.message_type
+        if mtype == MessageType.ACKNOWLEDGE:
+            self._unpause()
+            try:
+                ack = Acknowledge.from_json(message.payload)
+            except CodecError:
+                self.dropped += 1
+                return
+            if self.outgoing.ack(ack.sequence_number, time.monotonic()):
+                if not self.outgoing.full:
+                    self._room.set()
+                if not len(self.outgoing):
+                    self._drained.set()
+            return
+        if mtype == self.config.receive_type:
+            self._unpause()
+            await self._receive_stream(message)
+        elif mtype == MessageType.PAUSE_PUBLICATION:
+            if self.config.honor_pause:
+                self._paused = True
+        elif mtype == MessageType.START_PUBLICATION:
+            self._unpause()
+        else:
+            self._on_control(message)
+
+    async def _receive_stream(self, message: ClientMessage) -> None:
+        seq = message.sequence_number
+        incoming = self.incoming
+        if seq == incoming.expected:
+            if not self._deliver(message):
+                return
+            incoming.expected += 1
+            await self._ack(message)
+            self.redeliver()
+        elif seq > incoming.expected:
+            if incoming.store(message):
+                await self._ack(message)
+        else:
+            self.duplicates += 1
+            await self._ack(message)
+
+    def redeliver(self) -> None:
+        """Deliver buffered messages that became in-order (call when the owner is ready again)."""
+        incoming = self.incoming
+        while (message := incoming.pop_expected()) is not None:
+            if not self._deliver(message):
+                incoming.put_back(message)
+                return
+            incoming.expected += 1
+
+    async def _ack(self, message: ClientMessage) -> None:
+        await self._transmit(encode(ack_message(message)))
+
+    def _unpause(self) -> None:
+        if self._paused:
+            self._paused = False
+            asyncio.get_running_loop().create_task(self._flush_unsent())
+
+    async def _flush_unsent(self) -> None:
+        for raw in self.outgoing.take_unsent(time.monotonic()):
+            await self._transmit(raw)
+
+    # -- sending -------------------------------------------------------------------------------
+    async def send(self, payload_type: int, payload: bytes) -> None:
+        """Send one sequenced stream message, waiting while the outgoing buffer is full."""
+        while self.outgoing.full and not self.closed:
+            self._room.clear()
+            await self._room.wait()
+        if self.closed:
+            raise ConnectionError("data channel is closed")
+        seq = self._next_seq
+        self._next_seq += 1
+        flags = HeaderFlag.SYN if seq == 0 and self.config.syn_on_first else 0
+        raw = encode(ClientMessage(self.config.send_type, seq, payload_type, payload, flags=flags))
+        live = self._transport is not None and not self._paused
+        self.outgoing.add(seq, raw, time.monotonic(), sent=live)
+        self._drained.clear()
+        if live:
+            await self._transmit(raw)
+
+    async def send_data(self, data: bytes, payload_type: int = PayloadType.OUTPUT) -> None:
+        for pos in range(0, len(data), CHUNK_SIZE):
+            await self.send(payload_type, data[pos : pos + CHUNK_SIZE])
+
+    async def send_control(self, raw: bytes) -> None:
+        """An encoded unsequenced message (channel_closed, publication): sent once, never buffered."""
+        await self._transmit(raw)
+
+    async def wait_drained(self, timeout: float) -> bool:
+        """Wait until every sent message is acked; False on timeout."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drained.wait(), timeout)
+        return not len(self.outgoing)
+
+
+class Inbox:
+    """Bounded queue between ``DataChannel.deliver`` and a consumer task.
+
+    ``offer`` refuses (so the message stays unacked) once ``limit`` payload bytes are waiting;
+    when the consumer makes room again ``on_space`` runs, typically ``DataChannel.redeliver``.
+    """
+
+    def __init__(self, limit: int, on_space: Callable[[], None]) -> None:
+        self.limit = limit
+        self._on_space = on_space
+        self._items: deque[ClientMessage] = deque()
+        self._size = 0
+        self._blocked = False
+        self._ready = asyncio.Event()
+        self.closed = False
+
+    def offer(self, message: ClientMessage) -> bool:
+        if self.closed:
+            return True
+        if self._size >= self.limit:
+            self._blocked = True
+            return False
+        self._items.append(message)
+        self._size += len(message.payload)
+        self._ready.set()
+        return True
+
+    async def get(self) -> ClientMessage | None:
+        """The next message, or None once closed and empty."""
+        while not self._items:
+            if self.closed:
+                return None
+            self._ready.clear()
+            await self._ready.wait()
+        message = self._items.popleft()
+        self._size -= len(message.payload)
+        if self._blocked and self._size < self.limit:
+            self._blocked = False
+            self._on_space()
+        return message
+
+    def close(self) -> None:
+        self.closed = True
+        self._ready.set()
