@@ -160,7 +160,7 @@ async def test_port_mux_many_streams(aws: Aws, hash_server: TcpServer) -> None:
     target = await aws.start("AWS-StartPortForwardingSession", {"portNumber": [str(hash_server.port)]})
     port = await open_port(target, control=aws.control)
     assert port.mode is PortMode.MUX
-    size = int(os.environ.get("SSHGATE_SSM_MUX_BYTES", 1_000_000))
+    size = int(os.environ.get("SSHGATE_SSM_MUX_BYTES", 10_000_000))
 
     async def one(index: int) -> None:
         stream = await port.open_stream()

@@ -236,20 +236,34 @@ class _Connection:
 
     async def _read_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         ping = asyncio.get_running_loop().create_task(self._ping_loop(ws))
+        close_text = ""
         try:
-            async for msg in ws:
+            while True:
+                msg = await ws.receive()
                 if msg.type == aiohttp.WSMsgType.BINARY:
                     await self.channel.feed(msg.data)
                 elif msg.type == aiohttp.WSMsgType.TEXT:
                     await self.channel.feed(msg.data.encode())
+                elif msg.type == aiohttp.WSMsgType.CLOSE:
+                    close_text = f"code {msg.data}: {msg.extra}"
+                elif msg.type in (
+                    aiohttp.WSMsgType.CLOSED,
+                    aiohttp.WSMsgType.CLOSING,
+                    aiohttp.WSMsgType.ERROR,
+                ):
+                    break
         except (aiohttp.ClientError, ConnectionError, OSError):
             pass
         finally:
             ping.cancel()
-        if self._ws is ws:
-            self.channel.detach()
-            if not self.closed.is_set() and not self._closing:
-                await self._resume()
+        if self._ws is not ws or self.closed.is_set() or self._closing:
+            return
+        self.channel.detach()
+        if not self.ready.done():
+            # Refused before the session started (bad or expired token): nothing to resume.
+            self._finish(f"the service closed the data channel ({close_text or 'connection lost'})")
+        else:
+            await self._resume()
 
     @staticmethod
     async def _ping_loop(ws: aiohttp.ClientWebSocketResponse) -> None:
@@ -429,8 +443,15 @@ class Session:
         return self._conn.close_reason
 
     @property
-    def retransmits(self) -> int:
-        return self._conn.channel.retransmits
+    def stats(self) -> dict[str, int]:
+        """Reliability counters of this client's side of the channel (for logs and tests)."""
+        channel = self._conn.channel
+        return {
+            "retransmits": channel.retransmits,
+            "out_of_order": channel.out_of_order,
+            "duplicates": channel.duplicates,
+            "dropped": channel.dropped,
+        }
 
     async def wait_closed(self) -> None:
         await self._conn.closed.wait()

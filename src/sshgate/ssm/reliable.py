@@ -15,7 +15,8 @@ Public API:
         ``attach(transport)`` / ``detach()``, ``await feed(raw)`` for each received frame,
         ``await send(payload_type, payload)``, ``await send_data(data, payload_type)`` (≤1024-byte
         chunks), ``await send_control(raw)``, ``redeliver()``, ``await wait_drained(timeout)``,
-        ``start()`` / ``close()``; counters ``retransmits``, ``dropped``, ``duplicates``.
+        ``start()`` / ``close()``; counters ``retransmits``, ``dropped``, ``duplicates``,
+        ``out_of_order``.
     ``Inbox(limit, on_space)`` -- the bounded hand-off from ``deliver`` to a consumer task.
 """
 
@@ -201,6 +202,7 @@ class DataChannel:
         self.retransmits = 0
         self.dropped = 0
         self.duplicates = 0
+        self.out_of_order = 0
 
     # -- transport -----------------------------------------------------------------------------
     @property
@@ -301,6 +303,7 @@ class DataChannel:
             self.redeliver()
         elif seq > incoming.expected:
             if incoming.store(message):
+                self.out_of_order += 1
                 await self._ack(message)
         else:
             self.duplicates += 1

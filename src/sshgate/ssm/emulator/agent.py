@@ -131,6 +131,7 @@ class AgentSession:
             "Connections": self.connections,
             "Connected": self._ws is not None,
             "Retransmits": self.channel.retransmits,
+            "OutOfOrder": self.channel.out_of_order,
         }
 
     # -- websocket -----------------------------------------------------------------------------

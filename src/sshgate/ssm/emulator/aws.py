@@ -88,7 +88,7 @@ def _ecs_task(caller: Caller, cluster: str, task: str) -> Any:
     if cluster_name not in backend.clusters:
         raise ApiError("ClusterNotFoundException", "Cluster not found.")
     task_id = task.rsplit("/", 1)[-1]
-    found = backend.tasks.get(cluster_name, {}).get(task_id)
+    found = next((t for t in backend.tasks.get(cluster_name, {}).values() if t.id == task_id), None)
     if found is None:
         raise ApiError(
             "InvalidParameterException", f"The task {task} was not found in cluster {cluster_name}."

@@ -1,0 +1,121 @@
+"""The AWS calls the gateway makes, through boto3, against the emulator's single endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from sshgate.ssm.client import SsmSessionError, StreamTarget, execute_command, open_shell
+from sshgate.ssm.emulator import Emulator
+from tests.ssm.conftest import REGION, Aws
+from tests.ssm.test_sessions import read_all
+
+
+async def test_start_session_returns_a_usable_session(aws: Aws, emulator: Emulator) -> None:
+    reply = await asyncio.to_thread(aws.ssm.start_session, Target=aws.instance_id)
+    assert reply["SessionId"].startswith("emulator-")
+    assert reply["StreamUrl"].startswith(
+        f"ws://127.0.0.1:{emulator.port}/v1/data-channel/{reply['SessionId']}?"
+    )
+    assert reply["TokenValue"]
+    shell = await open_shell(StreamTarget.from_response(reply), control=aws.control)
+    await shell.write(b"echo usable; exit\n")
+    assert b"usable" in await read_all(shell)
+    active = await asyncio.to_thread(aws.ssm.describe_sessions, State="History")
+    assert reply["SessionId"] in {s["SessionId"] for s in active["Sessions"]}
+
+
+async def test_start_session_errors(aws: Aws) -> None:
+    with pytest.raises(ClientError) as unknown:
+        await asyncio.to_thread(aws.ssm.start_session, Target="i-0123456789abcdef0")
+    assert unknown.value.response["Error"]["Code"] == "TargetNotConnected"
+    with pytest.raises(ClientError) as bad_doc:
+        await asyncio.to_thread(aws.ssm.start_session, Target=aws.instance_id, DocumentName="No-Such-Doc")
+    assert bad_doc.value.response["Error"]["Code"] == "InvalidDocument"
+    with pytest.raises(ClientError) as gone:
+        await asyncio.to_thread(aws.ssm.resume_session, SessionId="emulator-nope")
+    assert gone.value.response["Error"]["Code"] == "DoesNotExistException"
+
+
+async def test_wrong_token_is_refused(aws: Aws) -> None:
+    target = await aws.start()
+    forged = StreamTarget(target.session_id, target.stream_url, "not-the-token")
+    with pytest.raises(SsmSessionError, match="code 1008: invalid token"):
+        await open_shell(forged, timeout=5)
+
+
+async def test_describe_instances_passes_through_to_moto(aws: Aws) -> None:
+    reply = await asyncio.to_thread(aws.ec2.describe_instances, InstanceIds=[aws.instance_id])
+    assert reply["Reservations"][0]["Instances"][0]["InstanceId"] == aws.instance_id
+    info = await asyncio.to_thread(aws.ssm.describe_instance_information)
+    online = {i["InstanceId"]: i["PingStatus"] for i in info["InstanceInformationList"]}
+    assert online[aws.instance_id] == "Online"
+
+
+async def test_ecs_execute_command(aws: Aws) -> None:
+    ecs = aws.ecs
+    await asyncio.to_thread(ecs.create_cluster, clusterName="demo")
+    await asyncio.to_thread(
+        ecs.register_task_definition,
+        family="app",
+        containerDefinitions=[{"name": "app", "image": "busybox", "memory": 128}],
+    )
+    run = await asyncio.to_thread(ecs.run_task, cluster="demo", taskDefinition="app", launchType="FARGATE")
+    task_arn = run["tasks"][0]["taskArn"]
+    task_id = task_arn.rsplit("/", 1)[-1]
+    described = await asyncio.to_thread(ecs.describe_tasks, cluster="demo", tasks=[task_arn])
+    container = described["tasks"][0]["containers"][0]
+    assert container["runtimeId"].startswith(task_id + "-")
+    assert container["managedAgents"][0]["name"] == "ExecuteCommandAgent"
+    assert described["tasks"][0]["enableExecuteCommand"] is True
+
+    reply = await asyncio.to_thread(
+        ecs.execute_command,
+        cluster="demo",
+        task=task_arn,
+        container="app",
+        command="echo from-ecs",
+        interactive=True,
+    )
+    assert reply["containerName"] == "app" and reply["session"]["streamUrl"].startswith("ws://")
+    target = await execute_command(ecs, "demo", task_id, "printf ecs-%s ok", container="app")
+    shell = await open_shell(target, control=aws.control)
+    assert b"ecs-ok" in await read_all(shell)  # exec'd directly, no sh -c (container mode)
+
+    # StartSession to the container's target string works too (port forwarding into tasks).
+    ecs_target = f"ecs:demo_{task_id}_{container['runtimeId']}"
+    started = await asyncio.to_thread(aws.ssm.start_session, Target=ecs_target)
+    assert started["SessionId"]
+    with pytest.raises(ClientError):
+        await asyncio.to_thread(
+            ecs.execute_command, cluster="demo", task=task_arn, command="sh", interactive=False
+        )
+
+
+def test_emulator_command_prints_ready_and_stops_on_sigterm(tmp_path: Path) -> None:
+    exe = Path(sys.executable).with_name("sshgate-aws-emulator")
+    proc = subprocess.Popen(
+        [str(exe), "--host", "127.0.0.1", "--port", "0"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        assert line.startswith("ready http://127.0.0.1:")
+        url = line.split()[1]
+        ec2 = boto3.client(
+            "ec2", endpoint_url=url, region_name=REGION, aws_access_key_id="k", aws_secret_access_key="s"
+        )
+        assert ec2.describe_instances()["Reservations"] == []
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

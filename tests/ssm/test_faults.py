@@ -1,0 +1,76 @@
+"""The data channel under a lossy, reordering and breaking network: data arrives complete and in order."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from sshgate.ssm.client import PortMode, PortSession, open_port, open_shell
+from sshgate.ssm.emulator import Emulator
+from tests.ssm.conftest import Aws, TcpServer
+from tests.ssm.test_sessions import read_until, roundtrip
+
+
+async def echo_through_stdio_port(
+    aws: Aws, echo_server: TcpServer, payload: bytes
+) -> tuple[bytes, PortSession]:
+    target = await aws.start("AWS-StartSSHSession", {"portNumber": [str(echo_server.port)]})
+    port = await open_port(target, control=aws.control, timeout=60)
+    assert port.mode is PortMode.STDIO
+    stream = await port.open_stream()
+    async with asyncio.timeout(60):
+        return await roundtrip(stream, payload), port
+
+
+async def test_five_percent_dropped_messages(aws: Aws, emulator: Emulator, echo_server: TcpServer) -> None:
+    emulator.faults.configure(drop_rate=0.05, seed=7)
+    payload = os.urandom(48 * 1024)
+    got, port = await echo_through_stdio_port(aws, echo_server, payload)
+    assert got == payload
+    agent_retransmits = emulator.session(port.session_id).channel.retransmits
+    assert port.stats["retransmits"] + agent_retransmits > 0  # losses happened and were repaired
+    await port.close()
+
+
+async def test_reordered_messages(aws: Aws, emulator: Emulator, echo_server: TcpServer) -> None:
+    emulator.faults.configure(reorder_rate=0.3, seed=3)
+    payload = os.urandom(256 * 1024)
+    got, port = await echo_through_stdio_port(aws, echo_server, payload)
+    assert got == payload
+    assert port.stats["out_of_order"] + emulator.session(port.session_id).channel.out_of_order > 0
+    await port.close()
+
+
+async def test_dropped_acks_cause_retransmits_and_duplicate_reacks(
+    aws: Aws, emulator: Emulator, echo_server: TcpServer
+) -> None:
+    emulator.faults.configure(drop_ack_rate=0.2, seed=5)
+    payload = os.urandom(32 * 1024)
+    got, port = await echo_through_stdio_port(aws, echo_server, payload)
+    assert got == payload
+    agent = emulator.session(port.session_id).channel
+    assert await agent.wait_drained(10)  # every lost ack was repaired by a retransmission...
+    assert port.stats["duplicates"] > 0  # ...that the client re-acked as a duplicate
+    await port.close()
+
+
+async def test_websocket_dropped_mid_transfer_resumes(
+    aws: Aws, emulator: Emulator, echo_server: TcpServer
+) -> None:
+    emulator.faults.configure(drop_socket_after=300)
+    payload = os.urandom(1024 * 1024)
+    got, port = await echo_through_stdio_port(aws, echo_server, payload)
+    assert got == payload
+    assert emulator.session(port.session_id).connections == 2  # resumed on a second websocket
+    await port.close()
+
+
+async def test_shell_survives_a_dropped_websocket(aws: Aws, emulator: Emulator) -> None:
+    shell = await open_shell(await aws.start(), control=aws.control)
+    await shell.write(b"echo before\n")
+    await read_until(shell, rb"before\r\n")
+    assert emulator.drop_connections(shell.session_id) == 1
+    await shell.write(b"echo after-$((40+2))\n")
+    await read_until(shell, rb"after-42")
+    assert emulator.session(shell.session_id).connections == 2
+    await shell.close()
