@@ -11,7 +11,7 @@ from pathlib import Path
 
 import asyncssh
 
-from sshgate import audit
+from sshgate import asyncssh_tuning, audit
 from sshgate.config import Config, ConfigError, load_config
 from sshgate.gateway.binding import BindContext
 from sshgate.gateway.connection import GatewayConnection, GatewayState
@@ -24,6 +24,9 @@ from sshgate.policy.sources import PolicyLoadError
 from sshgate.policy.watch import watch_policies
 from sshgate.recording.recorder import NullRecorder, Recorder
 from sshgate.upstream.ssh import ENCRYPTION_ALGS
+
+
+asyncssh_tuning.apply()
 
 
 class Gateway:
