@@ -17,7 +17,9 @@ def test_agent_forwarding_refused(alice: Client) -> None:
             env[name] = value
     try:
         result = subprocess.run(
-            alice.ssh_argv("alice+web-1", "echo agent=${SSH_AUTH_SOCK:-none}", options=["-A", "-o", "LogLevel=INFO"]),
+            alice.ssh_argv(
+                "alice+web-1", "echo agent=${SSH_AUTH_SOCK:-none}", options=["-A", "-o", "LogLevel=INFO"]
+            ),
             capture_output=True,
             env=env,
             timeout=30,

@@ -25,7 +25,6 @@ from sshgate.policy.watch import watch_policies
 from sshgate.recording.recorder import NullRecorder, Recorder
 from sshgate.upstream.ssh import ENCRYPTION_ALGS
 
-
 asyncssh_tuning.apply()
 
 
