@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -26,6 +29,32 @@ async def emulator() -> AsyncIterator[Emulator]:
         yield emu
 
 
+@dataclass
+class EmulatorProcess:
+    """``sshgate-aws-emulator`` as a separate process (its own core, like docker-compose runs it)."""
+
+    url: str
+    instance_id: str
+    ssm: Any
+
+
+@pytest.fixture(scope="session")
+def emulator_process() -> Iterator[EmulatorProcess]:
+    exe = Path(sys.executable).with_name("sshgate-aws-emulator")
+    proc = subprocess.Popen([str(exe), "--port", "0"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        assert line.startswith("ready http://"), line
+        url = line.split()[1]
+        clients = {s: _client(url, s) for s in ("ec2", "ssm")}
+        reply = clients["ec2"].run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1)
+        yield EmulatorProcess(url, reply["Instances"][0]["InstanceId"], clients["ssm"])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
 @pytest.fixture(autouse=True)
 def _clean_faults(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fault settings and agent version never leak from one test into the next."""
@@ -37,9 +66,13 @@ def _clean_faults(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 def aws_client(emulator: Emulator, service: str) -> Any:
+    return _client(emulator.url, service)
+
+
+def _client(url: str, service: str) -> Any:
     return boto3.client(
         service,
-        endpoint_url=emulator.url,
+        endpoint_url=url,
         region_name=REGION,
         aws_access_key_id="testing",
         aws_secret_access_key="testing",

@@ -10,6 +10,7 @@ import re
 import pytest
 
 from sshgate.ssm.client import (
+    Boto3Control,
     CommandSession,
     ConnectToPortError,
     KmsEncryptionUnsupported,
@@ -20,9 +21,10 @@ from sshgate.ssm.client import (
     open_command,
     open_port,
     open_shell,
+    start_session,
 )
 from sshgate.ssm.emulator import Emulator
-from tests.ssm.conftest import Aws, TcpServer
+from tests.ssm.conftest import Aws, EmulatorProcess, TcpServer
 
 NONINTERACTIVE = "AWS-StartNonInteractiveCommand"
 
@@ -155,10 +157,17 @@ async def test_port_basic_mode_two_successive_connections(
     await port.close()
 
 
-async def test_port_mux_many_streams(aws: Aws, hash_server: TcpServer) -> None:
-    """20 concurrent streams; even ones upload, odd ones download, each SHA-256 checked."""
-    target = await aws.start("AWS-StartPortForwardingSession", {"portNumber": [str(hash_server.port)]})
-    port = await open_port(target, control=aws.control)
+async def test_port_mux_many_streams(emulator_process: EmulatorProcess, hash_server: TcpServer) -> None:
+    """20 concurrent streams of 10 MB (even ones upload, odd ones download), each SHA-256 checked.
+
+    The emulator runs as its own process here so client and agent each get a core."""
+    target = await start_session(
+        emulator_process.ssm,
+        emulator_process.instance_id,
+        "AWS-StartPortForwardingSession",
+        {"portNumber": [str(hash_server.port)]},
+    )
+    port = await open_port(target, control=Boto3Control(emulator_process.ssm))
     assert port.mode is PortMode.MUX
     size = int(os.environ.get("SSHGATE_SSM_MUX_BYTES", 10_000_000))
 
