@@ -72,3 +72,12 @@ def test_eval_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     (tmp_path / "in.json").write_text("{not json")
     assert _run("policy", "eval", "--input", str(tmp_path / "in.json"), "--policies", str(POLICIES)) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_configmap_style_hidden_copies_are_not_loaded_twice(tmp_path: Path) -> None:
+    from sshgate.policy.sources import rego_files
+
+    (tmp_path / "..data").mkdir()
+    (tmp_path / "..data" / "a.rego").write_text("package formal.v2\n")
+    (tmp_path / "a.rego").write_text("package formal.v2\n")
+    assert rego_files([str(tmp_path)]) == [tmp_path / "a.rego"]

@@ -25,12 +25,18 @@ def rego_files(paths: Iterable[str], include_tests: bool = False) -> list[Path]:
     """Files as given plus every ``.rego`` below each directory, sorted so loads are repeatable.
 
     Test files (``*_test.rego``) are served by nobody: they only join ``policy test`` runs.
+    Hidden directories are skipped: a Kubernetes ConfigMap volume keeps a second copy of every
+    file under ``..data``, which would otherwise load each rule twice.
     """
     found: set[Path] = set()
     for entry in paths:
         root = Path(entry)
         if root.is_dir():
-            found.update(p for p in root.rglob("*.rego") if p.is_file())
+            found.update(
+                p
+                for p in root.rglob("*.rego")
+                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts[:-1])
+            )
         elif root.is_file():
             found.add(root)
         else:
