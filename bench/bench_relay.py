@@ -10,21 +10,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import statistics
 import subprocess
-import tempfile
 import time
 import tty
 from pathlib import Path
 
 import asyncssh
-from tests.conftest import Keys, Upstream, base_config
-from tests.support.gateway import Client, GatewayProcess, user_key
-from tests.support.sshd import Sshd, keygen, start_sshd
+from tests.support.gateway import Client, GatewayProcess
+from tests.support.sshd import Sshd, start_sshd
 from tests.support.terminal import Terminal
 
-CIPHER = "aes128-gcm@openssh.com"
+from bench.common import CIPHER, bench_env
+
+KEX = "curve25519-sha256"  # the same key exchange on every path, so setup times compare
 
 
 def cpu_seconds(pid: int) -> float:
@@ -55,6 +54,7 @@ class Direct:
   UserKnownHostsFile {known}
   StrictHostKeyChecking yes
   Ciphers {CIPHER}
+  KexAlgorithms {KEX}
   LogLevel ERROR
 """
         self.config.write_text(
@@ -172,7 +172,9 @@ async def idle_sessions(gw: GatewayProcess, key: Path, sessions: int) -> None:
     grown = rss_kb(pid)
     print(f"opened {len(conns)} sessions in {time.perf_counter() - start:.1f} s, {failures} failed")
     per_session = (grown - base) / max(1, len(conns) - 1)
-    print(f"gateway RSS {base / 1024:.0f} MB -> {grown / 1024:.0f} MB: {per_session:.0f} KB per session (target <= 64)")
+    print(
+        f"gateway RSS {base / 1024:.0f} MB -> {grown / 1024:.0f} MB: {per_session:.0f} KB per session (target <= 64)"
+    )
     for conn in conns:
         conn.close()
     await asyncio.gather(*(c.wait_closed() for c in conns), return_exceptions=True)
@@ -184,52 +186,25 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--keystrokes", type=int, default=1000)
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="sshgate-bench-"))
-    root.chmod(0o755)
-    sshd = start_sshd(root / "sshd")
-    jump = start_sshd(root / "jump")
-    gw: GatewayProcess | None = None
-    try:
-        keys_root = root / "keys"
-        alice = user_key(keys_root, "alice")
-        keys = Keys(
-            keys_root,
-            alice,
-            user_key(keys_root, "john"),
-            user_key(keys_root, "bot"),
-            user_key(keys_root, "stranger"),
-            keygen(keys_root / "ca", "ca"),
-            "unused",
-            "scrypt$1$1$1$x$x",
-        )
-        known = root / "known_hosts"
-        known.write_text(sshd.known_hosts_line())
-        config = base_config(keys, Upstream(sshd, known, known))
-        config["resources"] = config["resources"][:1]
-        config["limits"] = {
-            "max_unauthenticated": 1000,
-            "max_sessions_per_user": 100000,
-            "auth_failures_before_lockout": 1000,
-        }
-        gw = GatewayProcess(root / "gw", config).start()
-        assert gw.process is not None
-        client = Client(gw, alice, root / "client")
-        direct = Direct(root, sshd, jump)
-        argv_for = {
-            "direct": direct.argv("direct"),
-            "proxyjump": direct.argv("viajump"),
-            "sshgate": client.ssh_argv("alice+web-1"),
-        }
-        bulk(argv_for, args.size_mb, gw.process.pid)
-        setup_latency(argv_for)
-        keystrokes(argv_for, args.keystrokes)
-        asyncio.run(idle_sessions(gw, alice, args.sessions))
-    finally:
-        if gw:
+    with bench_env() as env:
+        jump = start_sshd(env.root / "jump")
+        gw = GatewayProcess(env.root / "gw", env.config()).start()
+        try:
+            assert gw.process is not None
+            client = Client(gw, env.keys.alice, env.root / "client")
+            direct = Direct(env.root, env.sshd, jump)
+            argv_for = {
+                "direct": direct.argv("direct"),
+                "proxyjump": direct.argv("viajump"),
+                "sshgate": client.ssh_argv("alice+web-1", options=["-o", f"KexAlgorithms={KEX}"]),
+            }
+            bulk(argv_for, args.size_mb, gw.process.pid)
+            setup_latency(argv_for)
+            keystrokes(argv_for, args.keystrokes)
+            asyncio.run(idle_sessions(gw, env.keys.alice, args.sessions))
+        finally:
             gw.stop()
-        sshd.stop()
-        jump.stop()
-        shutil.rmtree(root, ignore_errors=True)
+            jump.stop()
 
 
 if __name__ == "__main__":

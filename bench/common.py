@@ -1,0 +1,62 @@
+"""What every relay benchmark needs: a private sshd, identities, and the tests' base config."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import Keys, Upstream, base_config
+from tests.support.gateway import user_key
+from tests.support.sshd import Sshd, keygen, start_sshd
+
+CIPHER = "aes128-gcm@openssh.com"
+
+
+@dataclass
+class BenchEnv:
+    root: Path
+    sshd: Sshd
+    keys: Keys
+    upstream: Upstream
+
+    def config(self, **overrides: Any) -> dict[str, Any]:
+        """One resource (web-1), limits out of the way of load, then ``overrides``."""
+        config = base_config(self.keys, self.upstream)
+        config["resources"] = config["resources"][:1]
+        config["limits"] = {
+            "max_unauthenticated": 1000,
+            "max_sessions_per_user": 100000,
+            "auth_failures_before_lockout": 100000,
+        }
+        config.update(overrides)
+        return config
+
+
+@contextmanager
+def bench_env() -> Iterator[BenchEnv]:
+    root = Path(tempfile.mkdtemp(prefix="sshgate-bench-"))
+    root.chmod(0o755)
+    sshd = start_sshd(root / "sshd")
+    try:
+        keys_root = root / "keys"
+        keys = Keys(
+            keys_root,
+            user_key(keys_root, "alice"),
+            user_key(keys_root, "john"),
+            user_key(keys_root, "bot"),
+            user_key(keys_root, "stranger"),
+            keygen(keys_root / "ca", "ca"),
+            "unused",
+            "scrypt$1$1$1$x$x",
+        )
+        known = root / "known_hosts"
+        known.write_text(sshd.known_hosts_line())
+        yield BenchEnv(root, sshd, keys, Upstream(sshd, known, known))
+    finally:
+        sshd.stop()
+        shutil.rmtree(root, ignore_errors=True)
