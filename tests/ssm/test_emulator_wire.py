@@ -1,0 +1,229 @@
+"""The emulator's bytes on the wire, checked with a hand-driven websocket against ssm-protocol.md §13."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest_asyncio
+
+from sshgate.ssm.codec import (
+    ActionStatus,
+    ClientMessage,
+    HandshakeRequest,
+    HandshakeResponse,
+    MessageType,
+    OpenDataChannel,
+    PayloadType,
+    ProcessedAction,
+    SizeData,
+    ack_message,
+    decode,
+    encode,
+)
+from sshgate.ssm.reliable import IncomingBuffer, OutgoingBuffer
+from tests.ssm.conftest import Aws, TcpServer
+
+
+class RawClient:
+    """Speaks the protocol by hand, so every byte the emulator sends can be inspected."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.seq = 0
+
+    async def receive(self, timeout: float = 10.0) -> tuple[bytes, ClientMessage]:
+        msg = await self.ws.receive(timeout=timeout)
+        assert msg.type == aiohttp.WSMsgType.BINARY, msg
+        return msg.data, decode(msg.data)
+
+    async def next_stream(self) -> tuple[bytes, ClientMessage]:
+        while True:
+            raw, message = await self.receive()
+            if message.message_type == MessageType.OUTPUT_STREAM_DATA:
+                return raw, message
+
+    async def send(self, payload_type: int, payload: bytes, seq: int | None = None) -> ClientMessage:
+        if seq is None:
+            seq, self.seq = self.seq, self.seq + 1
+        message = ClientMessage(MessageType.INPUT_STREAM_DATA, seq, payload_type, payload)
+        await self.ws.send_bytes(encode(message))
+        return message
+
+    async def ack(self, message: ClientMessage) -> None:
+        await self.ws.send_bytes(encode(ack_message(message)))
+
+    async def expect_ack(self, seq: int) -> None:
+        while True:
+            _, message = await self.receive()
+            if message.message_type == MessageType.ACKNOWLEDGE:
+                body = json.loads(message.payload)
+                assert (message.sequence_number, message.flags, message.payload_type) == (0, 3, 0)
+                assert body["AcknowledgedMessageType"] == "input_stream_data"
+                if body["AcknowledgedMessageSequenceNumber"] == seq:
+                    return
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def connect_raw(http: aiohttp.ClientSession, aws: Aws, *args: object) -> RawClient:
+    target = await aws.start(*args)  # type: ignore[arg-type]
+    ws = await http.ws_connect(target.stream_url)
+    await ws.send_str(OpenDataChannel(target.token_value, "raw-client", "1.2.650.0").to_json())
+    return RawClient(ws)
+
+
+async def test_shell_wire_format(http: aiohttp.ClientSession, aws: Aws) -> None:
+    client = await connect_raw(http, aws)
+    raw, first = await client.receive()
+    assert first.message_type == "start_publication"
+    assert first.payload_digest != hashlib.sha256(first.payload).digest()  # the service's bogus digest
+
+    raw, output = await client.next_stream()
+    assert raw[:4] == (116).to_bytes(4, "big") and raw[4:36].rstrip(b" ") == b"output_stream_data"
+    assert (output.sequence_number, output.flags, output.payload_type) == (0, 1, PayloadType.OUTPUT)
+
+    # Not acked: the agent resends the very same bytes (same seq, same MessageId) after its RTO.
+    again, _ = await client.next_stream()
+    assert again == raw
+    await client.ack(output)
+
+    size = await client.send(PayloadType.SIZE, SizeData(200, 50).to_json())
+    await client.expect_ack(size.sequence_number)
+    await client.send(PayloadType.SIZE, SizeData(200, 50).to_json(), seq=size.sequence_number)
+    await client.expect_ack(size.sequence_number)  # duplicates are re-acked
+
+    command = await client.send(PayloadType.OUTPUT, b"yes xxxxxxxxx | head -n 600; exit\n")
+    await client.expect_ack(command.sequence_number)
+    text = b""
+    next_seq = 1
+    while True:
+        raw, message = await client.receive()
+        if message.message_type == "channel_closed":
+            closed = json.loads(message.payload)
+            assert closed["MessageType"] == "channel_closed" and closed["Output"] == ""
+            break
+        if message.message_type != "output_stream_data":
+            continue
+        assert len(message.payload) <= 1024 and message.flags == 0
+        if message.sequence_number == next_seq:
+            text += message.payload
+            next_seq += 1
+        await client.ack(message)
+    assert text.count(b"xxxxxxxxx") == 1 + 600  # the pty echo plus the output
+    await client.ws.close()
+
+
+async def test_port_handshake_and_discard_before_completion(
+    http: aiohttp.ClientSession, aws: Aws, echo_server: TcpServer
+) -> None:
+    client = await connect_raw(http, aws, "AWS-StartSSHSession", {"portNumber": [str(echo_server.port)]})
+    _, request_msg = await client.next_stream()
+    assert (request_msg.sequence_number, request_msg.flags, request_msg.payload_type) == (0, 1, 5)
+    request = HandshakeRequest.from_json(request_msg.payload)
+    assert request.actions[0].parameters == {
+        "SessionType": "Port",
+        "Properties": {"portNumber": str(echo_server.port)},
+    }
+    await client.ack(request_msg)
+
+    early = await client.send(PayloadType.OUTPUT, b"too early")
+    await client.expect_ack(early.sequence_number)  # acked, but discarded
+
+    response = HandshakeResponse("1.2.650.0", (ProcessedAction("SessionType", ActionStatus.SUCCESS),))
+    await client.send(PayloadType.HANDSHAKE_RESPONSE, response.to_json())
+    _, complete = await client.next_stream()
+    assert (complete.sequence_number, complete.payload_type) == (1, PayloadType.HANDSHAKE_COMPLETE)
+    await client.ack(complete)
+
+    await client.send(PayloadType.OUTPUT, b"on time")
+    echoed = b""
+    while echoed != b"on time":
+        _, message = await client.next_stream()
+        await client.ack(message)
+        echoed += message.payload
+    assert echo_server.connections == 1
+    await client.ws.close()
+
+
+def test_outgoing_buffer_resends_only_the_oldest_after_rto() -> None:
+    out = OutgoingBuffer(capacity=3)
+    for seq in range(3):
+        out.add(seq, b"m%d" % seq, now=0.0, sent=True)
+    assert out.full
+    assert out.due(0.1) is None  # RTO starts at 200 ms
+    assert out.due(0.25) == (b"m0", 1)
+    assert out.due(0.3) is None  # its send time was reset
+    assert out.ack(0, now=0.3) and not out.ack(0, now=0.3)
+    assert out.due(0.5) == (b"m1", 1)
+    assert out.take_all(1.0) == [b"m1", b"m2"]
+
+
+def test_incoming_buffer_is_bounded() -> None:
+    incoming = IncomingBuffer(capacity=2)
+    message = ClientMessage("output_stream_data", 5, 1, b"")
+    assert incoming.store(message)
+    assert incoming.store(ClientMessage("output_stream_data", 6, 1, b""))
+    assert not incoming.store(ClientMessage("output_stream_data", 7, 1, b""))
+    incoming.expected = 5
+    assert incoming.pop_expected() is message
+
+
+async def test_channel_pair_delivers_in_order_over_a_shuffling_link() -> None:
+    """Two DataChannels (client and agent presets) over an in-memory link that drops and reorders."""
+    import random
+
+    from sshgate.ssm.reliable import AGENT, CLIENT, DataChannel
+
+    rng = random.Random(11)
+    received: list[bytes] = []
+    agent = DataChannel(
+        AGENT, deliver=lambda m: received.append(m.payload) is None, on_control=lambda m: None
+    )
+    client = DataChannel(CLIENT, deliver=lambda m: True, on_control=lambda m: None)
+    held: dict[int, list[bytes]] = {id(agent): [], id(client): []}
+
+    def link(peer: DataChannel):  # type: ignore[no-untyped-def]
+        queue = held[id(peer)]
+
+        async def send(raw: bytes) -> None:
+            roll = rng.random()
+            if roll < 0.05:
+                return  # lost
+            if roll < 0.3:
+                queue.append(raw)  # delivered later, out of order
+                return
+            await peer.feed(raw)
+
+        return send
+
+    async def release_held() -> None:
+        for peer in (agent, client):
+            queue = held[id(peer)]
+            while queue:
+                await peer.feed(queue.pop(0))
+
+    await client.attach(link(agent))
+    await agent.attach(link(client))
+    client.start()
+    agent.start()
+    payloads = [b"%04d" % i for i in range(100)]
+    for index, payload in enumerate(payloads):
+        await client.send(PayloadType.OUTPUT, payload)
+        if index % 7 == 0:
+            await release_held()
+    async with asyncio.timeout(30):
+        while len(received) < len(payloads) or len(client.outgoing):
+            await asyncio.sleep(0.05)
+            await release_held()
+    assert received == payloads
+    assert client.retransmits > 0 and agent.out_of_order > 0
+    client.close()
+    agent.close()
