@@ -74,3 +74,18 @@ async def test_shell_survives_a_dropped_websocket(aws: Aws, emulator: Emulator) 
     await read_until(shell, rb"after-42")
     assert emulator.session(shell.session_id).connections == 2
     await shell.close()
+
+
+async def test_abandoned_session_is_ended_after_the_reconnect_window(aws: Aws, emulator: Emulator) -> None:
+    emulator.reconnect_window = 0.2
+    try:
+        target = await aws.start()
+    finally:
+        emulator.reconnect_window = 120.0
+    shell = await open_shell(target)  # no control plane: it cannot resume
+    emulator.drop_connections(target.session_id)
+    await asyncio.wait_for(shell.wait_closed(), 5)
+    assert "no control plane" in (shell.close_reason or "")
+    session = emulator.session(target.session_id)
+    await asyncio.wait_for(session.ended.wait(), 5)
+    assert session.close_output == "the client did not reconnect"

@@ -237,8 +237,11 @@ class DataChannel:
             self._resender = asyncio.get_running_loop().create_task(self._resend_loop())
 
     def close(self) -> None:
+        """Stop for good; buffered messages are released."""
         self.closed = True
         self._transport = None
+        self.outgoing = OutgoingBuffer(0)
+        self.incoming = IncomingBuffer(0)
         self._room.set()
         self._drained.set()
         if self._resender is not None:

@@ -85,13 +85,13 @@ class AgentSession:
         *,
         faults: Faults,
         flush_timeout: float,
-        on_end: Callable[[AgentSession], None],
+        reconnect_window: float,
     ) -> None:
         self.spec = spec
+        self.reconnect_window = reconnect_window
         self.token = secrets.token_urlsafe(24)
         self.faults = faults
         self.flush_timeout = flush_timeout
-        self._on_end = on_end
         self.started_at = datetime.now(UTC)
         self.status = "Connecting"
         self.client_id = ""
@@ -154,7 +154,7 @@ class AgentSession:
 
         link = FaultyLink(self.faults, send, abort)
         self.channel.start()
-        await self.channel.attach(link.send if self.faults.active else send)
+        await self.channel.attach(link.send)
         if self._runner is None:
             self._runner = asyncio.ensure_future(self._run())
         try:
@@ -165,7 +165,7 @@ class AgentSession:
                     raw = msg.data.encode()
                 else:
                     continue
-                if not self.faults.active or link.incoming(raw):
+                if link.incoming(raw):
                     await self.channel.feed(raw)
         except (ConnectionError, OSError):
             pass
@@ -175,6 +175,13 @@ class AgentSession:
                 self._ws = self._abort = None
                 if self.status == "Connected":
                     self.status = "Disconnected"
+                    self._background(self._expire_if_abandoned(self.connections))
+
+    async def _expire_if_abandoned(self, connections: int) -> None:
+        """Like the service, end a session whose client stays away (its processes would leak)."""
+        await asyncio.sleep(self.reconnect_window)
+        if self.status == "Disconnected" and self.connections == connections:
+            await self.close("the client did not reconnect")
 
     def drop_connection(self) -> bool:
         """Break the current websocket abruptly (no close frame), as a network failure would."""
@@ -319,9 +326,9 @@ class AgentSession:
                 )
             )
         self.channel.close()
+        self.plugin = None
         ws = self._ws
         if ws is not None:
             with contextlib.suppress(Exception):
                 await ws.close()
         self.ended.set()
-        self._on_end(self)

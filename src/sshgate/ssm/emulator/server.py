@@ -60,11 +60,13 @@ class Emulator:
         agent_version: str = DEFAULT_AGENT_VERSION,
         region: str = "us-east-1",
         flush_timeout: float = 2.0,
+        reconnect_window: float = 120.0,
     ) -> None:
         self.host, self.port = host, port
         self.agent_version = agent_version
         self.region = region
         self.flush_timeout = flush_timeout
+        self.reconnect_window = reconnect_window
         self.kms_key_id: str | None = None
         self.faults = Faults()
         self._sessions: dict[str, AgentSession] = {}
@@ -198,7 +200,10 @@ class Emulator:
 
     def _open(self, spec: SessionSpec) -> AgentSession:
         session = AgentSession(
-            spec, faults=self.faults, flush_timeout=self.flush_timeout, on_end=lambda _s: None
+            spec,
+            faults=self.faults,
+            flush_timeout=self.flush_timeout,
+            reconnect_window=self.reconnect_window,
         )
         self._sessions[spec.session_id] = session
         return session
