@@ -233,6 +233,12 @@ def test_small_payloads() -> None:
         '"ClientVersion":"1.2.650.0"}'
     )
     assert OpenDataChannel.from_json(opening.to_json()) == opening
+    legacy = OpenDataChannel.from_json(
+        '{"MessageSchemaVersion":"1.0","RequestId":"r","TokenValue":"t","ClientId":"c"}'
+    )
+    assert legacy.client_version == ""
+    with pytest.raises(CodecError, match="ClientId"):
+        OpenDataChannel.from_json('{"MessageSchemaVersion":"1.0","RequestId":"r","TokenValue":"t"}')
 
 
 def test_uuid_text_form() -> None:

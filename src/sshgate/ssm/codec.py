@@ -424,13 +424,15 @@ class OpenDataChannel:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> OpenDataChannel:
-        obj = _load_object(text.encode() if isinstance(text, str) else text, "open data channel")
+        """Requires the four fields every plugin sends; ClientVersion is absent from older plugins."""
+        what = "open data channel"
+        obj = _load_object(text.encode() if isinstance(text, str) else text, what)
         return cls(
-            token_value=_field(obj, "TokenValue", str, "open data channel"),
-            client_id=str(obj.get("ClientId", "")),
+            token_value=_field(obj, "TokenValue", str, what),
+            client_id=_field(obj, "ClientId", str, what),
             client_version=str(obj.get("ClientVersion", "")),
-            request_id=str(obj.get("RequestId", "")),
-            schema_version=str(obj.get("MessageSchemaVersion", "")),
+            request_id=_field(obj, "RequestId", str, what),
+            schema_version=_field(obj, "MessageSchemaVersion", str, what),
         )
 
 
