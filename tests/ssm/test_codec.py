@@ -297,3 +297,16 @@ def test_smux_rejects_other_versions_and_v2_commands() -> None:
         FrameDecoder().feed(bytes.fromhex("0200000003000000"))
     with pytest.raises(SmuxError):
         FrameDecoder().feed(bytes.fromhex("0104000003000000"))
+
+
+@given(
+    st.sampled_from(["input_stream_data", "output_stream_data"]),
+    st.uuids(),
+    st.integers(0, 2**63 - 1),
+    st.booleans(),
+)
+def test_ack_fast_path_agrees_with_json(kind: str, mid: uuid.UUID, seq: int, sequential: bool) -> None:
+    ack = Acknowledge(kind, str(mid), seq, sequential)
+    assert Acknowledge.from_json(ack.to_json()) == ack
+    reordered = json.dumps(dict(reversed(list(json.loads(ack.to_json()).items())))).encode()
+    assert Acknowledge.from_json(reordered) == ack
