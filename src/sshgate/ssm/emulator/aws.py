@@ -185,6 +185,10 @@ def patch_ecs_tasks(response: dict[str, Any], agent_version: str) -> dict[str, A
     for task in response.get("tasks") or []:
         task_id = str(task.get("taskArn", "")).rsplit("/", 1)[-1]
         task["enableExecuteCommand"] = True
+        # moto walks a task through its whole lifecycle on successive describe calls; a task
+        # nobody stopped stays RUNNING here, as it would on ECS.
+        if task.get("desiredStatus", "RUNNING") == "RUNNING":
+            task["lastStatus"] = "RUNNING"
         for container in task.get("containers") or []:
             container["runtimeId"] = runtime_id(task_id, str(container.get("name", "")))
             container["managedAgents"] = [
