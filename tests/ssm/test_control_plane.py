@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 from sshgate.ssm.client import SsmSessionError, StreamTarget, execute_command, open_shell
 from sshgate.ssm.emulator import Emulator
 from tests.ssm.conftest import REGION, Aws
-from tests.ssm.test_sessions import read_all
+from tests.ssm.test_sessions import read_all, read_until
 
 
 async def test_start_session_returns_a_usable_session(aws: Aws, emulator: Emulator) -> None:
@@ -119,3 +119,26 @@ def test_emulator_command_prints_ready_and_stops_on_sigterm(tmp_path: Path) -> N
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_admin_endpoints_for_outside_tools(aws: Aws, emulator: Emulator) -> None:
+    import aiohttp
+
+    target = await aws.start()
+    shell = await open_shell(target, control=aws.control)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{emulator.url}/_emulator/sessions") as reply:
+            listed = {s["SessionId"]: s for s in (await reply.json())["Sessions"]}
+        assert listed[target.session_id]["Connected"] is True
+        async with http.post(f"{emulator.url}/_emulator/faults", json={"drop_rate": 0.5}) as reply:
+            assert reply.status == 200 and emulator.faults.drop_rate == 0.5
+        async with http.post(f"{emulator.url}/_emulator/faults", json={"nonsense": 1}) as reply:
+            assert reply.status == 400
+        emulator.faults.reset()
+        async with http.post(
+            f"{emulator.url}/_emulator/drop", params={"session_id": target.session_id}
+        ) as reply:
+            assert (await reply.json())["dropped"] == 1
+    await shell.write(b"echo still-here\n")
+    await read_until(shell, rb"still-here")
+    await shell.close()
