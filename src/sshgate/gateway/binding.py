@@ -3,20 +3,26 @@ recording and upstream, and every later channel of the connection shares them.""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sshgate.aws.clients import AwsClients, Credentials
+from sshgate.aws.credentials import RoleCache
+from sshgate.aws.errors import AwsError
+from sshgate.aws.targets import Ec2Target, EcsTarget, TargetLookup
 from sshgate.command import Route
-from sshgate.config import Config, Ec2Resource, EcsResource, SshResource
+from sshgate.config import Aws, Config, Ec2Resource, EcsResource, SshResource
 from sshgate.gateway.refusal import Refusal
 from sshgate.identity import Identity
-from sshgate.native_secret import SecretError, parse_secret
+from sshgate.native_secret import AmbientIam, AssumeRole, NativeCredential, SecretError, parse_secret
 from sshgate.native_users import NativeChoice, NoNativeUser, resolve_native_user
 from sshgate.policy.decision import Decision, DecisionPoint
-from sshgate.policy.input import ConnectionFacts, RequestFacts, session_input
+from sshgate.policy.input import ConnectionFacts, RequestFacts, ec2_input, ecs_input, session_input
 from sshgate.recording.recorder import Recorder, RecordingError, SessionRecording
 from sshgate.upstream.base import Upstream, UpstreamError
 from sshgate.upstream.ssh import connect_ssh
+from sshgate.upstream.ssm import SsmUpstream
 
 AnyResource = SshResource | Ec2Resource | EcsResource
 
@@ -32,6 +38,15 @@ class Binding:
     session_doc: dict[str, Any] = field(default_factory=dict)
 
 
+class AwsAccess:
+    """The gateway's AWS clients, per-person role credentials and target lookups."""
+
+    def __init__(self, config: Aws) -> None:
+        self.clients = AwsClients(config)
+        self.roles = RoleCache(self.clients)
+        self.targets = TargetLookup(self.clients)
+
+
 @dataclass(frozen=True, slots=True)
 class BindContext:
     """What the binder needs from the gateway, captured once per connection."""
@@ -39,6 +54,15 @@ class BindContext:
     config: Config
     policy: DecisionPoint
     recorder: Recorder
+    aws: AwsAccess
+
+
+@dataclass(slots=True)
+class UpstreamPlan:
+    """What is known before the policy decision (AWS facts for the input), and how to connect after."""
+
+    policy_context: dict[str, Any]
+    connect: Callable[[], Awaitable[Upstream]]
 
 
 def find_resource(config: Config, name: str) -> AnyResource:
@@ -68,21 +92,58 @@ async def decide_session(
     return await ctx.policy.decide("session", doc), doc
 
 
-async def connect_upstream(resource: AnyResource, native: NativeChoice) -> Upstream:
+def _credential(resource: AnyResource, native: NativeChoice) -> NativeCredential:
     try:
-        credential = parse_secret(native.user.secret)
+        return parse_secret(native.user.secret)
     except SecretError as exc:
         raise Refusal(
             f"native user {native.user.username} on {resource.name} is misconfigured; ask an administrator",
             reason=str(exc),
             event="secret.error",
         ) from None
+
+
+async def plan_upstream(
+    ctx: BindContext, resource: AnyResource, native: NativeChoice, identity: Identity, route: Route
+) -> UpstreamPlan:
+    """Resolve credentials and, for EC2/ECS, the target and the facts policies see about it."""
+    if isinstance(resource, SshResource):
+
+        async def connect_sshd() -> Upstream:
+            credential = _credential(resource, native)
+            try:
+                return await connect_ssh(resource, native.user.username, credential)
+            except UpstreamError as exc:
+                raise Refusal(str(exc), event="upstream.error") from None
+
+        return UpstreamPlan({}, connect_sshd)
+    credential = _credential(resource, native)
     try:
-        if isinstance(resource, SshResource):
-            return await connect_ssh(resource, native.user.username, credential)
-        raise UpstreamError(f"resource type {resource.type} is not supported by this gateway yet")
-    except UpstreamError as exc:
-        raise Refusal(str(exc), event="upstream.error") from None
+        if isinstance(credential, AssumeRole):
+            credentials: Credentials | None = await ctx.aws.roles.credentials(
+                credential.role_arn, identity.name, resource.region
+            )
+        elif isinstance(credential, AmbientIam):
+            credentials = None
+        else:
+            raise Refusal(
+                f"native user {native.user.username} on {resource.name} needs 'iam' or a role ARN secret",
+                event="secret.error",
+            )
+        target: Ec2Target | EcsTarget
+        if isinstance(resource, Ec2Resource):
+            target = await ctx.aws.targets.ec2(resource, credentials)
+            context: dict[str, Any] = {"ec2": ec2_input(target.facts)}
+        else:
+            target = await ctx.aws.targets.ecs(resource, credentials, route.task, route.container)
+            context = {"ecs": ecs_input(target.facts)}
+    except AwsError as exc:
+        raise Refusal(str(exc), reason=exc.detail, event="upstream.error") from None
+
+    async def connect_ssm() -> Upstream:
+        return SsmUpstream(ctx.aws.clients, resource, target, credentials)
+
+    return UpstreamPlan(context, connect_ssm)
 
 
 async def start_recording(ctx: BindContext, session_id: str, meta: dict[str, Any]) -> SessionRecording:

@@ -18,9 +18,9 @@ from sshgate.gateway.binding import (
     BindContext,
     Binding,
     choose_native,
-    connect_upstream,
     decide_session,
     find_resource,
+    plan_upstream,
     start_recording,
 )
 from sshgate.gateway.lockout import FailureTracker
@@ -289,8 +289,9 @@ class GatewayConnection(asyncssh.SSHServer):
             self._counted_binding = True
             resource = find_resource(self.ctx.config, route.resource)
             native = choose_native(resource, self.identity, route.native_user)
+            plan = await plan_upstream(self.ctx, resource, native, self.identity, route)
             decision, session_doc = await decide_session(
-                self.ctx, self.identity, resource, native, self._facts(), request
+                self.ctx, self.identity, resource, native, self._facts(), request, plan.policy_context
             )
             self._log_decision(decision, resource=resource.name, native_user=native.user.username)
             if not decision.allowed:
@@ -321,7 +322,7 @@ class GatewayConnection(asyncssh.SSHServer):
                 client_ip=self.client_ip,
             )
             try:
-                upstream = await connect_upstream(resource, native)
+                upstream = await plan.connect()
             except Refusal as exc:
                 self.log.warning(
                     "upstream.connect",

@@ -13,7 +13,7 @@ import asyncssh
 
 from sshgate import asyncssh_tuning, audit
 from sshgate.config import Config, ConfigError, load_config
-from sshgate.gateway.binding import BindContext
+from sshgate.gateway.binding import AwsAccess, BindContext
 from sshgate.gateway.connection import GatewayConnection, GatewayState
 from sshgate.gateway.lockout import FailureTracker
 from sshgate.gateway.workers import WORKER_ENV, Supervisor
@@ -62,7 +62,7 @@ class Gateway:
         config = self.config
         # The embedded Rego engine is bound to the thread that compiles it: the event loop's.
         self.policy = ReloadableDecisionPoint(config.policies)
-        self.ctx = BindContext(config, self.policy, self.recorder)
+        self.ctx = BindContext(config, self.policy, self.recorder, AwsAccess(config.aws))
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(watch_policies(self.policy, self._stopped)),
@@ -112,7 +112,7 @@ class Gateway:
         except (ConfigError, PolicyLoadError) as exc:
             self.log.error("config.reload", result="refused", reason=str(exc))
             return False
-        self.ctx = BindContext(config, self.policy, self.recorder)
+        self.ctx = BindContext(config, self.policy, self.recorder, AwsAccess(config.aws))
         limits = config.limits
         self.state.tracker.limit = limits.auth_failures_before_lockout
         self.state.tracker.lockout_s = limits.lockout_s

@@ -1,0 +1,53 @@
+"""AWS errors in words a user understands; the raw error goes to the audit log only."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+_ACTION = re.compile(r"perform: ([\w-]+:\w+)")
+
+
+class AwsError(Exception):
+    """An AWS call that failed; ``str()`` is safe to show the client, ``detail`` is for the audit log."""
+
+    def __init__(self, message: str, detail: str = "", code: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail or message
+        self.code = code
+
+
+def explain(exc: BaseException, doing: str) -> AwsError:
+    """Map a botocore exception raised while ``doing`` something to one readable line."""
+    if isinstance(exc, ClientError):
+        error: dict[str, Any] = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        message = str(error.get("Message", ""))
+        detail = f"{code}: {message}"
+        if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
+            action = _ACTION.search(message)
+            missing = f" (missing permission {action.group(1)})" if action else ""
+            return AwsError(f"access denied by IAM while {doing}{missing}", detail, code)
+        if code in ("ThrottlingException", "Throttling", "RequestLimitExceeded", "TooManyRequestsException"):
+            return AwsError(f"AWS is throttling requests while {doing}; try again shortly", detail, code)
+        if code == "TargetNotConnected":
+            return AwsError(f"the target's SSM agent is not connected ({doing})", detail, code)
+        if code in ("InvalidInstanceId", "InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"):
+            return AwsError(f"instance not found or not managed by SSM ({doing})", detail, code)
+        if (
+            code in ("InvalidParameterException", "TargetNotConnectedException")
+            and "execute command" in message
+        ):
+            return AwsError(f"ECS exec is not enabled on the task ({doing}): {message}", detail, code)
+        if code in ("ClusterNotFoundException", "ServiceNotFoundException"):
+            return AwsError(f"{message or code} ({doing})", detail, code)
+        return AwsError(f"AWS refused while {doing}: {code}", detail, code)
+    if isinstance(exc, BotoCoreError):
+        return AwsError(f"cannot reach AWS while {doing}", str(exc), type(exc).__name__)
+    return AwsError(f"AWS call failed while {doing}", repr(exc))
+
+
+def is_throttle(exc: BaseException) -> bool:
+    return isinstance(exc, AwsError) and "throttling" in str(exc)

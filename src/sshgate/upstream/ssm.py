@@ -1,0 +1,203 @@
+"""EC2 instances and ECS containers as upstreams, through SSM sessions (no plugin binary).
+
+* EC2, PTY shell: the default shell document (Standard_Stream), or AWS-StartInteractiveCommand
+  for ``--shell``. Exec: the resource's ``command_document`` (NonInteractiveCommands with
+  separate stdout, stderr and exit code; ``deploy/ssm/`` ships it). SSM gives such commands no
+  stdin: data the client sends on an exec channel is not delivered.
+* ECS: ECS Exec is interactive only. A shell is the resource's (or ``--shell``) program; an exec
+  command runs in a raw-mode terminal and prints a random marker with ``$?`` last, which
+  :class:`ExitMarker` strips and turns into the exit status.
+* ``direct-tcpip``: one mux port session per distinct target, shared by the connection's channels
+  (AWS-StartPortForwardingSession for localhost, ...ToRemoteHost otherwise).
+Every SSM session a connection opened is terminated when the connection closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import aiohttp
+
+from sshgate.aws.clients import AwsClients, Credentials, call
+from sshgate.aws.errors import AwsError
+from sshgate.aws.targets import Ec2Target, EcsTarget
+from sshgate.config import Ec2Resource, EcsResource
+from sshgate.ssm.client import (
+    Boto3Control,
+    CommandSession,
+    PortSession,
+    Session,
+    ShellSession,
+    SsmSessionError,
+    StreamTarget,
+    connect,
+)
+from sshgate.upstream.base import Downstream, SessionRequest, UpstreamChannel, UpstreamError
+from sshgate.upstream.ssm_relay import Chunk, ExitMarker, SessionPump
+
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+class SsmUpstream:
+    kind = "ssm"
+
+    def __init__(
+        self,
+        clients: AwsClients,
+        resource: Ec2Resource | EcsResource,
+        target: Ec2Target | EcsTarget,
+        credentials: Credentials | None,
+    ) -> None:
+        self._resource = resource
+        self._target = target
+        self._ssm = clients.client("ssm", resource.region, credentials)
+        self._ecs = (
+            clients.client("ecs", resource.region, credentials) if isinstance(target, EcsTarget) else None
+        )
+        self._http = aiohttp.ClientSession()
+        self._sessions: list[Session] = []
+        self._ports: dict[tuple[str, int], asyncio.Task[PortSession]] = {}
+
+    async def _connect(self, started: StreamTarget, size: tuple[int, int] | None = None) -> Session:
+        try:
+            session = await connect(started, control=Boto3Control(self._ssm), size=size, http=self._http)
+        except (SsmSessionError, aiohttp.ClientError, TimeoutError) as exc:
+            raise UpstreamError(f"SSM session to {self._resource.name} failed: {exc}") from None
+        self._sessions.append(session)
+        return session
+
+    async def _start(self, document: str | None, parameters: dict[str, list[str]] | None) -> StreamTarget:
+        kwargs: dict[str, Any] = {"Target": self._target.target}
+        if document:
+            kwargs["DocumentName"] = document
+        if parameters:
+            kwargs["Parameters"] = parameters
+        try:
+            response = await call(
+                f"starting an SSM session on {self._resource.name}", self._ssm.start_session, **kwargs
+            )
+        except AwsError as exc:
+            raise UpstreamError(str(exc)) from None
+        return StreamTarget.from_response(response)
+
+    async def _exec_ecs(self, command: str) -> StreamTarget:
+        assert self._ecs is not None and isinstance(self._target, EcsTarget)
+        try:
+            response = await call(
+                f"starting ECS exec on {self._resource.name}",
+                self._ecs.execute_command,
+                cluster=self._target.cluster,
+                task=self._target.task_id,
+                container=self._target.facts.container_name,
+                command=command,
+                interactive=True,
+            )
+        except AwsError as exc:
+            raise UpstreamError(str(exc)) from None
+        return StreamTarget.from_response(response)
+
+    async def open_session(self, request: SessionRequest, downstream: Downstream) -> UpstreamChannel:
+        if request.kind == "subsystem":
+            raise UpstreamError(
+                f"subsystem {request.subsystem} is not available on {self._resource.name} (SSM)"
+            )
+        size = (request.term_size[0], request.term_size[1]) if request.term_size else None
+        if isinstance(self._target, EcsTarget):
+            return await self._open_ecs(request, downstream, size)
+        if request.kind == "exec" and request.command is not None:
+            assert isinstance(self._resource, Ec2Resource)
+            started = await self._start(self._resource.command_document, {"command": [request.command]})
+            session = await self._connect(started)
+            if not isinstance(session, CommandSession):
+                raise UpstreamError(
+                    f"document {self._resource.command_document} is not a NonInteractiveCommands one"
+                )
+            return _command_pump(session, downstream)
+        if request.shell:
+            started = await self._start("AWS-StartInteractiveCommand", {"command": [request.shell]})
+        else:
+            started = await self._start(None, None)
+        shell = await self._connect(started, size or (80, 24))
+        assert isinstance(shell, ShellSession)
+        return _shell_pump(shell, downstream, None)
+
+    async def _open_ecs(
+        self, request: SessionRequest, downstream: Downstream, size: tuple[int, int] | None
+    ) -> UpstreamChannel:
+        assert isinstance(self._resource, EcsResource)
+        marker = None
+        if request.kind == "exec" and request.command is not None:
+            marker = ExitMarker()
+            command = marker.wrap(request.command)
+        else:
+            command = request.shell or self._resource.shell
+        session = await self._connect(await self._exec_ecs(command), size or (80, 24))
+        assert isinstance(session, ShellSession)
+        return _shell_pump(session, downstream, marker)
+
+    async def _port_session(self, host: str, port: int) -> PortSession:
+        if host in LOCAL_HOSTS:
+            document, parameters = "AWS-StartPortForwardingSession", {"portNumber": [str(port)]}
+        else:
+            document = "AWS-StartPortForwardingSessionToRemoteHost"
+            parameters = {"host": [host], "portNumber": [str(port)]}
+        session = await self._connect(await self._start(document, parameters))
+        assert isinstance(session, PortSession)
+        return session
+
+    async def open_tcp(self, host: str, port: int, downstream: Downstream) -> UpstreamChannel:
+        key = (host, port)
+        task = self._ports.get(key)
+        if task is None or (task.done() and (task.exception() or task.result().closed)):
+            task = self._ports[key] = asyncio.get_running_loop().create_task(self._port_session(host, port))
+        try:
+            session = await asyncio.shield(task)
+            stream = await session.open_stream()
+        except (SsmSessionError, ConnectionError) as exc:
+            raise UpstreamError(
+                f"cannot open a stream to {host}:{port} on {self._resource.name}: {exc}"
+            ) from None
+
+        async def read() -> Chunk | None:
+            data = await stream.read(65536)
+            return (data, False) if data else None
+
+        return SessionPump(downstream, read, stream.write, stream.close)
+
+    async def close(self) -> None:
+        for session in self._sessions:
+            with contextlib.suppress(Exception):
+                await session.close()
+        await self._http.close()
+
+
+def _command_pump(session: CommandSession, downstream: Downstream) -> SessionPump:
+    async def read() -> Chunk | None:
+        output = await session.read()
+        return None if output is None else (output.data, output.stream == "stderr")
+
+    return SessionPump(downstream, read, session.write, session.close, lambda: session.exit_code)
+
+
+def _shell_pump(session: ShellSession, downstream: Downstream, marker: ExitMarker | None) -> SessionPump:
+    async def read() -> Chunk | None:
+        data = await session.read()
+        if marker is None:
+            return (data, False) if data else None
+        if not data:
+            rest = marker.flush()
+            return (rest, False) if rest else None
+        return marker.feed(data), False
+
+    def finish() -> int | None:
+        # Shells carry no exit status over SSM; one that ended without error exited, so 0.
+        if marker is not None:
+            return marker.status
+        return None if session.close_reason else 0
+
+    async def eof() -> None:
+        await session.write(b"\x04")
+
+    return SessionPump(downstream, read, session.write, session.close, finish, eof, session.resize)

@@ -1,0 +1,164 @@
+"""Adapting pull-style SSM sessions (``await read()`` / ``await write()``) to the relay's
+push-style :class:`UpstreamChannel`, with bounded buffering in both directions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from sshgate.upstream.base import Downstream
+
+Chunk = tuple[bytes, bool]  # data, is it stderr
+_HIGH_WATER = 256 * 1024
+_LOW_WATER = 64 * 1024
+_SIGNAL_BYTES = {"INT": b"\x03", "QUIT": b"\x1c", "TSTP": b"\x1a"}
+
+
+class SessionPump:
+    """One SSM stream relayed to one client channel.
+
+    ``read`` returns the next chunk or None at the end; ``finish`` gives the exit status (or None)
+    once reading ended; ``on_eof`` runs when the client sends EOF (after queued writes).
+    """
+
+    def __init__(
+        self,
+        downstream: Downstream,
+        read: Callable[[], Awaitable[Chunk | None]],
+        write: Callable[[bytes], Awaitable[None]],
+        close: Callable[[], Awaitable[None]],
+        finish: Callable[[], int | None] = lambda: None,
+        on_eof: Callable[[], Awaitable[None]] | None = None,
+        resize: Callable[[int, int], Coroutine[Any, Any, None]] | None = None,
+    ) -> None:
+        self._down = downstream
+        self._read = read
+        self._write = write
+        self._close = close
+        self._finish = finish
+        self._on_eof = on_eof
+        self._resize = resize
+        self._may_read = asyncio.Event()
+        self._may_read.set()
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._queued = 0
+        self._client_paused = False
+        self._closed = False
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._reader()), loop.create_task(self._writer())]
+
+    async def _reader(self) -> None:
+        error: str | None = None
+        try:
+            while True:
+                await self._may_read.wait()
+                chunk = await self._read()
+                if chunk is None:
+                    break
+                if chunk[0]:
+                    self._down.upstream_data(*chunk)
+        except Exception as exc:  # reported to the client channel, which then closes
+            error = str(exc) or type(exc).__name__
+        if error is None:
+            self._down.upstream_eof()
+            status = self._finish()
+            self._down.upstream_exit(status, None)
+        self._down.upstream_closed(error)
+        self._closed = True
+        self._tasks[1].cancel()
+
+    async def _writer(self) -> None:
+        while (data := await self._queue.get()) is not None:
+            self._queued -= len(data)
+            if self._client_paused and self._queued < _LOW_WATER:
+                self._client_paused = False
+                self._down.resume_reading()
+            await self._write(data)
+        if self._on_eof is not None:
+            await self._on_eof()
+
+    def write(self, data: bytes) -> None:
+        self._queued += len(data)
+        self._queue.put_nowait(data)
+        if not self._client_paused and self._queued > _HIGH_WATER:
+            self._client_paused = True
+            self._down.pause_reading()
+
+    def write_eof(self) -> None:
+        self._queue.put_nowait(None)
+
+    def resize(self, cols: int, rows: int, width: int, height: int) -> None:
+        if self._resize is not None:
+            asyncio.get_running_loop().create_task(self._resize(cols, rows))
+
+    def send_signal(self, name: str) -> None:
+        if name in _SIGNAL_BYTES:
+            self.write(_SIGNAL_BYTES[name])
+
+    def pause_reading(self) -> None:
+        self._may_read.clear()
+
+    def resume_reading(self) -> None:
+        self._may_read.set()
+
+    def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if not self._closed:
+            self._closed = True
+            asyncio.get_running_loop().create_task(self._quiet_close())
+
+    async def _quiet_close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._close()
+
+
+class ExitMarker:
+    """Recover an exit status from an interactive stream, where SSM carries none (ECS exec).
+
+    The command is wrapped to print a random marker and ``$?`` last; output is passed on as it
+    comes, except a tail that could be the start of the marker, held until it cannot be.
+    """
+
+    def __init__(self) -> None:
+        self.marker = f"__sshgate_exit_{secrets.token_hex(8)}__".encode()
+        self._tail = b""
+        self.status: int | None = None
+
+    def wrap(self, command: str) -> str:
+        inner = f"stty raw -echo 2>/dev/null; {command}; printf '%s%d\\n' {self.marker.decode()} $?"
+        return "/bin/sh -c " + _quote(inner)
+
+    def feed(self, data: bytes) -> bytes:
+        buf = self._tail + data
+        found = buf.find(self.marker)
+        if found >= 0:
+            digits = buf[found + len(self.marker) :].split(b"\n", 1)[0].strip()
+            if digits.isdigit():
+                self.status = int(digits)
+                self._tail = b""
+                return buf[:found]
+            self._tail = buf[found:]
+            return buf[:found]
+        keep = _prefix_overlap(buf, self.marker)
+        self._tail = buf[len(buf) - keep :] if keep else b""
+        return buf[: len(buf) - keep]
+
+    def flush(self) -> bytes:
+        tail, self._tail = self._tail, b""
+        return tail if self.status is None else b""
+
+
+def _prefix_overlap(buf: bytes, marker: bytes) -> int:
+    """Length of the longest suffix of ``buf`` that is a prefix of ``marker``."""
+    for size in range(min(len(buf), len(marker) - 1), 0, -1):
+        if buf.endswith(marker[:size]):
+            return size
+    return 0
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "'\"'\"'") + "'"

@@ -1,0 +1,271 @@
+"""EC2 and ECS resources through SSM: real ssh -> sshgate -> sshgate-aws-emulator (moto behind it)
+-> a real shell on this machine. The emulator runs as its own process, as docker-compose runs it."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.conftest import Keys, Upstream, base_config
+from tests.support.gateway import Client, GatewayProcess
+from tests.support.net import free_port, wait_port
+from tests.support.tcp import echo_server, recv_exact
+from tests.support.terminal import Terminal
+
+REGION = "us-east-1"
+ROLE_ARN = "arn:aws:iam::123456789012:role/ecs-exec"
+CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}
+
+POLICY = """package formal.v2
+
+import rego.v1
+
+# EC2 tag rule: prod instances need the oncall group. ECS rule: the ops group stays out of the
+# app container of tasks tagged team=payments.
+session := {"action": "block", "type": "block_with_formal_message", "message": "prod needs oncall"} if {
+\tinput.ec2.tags.env == "prod"
+\tnot "oncall" in input.user.groups
+}
+
+session := {"action": "block", "type": "block_with_formal_message", "message": "ops stays out of payments/app"} if {
+\tinput.ecs.container_name == "app"
+\tinput.ecs.task_tags.team == "payments"
+\t"ops" in input.user.groups
+}
+"""
+
+
+@dataclass
+class AwsWorld:
+    url: str
+    process: subprocess.Popen[str]
+    ec2: Any
+    ecs: Any
+    instance_id: str
+    task_id: str
+
+    def live_sessions(self) -> list[dict[str, Any]]:
+        with urllib.request.urlopen(f"{self.url}/_emulator/sessions", timeout=5) as response:
+            sessions: list[dict[str, Any]] = json.load(response)["Sessions"]
+        return [s for s in sessions if s.get("Status") != "Terminated"]
+
+
+def _client(url: str, service: str) -> Any:
+    return boto3.client(
+        service,
+        endpoint_url=url,
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[AwsWorld]:
+    exe = Path(sys.executable).with_name("sshgate-aws-emulator")
+    proc = subprocess.Popen([str(exe), "--port", "0"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        assert line.startswith("ready http://"), line
+        url = line.split()[1]
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
+        ec2, ecs = _client(url, "ec2"), _client(url, "ecs")
+        tags = [
+            {
+                "ResourceType": "instance",
+                "Tags": [{"Key": "Name", "Value": "app-prod"}, {"Key": "env", "Value": "prod"}],
+            }
+        ]
+        instance = ec2.run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1, TagSpecifications=tags)
+        for _ in range(2):
+            ec2.run_instances(
+                ImageId="ami-12345678",
+                MinCount=1,
+                MaxCount=1,
+                TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "twin"}]}],
+            )
+        stopped = ec2.run_instances(
+            ImageId="ami-12345678",
+            MinCount=1,
+            MaxCount=1,
+            TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "asleep"}]}],
+        )
+        ec2.stop_instances(InstanceIds=[stopped["Instances"][0]["InstanceId"]])
+        ecs.create_cluster(clusterName="prod")
+        ecs.register_task_definition(
+            family="api",
+            containerDefinitions=[
+                {"name": "app", "image": "busybox", "memory": 128},
+            ],
+        )
+        task = ecs.run_task(
+            cluster="prod",
+            taskDefinition="api",
+            launchType="FARGATE",
+            enableExecuteCommand=True,
+            tags=[{"key": "team", "value": "payments"}],
+        )
+        yield AwsWorld(
+            url,
+            proc,
+            ec2,
+            ecs,
+            instance["Instances"][0]["InstanceId"],
+            task["tasks"][0]["taskArn"].rsplit("/", 1)[-1],
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def aws_gateway(
+    world: AwsWorld, keys: Keys, upstream: Upstream, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
+    root = tmp_path_factory.mktemp("aws-gw")
+    (root / "policy.rego").write_text(POLICY)
+    config = base_config(keys, upstream)
+    iam = [{"username": "ops", "secret": "iam", "default": True}]
+    config["identities"]["users"][0]["groups"] = ["dev", "oncall"]
+    config["resources"] = [
+        {
+            "name": "app-prod",
+            "type": "ec2",
+            "instance_name": "app-prod",
+            "region": REGION,
+            "native_users": iam,
+        },
+        {"name": "app-id", "type": "ec2", "instance_id": world.instance_id, "native_users": iam},
+        {"name": "twin", "type": "ec2", "instance_name": "twin", "native_users": iam},
+        {"name": "asleep", "type": "ec2", "instance_name": "asleep", "native_users": iam},
+        {"name": "nameless", "type": "ec2", "instance_name": "no-such-name", "native_users": iam},
+        {
+            "name": "api",
+            "type": "ecs",
+            "cluster": "prod",
+            "task": world.task_id,
+            "container": "app",
+            "native_users": [{"username": "exec", "secret": ROLE_ARN, "default": True}],
+        },
+    ]
+    config["aws"] = {"region": REGION, "endpoints": {s: world.url for s in ("ec2", "ecs", "ssm", "sts")}}
+    config["policies"] = {"paths": [str(root / "policy.rego")]}
+    gw = GatewayProcess(root / "gw", config, env=CREDS).start()
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture(scope="module")
+def alice_aws(aws_gateway: GatewayProcess, keys: Keys, tmp_path_factory: pytest.TempPathFactory) -> Client:
+    return Client(aws_gateway, keys.alice, tmp_path_factory.mktemp("alice-aws"))
+
+
+@pytest.mark.parametrize("resource", ["app-prod", "app-id"])
+def test_ec2_pty_shell(alice_aws: Client, resource: str) -> None:
+    term = Terminal(alice_aws.ssh_argv(f"alice+{resource}", options=["-tt"]), rows=30, cols=100)
+    try:
+        term.write("PS1='ssm> '; echo via-$((6*7))\n")
+        term.read_until("via-42")
+        term.write("stty size\n")
+        term.read_until(r"30 100")
+        term.resize(40, 120)
+        term.write("stty size\n")
+        term.read_until(r"40 120")
+        term.write("exit\n")
+        assert term.wait(timeout=15) == 0
+    finally:
+        term.close()
+
+
+def test_ecs_exec_exit_status_and_shell_option(alice_aws: Client, aws_gateway: GatewayProcess) -> None:
+    result = alice_aws.ssh("alice", "formal api -- sh -c 'echo from-task; exit 7'")
+    assert result.stdout == b"from-task\n", result.stderr
+    assert result.returncode == 7
+    shell = "\"/bin/bash -c 'exec env MARK=cursor /bin/bash'\""
+    term = Terminal(alice_aws.ssh_argv("alice", "-tt", f"formal api --shell {shell}"))
+    try:
+        term.write("echo mark=$MARK\n")
+        term.read_until("mark=cursor")
+        term.write("exit\n")
+        term.wait(timeout=15)
+    finally:
+        term.close()
+    connect = aws_gateway.wait_event("upstream.connect", resource="api", result="ok")
+    assert connect["upstream"] == "ssm"
+
+
+def test_ec2_local_forward_ten_connections_one_session(alice_aws: Client, world: AwsWorld) -> None:
+    before = {s["SessionId"] for s in world.live_sessions()}
+    with echo_server() as target:
+        local = free_port()
+        proc = subprocess.Popen(
+            alice_aws.ssh_argv(
+                "alice+app-prod", options=["-N", "-L", f"127.0.0.1:{local}:localhost:{target}"]
+            )
+        )
+        try:
+            wait_port(local)
+            results: list[bytes] = []
+
+            def roundtrip(i: int) -> None:
+                with socket.create_connection(("127.0.0.1", local), timeout=20) as sock:
+                    payload = bytes([i]) * 100_000
+                    sock.sendall(payload)
+                    results.append(recv_exact(sock, len(payload)))
+
+            threads = [threading.Thread(target=roundtrip, args=(i,)) for i in range(10)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=60)
+            assert sorted(r[0] for r in results) == list(range(10))
+            opened = [s for s in world.live_sessions() if s["SessionId"] not in before]
+            assert len(opened) == 1, opened
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def test_policy_input_from_ec2_tags_and_ecs_container(
+    aws_gateway: GatewayProcess, keys: Keys, tmp_path: Path
+) -> None:
+    john = Client(aws_gateway, keys.john, tmp_path)
+    assert john.ssh("john+app-prod", "true").stderr == b"sshgate: Blocked by policy: prod needs oncall\n"
+    ecs = john.ssh("john", "formal api -- true")
+    assert ecs.stderr == b"sshgate: Blocked by policy: ops stays out of payments/app\n"
+
+
+@pytest.mark.parametrize(
+    ("resource", "message"),
+    [
+        ("nameless", b"no EC2 instance found for the instance named no-such-name"),
+        ("twin", b"the instance named twin matches 2 instances"),
+        ("asleep", b"is stopped, not running"),
+    ],
+)
+def test_ec2_lookup_errors(alice_aws: Client, resource: str, message: bytes) -> None:
+    result = alice_aws.ssh(f"alice+{resource}", "true")
+    assert result.returncode == 1
+    assert message in result.stderr, result.stderr
+
+
+def test_no_orphaned_ssm_sessions(alice_aws: Client, world: AwsWorld) -> None:
+    import time
+
+    assert alice_aws.ssh("alice", "formal api -- true").returncode == 0
+    deadline = time.monotonic() + 10
+    while world.live_sessions() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert world.live_sessions() == []
