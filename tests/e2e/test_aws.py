@@ -82,6 +82,14 @@ def world() -> Iterator[AwsWorld]:
         url = line.split()[1]
         threading.Thread(target=proc.stdout.read, daemon=True).start()
         ec2, ecs = _client(url, "ec2"), _client(url, "ecs")
+        _client(url, "ssm").create_document(
+            Name="SSHGate-NonInteractiveCommands",
+            DocumentType="Session",
+            DocumentFormat="JSON",
+            Content=(
+                Path(__file__).parents[2] / "deploy/ssm/SSHGate-NonInteractiveCommands.json"
+            ).read_text(),
+        )
         tags = [
             {
                 "ResourceType": "instance",
@@ -187,6 +195,11 @@ def test_ec2_pty_shell(alice_aws: Client, resource: str) -> None:
         assert term.wait(timeout=15) == 0
     finally:
         term.close()
+
+
+def test_ec2_exec_keeps_stdout_stderr_and_status_apart(alice_aws: Client) -> None:
+    result = alice_aws.ssh("alice", "formal app-prod -- sh -c 'echo out; echo err >&2; exit 4'")
+    assert (result.stdout, result.stderr, result.returncode) == (b"out\n", b"err\n", 4)
 
 
 def test_ecs_exec_exit_status_and_shell_option(alice_aws: Client, aws_gateway: GatewayProcess) -> None:

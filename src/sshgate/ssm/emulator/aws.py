@@ -10,6 +10,7 @@ responses; ``runtime_id`` makes the id stable across calls.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import secrets
 import time
@@ -21,9 +22,16 @@ from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
 from moto.ecs.models import ecs_backends
 from moto.iam.models import get_account_id_from
+from moto.ssm.models import ssm_backends
 
 from sshgate.ssm.emulator.agent import SessionSpec
-from sshgate.ssm.emulator.documents import ECS_DOCUMENT, DocumentError, resolve
+from sshgate.ssm.emulator.documents import (
+    ECS_DOCUMENT,
+    DocumentError,
+    ResolvedDocument,
+    resolve,
+    resolve_custom,
+)
 
 SSM_PREFIX = "AmazonSSM."
 ECS_PREFIX = "AmazonEC2ContainerServiceV20141113."
@@ -111,6 +119,20 @@ def _ecs_target(caller: Caller, target: str) -> str:
     return target
 
 
+def _document(caller: Caller, name: str | None, params: Mapping[str, Any]) -> ResolvedDocument:
+    """AWS-managed documents first, then Session documents created in moto (ssm:CreateDocument)."""
+    try:
+        return resolve(name, params)
+    except DocumentError:
+        if not name:
+            raise
+    try:
+        found = ssm_backends[caller.account][caller.region].get_document(name, "", "", "JSON")
+    except Exception:
+        raise DocumentError(f"document {name} does not exist") from None
+    return resolve_custom(name, json.loads(found["Content"]), params)
+
+
 def start_session_spec(
     caller: Caller, body: Mapping[str, Any], agent_version: str, kms: str | None
 ) -> SessionSpec:
@@ -128,7 +150,7 @@ def start_session_spec(
     if not isinstance(params, dict) or not all(isinstance(v, list) for v in params.values()):
         raise ApiError("ValidationException", "Parameters must map names to lists of strings.")
     try:
-        document = resolve(body.get("DocumentName"), params)
+        document = _document(caller, body.get("DocumentName"), params)
     except DocumentError as exc:
         raise ApiError("InvalidDocument", str(exc)) from None
     return SessionSpec(

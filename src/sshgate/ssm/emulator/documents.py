@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -67,6 +68,39 @@ def resolve(document: str | None, parameters: Mapping[str, Sequence[str]] | None
             name, "NonInteractiveCommands", _shell_properties(_first(params, "command"), extra)
         )
     raise DocumentError(f"document {name} does not exist in the emulator")
+
+
+_PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
+_SESSION_TYPES = ("Standard_Stream", "InteractiveCommands", "NonInteractiveCommands", "Port")
+
+
+def resolve_custom(
+    name: str, content: Mapping[str, Any], parameters: Mapping[str, Sequence[str]]
+) -> ResolvedDocument:
+    """A Session document made with ssm:CreateDocument: its ``sessionType``, and its ``properties``
+    with every ``{{ name }}`` replaced by the request's parameter (or the declared default)."""
+    session_type = content.get("sessionType")
+    if session_type not in _SESSION_TYPES:
+        raise DocumentError(f"document {name} is not a Session document")
+    declared = content.get("parameters") or {}
+    values: dict[str, str] = {}
+    for key, spec in declared.items():
+        default = spec.get("default") if isinstance(spec, Mapping) else None
+        values[key] = _first(parameters, key, None if default is None else str(default))
+    unknown = set(parameters) - set(declared)
+    if unknown:
+        raise DocumentError(f"document {name} does not declare parameters {sorted(unknown)}")
+
+    def fill(value: Any) -> Any:
+        if isinstance(value, str):
+            return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), value)
+        if isinstance(value, Mapping):
+            return {k: fill(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [fill(v) for v in value]
+        return value
+
+    return ResolvedDocument(name, str(session_type), fill(content.get("properties")))
 
 
 def shell_property(properties: Any, key: str, default: Any = None) -> Any:
