@@ -237,6 +237,10 @@ def test_small_payloads() -> None:
         '{"MessageSchemaVersion":"1.0","RequestId":"r","TokenValue":"t","ClientId":"c"}'
     )
     assert legacy.client_version == ""
+    numeric = OpenDataChannel.from_json(
+        '{"MessageSchemaVersion":1,"RequestId":"r","TokenValue":"t","ClientId":"c"}'
+    )
+    assert numeric.schema_version == "1"
     with pytest.raises(CodecError, match="ClientId"):
         OpenDataChannel.from_json('{"MessageSchemaVersion":"1.0","RequestId":"r","TokenValue":"t"}')
 

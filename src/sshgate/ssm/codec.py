@@ -434,15 +434,21 @@ class OpenDataChannel:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> OpenDataChannel:
-        """Requires the four fields every plugin sends; ClientVersion is absent from older plugins."""
+        """Requires the four fields every plugin sends (ClientVersion is absent from older plugins).
+
+        Only the token's type is enforced: other clients send e.g. ``"MessageSchemaVersion": 1``.
+        """
         what = "open data channel"
         obj = _load_object(text.encode() if isinstance(text, str) else text, what)
+        missing = [k for k in ("MessageSchemaVersion", "RequestId", "ClientId") if obj.get(k) is None]
+        if missing:
+            raise CodecError(f"{what}: missing {', '.join(missing)}")
         return cls(
             token_value=_field(obj, "TokenValue", str, what),
-            client_id=_field(obj, "ClientId", str, what),
+            client_id=str(obj["ClientId"]),
             client_version=str(obj.get("ClientVersion", "")),
-            request_id=_field(obj, "RequestId", str, what),
-            schema_version=_field(obj, "MessageSchemaVersion", str, what),
+            request_id=str(obj["RequestId"]),
+            schema_version=str(obj["MessageSchemaVersion"]),
         )
 
 

@@ -147,7 +147,7 @@ class Emulator:
         if session is None or session.status == "Terminated":
             raise web.HTTPNotFound(text="no such session")
         transport = request.transport
-        ws = web.WebSocketResponse(max_msg_size=0)
+        ws = web.WebSocketResponse(max_msg_size=0, compress=False)  # like gorilla's default upgrader
         await ws.prepare(request)
         try:
             first = await ws.receive(timeout=10.0)
