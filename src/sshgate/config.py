@@ -117,11 +117,14 @@ class _ResourceBase(_Model):
         return self
 
 
-class InstanceConnect(_Model):
+class SshSettings(_Model):
+    """``ssh:`` of an EC2 resource: full SSH to the instance's sshd through an SSM port session."""
+
     user: str | None = None
-    port: int = 22
+    port: int = Field(22, ge=1, le=65535)
     instance_connect: bool = False
     instance_id: str | None = None
+    host_key_policy: HostKeyPolicy | None = None
 
 
 class SshResource(_ResourceBase):
@@ -130,7 +133,7 @@ class SshResource(_ResourceBase):
     port: int = Field(22, ge=1, le=65535)
     host_key_policy: HostKeyPolicy
     connect_timeout_s: float = Field(10.0, gt=0)
-    ssh: InstanceConnect | None = None
+    ssh: SshSettings | None = None
 
 
 class Ec2Resource(_ResourceBase):
@@ -139,7 +142,7 @@ class Ec2Resource(_ResourceBase):
     instance_name: str | None = None
     region: str | None = None
     start_if_stopped: bool = False
-    ssh: InstanceConnect | None = None
+    ssh: SshSettings | None = None
     command_document: str = "SSHGate-NonInteractiveCommands"
 
     @model_validator(mode="after")

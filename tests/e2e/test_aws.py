@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -18,9 +20,10 @@ import boto3
 import pytest
 
 from tests.conftest import Keys, Upstream, base_config
+from tests.e2e.test_forward import BOOTSTRAP, ssh_background
 from tests.support.gateway import Client, GatewayProcess
 from tests.support.net import free_port, wait_port
-from tests.support.tcp import echo_server, recv_exact
+from tests.support.tcp import echo_server, recv_exact, socks5_connect
 from tests.support.terminal import Terminal
 
 REGION = "us-east-1"
@@ -168,6 +171,21 @@ def aws_gateway(
             "native_users": [{"username": "exec", "secret": ROLE_ARN, "default": True}],
         },
     ]
+    config["resources"].append(
+        {
+            "name": "app-ssh",
+            "type": "ec2",
+            "instance_name": "app-prod",
+            "ssh": {
+                "user": "sgtest",
+                "port": upstream.sshd.port,
+                "host_key_policy": {"host_keys": [upstream.sshd.host_pub]},
+            },
+            "native_users": [
+                {"username": "sgtest", "secret": f"FILE:{upstream.sshd.native_key}", "default": True}
+            ],
+        }
+    )
     config["aws"] = {"region": REGION, "endpoints": {s: world.url for s in ("ec2", "ecs", "ssm", "sts")}}
     config["policies"] = {"paths": [str(root / "policy.rego")]}
     gw = GatewayProcess(root / "gw", config, env=CREDS).start()
@@ -282,3 +300,24 @@ def test_no_orphaned_ssm_sessions(alice_aws: Client, world: AwsWorld) -> None:
     while world.live_sessions() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert world.live_sessions() == []
+
+
+def test_ec2_full_ssh_through_ssm_carries_50mb_of_stdin(alice_aws: Client) -> None:
+    blob = os.urandom(50 * 1024 * 1024)
+    result = alice_aws.ssh("alice+app-ssh", "sha256sum", input=blob, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[0].decode() == hashlib.sha256(blob).hexdigest()
+
+
+def test_ec2_vscode_flow_through_ssm(alice_aws: Client) -> None:
+    socks = free_port()
+    with ssh_background(alice_aws, "alice+app-ssh", ["-T", "-D", f"127.0.0.1:{socks}"], "bash") as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(BOOTSTRAP)
+        proc.stdin.flush()
+        line = proc.stdout.readline()
+        port = int(line.split(b"=")[1])
+        wait_port(socks)
+        with socks5_connect(socks, "127.0.0.1", port) as sock:
+            sock.sendall(b"through ssm")
+            assert recv_exact(sock, 11) == b"THROUGH SSM"

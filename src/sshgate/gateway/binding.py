@@ -22,7 +22,7 @@ from sshgate.policy.input import ConnectionFacts, RequestFacts, ec2_input, ecs_i
 from sshgate.recording.recorder import Recorder, RecordingError, SessionRecording
 from sshgate.upstream.base import Upstream, UpstreamError
 from sshgate.upstream.ssh import connect_ssh
-from sshgate.upstream.ssm import SsmUpstream
+from sshgate.upstream.ssm import SsmUpstream, ssh_through_ssm
 
 AnyResource = SshResource | Ec2Resource | EcsResource
 
@@ -123,8 +123,8 @@ async def plan_upstream(
             credentials: Credentials | None = await ctx.aws.roles.credentials(
                 credential.role_arn, identity.name, resource.region
             )
-        elif isinstance(credential, AmbientIam):
-            credentials = None
+        elif isinstance(credential, AmbientIam) or (isinstance(resource, Ec2Resource) and resource.ssh):
+            credentials = None  # a key or password secret is for the sshd; AWS calls use the gateway's own
         else:
             raise Refusal(
                 f"native user {native.user.username} on {resource.name} needs 'iam' or a role ARN secret",
@@ -141,6 +141,14 @@ async def plan_upstream(
         raise Refusal(str(exc), reason=exc.detail, event="upstream.error") from None
 
     async def connect_ssm() -> Upstream:
+        if isinstance(resource, Ec2Resource) and resource.ssh is not None:
+            assert isinstance(target, Ec2Target)
+            try:
+                return await ssh_through_ssm(
+                    ctx.aws.clients, resource, target, credentials, native.user.username, credential
+                )
+            except UpstreamError as exc:
+                raise Refusal(str(exc), event="upstream.error") from None
         return SsmUpstream(ctx.aws.clients, resource, target, credentials)
 
     return UpstreamPlan(context, connect_ssm)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncssh
@@ -115,8 +116,11 @@ class SshChannel:
 class SshUpstream:
     kind = "ssh"
 
-    def __init__(self, conn: asyncssh.SSHClientConnection) -> None:
+    def __init__(
+        self, conn: asyncssh.SSHClientConnection, cleanup: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
         self._conn = conn
+        self._cleanup = cleanup
 
     async def open_session(self, request: SessionRequest, downstream: Downstream) -> UpstreamChannel:
         command = request.command
@@ -155,6 +159,8 @@ class SshUpstream:
     async def close(self) -> None:
         self._conn.close()
         await self._conn.wait_closed()
+        if self._cleanup is not None:
+            await self._cleanup()
 
 
 def _reason(exc: BaseException) -> str:
@@ -166,7 +172,32 @@ def _reason(exc: BaseException) -> str:
 
 
 async def connect_ssh(resource: SshResource, username: str, credential: NativeCredential) -> SshUpstream:
-    """Log in to the resource's sshd as ``username``; every failure becomes one readable line."""
+    """Log in to an ssh resource's sshd as ``username``."""
+    where = f"{resource.name} ({resource.hostname}:{resource.port})"
+    return await ssh_login(
+        where,
+        resource.host_key_policy,
+        username,
+        credential,
+        resource.connect_timeout_s,
+        host=resource.hostname,
+        port=resource.port,
+    )
+
+
+async def ssh_login(
+    where: str,
+    host_key_policy: HostKeyPolicy,
+    username: str,
+    credential: NativeCredential,
+    timeout: float,
+    *,
+    host: str,
+    port: int,
+    sock: socket.socket | None = None,
+    cleanup: Callable[[], Awaitable[None]] | None = None,
+) -> SshUpstream:
+    """Log in to an sshd (over ``sock`` when given); every failure becomes one readable line."""
     options: dict[str, Any] = {}
     if isinstance(credential, Password):
         options["password"] = credential.password
@@ -178,15 +209,16 @@ async def connect_ssh(resource: SshResource, username: str, credential: NativeCr
         options["client_keys"] = [key]
         options["preferred_auth"] = "publickey"
     else:
-        raise UpstreamError(f"native secret of {username} on {resource.name} is not usable for SSH")
-    where = f"{resource.name} ({resource.hostname}:{resource.port})"
+        raise UpstreamError(f"the native secret of {username} on {where} is not usable for SSH")
+    if sock is not None:
+        options["sock"] = sock
     try:
         conn = await asyncio.wait_for(
             asyncssh.connect(
-                resource.hostname,
-                resource.port,
+                host,
+                port,
                 username=username,
-                known_hosts=known_hosts_for(resource.host_key_policy),
+                known_hosts=known_hosts_for(host_key_policy),
                 agent_path=None,
                 config=None,
                 encryption_algs=ENCRYPTION_ALGS,
@@ -194,12 +226,10 @@ async def connect_ssh(resource: SshResource, username: str, credential: NativeCr
                 keepalive_interval=30,
                 **options,
             ),
-            timeout=resource.connect_timeout_s,
+            timeout=timeout,
         )
     except TimeoutError:
-        raise UpstreamError(
-            f"upstream {where} did not answer within {resource.connect_timeout_s:g} s"
-        ) from None
+        raise UpstreamError(f"upstream {where} did not answer within {timeout:g} s") from None
     except asyncssh.HostKeyNotVerifiable:
         raise UpstreamError(
             f"upstream {where} presented a host key that does not match its host_key_policy"
@@ -208,4 +238,4 @@ async def connect_ssh(resource: SshResource, username: str, credential: NativeCr
         raise UpstreamError(f"upstream {where} refused the login of native user {username}") from None
     except (OSError, asyncssh.Error) as exc:
         raise UpstreamError(f"cannot connect to upstream {where}: {_reason(exc)}") from None
-    return SshUpstream(conn)
+    return SshUpstream(conn, cleanup)

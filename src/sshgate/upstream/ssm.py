@@ -7,6 +7,8 @@
 * ECS: ECS Exec is interactive only. A shell is the resource's (or ``--shell``) program; an exec
   command runs in a raw-mode terminal and prints a random marker with ``$?`` last, which
   :class:`ExitMarker` strips and turns into the exit status.
+* EC2 with ``ssh:``: full SSH to the instance's sshd, tunnelled through an AWS-StartSSHSession
+  port session (:func:`ssh_through_ssm`); then everything an sshd offers works, stdin included.
 * ``direct-tcpip``: one mux port session per distinct target, shared by the connection's channels
   (AWS-StartPortForwardingSession for localhost, ...ToRemoteHost otherwise).
 Every SSM session a connection opened is terminated when the connection closes.
@@ -16,14 +18,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from typing import Any
 
 import aiohttp
+import asyncssh
 
 from sshgate.aws.clients import AwsClients, Credentials, call
 from sshgate.aws.errors import AwsError
 from sshgate.aws.targets import Ec2Target, EcsTarget
 from sshgate.config import Ec2Resource, EcsResource
+from sshgate.native_secret import AmbientIam, AssumeRole, NativeCredential, PrivateKey
 from sshgate.ssm.client import (
     Boto3Control,
     CommandSession,
@@ -35,6 +40,7 @@ from sshgate.ssm.client import (
     connect,
 )
 from sshgate.upstream.base import Downstream, SessionRequest, UpstreamChannel, UpstreamError
+from sshgate.upstream.ssh import SshUpstream, ssh_login
 from sshgate.upstream.ssm_relay import Chunk, ExitMarker, SessionPump
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -201,3 +207,100 @@ def _shell_pump(session: ShellSession, downstream: Downstream, marker: ExitMarke
         await session.write(b"\x04")
 
     return SessionPump(downstream, read, session.write, session.close, finish, eof, session.resize)
+
+
+async def ssh_through_ssm(
+    clients: AwsClients,
+    resource: Ec2Resource,
+    target: Ec2Target,
+    credentials: Credentials | None,
+    username: str,
+    credential: NativeCredential,
+) -> SshUpstream:
+    """SSH to the instance over an SSM stdio port session bridged to a local socket pair."""
+    assert resource.ssh is not None
+    settings = resource.ssh
+    if settings.host_key_policy is None:
+        raise UpstreamError(f"{resource.name}: set ssh.host_key_policy to check the instance's host key")
+    user = settings.user or username
+    if isinstance(credential, AmbientIam | AssumeRole):
+        if not settings.instance_connect:
+            raise UpstreamError(f"{resource.name}: an 'iam' native user needs ssh.instance_connect: true")
+        credential = await _push_instance_connect_key(clients, resource, target, credentials, user)
+    ssm = clients.client("ssm", resource.region, credentials)
+    http = aiohttp.ClientSession()
+    try:
+        started = StreamTarget.from_response(
+            await call(
+                f"starting an SSH session on {resource.name}",
+                ssm.start_session,
+                Target=target.target,
+                DocumentName="AWS-StartSSHSession",
+                Parameters={"portNumber": [str(settings.port)]},
+            )
+        )
+        session = await connect(started, control=Boto3Control(ssm), http=http)
+        if not isinstance(session, PortSession):
+            raise UpstreamError("AWS-StartSSHSession did not open a port session")
+        stream = await session.open_stream()
+    except (AwsError, SsmSessionError, aiohttp.ClientError, TimeoutError) as exc:
+        await http.close()
+        raise UpstreamError(f"cannot reach the sshd of {resource.name} through SSM: {exc}") from None
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    loop = asyncio.get_running_loop()
+
+    async def to_socket() -> None:
+        while data := await stream.read(65536):
+            await loop.sock_sendall(theirs, data)
+        theirs.shutdown(socket.SHUT_WR)
+
+    async def from_socket() -> None:
+        while data := await loop.sock_recv(theirs, 65536):
+            await stream.write(data)
+
+    pumps = [loop.create_task(to_socket()), loop.create_task(from_socket())]
+
+    async def cleanup() -> None:
+        for pump in pumps:
+            pump.cancel()
+        with contextlib.suppress(Exception):
+            await session.close()
+        theirs.close()
+        await http.close()
+
+    where = f"{resource.name} ({target.target}, sshd through SSM)"
+    try:
+        return await ssh_login(
+            where,
+            settings.host_key_policy,
+            user,
+            credential,
+            15.0,
+            host=target.target,
+            port=settings.port,
+            sock=ours,
+            cleanup=cleanup,
+        )
+    except UpstreamError:
+        await cleanup()
+        raise
+
+
+async def _push_instance_connect_key(
+    clients: AwsClients, resource: Ec2Resource, target: Ec2Target, credentials: Credentials | None, user: str
+) -> PrivateKey:
+    """A fresh key for this one login, valid for 60 seconds on the instance (EC2 Instance Connect)."""
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    eic = clients.client("ec2-instance-connect", resource.region, credentials)
+    try:
+        await call(
+            f"pushing a key to {resource.name} with EC2 Instance Connect",
+            eic.send_ssh_public_key,
+            InstanceId=target.facts.instance_id,
+            InstanceOSUser=user,
+            SSHPublicKey=key.export_public_key().decode(),
+        )
+    except AwsError as exc:
+        raise UpstreamError(str(exc)) from None
+    return PrivateKey(key)
