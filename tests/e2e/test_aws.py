@@ -321,3 +321,54 @@ def test_ec2_vscode_flow_through_ssm(alice_aws: Client) -> None:
         with socks5_connect(socks, "127.0.0.1", port) as sock:
             sock.sendall(b"through ssm")
             assert recv_exact(sock, 11) == b"THROUGH SSM"
+
+
+def test_role_arn_assumed_with_source_identity(alice_aws: Client, world: AwsWorld) -> None:
+    assert alice_aws.ssh("alice", "formal api -- echo as-role").stdout == b"as-role\n"
+    with urllib.request.urlopen(f"{world.url}/_emulator/assume-role-calls", timeout=5) as response:
+        calls = json.load(response)["Calls"]
+    assert {
+        "RoleArn": ROLE_ARN,
+        "RoleSessionName": "sshgate-alice@corp.com",
+        "SourceIdentity": "alice@corp.com",
+    } in calls
+
+
+def test_forward_to_closed_port_on_instance(alice_aws: Client) -> None:
+    socks = free_port()
+    with ssh_background(alice_aws, "alice+app-prod", ["-N", "-D", f"127.0.0.1:{socks}"]):
+        wait_port(socks)
+        with pytest.raises((OSError, EOFError)), socks5_connect(socks, "localhost", free_port()) as sock:
+            sock.sendall(b"x")
+            assert sock.recv(1) == b""
+            raise EOFError("closed")
+
+
+def test_websocket_dropped_mid_session_resumes(alice_aws: Client, world: AwsWorld) -> None:
+    """The emulator aborts every live data-channel websocket mid-stream; output still arrives whole."""
+    proc = subprocess.Popen(
+        alice_aws.ssh_argv(
+            "alice", "formal api -- sh -c 'for i in $(seq 1 40); do echo line-$i; sleep 0.05; done'"
+        ),
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    assert first == b"line-1\n"
+    request = urllib.request.Request(f"{world.url}/_emulator/drop", method="POST")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert json.load(response)["dropped"] >= 1
+    rest, _ = proc.communicate(timeout=60)
+    assert (first + rest).decode().split() == [f"line-{i}" for i in range(1, 41)]
+    assert proc.returncode == 0
+
+
+def test_ecs_port_forward_into_task(alice_aws: Client) -> None:
+    with echo_server() as target:
+        local = free_port()
+        with ssh_background(alice_aws, "alice+api", ["-N", "-L", f"127.0.0.1:{local}:localhost:{target}"]):
+            wait_port(local)
+            with socket.create_connection(("127.0.0.1", local), timeout=20) as sock:
+                sock.sendall(b"into the task")
+                assert recv_exact(sock, 13) == b"into the task"

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import urllib.parse
 from typing import Any
 
 import aiohttp
@@ -69,6 +70,7 @@ class Emulator:
         self.reconnect_window = reconnect_window
         self.kms_key_id: str | None = None
         self.faults = Faults()
+        self.assume_role_calls: list[dict[str, str]] = []
         self._sessions: dict[str, AgentSession] = {}
         self._moto: ThreadedMotoServer | None = None
         self._moto_url = ""
@@ -98,6 +100,7 @@ class Emulator:
         app.router.add_get("/_emulator/sessions", self._admin_sessions)
         app.router.add_post("/_emulator/faults", self._admin_faults)
         app.router.add_post("/_emulator/drop", self._admin_drop)
+        app.router.add_get("/_emulator/assume-role-calls", self._admin_assume_role_calls)
         app.router.add_route("*", "/{tail:.*}", self._aws)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -268,12 +271,25 @@ class Emulator:
         }
         return fields
 
+    def _note_assume_role(self, body: bytes) -> None:
+        """moto ignores SourceIdentity; tests ask the emulator what AssumeRole was called with."""
+        if b"Action=AssumeRole" not in body:
+            return
+        form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
+        keys = ("RoleArn", "RoleSessionName", "SourceIdentity")
+        self.assume_role_calls.append({k: form[k][0] for k in keys if k in form})
+
+    async def _admin_assume_role_calls(self, request: web.Request) -> web.Response:
+        return web.json_response({"Calls": self.assume_role_calls})
+
     async def _forward(self, request: web.Request, target: str) -> web.StreamResponse:
         """Pass a request to moto unchanged; patch ECS task answers for ECS Exec."""
         assert self._http is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
+        data = await request.read()
+        self._note_assume_role(data)
         async with self._http.request(
-            request.method, self._moto_url + request.path_qs, headers=headers, data=await request.read()
+            request.method, self._moto_url + request.path_qs, headers=headers, data=data
         ) as upstream:
             body = await upstream.read()
             out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS}
