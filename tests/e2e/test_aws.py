@@ -372,3 +372,16 @@ def test_ecs_port_forward_into_task(alice_aws: Client) -> None:
             with socket.create_connection(("127.0.0.1", local), timeout=20) as sock:
                 sock.sendall(b"into the task")
                 assert recv_exact(sock, 13) == b"into the task"
+
+
+def test_ec2_command_with_terminal_is_interactive(alice_aws: Client) -> None:
+    term = Terminal(
+        alice_aws.ssh_argv("alice", "-tt", "formal app-prod -- sh -c 'echo ready; read -r x; echo got-$x'")
+    )
+    try:
+        term.read_until("ready")
+        term.write("typed\n")
+        term.read_until("got-typed")
+        assert term.wait(timeout=15) == 0
+    finally:
+        term.close()

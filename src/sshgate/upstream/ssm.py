@@ -1,7 +1,8 @@
 """EC2 instances and ECS containers as upstreams, through SSM sessions (no plugin binary).
 
 * EC2, PTY shell: the default shell document (Standard_Stream), or AWS-StartInteractiveCommand
-  for ``--shell``. Exec: the resource's ``command_document`` (NonInteractiveCommands with
+  for ``--shell`` and for commands run with a terminal. Exec without a terminal: the resource's
+  ``command_document`` (NonInteractiveCommands with
   separate stdout, stderr and exit code; ``deploy/ssm/`` ships it). SSM gives such commands no
   stdin: data the client sends on an exec channel is not delivered.
 * ECS: ECS Exec is interactive only. A shell is the resource's (or ``--shell``) program; an exec
@@ -112,7 +113,7 @@ class SsmUpstream:
         size = (request.term_size[0], request.term_size[1]) if request.term_size else None
         if isinstance(self._target, EcsTarget):
             return await self._open_ecs(request, downstream, size)
-        if request.kind == "exec" and request.command is not None:
+        if request.kind == "exec" and request.command is not None and not request.pty:
             assert isinstance(self._resource, Ec2Resource)
             started = await self._start(self._resource.command_document, {"command": [request.command]})
             session = await self._connect(started)
@@ -121,8 +122,10 @@ class SsmUpstream:
                     f"document {self._resource.command_document} is not a NonInteractiveCommands one"
                 )
             return _command_pump(session, downstream)
-        if request.shell:
-            started = await self._start("AWS-StartInteractiveCommand", {"command": [request.shell]})
+        interactive = request.command if request.kind == "exec" else request.shell
+        if interactive:
+            # A command with a terminal (ssh -t host top) is interactive: it needs stdin.
+            started = await self._start("AWS-StartInteractiveCommand", {"command": [interactive]})
         else:
             started = await self._start(None, None)
         shell = await self._connect(started, size or (80, 24))
