@@ -233,3 +233,15 @@ async def test_port_terminate_flag_ends_the_agent_session(
     session = emulator.session(target.session_id)
     await asyncio.wait_for(session.ended.wait(), 5)
     assert session.close_output == "terminated by client"
+
+
+async def test_shell_in_the_emulator_process_has_a_controlling_terminal(
+    emulator_process: EmulatorProcess,
+) -> None:
+    """The command runs on uvloop: its pty shells must work there too (preexec order differs)."""
+    target = await start_session(emulator_process.ssm, emulator_process.instance_id)
+    shell = await open_shell(target, control=Boto3Control(emulator_process.ssm))
+    await shell.write(b"awk '{print \"tty_nr=\" $7}' /proc/self/stat; exit\n")
+    out = await read_all(shell)
+    match = re.search(rb"tty_nr=(\d+)", out)
+    assert match is not None and int(match.group(1)) != 0, out

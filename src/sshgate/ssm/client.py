@@ -630,6 +630,8 @@ async def connect(
             await asyncio.shield(conn.ready)
     except BaseException:
         conn._finish("connect failed")
+        if not conn.ready.cancelled():
+            conn.ready.exception()  # retrieved here: the caller gets the exception raised above
         await conn._shutdown()
         raise
     session_type = conn.session_type or ""

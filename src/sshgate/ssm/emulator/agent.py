@@ -207,6 +207,8 @@ class AgentSession:
             output = str(exc)
         except (ConnectionError, asyncio.CancelledError):
             output = "session cancelled"
+        except Exception as exc:  # a plugin bug must end the session, not leave it hanging
+            output = f"agent error: {exc!r}"
         await self.close(output)
 
     async def _send_publication(self) -> None:

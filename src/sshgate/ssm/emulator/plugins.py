@@ -23,6 +23,7 @@ import os
 import shlex
 import signal
 import struct
+import subprocess
 import termios
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -150,25 +151,46 @@ class Plugin:
                 await self.channel.send(payload_type, chunk)
 
 
-def _take_controlling_tty() -> None:
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+def _controlling_tty(slave: int) -> Callable[[], None]:
+    """Child-side setup: a new session whose controlling terminal is the pty slave.
+
+    Uses the slave's own descriptor, not fd 0: uvloop runs preexec_fn before stdio is in place.
+    """
+
+    def setup() -> None:
+        if os.getsid(0) != os.getpid():
+            os.setsid()
+        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+
+    return setup
 
 
-class _PtyReaderProtocol(asyncio.StreamReaderProtocol):
-    """Linux reports the last slave closing as EIO; that is EOF, and buffered output must survive it
-    (a StreamReader with an exception set raises before returning what it holds)."""
+async def _fd_ready(fd: int, *, write: bool) -> None:
+    """Wait until a non-blocking fd is readable (or writable); works on asyncio and uvloop alike."""
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(None if isinstance(exc, OSError) else exc)
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    (loop.add_writer if write else loop.add_reader)(fd, wake)
+    try:
+        await ready
+    finally:
+        (loop.remove_writer if write else loop.remove_reader)(fd)
 
 
 class PtyPlugin(Plugin):
+    """The master side is driven with plain non-blocking reads and writes: pipe transports on a
+    pty master misbehave under uvloop (no output at all), and Linux reports the last slave closing
+    as EIO, which is simply the end of output."""
+
     def __init__(self, channel: DataChannel, argv: list[str]) -> None:
         super().__init__(channel)
         self.argv = argv
         self._master = -1
         self._proc: asyncio.subprocess.Process | None = None
-        self._writer: asyncio.WriteTransport | None = None
 
     async def start(self) -> None:
         master, slave = os.openpty()
@@ -180,27 +202,29 @@ class PtyPlugin(Plugin):
                 stdout=slave,
                 stderr=slave,
                 env=agent_environment(),
-                start_new_session=True,
-                preexec_fn=_take_controlling_tty,
+                preexec_fn=_controlling_tty(slave),
             )
-        except OSError as exc:
+        except (OSError, subprocess.SubprocessError) as exc:
             os.close(master)
+            self._master = -1
             raise SessionFailure(f"Unable to start command: {exc}") from None
         finally:
             os.close(slave)
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader()
-        await loop.connect_read_pipe(
-            lambda: _PtyReaderProtocol(reader), os.fdopen(os.dup(master), "rb", buffering=0)
-        )
-        self._writer, _ = await loop.connect_write_pipe(
-            asyncio.Protocol, os.fdopen(os.dup(master), "wb", buffering=0)
-        )
+        os.set_blocking(master, False)
         await super().start()
-        self.spawn(self._run(reader))
+        self.spawn(self._run())
 
-    async def _run(self, reader: asyncio.StreamReader) -> None:
-        await self.pump_output(reader.read, PayloadType.OUTPUT, utf8=True)
+    async def _read(self, n: int) -> bytes:
+        while True:
+            try:
+                return os.read(self._master, n)
+            except BlockingIOError:
+                await _fd_ready(self._master, write=False)
+            except OSError:
+                return b""
+
+    async def _run(self) -> None:
+        await self.pump_output(self._read, PayloadType.OUTPUT, utf8=True)
         if self._proc is not None:
             await self._proc.wait()
         self.finish()
@@ -217,8 +241,14 @@ class PtyPlugin(Plugin):
         return super().input(message)
 
     async def handle(self, message: ClientMessage) -> None:
-        if self._writer is not None and not self._writer.is_closing():
-            self._writer.write(message.payload)
+        data = memoryview(message.payload)
+        while data and self._master >= 0:
+            try:
+                data = data[os.write(self._master, data) :]
+            except BlockingIOError:
+                await _fd_ready(self._master, write=True)
+            except OSError:
+                return
 
     async def stop(self) -> None:
         if self._proc is not None and self._proc.returncode is None:
@@ -226,8 +256,6 @@ class PtyPlugin(Plugin):
                 os.killpg(self._proc.pid, signal.SIGKILL)
             await self._proc.wait()
         await super().stop()
-        if self._writer is not None:
-            self._writer.close()
         if self._master >= 0:
             os.close(self._master)
             self._master = -1
@@ -260,7 +288,7 @@ class CommandPlugin(Plugin):
                 env=agent_environment(),
                 start_new_session=True,
             )
-        except OSError as exc:
+        except (OSError, subprocess.SubprocessError) as exc:
             self.spawn(self._report_start_error(f"Error occurred starting the command: {exc}\n"))
             return
         self.spawn(self._run(self._proc))
