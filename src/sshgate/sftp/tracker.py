@@ -1,0 +1,220 @@
+"""Following an sftp channel: packets out of arbitrary chunks, replies paired with requests,
+handles with paths, and one event per file operation. Pure: bytes in, dicts out, no I/O.
+
+Two ways to feed client bytes, never both on one tracker:
+
+- observing: ``client_data(chunk)``; file data inside WRITE packets is skipped, never buffered;
+- gating: ``client_packets(chunk)`` returns whole packets (bytes, request, mutation) one by one,
+  so the caller forwards each or answers it with ``deny(packet, message)`` instead.
+
+Server bytes always go to ``server_data(chunk)`` (DATA payloads are skipped).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sshgate.sftp import protocol as p
+
+Event = dict[str, Any]
+
+_PREFIX = 512
+"""Bytes kept of a WRITE or DATA packet: id, handle (at most 256 bytes), offset and length."""
+
+_MAX_PENDING = 4096
+_TRACKED = frozenset({"open", "opendir", "close", "read", "write", "remove", "rename", "mkdir", "rmdir",
+                      "setstat", "fsetstat", "symlink", "link"})  # fmt: skip
+
+
+class Framer:
+    """Splits a stream into packets ``(type, body, body_length)``. Bodies of the ``skim`` types are
+    cut to their first ``prefix`` bytes and the rest is skipped, so memory stays at one packet."""
+
+    __slots__ = ("_body", "_body_len", "_head", "_keep", "_prefix", "_skim", "_skip", "_type")
+
+    def __init__(self, skim: frozenset[int] = frozenset(), prefix: int = _PREFIX) -> None:
+        self._skim = skim
+        self._prefix = prefix
+        self._head = bytearray()
+        self._body = bytearray()
+        self._type = -1
+        self._body_len = 0
+        self._keep = -1  # -1: reading a header
+        self._skip = 0
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes, int]]:
+        out: list[tuple[int, bytes, int]] = []
+        pos, end = 0, len(data)
+        while pos < end:
+            if self._skip:
+                step = min(self._skip, end - pos)
+                self._skip -= step
+                pos += step
+            elif self._keep < 0:
+                step = min(5 - len(self._head), end - pos)
+                self._head += data[pos : pos + step]
+                pos += step
+                if len(self._head) == 5:
+                    self._start_packet()
+                    if self._keep == 0:
+                        out.append(self._finish())
+            else:
+                step = min(self._keep - len(self._body), end - pos)
+                self._body += data[pos : pos + step]
+                pos += step
+                if len(self._body) == self._keep:
+                    out.append(self._finish())
+        return out
+
+    def _start_packet(self) -> None:
+        length, ptype = struct.unpack(">IB", self._head)
+        self._head.clear()
+        if not 1 <= length <= p.MAX_PACKET:
+            raise p.SftpProtocolError(f"packet length {length} out of range")
+        self._type, self._body_len = ptype, length - 1
+        self._keep = min(self._body_len, self._prefix) if ptype in self._skim else self._body_len
+
+    def _finish(self) -> tuple[int, bytes, int]:
+        packet = (self._type, bytes(self._body), self._body_len)
+        self._skip = self._body_len - self._keep
+        self._body.clear()
+        self._keep = -1
+        return packet
+
+
+@dataclass(frozen=True, slots=True)
+class ClientPacket:
+    """One whole client packet for the gate: forward ``data`` or answer it with ``deny``."""
+
+    data: bytes
+    request: p.Request
+    mutation: p.Mutation | None
+
+
+@dataclass(slots=True)
+class _Handle:
+    path: str
+    directory: bool
+    read: int = 0
+    written: int = 0
+
+
+@dataclass(slots=True)
+class SftpTracker:
+    """Turns one sftp channel's two byte streams into operation events passed to ``emit``:
+    ``{op, path, target, bytes, status}`` (``mode`` on open; ``bytes`` = ``{read, written}`` at
+    close of a file handle, else None). A stream that stops making sense yields one ``error``
+    event and is followed no further."""
+
+    emit: Callable[[Event], None]
+    _client: Framer = field(default_factory=lambda: Framer(frozenset({p.WRITE})))
+    _server: Framer = field(default_factory=lambda: Framer(frozenset({p.DATA})))
+    _whole: Framer = field(default_factory=Framer)
+    _pending: dict[int, p.Request] = field(default_factory=dict)
+    _handles: dict[bytes, _Handle] = field(default_factory=dict)
+    _broken: bool = False
+
+    def client_data(self, data: bytes) -> None:
+        """Observe client→server bytes."""
+        if self._broken:
+            return
+        try:
+            for ptype, body, length in self._client.feed(data):
+                self._request(p.parse_request(ptype, body, length))
+        except p.SftpProtocolError as exc:
+            self._fail(f"client: {exc}")
+
+    def server_data(self, data: bytes) -> None:
+        """Observe server→client bytes."""
+        if self._broken:
+            return
+        try:
+            for ptype, body, length in self._server.feed(data):
+                self._reply(p.parse_reply(ptype, body, length))
+        except p.SftpProtocolError as exc:
+            self._fail(f"server: {exc}")
+
+    def client_packets(self, data: bytes) -> list[ClientPacket]:
+        """Gate client→server bytes: the whole packets completed by ``data``, each tracked as sent
+        unless ``deny`` is called for it. Raises :class:`SftpProtocolError` (close the channel)."""
+        packets = []
+        for ptype, body, _ in self._whole.feed(data):
+            request = p.parse_request(ptype, body)
+            if not self._broken:
+                self._request(request)
+            handle = self._handles.get(request.handle) if request.handle is not None else None
+            raw = struct.pack(">IB", len(body) + 1, ptype) + body
+            packets.append(ClientPacket(raw, request, p.mutation(request, handle.path if handle else None)))
+        return packets
+
+    def deny(self, packet: ClientPacket, message: str) -> bytes:
+        """Record ``packet`` as blocked; returns the STATUS packet to send the client instead."""
+        request = packet.request
+        if request.id is None:
+            raise p.SftpProtocolError("an INIT packet cannot be denied")
+        self._pending.pop(request.id, None)
+        change = packet.mutation
+        self._event(request.name, change.path if change else request.path,
+                    change.target if change else request.target, "blocked", message=message)  # fmt: skip
+        return p.status_packet(request.id, message)
+
+    def close(self) -> None:
+        """The channel ended: file handles still open get a ``close`` event with status ``unclosed``."""
+        for handle in self._handles.values():
+            if not handle.directory:
+                self._close_event(handle, "unclosed")
+        self._handles.clear()
+        self._pending.clear()
+
+    def _fail(self, reason: str) -> None:
+        self._broken = True
+        self._event("error", None, None, "unparsed", message=reason)
+
+    def _request(self, request: p.Request) -> None:
+        if request.id is None or request.name not in _TRACKED:
+            return
+        if len(self._pending) >= _MAX_PENDING:
+            self._fail(f"more than {_MAX_PENDING} requests unanswered")
+            return
+        self._pending[request.id] = request
+
+    def _reply(self, reply: p.Reply) -> None:
+        request = self._pending.pop(reply.id, None) if reply.id is not None else None
+        if request is None:
+            return
+        name = request.name
+        ok = reply.type != p.STATUS or reply.code == p.FX_OK
+        status = "ok" if reply.type != p.STATUS else p.status_name(reply.code)
+        handle = self._handles.get(request.handle) if request.handle is not None else None
+        if name in ("open", "opendir"):
+            if reply.type == p.HANDLE and reply.handle is not None and request.path is not None:
+                self._handles[reply.handle] = _Handle(request.path, name == "opendir")
+            mode = p.open_mode(request.pflags) if name == "open" else None
+            self._event(name, request.path, None, status, mode=mode)
+        elif name == "read":
+            if handle is not None and reply.type == p.DATA:
+                handle.read += reply.length
+        elif name == "write":
+            if handle is not None and ok:
+                handle.written += request.length
+        elif name == "close":
+            closed = self._handles.pop(request.handle, None) if request.handle is not None else None
+            if closed is not None and not closed.directory:
+                self._close_event(closed, status)
+        elif name == "fsetstat":
+            self._event("setstat", handle.path if handle else None, None, status)
+        else:
+            self._event(name, request.path, request.target, status)
+
+    def _close_event(self, handle: _Handle, status: str) -> None:
+        self._event(
+            "close", handle.path, None, status, bytes={"read": handle.read, "written": handle.written}
+        )
+
+    def _event(self, op: str, path: str | None, target: str | None, status: str, **extra: Any) -> None:
+        doc: Event = {"op": op, "path": path, "target": target, "bytes": None, "status": status}
+        doc.update((k, v) for k, v in extra.items() if v is not None)
+        self.emit(doc)
