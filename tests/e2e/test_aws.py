@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -385,3 +386,39 @@ def test_ec2_command_with_terminal_is_interactive(alice_aws: Client) -> None:
         assert term.wait(timeout=15) == 0
     finally:
         term.close()
+
+
+def test_abandoned_forward_does_not_stall_the_next(alice_aws: Client) -> None:
+    """A client that hangs up mid-download must not wedge the shared port session (regression)."""
+    size = 8 << 20
+    block = os.urandom(1 << 16)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+
+    def send(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            left = size
+            while left:
+                left -= conn.send(block[: min(left, len(block))])
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                threading.Thread(target=send, args=(listener.accept()[0],), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    local = free_port()
+    target = listener.getsockname()[1]
+    try:
+        with ssh_background(
+            alice_aws, "alice+app-prod", ["-N", "-L", f"127.0.0.1:{local}:localhost:{target}"]
+        ):
+            wait_port(local)  # this probe starts a download and hangs up at once
+            with socket.create_connection(("127.0.0.1", local), timeout=30) as sock:
+                assert len(recv_exact(sock, 1 << 20)) == 1 << 20
+                sock.shutdown(socket.SHUT_RDWR)  # and a second abandoned download
+            with socket.create_connection(("127.0.0.1", local), timeout=30) as sock:
+                assert len(recv_exact(sock, size)) == size
+    finally:
+        listener.close()

@@ -67,7 +67,6 @@ class SessionPump:
             status = self._finish()
             self._down.upstream_exit(status, None)
         self._down.upstream_closed(error)
-        self._closed = True
         self._tasks[1].cancel()
 
     async def _writer(self) -> None:
@@ -105,6 +104,11 @@ class SessionPump:
         self._may_read.set()
 
     def close(self) -> None:
+        """Stop both directions and close the SSM side once, however the reader ended.
+
+        A reader that stopped on an error has not closed its stream; an unread mux stream would
+        hold the whole port session's receive budget and stall every other stream on it.
+        """
         for task in self._tasks:
             task.cancel()
         if not self._closed:
