@@ -30,6 +30,8 @@ def test_two_workers_share_the_port(keys: Keys, upstream: Upstream, tmp_path: Pa
         served_by = {e["pid"] for e in gw.events("auth.success")}
         assert len(listening) == 2
         assert served_by == listening, "connections did not spread over both workers"
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_event['port']}/readyz", timeout=5) as r:
+            assert r.status == 200
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_event['port']}/metrics", timeout=5) as r:
             text = r.read().decode()
         match = re.search(

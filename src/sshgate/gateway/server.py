@@ -16,7 +16,7 @@ from sshgate.config import Config, ConfigError, load_config
 from sshgate.gateway.binding import AwsAccess, BindContext
 from sshgate.gateway.connection import GatewayConnection, GatewayState
 from sshgate.gateway.lockout import FailureTracker
-from sshgate.gateway.workers import WORKER_ENV, Supervisor
+from sshgate.gateway.workers import WORKER_ENV, Supervisor, ready_marker
 from sshgate.hostkey import load_or_create_host_keys
 from sshgate.metrics import Metrics, MetricsServer, use_multiprocess_dir
 from sshgate.policy.loader import ReloadableDecisionPoint
@@ -86,6 +86,7 @@ class Gateway:
             reuse_port=config.workers > 1,
         )
         self.port = self._server.sockets[0].getsockname()[1]
+        self._set_worker_ready(True)
         if config.metrics.listen and config.workers == 1:
             self._metrics_server = MetricsServer(self.metrics.registry, self.ready)
             await self._metrics_server.start(config.metrics.listen)
@@ -97,6 +98,15 @@ class Gateway:
             host_keys=[str(p) for p in config.host_key_paths],
             fingerprints=[k.get_fingerprint() for k in keys],
         )
+
+    def _set_worker_ready(self, ready: bool) -> None:
+        if WORKER_ENV not in os.environ:
+            return
+        marker = ready_marker(Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]), os.getpid())
+        if ready:
+            marker.touch()
+        else:
+            marker.unlink(missing_ok=True)
 
     def ready(self) -> bool:
         """``/readyz``: config, keys and policies loaded, the SSH port listening, not draining."""
@@ -146,6 +156,7 @@ class Gateway:
         Recordings of every session are finalized before this returns.
         """
         self.draining = True
+        self._set_worker_ready(False)
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()

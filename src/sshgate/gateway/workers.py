@@ -19,6 +19,11 @@ WORKER_ENV = "SSHGATE_WORKER"
 _RESTART_DELAY_S = 1.0
 
 
+def ready_marker(directory: Path, pid: int) -> Path:
+    """A worker's own readiness, as a file the supervisor can see: present while it serves."""
+    return directory / f"ready-{pid}"
+
+
 class Supervisor:
     def __init__(self, config: Config, config_path: str) -> None:
         self.config = config
@@ -55,7 +60,11 @@ class Supervisor:
                 process.send_signal(sig)
 
     def ready(self) -> bool:
-        return not self.stopping and all(p.returncode is None for p in self.workers.values())
+        """Every worker alive and itself ready (its marker file exists: config, keys, policies, port)."""
+        workers = self.workers.values()
+        return not self.stopping and all(
+            p.returncode is None and ready_marker(self.metrics_dir, p.pid).exists() for p in workers
+        )
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
