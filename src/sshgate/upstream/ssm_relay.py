@@ -137,16 +137,20 @@ class ExitMarker:
         return "/bin/sh -c " + _quote(inner)
 
     def feed(self, data: bytes) -> bytes:
+        if self.status is not None:
+            return b""  # the marker line was the command's last output
         buf = self._tail + data
         found = buf.find(self.marker)
         if found >= 0:
-            digits = buf[found + len(self.marker) :].split(b"\n", 1)[0].strip()
-            if digits.isdigit():
-                self.status = int(digits)
-                self._tail = b""
+            line, newline, _ = buf[found + len(self.marker) :].partition(b"\n")
+            if not newline:
+                self._tail = buf[found:]  # wait for the whole status line
                 return buf[:found]
-            self._tail = buf[found:]
-            return buf[:found]
+            self._tail = b""
+            if line.strip().isdigit():
+                self.status = int(line.strip())
+                return buf[:found]
+            return buf
         keep = _prefix_overlap(buf, self.marker)
         self._tail = buf[len(buf) - keep :] if keep else b""
         return buf[: len(buf) - keep]
