@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import shlex
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -134,7 +135,7 @@ class ExitMarker:
 
     def wrap(self, command: str) -> str:
         inner = f"stty raw -echo 2>/dev/null; {command}; printf '%s%d\\n' {self.marker.decode()} $?"
-        return "/bin/sh -c " + _quote(inner)
+        return "/bin/sh -c " + shlex.quote(inner)
 
     def feed(self, data: bytes) -> bytes:
         if self.status is not None:
@@ -166,7 +167,3 @@ def _prefix_overlap(buf: bytes, marker: bytes) -> int:
         if buf.endswith(marker[:size]):
             return size
     return 0
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "'\"'\"'") + "'"
