@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Keys, Upstream, base_config, ssh_resource
-from tests.support.gateway import Client, GatewayProcess
+from tests.support.gateway import Client, GatewayProcess, pub
 from tests.support.net import free_port, wait_port
 from tests.support.tcp import echo_server
 
@@ -43,6 +43,9 @@ def policy_gateway(
             upstream,
             [{"username": "sgtest", "secret": key, "default": True}, {"username": "devops", "secret": key}],
         )
+    )
+    config["identities"]["users"].append(
+        {"email": "audrey@corp.com", "groups": ["auditors", "dev"], "authorized_keys": [pub(keys.stranger)]}
     )
     config["policies"] = {"paths": [REPO_POLICIES, str(root / "extra")]}
     gw = GatewayProcess(root / "gw", config).start()
@@ -123,3 +126,26 @@ def test_engine_down_denies_with_policy_unavailable(keys: Keys, upstream: Upstre
         assert event["reason"] and event["reason"] != "policy unavailable"
     finally:
         gw.stop()
+
+
+def test_request_stage_sftp_read_only_for_auditors(
+    policy_gateway: GatewayProcess, keys: Keys, tmp_path: Path
+) -> None:
+    """`rm` over sftp is answered with PERMISSION_DENIED and never reaches the server; `get` works."""
+    audrey = Client(policy_gateway, keys.stranger, tmp_path / "audrey")
+    remote = Path("/home/sgtest") / f"audit-{tmp_path.name[-8:]}.txt"
+    remote.write_text("evidence\n")
+    try:
+        batch = f"get {remote} {tmp_path}/copy.txt\n-rm {remote}\n-rename {remote} {remote}.x\nls {remote}\n"
+        result = audrey.sftp("idp:human:audrey@corp.com+app", batch)
+        assert result.returncode == 0, result.stderr
+        assert (tmp_path / "copy.txt").read_text() == "evidence\n"
+        assert remote.exists() and not Path(f"{remote}.x").exists()
+        # OpenSSH's sftp prints its own words for the status code; the policy's message is in the
+        # STATUS packet for clients that show it, and in the audit log.
+        assert b"remote delete" in result.stderr and b"Permission denied" in result.stderr, result.stderr
+        event = policy_gateway.wait_event("request.blocked", kind="sftp", operation="remove")
+        assert event["path"] == str(remote)
+        assert event["message"] == f"auditors have read-only sftp (remove {remote} refused)"
+    finally:
+        remote.unlink(missing_ok=True)

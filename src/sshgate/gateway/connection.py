@@ -26,14 +26,17 @@ from sshgate.gateway.binding import (
 from sshgate.gateway.lockout import FailureTracker
 from sshgate.gateway.refusal import Refusal
 from sshgate.gateway.relay import ChannelRelay, start_task
+from sshgate.gateway.sftp_gate import SftpGate
 from sshgate.identity import Credentials, Identity, lookup
 from sshgate.login import Login, LoginError, parse_login
 from sshgate.metrics import Metrics
 from sshgate.policy.decision import Decision
 from sshgate.policy.input import ConnectionFacts, PolicyRequestKind, RequestFacts, request_input
 from sshgate.recording.recorder import ChannelKind
+from sshgate.sftp.protocol import Mutation
+from sshgate.sftp.tracker import SftpTracker
 from sshgate.tokens import verify_token
-from sshgate.upstream.base import SessionRequest, UpstreamError
+from sshgate.upstream.base import SessionRequest, UpstreamChannel, UpstreamError
 
 _FORWARDED_ENV = ("LANG", "LANGUAGE", "TZ")
 
@@ -395,10 +398,8 @@ class GatewayConnection(asyncssh.SSHServer):
             **fields,
         )
 
-    async def check_request(self, binding: Binding, kind: PolicyRequestKind, **facts: Any) -> None:
-        """The request stage: one decision per exec, subsystem, sftp mutation or forward."""
-        if not self.ctx.policy.has_rule("request"):
-            return
+    async def request_decision(self, binding: Binding, kind: PolicyRequestKind, **facts: Any) -> Decision:
+        """The request stage: one decision per exec, subsystem, sftp mutation or forward, audited."""
         decision = await self.ctx.policy.decide("request", request_input(binding.session_doc, kind, **facts))
         self._log_decision(decision, kind=kind, **facts)
         binding.recording.note_decision(
@@ -408,6 +409,14 @@ class GatewayConnection(asyncssh.SSHServer):
             self.log.warning(
                 "request.blocked", kind=kind, message=decision.message, reason=decision.reason, **facts
             )
+        return decision
+
+    async def check_request(self, binding: Binding, kind: PolicyRequestKind, **facts: Any) -> None:
+        """Refuse the request when a ``request`` rule blocks it."""
+        if not self.ctx.policy.has_rule("request"):
+            return
+        decision = await self.request_decision(binding, kind, **facts)
+        if not decision.allowed:
             raise Refusal(decision.client_text(), reason=decision.reason, event="request.blocked")
 
     async def list_resources(self) -> str:
@@ -606,7 +615,33 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
             pty=request.pty,
             resource=binding.resource.name,
         )
+        if request.subsystem == "sftp":
+            self._follow_sftp(binding, up)
         self.attach_upstream(up)
+
+    def _follow_sftp(self, binding: Binding, up: UpstreamChannel) -> None:
+        """Record every sftp file operation; with a ``request`` rule, also gate the mutating ones."""
+        tracker = SftpTracker(emit=self.recording.event)
+        self.server_tap = tracker.server_data
+        if not self.owner.ctx.policy.has_rule("request"):
+
+            def observe(data: bytes) -> None:
+                up.write(data)
+                tracker.client_data(data)
+
+            self.client_filter = observe
+            return
+        chan = self._chan
+        assert chan is not None
+
+        async def decide(change: Mutation) -> Decision:
+            return await self.owner.request_decision(
+                binding, "sftp", operation=change.operation, path=change.path, target_path=change.target
+            )
+
+        gate = SftpGate(tracker, up.write, chan.write, decide, chan.pause_reading, chan.resume_reading,
+                        lambda reason: self._refuse(reason, 1))  # fmt: skip
+        self.client_filter = gate.feed
 
 
 def _forwarded_env(env: Any) -> dict[str, str]:

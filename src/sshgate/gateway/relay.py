@@ -30,15 +30,24 @@ class _NoRecording:
     def resize(self, cols: int, rows: int) -> None:
         pass
 
+    def event(self, doc: dict[str, Any]) -> None:
+        pass
+
     def close(self, exit_status: int | None = None, exit_signal: str | None = None) -> None:
         pass
 
 
 class ChannelRelay:
-    """Both ends of one relayed channel. Subclasses are the asyncssh session objects."""
+    """Both ends of one relayed channel. Subclasses are the asyncssh session objects.
+
+    ``client_filter`` replaces the plain upstream write for protocols the gateway follows (sftp);
+    ``server_tap`` sees upstream bytes on their way to the client.
+    """
 
     _chan: Any = None
     _up: UpstreamChannel | None = None
+    client_filter: Callable[[bytes], None] | None = None
+    server_tap: Callable[[bytes], None] | None = None
 
     def __init__(self) -> None:
         self._client_backlog: list[bytes] = []
@@ -63,7 +72,10 @@ class ChannelRelay:
                 self._chan.pause_reading()
             return
         self.recording.input(data)
-        up.write(data)
+        if self.client_filter is None:
+            up.write(data)
+        else:
+            self.client_filter(data)
 
     def eof_received(self) -> bool:
         if self._up is None:
@@ -85,7 +97,10 @@ class ChannelRelay:
         self._up = up
         for data in self._client_backlog:
             self.recording.input(data)
-            up.write(data)
+            if self.client_filter is None:
+                up.write(data)
+            else:
+                self.client_filter(data)
         self._client_backlog.clear()
         if self._client_eof:
             up.write_eof()
@@ -107,6 +122,8 @@ class ChannelRelay:
     def upstream_data(self, data: bytes, stderr: bool) -> None:
         self.bytes_out += len(data)
         self.recording.output(data, stderr)
+        if self.server_tap is not None:
+            self.server_tap(data)
         chan = self._chan
         if chan is None:
             self._upstream_backlog.append((data, stderr))

@@ -19,6 +19,7 @@ class ChannelRecording(Protocol):
     def output(self, data: bytes, stderr: bool = False) -> None: ...
     def input(self, data: bytes) -> None: ...
     def resize(self, cols: int, rows: int) -> None: ...
+    def event(self, doc: dict[str, Any]) -> None: ...
     def close(self, exit_status: int | None = None, exit_signal: str | None = None) -> None: ...
 
 
@@ -31,6 +32,9 @@ class SessionRecording(Protocol):
 
 
 class Recorder(Protocol):
+    async def start(self) -> list[str]:
+        """Before serving: mark sessions a crash left active as interrupted; returns their ids."""
+
     async def start_session(self, session_id: str, meta: dict[str, Any]) -> SessionRecording: ...
     async def aclose(self) -> None: ...
 
@@ -45,8 +49,15 @@ class _NullChannel:
     def resize(self, cols: int, rows: int) -> None:
         pass
 
+    def event(self, doc: dict[str, Any]) -> None:
+        pass
+
     def close(self, exit_status: int | None = None, exit_signal: str | None = None) -> None:
         pass
+
+
+NULL_CHANNEL: ChannelRecording = _NullChannel()
+"""A channel recording that keeps nothing, for channels not (yet) attached to a session."""
 
 
 class _NullSession:
@@ -54,7 +65,7 @@ class _NullSession:
         self.session_id = session_id
 
     def open_channel(self, kind: ChannelKind, meta: dict[str, Any]) -> ChannelRecording:
-        return _NullChannel()
+        return NULL_CHANNEL
 
     def note_decision(self, decision: dict[str, Any]) -> None:
         pass
@@ -65,6 +76,9 @@ class _NullSession:
 
 class NullRecorder:
     """Keeps nothing; used until a sink is configured by the recording module."""
+
+    async def start(self) -> list[str]:
+        return []
 
     async def start_session(self, session_id: str, meta: dict[str, Any]) -> SessionRecording:
         return _NullSession(session_id)
