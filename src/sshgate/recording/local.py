@@ -1,0 +1,298 @@
+"""Recordings written to a directory (DESIGN §7), optionally shipped to S3 from there.
+
+The relay's calls append to memory; one writer task per recorder flushes every channel at least
+every ``flush_interval`` seconds, on a channel's close, and early when a channel holds more than
+1 MiB, doing the file work in a thread so the event loop never waits on the disk.
+
+A live session holds an exclusive ``flock`` on ``<dir>/.active/<session-id>``. The kernel drops
+it when the process dies, so at the next start-up any marker that can be locked belongs to a
+crashed process: its session is marked ``interrupted`` and sealed (hashes, signature).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Literal
+
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from sshgate.recording.channels import Channel, Item, make_channel, utc_now
+from sshgate.recording.manifest import SESSION_FILE, seal
+from sshgate.recording.recorder import ChannelKind, ChannelRecording, RecordingError, SessionRecording
+
+if TYPE_CHECKING:
+    from sshgate.recording.s3 import S3Sink
+
+log = structlog.get_logger("sshgate.recording")
+
+ACTIVE_DIR = ".active"
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def write_json(path: Path, doc: dict[str, Any]) -> None:
+    """Replace ``path`` atomically: a reader (or a crash) sees the old or the new document."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class _Session:
+    """One SSH connection's recording: its directory, session.json and channels."""
+
+    def __init__(
+        self, recorder: FileRecorder, session_id: str, meta: dict[str, Any], directory: Path
+    ) -> None:
+        self.session_id = session_id
+        self.recorder = recorder
+        self.dir = directory
+        self.channels: list[Channel] = []
+        self.files: dict[int, IO[bytes]] = {}
+        self.lock_fd = -1
+        self.dirty = True
+        self.closed = False
+        user = meta.get("user") or {}
+        self.doc: dict[str, Any] = {
+            "version": 1,
+            "session_id": session_id,
+            "status": "active",
+            "started_at": utc_now(),
+            "ended_at": None,
+            "user": user,
+            "resource": meta.get("resource"),
+            "resource_type": meta.get("resource_type"),
+            "native_user": meta.get("native_user"),
+            "client": {"ip": meta.get("client_ip"), "version": meta.get("client_version")},
+            "auth_method": meta.get("auth_method"),
+            "decisions": [],
+            "channels": [],
+        }
+        who = user.get("email") or user.get("name") or "?"
+        self.title = f"{who} on {meta.get('resource')} as {meta.get('native_user')}"
+
+    def open_channel(self, kind: ChannelKind, meta: dict[str, Any]) -> ChannelRecording:
+        if self.closed:
+            raise RecordingError("the session's recording is closed")
+        channel = make_channel(
+            len(self.channels) + 1, kind, meta, self.recorder.wake, self.recorder.capture_input, self.title
+        )
+        self.channels.append(channel)
+        self.dirty = True
+        self.recorder.wake()
+        return channel
+
+    def note_decision(self, decision: dict[str, Any]) -> None:
+        self.doc["decisions"].append({"at": utc_now(), **decision})
+        self.dirty = True
+
+    async def close(self, status: Literal["closed", "interrupted"] = "closed") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for channel in self.channels:
+            channel.close()
+        await self.recorder.finish(self, status)
+
+    def snapshot(self) -> dict[str, Any]:
+        self.dirty = False
+        return {**self.doc, "channels": [c.describe() for c in self.channels]}
+
+    # writer thread
+
+    def write(self, work: list[tuple[Channel, list[Item], bool]], doc: dict[str, Any] | None) -> None:
+        for channel, items, final in work:
+            f = self.files.get(channel.n)
+            if f is None:
+                f = self.files[channel.n] = (self.dir / channel.file).open("ab", buffering=0)
+                f.write(channel.header())
+            data = channel.encode(items, final)
+            if data:
+                f.write(data)
+            if final:
+                f.close()
+                del self.files[channel.n]
+                channel.finished = True
+        if doc is not None:
+            write_json(self.dir / SESSION_FILE, doc)
+
+
+class FileRecorder:
+    """Recordings under ``root``; with an S3 sink, ``root`` is the spool and files move to S3."""
+
+    def __init__(
+        self,
+        root: Path,
+        capture_input: bool = False,
+        signing_key: Ed25519PrivateKey | None = None,
+        sink: S3Sink | None = None,
+        flush_interval: float = 0.5,
+    ) -> None:
+        self.root = root
+        self.capture_input = capture_input
+        self.signing_key = signing_key
+        self.sink = sink
+        self.flush_interval = flush_interval
+        self._sessions: set[_Session] = set()
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def start(self) -> list[str]:
+        """Recover after a crash and start the writer; returns the sessions marked interrupted."""
+        if self._task is not None:
+            return []
+        try:
+            interrupted, leftovers = await asyncio.to_thread(self._recover)
+        except OSError as exc:
+            raise RecordingError(f"recording directory {self.root}: {exc.strerror or exc}") from None
+        for session_id in interrupted:
+            log.warning("recording.interrupted", session_id=session_id)
+        if self.sink is not None:
+            self.sink.start()
+            for directory in leftovers:
+                self.sink.put_session(directory)
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return interrupted
+
+    async def start_session(self, session_id: str, meta: dict[str, Any]) -> SessionRecording:
+        await self.start()
+        if not _SAFE_ID.fullmatch(session_id):
+            raise RecordingError(f"unusable session id {session_id!r}")
+        directory = self.root / time.strftime("%Y-%m-%d", time.gmtime()) / session_id
+        session = _Session(self, session_id, meta, directory)
+        try:
+            await asyncio.to_thread(self._create, session)
+        except OSError as exc:
+            raise RecordingError(f"cannot create {directory}: {exc.strerror or exc}") from None
+        self._sessions.add(session)
+        return session
+
+    async def flush(self) -> None:
+        """Write what every channel holds; finished channels go to the sink."""
+        async with self._lock:
+            batch = []
+            for session in self._sessions:
+                work = []
+                for channel in session.channels:
+                    if channel.finished:
+                        continue
+                    final = channel.closed
+                    items = channel.take()
+                    if items or final or channel.n not in session.files:
+                        work.append((channel, items, final))
+                if work or session.dirty:
+                    batch.append((session, work, session.snapshot()))
+            if not batch:
+                return
+            await asyncio.to_thread(self._write, batch)
+        for session, work, _ in batch:
+            for channel, _, final in work:
+                if final and channel.finished and self.sink is not None:
+                    self.sink.put(session.dir / channel.file)
+
+    async def finish(self, session: _Session, status: str) -> None:
+        """Final flush, then seal and write session.json and release the session's marker."""
+        await self.flush()
+        async with self._lock:
+            self._sessions.discard(session)
+            doc = {**session.snapshot(), "status": status, "ended_at": utc_now()}
+            try:
+                await asyncio.to_thread(self._seal, session, doc)
+            except OSError as exc:
+                log.error("recording.error", session_id=session.session_id, error=str(exc))
+                return
+        if self.sink is not None:
+            self.sink.put_session(session.dir)
+
+    async def aclose(self) -> None:
+        """Finish open sessions, stop the writer and give the sink time to upload."""
+        for session in list(self._sessions):
+            await session.close("closed")
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self.sink is not None:
+            await self.sink.aclose()
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.flush_interval):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception as exc:  # the writer must outlive any one bad write
+                log.error("recording.error", error=repr(exc))
+
+    # file work, in a thread
+
+    def _create(self, session: _Session) -> None:
+        session.dir.mkdir(parents=True, exist_ok=False)
+        marker = self.root / ACTIVE_DIR / session.session_id
+        fd = os.open(marker, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(fd, str(session.dir.relative_to(self.root)).encode())
+        session.lock_fd = fd
+        write_json(session.dir / SESSION_FILE, session.snapshot())
+
+    def _write(
+        self, batch: list[tuple[_Session, list[tuple[Channel, list[Item], bool]], dict[str, Any]]]
+    ) -> None:
+        for session, work, doc in batch:
+            try:
+                session.write(work, doc)
+            except OSError as exc:
+                log.error("recording.error", session_id=session.session_id, error=str(exc))
+
+    def _seal(self, session: _Session, doc: dict[str, Any]) -> None:
+        for f in session.files.values():
+            f.close()
+        session.files.clear()
+        seal(doc, session.dir, self.signing_key)
+        write_json(session.dir / SESSION_FILE, doc)
+        (self.root / ACTIVE_DIR / session.session_id).unlink(missing_ok=True)
+        os.close(session.lock_fd)
+
+    def _recover(self) -> tuple[list[str], list[Path]]:
+        """Seal sessions whose process died; with a sink, list every finished session dir."""
+        active = self.root / ACTIVE_DIR
+        active.mkdir(parents=True, exist_ok=True)
+        live: set[str] = set()
+        interrupted = []
+        for marker in sorted(active.iterdir()):
+            fd = os.open(marker, os.O_RDWR)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    live.add(marker.name)
+                    continue
+                directory = self.root / marker.read_text().strip()
+                if (directory / SESSION_FILE).is_file():
+                    doc = json.loads((directory / SESSION_FILE).read_text(encoding="utf-8"))
+                    doc["status"], doc["ended_at"] = "interrupted", utc_now()
+                    seal(doc, directory, self.signing_key)
+                    write_json(directory / SESSION_FILE, doc)
+                    interrupted.append(marker.name)
+                marker.unlink()
+            finally:
+                os.close(fd)
+        leftovers = []
+        if self.sink is not None:
+            for doc_path in sorted(self.root.glob(f"*/*/{SESSION_FILE}")):
+                if doc_path.parent.name not in live and not doc_path.parent.parent.name.startswith("."):
+                    leftovers.append(doc_path.parent)
+        return interrupted, leftovers
