@@ -1,0 +1,137 @@
+"""The S3 sink against moto's server mode, including an outage in the middle of a session."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from sshgate.config import Config
+from sshgate.recording.build import build_recorder
+from sshgate.recording.local import FileRecorder
+from tests.recording.helpers import META, cast_text
+
+MOTO = str(Path(sys.executable).parent / "moto_server")
+
+
+class Moto:
+    def __init__(self) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [MOTO, "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        self.client().create_bucket(Bucket="recs")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def client(self) -> Any:
+        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1")
+
+    def objects(self) -> dict[str, bytes]:
+        listing = self.client().list_objects_v2(Bucket="recs").get("Contents", [])
+        return {
+            o["Key"]: self.client().get_object(Bucket="recs", Key=o["Key"])["Body"].read() for o in listing
+        }
+
+
+@pytest.fixture
+def moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[Moto]:
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
+        monkeypatch.setenv(name, value)
+    server = Moto()
+    server.start()
+    yield server
+    server.stop()
+
+
+def recorder_for(moto: Moto, spool: Path) -> FileRecorder:
+    config = Config.model_validate(
+        {
+            "recording": {"sink": "s3", "dir": str(spool), "s3": {"bucket": "recs", "prefix": "gw"}},
+            "aws": {"region": "us-east-1", "endpoints": {"s3": moto.url}},
+        }
+    )
+    recorder = build_recorder(config)
+    assert recorder.sink is not None
+    recorder.sink._backoff = (0.1, 0.5)
+    return recorder
+
+
+async def test_outage_mid_session_then_the_recording_arrives_complete(moto: Moto, tmp_path: Path) -> None:
+    recorder = recorder_for(moto, tmp_path / "spool")
+    await recorder.start()
+    session = await recorder.start_session("s-s3", META)
+    shell = session.open_channel("shell", {"pty": True, "term": "xterm", "size": [80, 24]})
+    shell.output(b"before the outage\r\n")
+    big = b"0123456789abcdef" * 4096  # 64 KiB per chunk, 9 MiB in all: a multipart upload
+    await asyncio.to_thread(moto.stop)
+    for _ in range(144):
+        shell.output(big)
+    shell.output(b"during the outage\r\n")
+    shell.close(0)
+    await session.close()
+    await asyncio.sleep(0.5)  # some uploads fail and back off meanwhile
+    await asyncio.to_thread(moto.start)
+    assert recorder.sink is not None
+    await asyncio.wait_for(recorder.sink.drain(), 30)
+    await recorder.aclose()
+
+    objects = moto.objects()
+    prefix = next(iter(objects)).rsplit("/", 1)[0]
+    assert prefix.startswith("gw/") and prefix.endswith("/s-s3")
+    assert sorted(objects) == [f"{prefix}/1-shell.cast", f"{prefix}/session.json"]
+    cast = tmp_path / "1-shell.cast"
+    cast.write_bytes(objects[f"{prefix}/1-shell.cast"])
+    text = cast_text(cast)
+    assert text.startswith("before the outage") and text.endswith("during the outage\r\n")
+    assert len(cast.read_bytes()) > 9 * 2**20
+    assert b'"status": "closed"' in objects[f"{prefix}/session.json"]
+    assert not list((tmp_path / "spool").glob("[0-9]*/*"))  # the spool is emptied
+
+
+async def test_leftovers_upload_at_the_next_start(moto: Moto, tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    await asyncio.to_thread(moto.stop)
+    first = recorder_for(moto, spool)
+    assert first.sink is not None
+    first.sink._drain_timeout = 0.2
+    session = await first.start_session("s-left", META)
+    session.open_channel("forward", {"host": "db", "port": 5432}).close()
+    await session.close()
+    await first.aclose()  # S3 still away: the files stay in the spool
+    assert len(list(spool.glob("[0-9]*/s-left/*"))) == 2
+
+    await asyncio.to_thread(moto.start)
+    second = recorder_for(moto, spool)
+    await second.start()
+    assert second.sink is not None
+    await asyncio.wait_for(second.sink.drain(), 30)
+    await second.aclose()
+    assert sorted(k.rsplit("/", 1)[1] for k in moto.objects()) == ["1-forward.jsonl", "session.json"]
