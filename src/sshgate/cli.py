@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from sshgate import audit
 from sshgate.config import ConfigError, config_path_from_env, load_config
 from sshgate.policy.cli import add_policy_commands
+from sshgate.recording.recorder import RecordingError
 from sshgate.tokens import new_token
 
 T = TypeVar("T")
@@ -93,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except ConfigError as exc:
         print(f"sshgate: configuration error:\n{exc}", file=sys.stderr)
+        return 2
+    except RecordingError as exc:
+        print(f"sshgate: recordings cannot be written, so the gateway will not serve: {exc}", file=sys.stderr)
         return 2
 
 

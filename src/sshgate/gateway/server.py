@@ -22,6 +22,7 @@ from sshgate.metrics import Metrics, MetricsServer, use_multiprocess_dir
 from sshgate.policy.loader import ReloadableDecisionPoint
 from sshgate.policy.sources import PolicyLoadError
 from sshgate.policy.watch import watch_policies
+from sshgate.recording.build import build_recorder
 from sshgate.recording.recorder import NullRecorder, Recorder
 from sshgate.upstream.ssh import ENCRYPTION_ALGS
 
@@ -60,6 +61,11 @@ class Gateway:
     async def start(self) -> None:
         """Load policies and keys, then listen; any failure here stops start-up with a clear error."""
         config = self.config
+        # Recordings first: a gateway that cannot record must not serve (fail closed).
+        self.recorder = build_recorder(config)
+        interrupted = await self.recorder.start()
+        if interrupted:
+            self.log.warning("recording.interrupted", sessions=interrupted)
         # The embedded Rego engine is bound to the thread that compiles it: the event loop's.
         self.policy = ReloadableDecisionPoint(config.policies)
         self.ctx = BindContext(config, self.policy, self.recorder, AwsAccess(config.aws))
