@@ -9,7 +9,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -17,17 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from tests.conftest import Keys, Upstream, base_config
 from tests.e2e.test_forward import BOOTSTRAP, ssh_background
+from tests.support.emulator import REGION, aws_client, emulator_process
 from tests.support.gateway import Client, GatewayProcess
 from tests.support.net import free_port, wait_port
 from tests.support.tcp import echo_server, recv_exact, socks5_connect
 from tests.support.terminal import Terminal
 
-REGION = "us-east-1"
 ROLE_ARN = "arn:aws:iam::123456789012:role/ecs-exec"
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}
 
@@ -53,7 +51,6 @@ session := {"action": "block", "type": "block_with_formal_message", "message": "
 @dataclass
 class AwsWorld:
     url: str
-    process: subprocess.Popen[str]
     ec2: Any
     ecs: Any
     instance_id: str
@@ -65,28 +62,11 @@ class AwsWorld:
         return [s for s in sessions if s.get("Status") != "Terminated"]
 
 
-def _client(url: str, service: str) -> Any:
-    return boto3.client(
-        service,
-        endpoint_url=url,
-        region_name=REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-
-
 @pytest.fixture(scope="module")
 def world() -> Iterator[AwsWorld]:
-    exe = Path(sys.executable).with_name("sshgate-aws-emulator")
-    proc = subprocess.Popen([str(exe), "--port", "0"], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        assert line.startswith("ready http://"), line
-        url = line.split()[1]
-        threading.Thread(target=proc.stdout.read, daemon=True).start()
-        ec2, ecs = _client(url, "ec2"), _client(url, "ecs")
-        _client(url, "ssm").create_document(
+    with emulator_process() as url:
+        ec2, ecs = aws_client(url, "ec2"), aws_client(url, "ecs")
+        aws_client(url, "ssm").create_document(
             Name="SSHGate-NonInteractiveCommands",
             DocumentType="Session",
             DocumentFormat="JSON",
@@ -131,15 +111,11 @@ def world() -> Iterator[AwsWorld]:
         )
         yield AwsWorld(
             url,
-            proc,
             ec2,
             ecs,
             instance["Instances"][0]["InstanceId"],
             task["tasks"][0]["taskArn"].rsplit("/", 1)[-1],
         )
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
 
 
 @pytest.fixture(scope="module")

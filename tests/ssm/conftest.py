@@ -6,11 +6,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -19,6 +16,7 @@ import pytest_asyncio
 
 from sshgate.ssm.client import Boto3Control, StreamTarget, start_session
 from sshgate.ssm.emulator import Emulator
+from tests.support.emulator import emulator_process as start_emulator_process
 
 REGION = "us-east-1"
 
@@ -40,19 +38,10 @@ class EmulatorProcess:
 
 @pytest.fixture(scope="session")
 def emulator_process() -> Iterator[EmulatorProcess]:
-    exe = Path(sys.executable).with_name("sshgate-aws-emulator")
-    proc = subprocess.Popen([str(exe), "--port", "0"], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        assert line.startswith("ready http://"), line
-        url = line.split()[1]
+    with start_emulator_process() as url:
         clients = {s: _client(url, s) for s in ("ec2", "ssm")}
         reply = clients["ec2"].run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1)
         yield EmulatorProcess(url, reply["Instances"][0]["InstanceId"], clients["ssm"])
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
 
 
 @pytest.fixture(autouse=True)

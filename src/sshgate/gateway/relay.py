@@ -14,27 +14,10 @@ from typing import Any
 
 import asyncssh
 
-from sshgate.recording.recorder import ChannelRecording
+from sshgate.recording.recorder import NULL_CHANNEL, ChannelRecording
 from sshgate.upstream.base import ExitSignal, UpstreamChannel
 
 _STDERR = asyncssh.EXTENDED_DATA_STDERR
-
-
-class _NoRecording:
-    def output(self, data: bytes, stderr: bool = False) -> None:
-        pass
-
-    def input(self, data: bytes) -> None:
-        pass
-
-    def resize(self, cols: int, rows: int) -> None:
-        pass
-
-    def event(self, doc: dict[str, Any]) -> None:
-        pass
-
-    def close(self, exit_status: int | None = None, exit_signal: str | None = None) -> None:
-        pass
 
 
 class ChannelRelay:
@@ -57,7 +40,7 @@ class ChannelRelay:
         self._exit_status: int | None = None
         self._exit_signal: ExitSignal | None = None
         self._closed = False
-        self.recording: ChannelRecording = _NoRecording()
+        self.recording: ChannelRecording = NULL_CHANNEL
         self.bytes_in = 0
         self.bytes_out = 0
 

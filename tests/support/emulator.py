@@ -1,0 +1,41 @@
+"""``sshgate-aws-emulator`` as its own process, as docker-compose runs it, and boto3 clients for it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+REGION = "us-east-1"
+
+
+@contextmanager
+def emulator_process() -> Iterator[str]:
+    """Start it on a free port; yields ``http://127.0.0.1:PORT`` once it printed its ready line."""
+    exe = Path(sys.executable).with_name("sshgate-aws-emulator")
+    proc = subprocess.Popen([str(exe), "--port", "0"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        assert line.startswith("ready http://"), line
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
+        yield line.split()[1]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def aws_client(url: str, service: str) -> Any:
+    return boto3.client(
+        service,
+        endpoint_url=url,
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
