@@ -375,10 +375,13 @@ def load_config(path: str | os.PathLike[str]) -> Config:
             update={"paths": [_resolve(base, p) for p in config.policies.paths]}
         ),
     }
+    recording: dict[str, Any] = {}
     if config.recording.dir:
-        updates["recording"] = config.recording.model_copy(
-            update={"dir": _resolve(base, config.recording.dir)}
-        )
+        recording["dir"] = _resolve(base, config.recording.dir)
+    if config.recording.signing_key:
+        recording["signing_key"] = _resolve(base, config.recording.signing_key)
+    if recording:
+        updates["recording"] = config.recording.model_copy(update=recording)
     return config.model_copy(update=updates)
 
 

@@ -623,6 +623,7 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         """Record every sftp file operation; with a ``request`` rule, also gate the mutating ones."""
         tracker = SftpTracker(emit=self.recording.event)
         self.server_tap = tracker.server_data
+        self.on_close = tracker.close
         if not self.owner.ctx.policy.has_rule("request"):
 
             def observe(data: bytes) -> None:

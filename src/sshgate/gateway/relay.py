@@ -31,6 +31,7 @@ class ChannelRelay:
     _up: UpstreamChannel | None = None
     client_filter: Callable[[bytes], None] | None = None
     server_tap: Callable[[bytes], None] | None = None
+    on_close: Callable[[], None] | None = None
 
     def __init__(self) -> None:
         self._client_backlog: list[bytes] = []
@@ -129,9 +130,9 @@ class ChannelRelay:
         if self._closed:
             return
         self._closed = True
-        signal = self._exit_signal
-        self.recording.close(self._exit_status, signal.name if signal else None)
+        self._finish_recording()
         chan = self._chan
+        signal = self._exit_signal
         if chan is None:
             return
         if signal is not None and hasattr(chan, "exit_with_signal"):
@@ -164,7 +165,13 @@ class ChannelRelay:
             self._up.close()
         if not self._closed:
             self._closed = True
-            self.recording.close(self._exit_status, self._exit_signal.name if self._exit_signal else None)
+            self._finish_recording()
+
+    def _finish_recording(self) -> None:
+        if self.on_close is not None:
+            self.on_close()
+        signal = self._exit_signal
+        self.recording.close(self._exit_status, signal.name if signal else None)
 
 
 def start_task(coro: Awaitable[None], on_error: Callable[[BaseException], None]) -> asyncio.Task[None]:
