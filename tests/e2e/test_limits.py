@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -127,5 +128,8 @@ def test_sigterm_drains_then_notifies(limited: GatewayProcess, keys: Keys, tmp_p
         assert 1.5 < time.monotonic() - start < 8
         limited.wait_event("session.drained")
         limited.wait_event("gateway.stopped")
+        recordings = Path(limited.config["data_dir"]) / "recordings"
+        (manifest,) = recordings.glob("[0-9]*/*/session.json")
+        assert json.loads(manifest.read_text())["status"] == "closed"
     finally:
         term.close()
