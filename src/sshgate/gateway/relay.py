@@ -18,6 +18,10 @@ from sshgate.recording.recorder import NULL_CHANNEL, ChannelRecording
 from sshgate.upstream.base import ExitSignal, UpstreamChannel
 
 _STDERR = asyncssh.EXTENDED_DATA_STDERR
+# Past this many bytes the recording has not yet taken, the upstream waits for the disk writer:
+# a recording may slow a session down, but it never falls behind without bound.
+RECORDING_HIGH_WATER = 8 * 1024 * 1024
+_RECORDING_RECHECK_S = 0.02
 
 
 class ChannelRelay:
@@ -44,6 +48,8 @@ class ChannelRelay:
         self.recording: ChannelRecording = NULL_CHANNEL
         self.bytes_in = 0
         self.bytes_out = 0
+        self._client_full = False
+        self._recording_full = False
 
     # Client → upstream
 
@@ -69,11 +75,21 @@ class ChannelRelay:
         return True
 
     def pause_writing(self) -> None:
+        self._client_full = True
         if self._up is not None:
             self._up.pause_reading()
 
     def resume_writing(self) -> None:
-        if self._up is not None:
+        self._client_full = False
+        if self._up is not None and not self._recording_full:
+            self._up.resume_reading()
+
+    def _recording_caught_up(self) -> None:
+        if self._closed or self.recording.backlog() > RECORDING_HIGH_WATER // 2:
+            asyncio.get_running_loop().call_later(_RECORDING_RECHECK_S, self._recording_caught_up)
+            return
+        self._recording_full = False
+        if self._up is not None and not self._client_full:
             self._up.resume_reading()
 
     def attach_upstream(self, up: UpstreamChannel) -> None:
@@ -106,6 +122,14 @@ class ChannelRelay:
     def upstream_data(self, data: bytes, stderr: bool) -> None:
         self.bytes_out += len(data)
         self.recording.output(data, stderr)
+        if (
+            not self._recording_full
+            and self.recording.backlog() > RECORDING_HIGH_WATER
+            and self._up is not None
+        ):
+            self._recording_full = True
+            self._up.pause_reading()
+            asyncio.get_running_loop().call_later(_RECORDING_RECHECK_S, self._recording_caught_up)
         if self.server_tap is not None:
             self.server_tap(data)
         chan = self._chan

@@ -73,6 +73,9 @@ class Channel:
 
     # hot path
 
+    def backlog(self) -> int:
+        return self._size
+
     def output(self, data: bytes, stderr: bool = False) -> None:
         self.bytes_out += len(data)
 

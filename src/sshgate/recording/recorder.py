@@ -20,6 +20,10 @@ class ChannelRecording(Protocol):
     def input(self, data: bytes) -> None: ...
     def resize(self, cols: int, rows: int) -> None: ...
     def event(self, doc: dict[str, Any]) -> None: ...
+    def backlog(self) -> int:
+        """Bytes handed over but not yet taken by the writer: the relay slows down past a limit."""
+        ...
+
     def close(self, exit_status: int | None = None, exit_signal: str | None = None) -> None: ...
 
 
@@ -51,6 +55,9 @@ class _NullChannel:
 
     def event(self, doc: dict[str, Any]) -> None:
         pass
+
+    def backlog(self) -> int:
+        return 0
 
     def close(self, exit_status: int | None = None, exit_signal: str | None = None) -> None:
         pass
