@@ -21,7 +21,7 @@ from tests.support.gateway import Client, GatewayProcess
 from tests.support.sshd import Sshd, start_sshd
 from tests.support.terminal import Terminal
 
-from bench.common import CIPHER, bench_env
+from bench.common import CIPHER, bench_env, connect
 
 KEX = "curve25519-sha256"  # the same key exchange on every path, so setup times compare
 
@@ -146,17 +146,7 @@ async def idle_sessions(gw: GatewayProcess, key: Path, sessions: int) -> None:
     async def one() -> None:
         nonlocal failures
         try:
-            conn = await asyncssh.connect(
-                "127.0.0.1",
-                gw.port,
-                username="alice+web-1",
-                client_keys=[client_key],
-                known_hosts=None,
-                encryption_algs=[CIPHER],
-                compression_algs=None,
-                agent_path=None,
-                config=None,
-            )
+            conn = await connect(gw.port, client_key)
             await conn.create_session(asyncssh.SSHClientSession, term_type="xterm", encoding=None)
             conns.append(conn)
         except (OSError, asyncssh.Error):

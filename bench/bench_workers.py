@@ -17,7 +17,7 @@ import asyncssh
 from tests.support.gateway import Client, GatewayProcess
 from tests.support.net import free_port
 
-from bench.common import CIPHER, bench_env
+from bench.common import bench_env, connect
 
 
 def parallel_download(client: Client, size_mb: int, streams: int) -> float:
@@ -45,17 +45,7 @@ async def connection_rate(
         nonlocal done, failed
         while time.monotonic() < deadline and not failed:
             try:
-                async with asyncssh.connect(
-                    "127.0.0.1",
-                    port,
-                    username="alice+web-1",
-                    client_keys=[client_key],
-                    known_hosts=None,
-                    encryption_algs=[CIPHER],
-                    compression_algs=None,
-                    agent_path=None,
-                    config=None,
-                ) as conn:
+                async with connect(port, client_key) as conn:
                     result = await conn.run("true", check=True)
                     assert result.exit_status == 0
                 done += 1

@@ -10,11 +10,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncssh
 from tests.conftest import Keys, Upstream, base_config
 from tests.support.gateway import user_key
 from tests.support.sshd import Sshd, keygen, start_sshd
 
 CIPHER = "aes128-gcm@openssh.com"
+
+
+def connect(port: int, key: asyncssh.SSHKey) -> Any:
+    """An asyncssh client connection to a gateway on loopback, as alice+web-1 (await or `async with`)."""
+    return asyncssh.connect(
+        "127.0.0.1", port, username="alice+web-1", client_keys=[key], known_hosts=None,
+        encryption_algs=[CIPHER], compression_algs=None, agent_path=None, config=None,
+    )  # fmt: skip
 
 
 @dataclass

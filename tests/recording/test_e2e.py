@@ -54,6 +54,20 @@ def _last_session_id(gw: GatewayProcess, resource: str = "web-1") -> str:
     return str(gw.wait_event("session.start", resource=resource)["session_id"])
 
 
+def _verify(gw: GatewayProcess, session_id: str) -> subprocess.CompletedProcess[bytes]:
+    argv = [
+        sys.executable,
+        "-m",
+        "sshgate.cli",
+        "recordings",
+        "verify",
+        session_id,
+        "--config",
+        str(gw.config_path),
+    ]
+    return subprocess.run(argv, capture_output=True)
+
+
 def test_pty_session_cast_plays_and_keeps_no_password(
     recorded: GatewayProcess, keys: Keys, tmp_path: Path
 ) -> None:
@@ -85,37 +99,13 @@ def test_pty_session_cast_plays_and_keeps_no_password(
         assert b"hunter2-not-recorded" not in file.read_bytes(), file.name
     doc = session_doc(directory)
     assert doc["status"] == "closed" and doc["channels"][0]["kind"] == "shell"
-    verify = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sshgate.cli",
-            "recordings",
-            "verify",
-            session_id,
-            "--config",
-            str(recorded.config_path),
-        ],
-        capture_output=True,
-    )
+    verify = _verify(recorded, session_id)
     assert verify.returncode == 0, verify.stdout + verify.stderr
     cast = directory / "1-shell.cast"
     data = bytearray(cast.read_bytes())
     data[-3] ^= 1
     cast.write_bytes(bytes(data))
-    tampered = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sshgate.cli",
-            "recordings",
-            "verify",
-            session_id,
-            "--config",
-            str(recorded.config_path),
-        ],
-        capture_output=True,
-    )
+    tampered = _verify(recorded, session_id)
     assert tampered.returncode != 0 and b"1-shell.cast" in tampered.stdout + tampered.stderr
 
 

@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 import pytest
 import pytest_asyncio
 
 from sshgate.ssm.client import Boto3Control, StreamTarget, start_session
 from sshgate.ssm.emulator import Emulator
+from tests.support.emulator import aws_client as _client
 from tests.support.emulator import emulator_process as start_emulator_process
 
 REGION = "us-east-1"
@@ -56,16 +56,6 @@ def _clean_faults(request: pytest.FixtureRequest) -> Iterator[None]:
 
 def aws_client(emulator: Emulator, service: str) -> Any:
     return _client(emulator.url, service)
-
-
-def _client(url: str, service: str) -> Any:
-    return boto3.client(
-        service,
-        endpoint_url=url,
-        region_name=REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
 
 
 @dataclass
