@@ -6,6 +6,7 @@ import copy
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -101,12 +102,12 @@ def test_connection_binds_to_first_resource(alice: Client, tmp_path: Path) -> No
     """Channels multiplexed on one connection share its binding; another resource is refused."""
     sock = tmp_path / "mux.sock"
     mux = ["-o", f"ControlPath={sock}"]
-    master = subprocess.Popen(alice.ssh_argv("alice", options=[*mux, "-M", "-N"]))
+    master = subprocess.Popen(alice.ssh_argv("alice", options=[*mux, "-M", "-N"]), stdin=subprocess.DEVNULL)
     try:
-        for _ in range(100):
-            if sock.exists():
-                break
-            subprocess.run(["sleep", "0.05"], check=True)
+        deadline = time.monotonic() + 20
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sock.exists(), "the ControlMaster did not come up"
         first = alice.ssh("alice", "formal web-1 -- echo one", options=mux)
         assert first.stdout == b"one\n", first.stderr
         again = alice.ssh("alice", "formal web-1 -- echo two", options=mux)
@@ -115,8 +116,12 @@ def test_connection_binds_to_first_resource(alice: Client, tmp_path: Path) -> No
         assert other.returncode == 1
         assert b"this connection is bound to web-1" in other.stderr
     finally:
-        master.terminate()
-        master.wait(timeout=10)
+        subprocess.run(alice.ssh_argv("alice", options=[*mux, "-O", "exit"]), capture_output=True, timeout=10)
+        try:
+            master.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            master.kill()
+            master.wait()
 
 
 def test_lockout_after_repeated_failures(keys: Keys, upstream: Upstream, tmp_path: Path) -> None:
