@@ -32,11 +32,17 @@ def test_two_workers_share_the_port(keys: Keys, upstream: Upstream, tmp_path: Pa
         assert served_by == listening, "connections did not spread over both workers"
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_event['port']}/readyz", timeout=5) as r:
             assert r.status == 200
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_event['port']}/metrics", timeout=5) as r:
-            text = r.read().decode()
-        match = re.search(
-            r'^sshgate_sessions_total\{outcome="closed",resource="web-1",type="ssh"\} (\S+)$', text, re.M
-        )
-        assert match and float(match.group(1)) == 16
+        # A session is counted when its connection has closed on the gateway's side, which can
+        # trail the client's exit by a moment: poll.
+        deadline = time.monotonic() + 10
+        total = 0.0
+        while total < 16 and time.monotonic() < deadline:
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_event['port']}/metrics", timeout=5) as r:
+                text = r.read().decode()
+            pattern = r'^sshgate_sessions_total\{outcome="closed",resource="web-1",type="ssh"\} (\S+)$'
+            match = re.search(pattern, text, re.M)
+            total = float(match.group(1)) if match else 0.0
+            time.sleep(0.1)
+        assert total == 16
     finally:
         assert gw.stop() == 0

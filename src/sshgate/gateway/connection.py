@@ -124,9 +124,9 @@ class GatewayConnection(asyncssh.SSHServer):
             binding = await self._binding
         except (asyncio.CancelledError, Exception):
             return
+        self.state.metrics.session_ended(binding.resource.name, binding.resource.type, "closed")
         await binding.upstream.close()
         await binding.recording.close("closed")
-        self.state.metrics.session_ended(binding.resource.name, binding.resource.type, "closed")
 
     # Authentication
 
