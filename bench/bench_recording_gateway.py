@@ -12,7 +12,6 @@ import argparse
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -28,20 +27,8 @@ NO_RECORDING = (
 
 
 class UnrecordedGateway(GatewayProcess):
-    def start(self, timeout: float = 20.0) -> GatewayProcess:
-        self._ready.clear()
-        code = NO_RECORDING.format(config=str(self.config_path))
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", code],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=self.env,
-        )
-        threading.Thread(target=self._read, args=(self.process,), daemon=True).start()
-        if not self._ready.wait(timeout):
-            raise RuntimeError("gateway did not start")
-        return self
+    def argv(self) -> list[str]:
+        return [sys.executable, "-c", NO_RECORDING.format(config=str(self.config_path))]
 
 
 def measure(client: Client, size_mb: int, payload: Path) -> tuple[float, float]:

@@ -20,24 +20,17 @@ from bench.common import bench_env
 POLICIES = str(Path(__file__).parents[1] / "policies")
 
 
+def sftp(client: Client, batch: str) -> float:
+    """Seconds one sftp batch takes through the gateway."""
+    start = time.perf_counter()
+    argv = ["sftp", "-F", str(client.config), "-o", "User=alice+web-1", "-b", "-", "gw"]
+    subprocess.run(argv, input=batch.encode(), check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
 def transfer(client: Client, local: Path, remote: str) -> tuple[float, float]:
     """Seconds for one sftp put and one get of ``local``."""
-    start = time.perf_counter()
-    subprocess.run(
-        ["sftp", "-F", str(client.config), "-o", "User=alice+web-1", "-b", "-", "gw"],
-        input=f"put {local} {remote}\n".encode(),
-        check=True,
-        capture_output=True,
-    )
-    put = time.perf_counter() - start
-    start = time.perf_counter()
-    subprocess.run(
-        ["sftp", "-F", str(client.config), "-o", "User=alice+web-1", "-b", "-", "gw"],
-        input=f"get {remote} {local}.back\nrm {remote}\n".encode(),
-        check=True,
-        capture_output=True,
-    )
-    return put, time.perf_counter() - start
+    return sftp(client, f"put {local} {remote}\n"), sftp(client, f"get {remote} {local}.back\nrm {remote}\n")
 
 
 def main() -> None:

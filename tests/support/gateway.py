@@ -40,10 +40,14 @@ class GatewayProcess:
     def write_config(self, config: dict[str, Any]) -> None:
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
+    def argv(self) -> list[str]:
+        """The command that runs the gateway (benchmarks override it to vary the product)."""
+        return [sys.executable, "-m", "sshgate.cli", "serve", "--config", str(self.config_path)]
+
     def start(self, timeout: float = 20.0) -> GatewayProcess:
         self._ready.clear()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "sshgate.cli", "serve", "--config", str(self.config_path)],
+            self.argv(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
