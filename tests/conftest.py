@@ -152,6 +152,12 @@ def base_config(keys: Keys, up: Upstream) -> dict[str, Any]:
                 host_key_policy={"insecure_accept_any": True},
             ),
             ssh_resource(
+                "web-agent",
+                up,
+                [{"username": "sgtest", "secret": key_secret, "default": True}],
+                allow_agent_forwarding=True,
+            ),
+            ssh_resource(
                 "bad-password", up, [{"username": "sgro", "secret": "not-the-password", "default": True}]
             ),
             ssh_resource(

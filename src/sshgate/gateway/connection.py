@@ -576,22 +576,23 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         if self._subsystem is not None:
             kind, command = "subsystem", None
         facts = RequestFacts(kind, command, self._subsystem, self._term is not None)
-        request = SessionRequest(
-            kind=kind,
-            command=command,
-            subsystem=self._subsystem,
-            term_type=self._term[0] if self._term else None,
-            term_size=self._term[1] if self._term else None,
-            term_modes=self._term[2] if self._term else {},
-            env=_forwarded_env(self._chan.get_environment() if self._chan is not None else {}),
-            shell=route.shell,
-            container=route.container,
-            task=route.task,
-        )
         try:
             binding = await owner.binding(route, facts)
             if kind != "shell":
                 await owner.check_request(binding, kind, command=command, subsystem=self._subsystem)
+            request = SessionRequest(
+                kind=kind,
+                command=command,
+                subsystem=self._subsystem,
+                term_type=self._term[0] if self._term else None,
+                term_size=self._term[1] if self._term else None,
+                term_modes=self._term[2] if self._term else {},
+                env=_forwarded_env(self._chan.get_environment() if self._chan is not None else {}),
+                shell=route.shell,
+                container=route.container,
+                task=route.task,
+                agent_path=self._agent_path(binding),
+            )
             up = await binding.upstream.open_session(request, self)
         except (Refusal, UpstreamError) as exc:
             self._refuse(str(exc), getattr(exc, "exit_status", 1))
@@ -618,6 +619,19 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         if request.subsystem == "sftp":
             self._follow_sftp(binding, up)
         self.attach_upstream(up)
+
+    def _agent_path(self, binding: Binding) -> str | None:
+        """The client's forwarded agent if it asked for one and the resource allows it."""
+        path = self._chan.get_agent_path() if self._chan is not None else None
+        if path is not None and not binding.resource.allow_agent_forwarding:
+            self.owner.log.info(
+                "request.blocked",
+                kind="agent-forwarding",
+                reason="the resource does not set allow_agent_forwarding",
+                resource=binding.resource.name,
+            )
+            return None
+        return path
 
     def _follow_sftp(self, binding: Binding, up: UpstreamChannel) -> None:
         """Record every sftp file operation; with a ``request`` rule, also gate the mutating ones."""

@@ -84,7 +84,9 @@ class Gateway:
             encryption_algs=ENCRYPTION_ALGS,
             compression_algs=None,
             login_timeout=config.limits.login_grace_s,
-            agent_forwarding=False,
+            # A listener exists only for a client that asks; ClientSession decides per resource
+            # whether the upstream ever reaches it.
+            agent_forwarding=True,
             x11_forwarding=False,
             allow_scp=False,
             line_editor=False,

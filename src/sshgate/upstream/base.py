@@ -38,6 +38,8 @@ class SessionRequest:
     shell: str | None = None
     container: str | None = None
     task: str | None = None
+    # The client's forwarded ssh-agent, set only when it asked and the resource allows it.
+    agent_path: str | None = None
 
     @property
     def pty(self) -> bool:

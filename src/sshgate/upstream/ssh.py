@@ -127,6 +127,8 @@ class SshUpstream:
         env: dict[bytes | str, bytes | str] = {k: v for k, v in request.env.items()}
         if request.kind == "shell" and request.shell:
             command = request.shell
+        if request.agent_path is not None:
+            self._forward_agent(request.agent_path)
         try:
             chan, _ = await self._conn.create_session(
                 lambda: _ChannelSession(downstream),
@@ -144,6 +146,15 @@ class SshUpstream:
         except (OSError, asyncssh.Error) as exc:
             raise UpstreamError(f"upstream session failed: {_reason(exc)}") from None
         return SshChannel(chan)
+
+    def _forward_agent(self, path: str) -> None:
+        """Send the upstream's agent requests to the client's forwarded agent at ``path``.
+
+        asyncssh fixes agent forwarding when a connection is made, but a binding connects before
+        the client asks for its agent, so the path is set on the live connection: from now on each
+        session requests forwarding and each agent channel the sshd opens is relayed to ``path``.
+        """
+        self._conn._agent_forward_path = path
 
     async def open_tcp(self, host: str, port: int, downstream: Downstream) -> UpstreamChannel:
         try:
