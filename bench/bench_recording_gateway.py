@@ -1,9 +1,12 @@
-"""Recording on vs off through the gateway (issue 4), in one run on loopback.
+"""Recording on vs off through the gateway (issue 4), interleaved in one run on loopback.
 
 Exec streaming text (`yes`) and an scp upload, each through a gateway that records (the product)
 and through one started with a recorder that keeps nothing (bench only: sshgate itself cannot
-turn recording off). Targets: exec >= 0.9x, scp >= 0.97x.
-Run as root: .venv/bin/python -m bench.bench_recording_gateway [--size-mb 512]
+turn recording off). Both gateways run side by side and each round measures both, so load from
+other work on the machine hits on and off alike; ratios are per round, reported as a range.
+Gateway CPU counts the gateway process and its children (a recording writer process, if any).
+Targets: exec >= 0.9x, scp >= 0.97x.
+Run as root: .venv/bin/python -m bench.bench_recording_gateway [--size-mb 512] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.support.gateway import Client, GatewayProcess
 
+from bench.bench_relay import cpu_seconds
 from bench.common import bench_env
 
 NO_RECORDING = (
@@ -24,6 +29,7 @@ NO_RECORDING = (
     "s.build_recorder = lambda config: r.NullRecorder(); "
     "from sshgate.cli import main; main(['serve', '--config', {config!r}])"
 )
+SCP_TARGET = Path("/tmp/sshgate-bench-scp.bin")
 
 
 class UnrecordedGateway(GatewayProcess):
@@ -31,44 +37,73 @@ class UnrecordedGateway(GatewayProcess):
         return [sys.executable, "-c", NO_RECORDING.format(config=str(self.config_path))]
 
 
-def measure(client: Client, size_mb: int, payload: Path) -> tuple[float, float]:
-    start = time.perf_counter()
-    subprocess.run(
-        client.ssh_argv("alice+web-1", f"yes | head -c {size_mb}M"), stdout=subprocess.DEVNULL, check=True
-    )
-    exec_rate = size_mb / (time.perf_counter() - start)
-    start = time.perf_counter()
-    client.scp("alice+web-1", str(payload), "gw:/tmp/sshgate-bench-scp.bin")
-    scp_rate = payload.stat().st_size / 1e6 / (time.perf_counter() - start)
-    return exec_rate, scp_rate
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of ``pid`` and its live descendants."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(c) for c in (task / "children").read_text().split()]
+    return cpu_seconds(pid) + sum(tree_cpu_seconds(child) for child in children)
+
+
+def timed(pid: int, run: Callable[[], object], megabytes: float) -> tuple[float, float]:
+    """MB/s and gateway CPU seconds per GB for one transfer."""
+    cpu0, start = tree_cpu_seconds(pid), time.perf_counter()
+    run()
+    wall, cpu = time.perf_counter() - start, tree_cpu_seconds(pid) - cpu0
+    return megabytes / wall, cpu * 1024 / megabytes
+
+
+def measure(gw: GatewayProcess, client: Client, size_mb: int, payload: Path) -> list[tuple[float, float]]:
+    assert gw.process is not None
+    pid = gw.process.pid
+    argv = client.ssh_argv("alice+web-1", f"yes | head -c {size_mb}M")
+    return [
+        timed(pid, lambda: subprocess.run(argv, stdout=subprocess.DEVNULL, check=True), size_mb),
+        timed(pid, lambda: client.scp("alice+web-1", str(payload), f"gw:{SCP_TARGET}"), size_mb),
+    ]
+
+
+def span(values: list[float], unit: str) -> str:
+    return f"{min(values):.2f}-{max(values):.2f}{unit}" if len(values) > 1 else f"{values[0]:.2f}{unit}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size-mb", type=int, default=512)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     with bench_env() as env:
         payload = env.root / "payload.bin"
         payload.write_bytes(os.urandom(args.size_mb << 20))
-        rates = {}
-        for name, cls in (("recording", GatewayProcess), ("no recording", UnrecordedGateway)):
-            gw = cls(env.root / name.replace(" ", "-"), env.config()).start()
-            try:
-                rates[name] = measure(
-                    Client(gw, env.keys.alice, env.root / f"c-{len(rates)}"), args.size_mb, payload
-                )
-                print(
-                    f"{name:<13} exec (yes) {rates[name][0]:6.0f} MB/s   scp upload {rates[name][1]:6.0f} MB/s"
-                )
-            finally:
+        kinds = {"on": GatewayProcess, "off": UnrecordedGateway}
+        gateways = {name: cls(env.root / name, env.config()).start() for name, cls in kinds.items()}
+        clients = {name: Client(gw, env.keys.alice, env.root / f"c-{name}") for name, gw in gateways.items()}
+        results: dict[str, list[list[tuple[float, float]]]] = {"on": [], "off": []}
+        try:
+            print(f"{'round':<6}{'rec':<5}{'exec MB/s':>10}{'CPU s/GB':>10}{'scp MB/s':>10}{'CPU s/GB':>10}")
+            for n in range(args.rounds):
+                for name in ("on", "off") if n % 2 == 0 else ("off", "on"):
+                    (exec_rate, exec_cpu), (scp_rate, scp_cpu) = measure(
+                        gateways[name], clients[name], args.size_mb, payload
+                    )
+                    results[name].append([(exec_rate, exec_cpu), (scp_rate, scp_cpu)])
+                    print(
+                        f"{n:<6}{name:<5}{exec_rate:>10.0f}{exec_cpu:>10.2f}{scp_rate:>10.0f}{scp_cpu:>10.2f}"
+                    )
+        finally:
+            for gw in gateways.values():
                 gw.stop()
-        size = sum(f.stat().st_size for f in (env.root / "recording/data/recordings").rglob("*.cast"))
-        on, off = rates["recording"], rates["no recording"]
-        print(
-            f"recording on / off: exec {on[0] / off[0]:.2f}x (target >= 0.9x), scp {on[1] / off[1]:.2f}x (target >= 0.97x)"
-        )
-        print(f"recording size: {size / (args.size_mb << 20):.2f} MB per MB of terminal output")
-        Path("/tmp/sshgate-bench-scp.bin").unlink(missing_ok=True)
+            SCP_TARGET.unlink(missing_ok=True)
+        on, off = results["on"], results["off"]
+        exec_ratio = [a[0][0] / b[0][0] for a, b in zip(on, off, strict=True)]
+        scp_ratio = [a[1][0] / b[1][0] for a, b in zip(on, off, strict=True)]
+        print(f"recording on / off per round: exec {span(exec_ratio, 'x')} (target >= 0.9x), "
+              f"scp {span(scp_ratio, 'x')} (target >= 0.97x)")  # fmt: skip
+        print(f"gateway CPU, exec yes: on {span([r[0][1] for r in on], ' s/GB')}, "
+              f"off {span([r[0][1] for r in off], ' s/GB')}")  # fmt: skip
+        casts = (env.root / "on/data/recordings").rglob("*.cast")
+        size = sum(f.stat().st_size for f in casts)
+        print(f"recording size: {size / (args.rounds * args.size_mb << 20):.2f} MB per MB of terminal output")
 
 
 if __name__ == "__main__":
