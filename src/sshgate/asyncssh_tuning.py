@@ -6,6 +6,10 @@
   its own transport write, so a bulk transfer costs two ``send()`` calls per 32 KB. The packets
   one ``send_packet`` call produces are joined into one write: same bytes, same order, half the
   system calls.
+* OpenSSH's client leaves Nagle on for non-interactive sessions and writes some handshake
+  packets back to back (KEXINIT then ECDH_INIT, NEWKEYS then SERVICE_REQUEST): the second waits
+  for the first's ACK, which Linux delays by 40 ms when the gateway has nothing to answer with.
+  ``TCP_QUICKACK`` after each of a connection's first reads sends that ACK at once.
 * asyncssh keeps received bytes in ``bytes`` and re-slices the remainder after every header and
   every packet, copying a 256 KB read several times over. :class:`RecvBuffer` consumes a prefix
   by moving an offset and compacts once per read.
@@ -13,6 +17,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import asyncssh.encryption
@@ -83,10 +88,27 @@ class RecvBuffer:
             return bytes(view[self._pos + start : self._pos + stop])
 
 
+# Reads that acknowledge at once: covers key exchange, authentication and the first channel
+# requests, after which a connection is interactive (the client sets TCP_NODELAY) or bulk.
+_QUICKACK_READS = 48
+
+
+def _quickack_socket(conn: Any) -> Any:
+    sock = conn._transport.get_extra_info("socket") if conn._transport is not None else None
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    return sock
+
+
 def _data_received(self: Any, data: bytes, datatype: object = None) -> None:
     buf = self._inpbuf
     if buf.__class__ is not RecvBuffer:
         self._inpbuf = buf = RecvBuffer(bytearray(buf))
+        self._sshgate_quickacks = _QUICKACK_READS
+        self._sshgate_sock = _quickack_socket(self)
+    if self._sshgate_quickacks and self._sshgate_sock is not None:
+        self._sshgate_quickacks -= 1
+        self._sshgate_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
     buf += data
     self._recv_data()
 

@@ -44,3 +44,35 @@ def test_recv_buffer_behaves_like_bytes() -> None:
         assert buf[: len(model)] == model
     model, buf = model[len(model):], buf[len(model):]
     assert not buf and len(buf) == 0
+
+
+def test_only_a_connections_first_reads_acknowledge_at_once() -> None:
+    import socket
+
+    from sshgate.asyncssh_tuning import _QUICKACK_READS, _data_received
+
+    calls: list[tuple[int, int, int]] = []
+
+    class Sock:
+        family = socket.AF_INET
+
+        def setsockopt(self, level: int, option: int, value: int) -> None:
+            calls.append((level, option, value))
+
+    class Transport:
+        def get_extra_info(self, name: str) -> object:
+            return Sock() if name == "socket" else None
+
+    class Conn:
+        _inpbuf = b""
+        _transport = Transport()
+        received = 0
+
+        def _recv_data(self) -> None:
+            self.received = len(self._inpbuf)
+
+    conn = Conn()
+    for _ in range(_QUICKACK_READS + 10):
+        _data_received(conn, b"x")
+    assert conn.received == _QUICKACK_READS + 10
+    assert calls == [(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)] * _QUICKACK_READS
