@@ -105,18 +105,13 @@ class RegorusEngine:
     def compile(cls, modules: Sequence[RegoModule]) -> RegorusEngine:
         """Parse every module (Rego v1, else legacy v0) and prepare them all, so errors show at load."""
         engine = regorus.Engine()
-        for module in modules:
-            _add_module(engine, module)
-        try:
-            rules = _rules_of(json.loads(engine.get_ast_as_json()))
-            # regorus checks a rule when first evaluated: do it now, without input, so errors show
-            # at load. Tests are left to the test runner, where their errors are failures.
-            for rule in rules:
-                if not rule.function and not is_test_rule(rule.path):
-                    engine.eval_rule(rule.path)
-        except BaseException as exc:
-            _reraise_fatal(exc)
-            raise PolicyLoadError(describe(exc)) from None
+        rules = _prepare(engine, modules)
+        if isinstance(rules, str):
+            # Raised with no frame or exception context that still holds the engine: otherwise it
+            # lives in a reference cycle and the collector may drop it on another thread, which
+            # regorus refuses (RuntimeError "Engine is unsendable").
+            del engine
+            raise PolicyLoadError(rules)
         return cls(engine, rules)
 
     def rules(self) -> Sequence[Rule]:
@@ -133,6 +128,25 @@ class RegorusEngine:
         except BaseException as exc:
             _reraise_fatal(exc)
             raise RegoError(describe(exc)) from None
+
+
+def _prepare(engine: Any, modules: Sequence[RegoModule]) -> list[Rule] | str:
+    """Add and check every module; the rules, or the first error as text."""
+    try:
+        for module in modules:
+            _add_module(engine, module)
+        rules = _rules_of(json.loads(engine.get_ast_as_json()))
+        # regorus checks a rule when first evaluated: do it now, without input, so errors show
+        # at load. Tests are left to the test runner, where their errors are failures.
+        for rule in rules:
+            if not rule.function and not is_test_rule(rule.path):
+                engine.eval_rule(rule.path)
+    except PolicyLoadError as exc:
+        return str(exc)
+    except BaseException as exc:
+        _reraise_fatal(exc)
+        return describe(exc)
+    return rules
 
 
 def _add_module(engine: Any, module: RegoModule) -> None:
