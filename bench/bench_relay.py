@@ -104,30 +104,37 @@ def setup_latency(argv_for: dict[str, list[str]], runs: int = 20) -> None:
     print(f"sshgate - direct: {medians['sshgate'] - medians['direct']:+.1f} ms median (target <= +15 ms)")
 
 
-def echo_latency(argv: list[str], count: int) -> list[float]:
-    term = Terminal([*argv[:1], "-tt", *argv[1:], "stty raw -echo; echo READY; exec cat"])
+def echo_latency(argvs: dict[str, list[str]], count: int) -> dict[str, list[float]]:
+    """Round trips of single bytes through each PTY, alternating paths so load hits all alike."""
+    terms = {
+        name: Terminal([*argv[:1], "-tt", *argv[1:], "stty raw -echo; echo READY; exec cat"])
+        for name, argv in argvs.items()
+    }
     try:
-        tty.setraw(term.master)
-        term.read_until(r"READY")
-        samples = []
+        for term in terms.values():
+            tty.setraw(term.master)
+            term.read_until(r"READY")
+        samples: dict[str, list[float]] = {name: [] for name in terms}
         for _ in range(count):
-            start = time.perf_counter()
-            os.write(term.master, b"x")
-            got = b""
-            while not got:
-                got = os.read(term.master, 16)
-            samples.append((time.perf_counter() - start) * 1e6)
-        return sorted(samples)
+            for name, term in terms.items():
+                start = time.perf_counter()
+                os.write(term.master, b"x")
+                got = b""
+                while not got:
+                    got = os.read(term.master, 16)
+                samples[name].append((time.perf_counter() - start) * 1e6)
+        return {name: sorted(values) for name, values in samples.items()}
     finally:
-        term.close()
+        for term in terms.values():
+            term.close()
 
 
 def keystrokes(argv_for: dict[str, list[str]], count: int = 1000) -> None:
-    print(f"\n## Keystroke echo through a PTY, {count} single bytes")
+    print(f"\n## Keystroke echo through a PTY, {count} single bytes, paths interleaved")
     p50 = {}
     p99 = {}
-    for name in ("direct", "sshgate"):
-        samples = echo_latency(argv_for[name], count)
+    measured = echo_latency({name: argv_for[name] for name in ("direct", "sshgate")}, count)
+    for name, samples in measured.items():
         p50[name], p99[name] = samples[len(samples) // 2], samples[int(0.99 * (len(samples) - 1))]
         print(f"{name:<12} p50 {p50[name]:7.0f} us   p99 {p99[name]:7.0f} us")
     print(
