@@ -56,15 +56,25 @@ class RawClient:
     async def ack(self, message: ClientMessage) -> None:
         await self.ws.send_bytes(encode(ack_message(message)))
 
-    async def expect_ack(self, seq: int) -> None:
+    async def expect_ack(self, seq: int, timeout: float = 10.0) -> None:
         while True:
-            _, message = await self.receive()
+            _, message = await self.receive(timeout)
             if message.message_type == MessageType.ACKNOWLEDGE:
                 body = json.loads(message.payload)
                 assert (message.sequence_number, message.flags, message.payload_type) == (0, 3, 0)
                 assert body["AcknowledgedMessageType"] == "input_stream_data"
                 if body["AcknowledgedMessageSequenceNumber"] == seq:
                     return
+
+    async def send_until_acked(self, payload_type: int, payload: bytes) -> None:
+        """Resend one message unchanged until it is acked, as clients do while the agent answers
+        "handler not ready" (its TCP connection or pty is not up yet)."""
+        message = await self.send(payload_type, payload)
+        while True:
+            try:
+                return await self.expect_ack(message.sequence_number, timeout=0.3)
+            except TimeoutError:
+                await self.ws.send_bytes(encode(message))
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -147,7 +157,7 @@ async def test_port_handshake_and_discard_before_completion(
     assert (complete.sequence_number, complete.payload_type) == (1, PayloadType.HANDSHAKE_COMPLETE)
     await client.ack(complete)
 
-    await client.send(PayloadType.OUTPUT, b"on time")
+    await client.send_until_acked(PayloadType.OUTPUT, b"on time")
     echoed = b""
     while echoed != b"on time":
         _, message = await client.next_stream()

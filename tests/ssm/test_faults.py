@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import time
+
+import aiohttp
 
 from sshgate.ssm.client import PortMode, PortSession, open_port, open_shell
+from sshgate.ssm.codec import ClientMessage, OpenDataChannel, PayloadType
 from sshgate.ssm.emulator import Emulator
+from sshgate.ssm.reliable import CLIENT, DataChannel
 from tests.ssm.conftest import Aws, TcpServer
 from tests.ssm.test_sessions import read_until, roundtrip
 
@@ -89,3 +95,45 @@ async def test_abandoned_session_is_ended_after_the_reconnect_window(aws: Aws, e
     session = emulator.session(target.session_id)
     await asyncio.wait_for(session.ended.wait(), 5)
     assert session.close_output == "the client did not reconnect"
+
+
+async def test_stdin_before_the_pty_is_up_is_retransmitted_until_taken(aws: Aws, emulator: Emulator) -> None:
+    """The agent refuses input while its pty is not up (no ack); the client's resends deliver it."""
+    emulator.faults.configure(start_delay=0.6)
+    command = "read -r x; printf 'hex:'; printf '%s' \"$x\" | od -An -v -tx1 | tr -d ' \\n'; printf ':end'"
+    target = await aws.start("AWS-StartInteractiveCommand", {"command": [command]})
+    output = bytearray()
+
+    def deliver(message: ClientMessage) -> bool:
+        output.extend(message.payload)
+        return True
+
+    channel = DataChannel(CLIENT, deliver=deliver, on_control=lambda _m: None)
+    line = bytes(range(0x21, 0x7F))
+    async with aiohttp.ClientSession() as http, http.ws_connect(target.stream_url) as ws:
+        await ws.send_str(OpenDataChannel(target.token_value, "early-client", "1.2.650.0").to_json())
+        channel.start()
+        await channel.attach(ws.send_bytes)
+        sent = time.monotonic()
+        await channel.send(PayloadType.OUTPUT, line + b"\n")  # before any output: the pty is not up
+        acked: float | None = None
+        async with asyncio.timeout(10):
+            while not (found := re.search(rb"hex:([0-9a-f]*):end", output)):
+                await channel.feed(await ws.receive_bytes())
+                if acked is None and not len(channel.outgoing):
+                    acked = time.monotonic()
+        channel.close()
+    assert bytes.fromhex(found.group(1).decode()) == line
+    assert acked is not None and acked - sent > 0.5  # not taken before the process was up...
+    assert channel.retransmits >= 2  # ...but refused, and taken from a later resend
+
+
+async def test_port_data_before_the_agent_dialled_is_retransmitted(
+    aws: Aws, emulator: Emulator, echo_server: TcpServer
+) -> None:
+    emulator.faults.configure(start_delay=0.6)
+    payload = os.urandom(4096)
+    got, port = await echo_through_stdio_port(aws, echo_server, payload)
+    assert got == payload
+    assert port.stats["retransmits"] >= 1
+    await port.close()

@@ -5,8 +5,10 @@ continue with the same sequence state. On the first connection it runs the agent
 (ssm-protocol.md §7): Port and NonInteractiveCommands sessions (and any session when a KMS key is
 configured) start with HandshakeRequest → HandshakeResponse (≤15 s) → HandshakeComplete, and stream
 data arriving before completion is acked and discarded; shells skip the handshake, and like the
-live service the emulator first sends a ``start_publication`` with a bogus digest. When the plugin
-finishes, the agent flushes (≤ ``flush_timeout``), then the service sends ``channel_closed``.
+live service the emulator first sends a ``start_publication`` with a bogus digest. Until the
+plugin's process or TCP connection is up, stream data gets "handler not ready": no ack, so the
+client's reliable layer resends it (``shell_unix.go`` / ``port.go`` ``InputStreamMessageHandler``).
+When the plugin finishes, the agent flushes (≤ ``flush_timeout``), then the service sends ``channel_closed``.
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ class AgentSession:
             AGENT, deliver=self._deliver, on_control=lambda _m: None, on_failure=self._on_failure
         )
         self.plugin: Plugin | None = None
+        self._plugin_ready = False
         self._handshake_done = not spec.needs_handshake
         self._handshake: asyncio.Future[HandshakeResponse] = asyncio.get_running_loop().create_future()
         self._ws: web.WebSocketResponse | None = None
@@ -199,7 +202,10 @@ class AgentSession:
             else:
                 await self._send_publication()
             self.plugin = self._make_plugin()
+            if self.faults.start_delay:
+                await asyncio.sleep(self.faults.start_delay)
             await self.plugin.start()
+            self._plugin_ready = True
             self.channel.redeliver()
             output = await self.plugin.finished
             await self.channel.wait_drained(self.flush_timeout)
@@ -290,8 +296,8 @@ class AgentSession:
                 if parse_flag(message.payload) == PortFlag.TERMINATE_SESSION:
                     self._background(self.close("terminated by client"))
                     return True
-        if self.plugin is None:
-            return False  # handler not ready: no ack, the client retransmits
+        if self.plugin is None or not self._plugin_ready:
+            return False  # ErrHandlerNotReady until the pty / TCP is up: no ack, the client retransmits
         return self.plugin.input(message)
 
     def _on_failure(self, exc: BaseException) -> None:
@@ -329,6 +335,7 @@ class AgentSession:
             )
         self.channel.close()
         self.plugin = None
+        self._plugin_ready = False
         ws = self._ws
         if ws is not None:
             with contextlib.suppress(Exception):

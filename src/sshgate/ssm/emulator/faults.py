@@ -3,7 +3,8 @@
 ``Faults`` is a mutable setting shared by every session of an emulator; ``FaultyLink`` applies it
 to one websocket: it may drop outgoing or incoming messages (acks included), drop only acks, hold a
 message back so it goes out after the next one, delay messages, or abort the socket after a given
-number of messages have crossed it. A seeded RNG keeps runs reproducible.
+number of messages have crossed it. ``start_delay`` holds each session's process or TCP dial back,
+like a slow agent host, so input meets the agent's "handler not ready". A seeded RNG keeps runs reproducible.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ class Faults:
     reorder_rate: float = 0.0
     delay: float = 0.0
     drop_socket_after: int | None = None
+    start_delay: float = 0.0
     seed: int = 0
     rng: random.Random = field(default_factory=random.Random, repr=False)
 
     def reset(self) -> None:
-        self.drop_rate = self.drop_ack_rate = self.reorder_rate = self.delay = 0.0
+        self.drop_rate = self.drop_ack_rate = self.reorder_rate = self.delay = self.start_delay = 0.0
         self.drop_socket_after = None
 
     def configure(self, **settings: float | int | None) -> None:
@@ -39,6 +41,7 @@ class Faults:
                 "reorder_rate",
                 "delay",
                 "drop_socket_after",
+                "start_delay",
                 "seed",
             }:
                 raise ValueError(f"unknown fault setting {key}")
@@ -48,7 +51,7 @@ class Faults:
     @property
     def active(self) -> bool:
         return (
-            bool(self.drop_rate or self.drop_ack_rate or self.reorder_rate or self.delay)
+            bool(self.drop_rate or self.drop_ack_rate or self.reorder_rate or self.delay or self.start_delay)
             or self.drop_socket_after is not None
         )
 

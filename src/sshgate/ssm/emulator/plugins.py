@@ -230,17 +230,18 @@ class PtyPlugin(Plugin):
         self.finish()
 
     def input(self, message: ClientMessage) -> bool:
+        if message.payload_type not in (PayloadType.OUTPUT, PayloadType.SIZE):
+            return True
+        return super().input(message)
+
+    async def handle(self, message: ClientMessage) -> None:
+        """Input and resizes in sequence order, as the agent writes stdin and sets the size inline."""
         if message.payload_type == PayloadType.SIZE:
             with contextlib.suppress(CodecError, OSError):
                 size = SizeData.from_json(message.payload)
                 winsize = struct.pack("HHHH", min(size.rows, 0xFFFF), min(size.cols, 0xFFFF), 0, 0)
                 fcntl.ioctl(self._master, termios.TIOCSWINSZ, winsize)
-            return True
-        if message.payload_type != PayloadType.OUTPUT:
-            return True
-        return super().input(message)
-
-    async def handle(self, message: ClientMessage) -> None:
+            return
         data = memoryview(message.payload)
         while data and self._master >= 0:
             try:
