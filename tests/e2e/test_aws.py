@@ -286,9 +286,11 @@ def test_ec2_full_ssh_through_ssm_carries_50mb_of_stdin(alice_aws: Client) -> No
     assert result.stdout.split()[0].decode() == hashlib.sha256(blob).hexdigest()
 
 
-def test_ec2_vscode_flow_through_ssm(alice_aws: Client) -> None:
+@pytest.mark.parametrize("resource", ["app-ssh", "app-prod"])
+def test_ec2_vscode_flow_through_ssm(alice_aws: Client, resource: str) -> None:
+    """With ``ssh:`` bash runs under the instance's sshd; without, in a piped shell over an SSM pty."""
     socks = free_port()
-    with ssh_background(alice_aws, "alice+app-ssh", ["-T", "-D", f"127.0.0.1:{socks}"], "bash") as proc:
+    with ssh_background(alice_aws, f"alice+{resource}", ["-T", "-D", f"127.0.0.1:{socks}"], "bash") as proc:
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.write(BOOTSTRAP)
         proc.stdin.flush()
@@ -298,6 +300,24 @@ def test_ec2_vscode_flow_through_ssm(alice_aws: Client) -> None:
         with socks5_connect(socks, "127.0.0.1", port) as sock:
             sock.sendall(b"through ssm")
             assert recv_exact(sock, 11) == b"THROUGH SSM"
+
+
+@pytest.mark.parametrize("resource", ["app-prod", "api"])
+def test_ptyless_shell_is_byte_clean_with_eof_and_status(alice_aws: Client, resource: str) -> None:
+    """EC2 without ``ssh:`` and ECS: every byte value both ways, no echo or CR, stdin EOF ends cat,
+    then bash's exit status."""
+    blob = bytes(range(256)) * 64
+    result = alice_aws.ssh(f"alice+{resource}", "bash", input=b"cat; exit 5\n" + blob, options=["-T"])
+    assert result.stdout == blob, result.stderr
+    assert result.returncode == 5
+
+
+@pytest.mark.parametrize("resource", ["app-prod", "api"])
+def test_ptyless_login_shell_reads_stdin(alice_aws: Client, resource: str) -> None:
+    result = alice_aws.ssh(
+        f"alice+{resource}", input=b"[ -t 0 ] || echo $((6*7)) piped\nexit 3\n", options=["-T"]
+    )
+    assert (result.stdout, result.returncode) == (b"42 piped\n", 3), result.stderr
 
 
 def test_role_arn_assumed_with_source_identity(alice_aws: Client, world: AwsWorld) -> None:

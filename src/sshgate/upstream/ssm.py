@@ -5,6 +5,9 @@
   ``command_document`` (NonInteractiveCommands with
   separate stdout, stderr and exit code; ``deploy/ssm/`` ships it). SSM gives such commands no
   stdin: data the client sends on an exec channel is not delivered.
+* Shells without a terminal (``ssh -T host``, VSCode's ``bash``; EC2 and ECS): a
+  :class:`PipedShell` over AWS-StartInteractiveCommand or ECS Exec, byte-clean with stdin EOF
+  and exit status.
 * ECS: ECS Exec is interactive only. A shell is the resource's (or ``--shell``) program; an exec
   command runs in a raw-mode terminal and prints a random marker with ``$?`` last, which
   :class:`ExitMarker` strips and turns into the exit status.
@@ -19,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shlex
 import socket
 from typing import Any
 
@@ -42,9 +47,11 @@ from sshgate.ssm.client import (
 )
 from sshgate.upstream.base import Downstream, SessionRequest, UpstreamChannel, UpstreamError
 from sshgate.upstream.ssh import SshUpstream, ssh_login
-from sshgate.upstream.ssm_relay import Chunk, ExitMarker, SessionPump
+from sshgate.upstream.ssm_relay import Chunk, ExitMarker, PipedShell, SessionPump
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "fish"})
+READY_TIMEOUT = 30.0
 
 
 class SsmUpstream:
@@ -111,6 +118,8 @@ class SsmUpstream:
                 f"subsystem {request.subsystem} is not available on {self._resource.name} (SSM)"
             )
         size = (request.term_size[0], request.term_size[1]) if request.term_size else None
+        if program := self._piped_program(request):
+            return await self._piped_shell(program, downstream)
         if isinstance(self._target, EcsTarget):
             return await self._open_ecs(request, downstream, size)
         if request.kind == "exec" and request.command is not None and not request.pty:
@@ -131,6 +140,28 @@ class SsmUpstream:
         shell = await self._connect(started, size or (80, 24))
         assert isinstance(shell, ShellSession)
         return _shell_pump(shell, downstream, None)
+
+    def _piped_program(self, request: SessionRequest) -> str | None:
+        """The shell to run without a terminal (VSCode's ``bash``, ``ssh -T host``), if that is asked."""
+        if request.pty:
+            return None
+        if request.kind == "exec":
+            return stdin_shell(request.command or "")
+        return request.shell or (self._resource.shell if isinstance(self._resource, EcsResource) else "sh")
+
+    async def _piped_shell(self, program: str, downstream: Downstream) -> UpstreamChannel:
+        piped = PipedShell(program)
+        if isinstance(self._target, EcsTarget):
+            started = await self._exec_ecs(piped.command)
+        else:
+            started = await self._start("AWS-StartInteractiveCommand", {"command": [piped.command]})
+        shell = await self._connect(started)
+        assert isinstance(shell, ShellSession)
+        try:
+            first = await asyncio.wait_for(piped.wait_ready(shell.read), READY_TIMEOUT)
+        except (ConnectionError, TimeoutError) as exc:
+            raise UpstreamError(f"the shell on {self._resource.name} did not start: {exc}") from None
+        return _shell_pump(shell, downstream, piped.exit, piped=piped, first=first)
 
     async def _open_ecs(
         self, request: SessionRequest, downstream: Downstream, size: tuple[int, int] | None
@@ -190,9 +221,42 @@ def _command_pump(session: CommandSession, downstream: Downstream) -> SessionPum
     return SessionPump(downstream, read, session.write, session.close, lambda: session.exit_code)
 
 
-def _shell_pump(session: ShellSession, downstream: Downstream, marker: ExitMarker | None) -> SessionPump:
+def stdin_shell(command: str) -> str | None:
+    """The command, re-quoted, if it starts a shell that reads its commands from stdin
+    (``bash``, ``/bin/sh -l``, ``bash -s arg``; not ``bash -c ...`` or ``bash script.sh``)."""
+    try:
+        argv = shlex.split(command)
+    except ValueError:
+        return None
+    if not argv or os.path.basename(argv[0]) not in SHELLS:
+        return None
+    from_stdin = False
+    for arg in argv[1:]:
+        if arg.startswith("--"):
+            continue
+        if arg[:1] in ("-", "+"):
+            if "c" in arg[1:]:
+                return None
+            from_stdin = from_stdin or "s" in arg[1:]
+        elif not from_stdin:
+            return None
+    return shlex.join(argv)
+
+
+def _shell_pump(
+    session: ShellSession,
+    downstream: Downstream,
+    marker: ExitMarker | None,
+    *,
+    piped: PipedShell | None = None,
+    first: bytes = b"",
+) -> SessionPump:
+    """Relay a pty session; with ``piped`` it is a terminal-less shell (see :class:`PipedShell`)
+    whose output starts with ``first``."""
+    pending = [first] if first else []
+
     async def read() -> Chunk | None:
-        data = await session.read()
+        data = pending.pop() if pending else await session.read()
         if marker is None:
             return (data, False) if data else None
         if not data:
@@ -207,9 +271,13 @@ def _shell_pump(session: ShellSession, downstream: Downstream, marker: ExitMarke
         return None if session.close_reason else 0
 
     async def eof() -> None:
-        await session.write(b"\x04")
+        if piped is None:
+            await session.write(b"\x04")
+        else:
+            await session.resize(*piped.EOF_SIZE)
 
-    return SessionPump(downstream, read, session.write, session.close, finish, eof, session.resize)
+    resize = session.resize if piped is None else None  # a piped shell's only resize is its EOF
+    return SessionPump(downstream, read, session.write, session.close, finish, eof, resize)
 
 
 async def ssh_through_ssm(

@@ -161,6 +161,48 @@ class ExitMarker:
         return tail if self.status is None else b""
 
 
+class PipedShell:
+    """A byte-clean shell without a terminal, over an SSM session that only offers a pty
+    (InteractiveCommands; NonInteractiveCommands gives a command no stdin at all).
+
+    ``command`` (run as ``sh -c`` by the agent) puts the pty in raw mode without echo or output
+    processing, then runs ``program`` with a pipe for stdin, fed by ``cat`` from the terminal, so
+    the program sees no terminal on stdin (no prompt, no line editing). Input sent before ``stty``
+    ran would be echoed and edited by the cooked terminal, so the wrapper prints ``ready`` first
+    and the gateway sends nothing until it has seen it. A raw terminal has no end of file, so the
+    client's EOF travels as a resize to ``EOF_SIZE``, which nothing else sends on such a session:
+    the reader's SIGWINCH trap makes terminal reads non-blocking and restarts cat's pending read
+    (SIGSTOP, SIGCONT), so cat drains what is queued, reads end of file and the program's stdin
+    closes. The program's exit status comes back through an :class:`ExitMarker`.
+    """
+
+    EOF_SIZE = (1, 1)  # cols, rows
+
+    def __init__(self, program: str) -> None:
+        self.ready = f"__sshgate_ready_{secrets.token_hex(8)}__".encode()
+        self.exit = ExitMarker()
+        cols, rows = self.EOF_SIZE
+        on_eof = (
+            f'[ "$(stty size <&3)" = "{rows} {cols}" ] && stty min 0 time 0 <&3'
+            " && kill -STOP $c && kill -CONT $c"
+        )
+        reader = (
+            f"trap {shlex.quote(on_eof)} WINCH; cat <&3 & c=$!; printf %s {self.ready.decode()} >&2; "
+            "while kill -0 $c 2>/dev/null; do wait $c; done"
+        )
+        self.command = self.exit.wrap(f"exec 3<&0; {{ {reader}; }} | {program} & wait $!")
+
+    async def wait_ready(self, read: Callable[[], Awaitable[bytes]]) -> bytes:
+        """Read up to the ready line; returns what followed it (the program's first output)."""
+        seen = b""
+        while (found := seen.find(self.ready)) < 0:
+            data = await read()
+            if not data:
+                raise ConnectionError(f"the session ended before the shell started: {seen[-200:]!r}")
+            seen += data
+        return seen[found + len(self.ready) :]
+
+
 def _prefix_overlap(buf: bytes, marker: bytes) -> int:
     """Length of the longest suffix of ``buf`` that is a prefix of ``marker``."""
     for size in range(min(len(buf), len(marker) - 1), 0, -1):
