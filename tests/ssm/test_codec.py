@@ -266,11 +266,13 @@ def test_rto_follows_the_documented_formula() -> None:
     assert rtt.rto == 1.0
 
 
-def test_utf8_split_keeps_incomplete_tail() -> None:
+def test_utf8_split_like_the_agents_process_stdout_data() -> None:
     snowman = "☃".encode()
     assert split_utf8(b"ab" + snowman[:2]) == (b"ab", snowman[:2])
     assert split_utf8(b"ab" + snowman) == (b"ab" + snowman, b"")
-    assert split_utf8(b"\xff\xfe") == (b"\xff\xfe", b"")
+    assert split_utf8(b"\xff\xfeabcd") == (b"\xff\xfeabcd", b"")  # invalid bytes pass alone...
+    assert split_utf8(b"abcd\xff\xfe") == (b"abcd", b"\xff\xfe")  # ...but not in the last 3 bytes
+    assert split_utf8(b"a\xef\xbf\xbdbcde") == (b"a\xefbcde", b"")  # Go's RuneError: U+FFFD loses 2 bytes
 
 
 # smux v1: ver 1 | cmd | length (LE16) | stream id (LE32)

@@ -7,7 +7,6 @@ Known differences from the live service, all chosen to keep tests fast or safe:
   agent alone would resend oldest-first at its RTO pace, which makes a resume take seconds);
 * NonInteractiveCommands output is streamed as the command writes it (the agent streams merged
   output from a file, after the command exits, when ``separateOutputStream`` is off);
-* only incomplete UTF-8 sequences are held back at the end of a shell read, not other invalid bytes;
 * port destinations must be loopback addresses;
 * KMS is not emulated: with ``kms_key_id`` set the handshake asks for it, and the session then fails;
 * a session whose client stays away longer than ``reconnect_window`` (120 s) is ended.

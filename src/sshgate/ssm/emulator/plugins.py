@@ -45,6 +45,8 @@ from sshgate.ssm.smux import SmuxSession, SmuxStream
 INBOX_LIMIT = 4 * 1024 * 1024
 CONTROL_SIGNALS = {0x03: signal.SIGINT, 0x1C: signal.SIGQUIT}
 ERROR_EXIT_CODE = 1
+REPLACEMENT = "\ufffd"
+REPLACEMENT_BYTES = REPLACEMENT.encode()
 
 
 class SessionFailure(Exception):
@@ -52,20 +54,44 @@ class SessionFailure(Exception):
 
 
 def split_utf8(data: bytes) -> tuple[bytes, bytes]:
-    """Split off an incomplete UTF-8 sequence at the end (at most 3 bytes) to send with the next read.
+    """What the agent's ``processStdoutData`` sends of ``data``, and what it keeps for the next read.
 
-    Only sequences with a valid lead byte are held back; other invalid bytes go out at once.
+    Go decodes rune by rune: a valid rune goes out whole; a RuneError goes out as its first byte
+    alone, or is kept with everything after it when it lies in the last 3 bytes (it may be an
+    incomplete rune). Go reports the valid encoding of U+FFFD as RuneError too, so EF BF BD
+    leaves as EF: an agent bug, reproduced.
     """
-    for back in range(1, min(3, len(data)) + 1):
-        byte = data[-back]
-        if 0x80 <= byte < 0xC0:
+    try:
+        if REPLACEMENT not in data.decode():
+            return data, b""
+    except UnicodeDecodeError:
+        pass
+    out = bytearray()
+    pos, end = 0, len(data)
+    while pos < end:
+        size = _rune_size(data, pos)
+        if size and data[pos : pos + size] != REPLACEMENT_BYTES:
+            out += data[pos : pos + size]
+            pos += size
             continue
-        if 0xC2 <= byte <= 0xF4:
-            need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
-            if need > back:
-                return data[:-back], data[-back:]
-        break
-    return data, b""
+        if end - pos < 4:
+            break
+        out.append(data[pos])
+        pos += size or 1
+    return bytes(out), data[pos:]
+
+
+def _rune_size(data: bytes, pos: int) -> int:
+    """Length of the valid UTF-8 rune at ``pos``, 0 if there is none (Go's RuneError of width 1)."""
+    lead = data[pos]
+    if lead < 0x80:
+        return 1
+    size = 2 if 0xC2 <= lead <= 0xDF else 3 if 0xE0 <= lead <= 0xEF else 4 if 0xF0 <= lead <= 0xF4 else 0
+    try:
+        data[pos : pos + size].decode()
+    except UnicodeDecodeError:
+        return 0
+    return size if pos + size <= len(data) else 0
 
 
 def loopback_address(host: str) -> str:
@@ -129,21 +155,18 @@ class Plugin:
     async def pump_output(
         self, read: Callable[[int], Awaitable[bytes]], payload_type: int, *, utf8: bool, prefix: bytes = b""
     ) -> None:
-        """Read ≤1024-byte chunks and send them; the agent's stdout/stderr writer (prefixes included)."""
+        """The agent's stdout/stderr writer: reads of 1024 bytes (less the prefix), each sent after
+        what the previous one kept back (see ``split_utf8``); what is kept at the end is lost."""
         carry = b""
         need_prefix = True
         while True:
             try:
-                data = await read(CHUNK_SIZE - len(prefix) - len(carry))
+                data = await read(CHUNK_SIZE - len(prefix))
             except OSError:
                 data = b""
             if not data:
-                if carry:
-                    await self.channel.send(payload_type, carry)
                 return
-            chunk = carry + data
-            if prefix and need_prefix:
-                chunk = prefix + chunk
+            chunk = carry + prefix + data if need_prefix else carry + data
             need_prefix = data.endswith(b"\n")
             if utf8:
                 chunk, carry = split_utf8(chunk)
