@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from structlog.testing import capture_logs
 
 from sshgate.recording.local import FileRecorder
 from sshgate.recording.manifest import load_signing_key, verify
@@ -152,6 +153,35 @@ async def test_written_within_a_second_while_the_session_runs(tmp_path: Path) ->
     assert doc["status"] == "active" and doc["channels"][0]["closed_at"] is None
     await session.close()
     await recorder.aclose()
+
+
+def writer_pids() -> list[int]:
+    """This process's recording writer processes."""
+    children = [
+        int(c) for t in Path("/proc/self/task").iterdir() for c in (t / "children").read_text().split()
+    ]
+    return [
+        pid for pid in children if b"sshgate.recording.writer" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+
+
+async def test_a_dead_writer_process_is_reported_and_replaced_without_losing_output(tmp_path: Path) -> None:
+    recorder = FileRecorder(tmp_path)
+    session = await recorder.start_session("s-writer", META)
+    chan = session.open_channel("shell", PTY)
+    chan.output(b"before\r\n")
+    await recorder.flush()
+    (pid,) = writer_pids()
+    os.kill(pid, signal.SIGKILL)
+    chan.output(b"after\r\n")
+    with capture_logs() as logs:
+        await session.close()
+    await recorder.aclose()
+    assert [e["event"] for e in logs] == ["recording.writer_restarted"] and logs[0]["retried"]
+    directory = session_dir(tmp_path, "s-writer")
+    assert cast_text(directory / "1-shell.cast") == "before\r\nafter\r\n"
+    assert verify(directory, None) == []
+    assert writer_pids() == []
 
 
 async def test_unwritable_directory_refuses_the_session(tmp_path: Path) -> None:

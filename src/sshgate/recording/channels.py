@@ -1,5 +1,5 @@
-"""Channel recordings: hot-path calls only append to memory; ``encode`` (run by the writer,
-in a thread) turns what was appended into file bytes.
+"""Channel recordings: hot-path calls only append raw items to memory; the writer process
+(:mod:`sshgate.recording.writer`) turns them into file lines.
 
 One file per channel: an asciicast v2 cast for shells and other exec commands, JSON lines for
 sftp operations, port forwards and file-transfer exec commands (scp, rsync), whose contents
@@ -8,13 +8,11 @@ would only bloat a cast.
 
 from __future__ import annotations
 
-import codecs
 import json
 import os
 import shlex
 import time
 from collections.abc import Callable
-from json.encoder import encode_basestring
 from typing import Any
 
 WAKE_BYTES = 1 << 20
@@ -52,6 +50,7 @@ class Channel:
     """What every channel keeps: counters, exit, times, and a list of pending items."""
 
     suffix = ""
+    fmt = "lines"  # the writer's encoder for the file: JSON lines or an asciicast
 
     def __init__(self, n: int, kind: str, meta: dict[str, Any], wake: Callable[[], None]) -> None:
         self.n = n
@@ -66,7 +65,9 @@ class Channel:
         self.bytes_in = 0
         self.bytes_out = 0
         self.closed = False
+        self.started = False  # its file exists: the writer has opened it
         self.finished = False  # written to the end and closed by the writer
+        self.digest: dict[str, Any] | None = None  # the finished file's, from the writer
         self._wake = wake
         self._items: list[Item] = []
         self._size = 0
@@ -109,12 +110,6 @@ class Channel:
     def header(self) -> bytes:
         return b""
 
-    def encode(self, items: list[Item], final: bool) -> bytes:
-        out = []
-        for t, _, doc in items:
-            out.append(json.dumps({"t": round(t - self.t0, 6), **doc}, ensure_ascii=False) + "\n")
-        return "".join(out).encode()
-
     def describe(self) -> dict[str, Any]:
         """The channel's entry in session.json."""
         return {
@@ -134,6 +129,8 @@ class Channel:
 class CastChannel(Channel):
     """A shell or exec channel as an asciicast v2 recording."""
 
+    fmt = "cast"
+
     def __init__(
         self,
         n: int,
@@ -148,10 +145,6 @@ class CastChannel(Channel):
         self._capture = capture_input
         self._title = title
         self._timestamp = int(time.time())
-        self._decoders = {
-            "o": codecs.getincrementaldecoder("utf-8")("replace"),
-            "i": codecs.getincrementaldecoder("utf-8")("replace"),
-        }
 
     def output(self, data: bytes, stderr: bool = False) -> None:
         self.bytes_out += len(data)
@@ -180,20 +173,6 @@ class CastChannel(Channel):
         head["title"] = self._title
         head["env"] = {"TERM": self.meta.get("term") or ""}
         return (json.dumps(head, ensure_ascii=False) + "\n").encode()
-
-    def encode(self, items: list[Item], final: bool) -> bytes:
-        out = []
-        t0 = self.t0
-        for t, code, data in items:
-            text = self._decoders[code].decode(data) if code != "r" else data
-            if text:
-                out.append(f'[{t - t0:.6f}, "{code}", {encode_basestring(text)}]\n')
-        if final:
-            for code, decoder in self._decoders.items():
-                rest = decoder.decode(b"", final=True)
-                if rest:
-                    out.append(f'[{time.monotonic() - t0:.6f}, "{code}", {encode_basestring(rest)}]\n')
-        return "".join(out).encode()
 
 
 class TransferChannel(Channel):

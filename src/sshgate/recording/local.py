@@ -1,8 +1,9 @@
 """Recordings written to a directory (DESIGN §7), optionally shipped to S3 from there.
 
-The relay's calls append to memory; one writer task per recorder flushes every channel at least
-every ``flush_interval`` seconds, on a channel's close, and early when a channel holds more than
-1 MiB, doing the file work in a thread so the event loop never waits on the disk.
+The relay's calls append raw items to memory; one writer task per recorder flushes every channel
+at least every ``flush_interval`` seconds, on a channel's close, and early when a channel holds
+more than 1 MiB. A flush hands the items to the recorder's writer process, which encodes and
+appends them (see :mod:`sshgate.recording.writer`); the event loop never waits on it or the disk.
 
 A live session holds an exclusive ``flock`` on ``<dir>/.active/<session-id>``. The kernel drops
 it when the process dies, so at the next start-up any marker that can be locked belongs to a
@@ -19,7 +20,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -27,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sshgate.recording.channels import Channel, Item, make_channel, utc_now
 from sshgate.recording.manifest import SESSION_FILE, seal
 from sshgate.recording.recorder import ChannelKind, ChannelRecording, RecordingError, SessionRecording
+from sshgate.recording.writer import Op, WriterGone, WriterProcess
 
 if TYPE_CHECKING:
     from sshgate.recording.s3 import S3Sink
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("sshgate.recording")
 
 ACTIVE_DIR = ".active"
+COUNTS_INTERVAL_S = 1.0
+"""How often session.json is rewritten only for new byte counts: bulk output flushes every MiB."""
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -54,9 +58,9 @@ class _Session:
         self.recorder = recorder
         self.dir = directory
         self.channels: list[Channel] = []
-        self.files: dict[int, IO[bytes]] = {}
         self.lock_fd = -1
         self.dirty = True
+        self.counted_at = 0.0
         self.closed = False
         user = meta.get("user") or {}
         self.doc: dict[str, Any] = {
@@ -101,26 +105,8 @@ class _Session:
         await self.recorder.finish(self, status)
 
     def snapshot(self) -> dict[str, Any]:
-        self.dirty = False
+        self.dirty, self.counted_at = False, time.monotonic()
         return {**self.doc, "channels": [c.describe() for c in self.channels]}
-
-    # writer thread
-
-    def write(self, work: list[tuple[Channel, list[Item], bool]], doc: dict[str, Any] | None) -> None:
-        for channel, items, final in work:
-            f = self.files.get(channel.n)
-            if f is None:
-                f = self.files[channel.n] = (self.dir / channel.file).open("ab", buffering=0)
-                f.write(channel.header())
-            data = channel.encode(items, final)
-            if data:
-                f.write(data)
-            if final:
-                f.close()
-                del self.files[channel.n]
-                channel.finished = True
-        if doc is not None:
-            write_json(self.dir / SESSION_FILE, doc)
 
 
 class FileRecorder:
@@ -143,6 +129,7 @@ class FileRecorder:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._writer = WriterProcess()
 
     def wake(self) -> None:
         self._wake.set()
@@ -155,6 +142,10 @@ class FileRecorder:
             interrupted, leftovers = await asyncio.to_thread(self._recover)
         except OSError as exc:
             raise RecordingError(f"recording directory {self.root}: {exc.strerror or exc}") from None
+        try:
+            await asyncio.to_thread(self._writer.start)
+        except OSError as exc:
+            raise RecordingError(f"cannot start the recording writer process: {exc}") from None
         for session_id in interrupted:
             log.warning("recording.interrupted", session_id=session_id)
         if self.sink is not None:
@@ -180,24 +171,34 @@ class FileRecorder:
     async def flush(self) -> None:
         """Write what every channel holds; finished channels go to the sink."""
         async with self._lock:
-            batch = []
+            ops: list[Op] = []
+            data: list[bytes] = []
+            sent: list[tuple[_Session, Channel, bool]] = []
+            docs = []
             for session in self._sessions:
-                work = []
+                counted, changed = False, session.dirty
                 for channel in session.channels:
                     if channel.finished:
                         continue
                     final = channel.closed
                     items = channel.take()
-                    if items or final or channel.n not in session.files:
-                        work.append((channel, items, final))
-                if work or session.dirty:
-                    batch.append((session, work, session.snapshot()))
-            if not batch:
+                    if items or final or not channel.started:
+                        _channel_ops(str(session.dir / channel.file), channel, items, final, ops, data)
+                        sent.append((session, channel, final))
+                        counted, changed = True, changed or final or not channel.started
+                if changed or (counted and time.monotonic() - session.counted_at >= COUNTS_INTERVAL_S):
+                    docs.append((session, session.snapshot()))
+            if not ops and not docs:
                 return
-            await asyncio.to_thread(self._write, batch)
-        for session, work, _ in batch:
-            for channel, _, final in work:
-                if final and channel.finished and self.sink is not None:
+            failed, digests = await asyncio.to_thread(self._write, ops, data, docs)
+        for session, channel, final in sent:
+            path = str(session.dir / channel.file)
+            if path in failed:
+                continue
+            channel.started = True
+            if final:
+                channel.finished, channel.digest = True, digests.get(path)
+                if self.sink is not None:
                     self.sink.put(session.dir / channel.file)
 
     async def finish(self, session: _Session, status: str) -> None:
@@ -223,6 +224,7 @@ class FileRecorder:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await asyncio.to_thread(self._writer.close)
         if self.sink is not None:
             await self.sink.aclose()
 
@@ -249,19 +251,33 @@ class FileRecorder:
         write_json(session.dir / SESSION_FILE, session.snapshot())
 
     def _write(
-        self, batch: list[tuple[_Session, list[tuple[Channel, list[Item], bool]], dict[str, Any]]]
-    ) -> None:
-        for session, work, doc in batch:
+        self, ops: list[Op], data: list[bytes], docs: list[tuple[_Session, dict[str, Any]]]
+    ) -> tuple[set[str], dict[str, dict[str, Any]]]:
+        """Channel files through the writer process, then session.json files; returns the paths
+        that failed and the digests of the files finished."""
+        failures: list[tuple[str, str]] = []
+        digests: dict[str, dict[str, Any]] = {}
+        for attempt in range(2 if ops else 0):
             try:
-                session.write(work, doc)
+                failures, digests = self._writer.request(ops, data)
+                break
+            except WriterGone as exc:
+                # Once more with a new process: better a request written twice than lost.
+                log.error("recording.writer_restarted", error=str(exc), retried=attempt == 0)
+                failures = [(path, str(exc)) for _, path, _, _ in ops]
+        failed = dict(failures)
+        for path, error in failed.items():
+            log.error("recording.error", file=path, error=error)
+        for session, doc in docs:
+            try:
+                write_json(session.dir / SESSION_FILE, doc)
             except OSError as exc:
                 log.error("recording.error", session_id=session.session_id, error=str(exc))
+        return set(failed), digests
 
     def _seal(self, session: _Session, doc: dict[str, Any]) -> None:
-        for f in session.files.values():
-            f.close()
-        session.files.clear()
-        seal(doc, session.dir, self.signing_key)
+        known = {c.file: c.digest for c in session.channels if c.digest is not None}
+        seal(doc, session.dir, self.signing_key, known)
         write_json(session.dir / SESSION_FILE, doc)
         (self.root / ACTIVE_DIR / session.session_id).unlink(missing_ok=True)
         os.close(session.lock_fd)
@@ -296,3 +312,18 @@ class FileRecorder:
                 if doc_path.parent.name not in live and not doc_path.parent.parent.name.startswith("."):
                     leftovers.append(doc_path.parent)
         return interrupted, leftovers
+
+
+def _channel_ops(
+    path: str, channel: Channel, items: list[Item], final: bool, ops: list[Op], data: list[bytes]
+) -> None:
+    """One channel's part of a writer request: open (every time: a restarted writer needs it),
+    its items with byte payloads moved to ``data``, and close when ``final``."""
+    ops.append(("open", path, channel.header(), (channel.fmt, channel.t0)))
+    for t, code, value in items:
+        if isinstance(value, bytes):
+            data.append(value)
+            value = len(value)
+        ops.append((code, path, t, value))
+    if final:
+        ops.append(("close", path, None, None))

@@ -51,10 +51,21 @@ def file_digest(path: Path) -> dict[str, Any]:
     return {"sha256": digest.hexdigest(), "size": path.stat().st_size}
 
 
-def seal(doc: dict[str, Any], directory: Path, key: Ed25519PrivateKey | None) -> None:
-    """Record the digest of every channel file, then sign the document if there is a key."""
+def seal(
+    doc: dict[str, Any],
+    directory: Path,
+    key: Ed25519PrivateKey | None,
+    known: dict[str, dict[str, Any]] | None = None,
+) -> None:
+    """Record the digest of every channel file, then sign the document if there is a key.
+
+    ``known`` digests, taken by the writer as it wrote, spare reading a file back from disk.
+    """
+    known = known or {}
     doc["files"] = {
-        p.name: file_digest(p) for p in sorted(directory.iterdir()) if p.name != SESSION_FILE and p.is_file()
+        p.name: known.get(p.name) or file_digest(p)
+        for p in sorted(directory.iterdir())
+        if p.name != SESSION_FILE and p.is_file()
     }
     doc.pop("signature", None)
     if key is not None:
