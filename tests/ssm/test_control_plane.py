@@ -8,13 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import aiohttp
+import asyncssh
 import boto3
 import pytest
 from botocore.exceptions import ClientError
 
 from sshgate.ssm.client import SsmSessionError, StreamTarget, execute_command, open_shell
 from sshgate.ssm.emulator import Emulator
-from tests.ssm.conftest import REGION, Aws
+from tests.ssm.conftest import REGION, Aws, aws_client
 from tests.ssm.test_sessions import read_all, read_until
 
 
@@ -142,3 +144,39 @@ async def test_admin_endpoints_for_outside_tools(aws: Aws, emulator: Emulator) -
     await shell.write(b"echo still-here\n")
     await read_until(shell, rb"still-here")
     await shell.close()
+
+
+async def test_instance_connect_keys_live_sixty_seconds_per_user(
+    aws: Aws, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SendSSHPublicKey, which moto only acknowledges: checked, kept per user, served, expired."""
+    clock = [1000.0]
+    monkeypatch.setattr(emulator.instance_connect, "clock", lambda: clock[0])
+    eic = aws_client(emulator, "ec2-instance-connect")
+    key = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
+    url = f"{emulator.url}/_emulator/instances/{aws.instance_id}/latest/meta-data/managed-ssh-keys"
+
+    async def active(user: str) -> str:
+        async with aiohttp.ClientSession() as http, http.get(f"{url}/active-keys/{user}/") as reply:
+            return await reply.text()
+
+    async def push(**fields: str) -> str:
+        args = {"InstanceId": aws.instance_id, "InstanceOSUser": "ec2-user", "SSHPublicKey": key, **fields}
+        try:
+            reply = await asyncio.to_thread(eic.send_ssh_public_key, **args)
+        except ClientError as exc:
+            return str(exc.response["Error"]["Code"])
+        assert reply["Success"] is True and reply["RequestId"]
+        return "ok"
+
+    assert await push() == "ok"
+    assert await active("ec2-user") == key + "\n"
+    assert await active("root") == ""
+    clock[0] += 59
+    assert await active("ec2-user") == key + "\n"
+    clock[0] += 2
+    assert await active("ec2-user") == ""
+    dsa = f"ssh-dss {key.split()[1]} a-long-enough-comment"
+    assert await push(SSHPublicKey=dsa) == "InvalidArgsException"
+    assert await push(InstanceOSUser="bad user") == "InvalidArgsException"
+    assert await push(InstanceId="i-0123456789abcdef0") == "EC2InstanceNotFoundException"

@@ -4,10 +4,13 @@
   open-data-channel JSON with the session's current token; otherwise closed with 1008).
 * AWS JSON 1.1 calls ``AmazonSSM.StartSession``, ``ResumeSession``, ``TerminateSession``,
   ``DescribeSessions``, ``DescribeInstanceInformation`` and
-  ``AmazonEC2ContainerServiceV20141113.ExecuteCommand`` are served here; every other request is
+  ``AmazonEC2ContainerServiceV20141113.ExecuteCommand`` and EC2 Instance Connect's
+  ``SendSSHPublicKey`` (see ``instance_connect``) are served here; every other request is
   forwarded to an in-process moto server (ECS RunTask / DescribeTasks answers get runtime ids).
 * ``/_emulator/sessions`` (GET), ``/_emulator/faults`` (POST JSON) and ``/_emulator/drop`` (POST)
-  let outside tools inspect sessions and flip the fault switch.
+  let outside tools inspect sessions and flip the fault switch;
+  ``/_emulator/instances/<id>/latest/meta-data/managed-ssh-keys/active-keys/<user>/`` (GET) is the
+  instance metadata an sshd asks for Instance Connect keys.
 
 Python use::
 
@@ -44,6 +47,7 @@ from sshgate.ssm.emulator.aws import (
     start_session_spec,
 )
 from sshgate.ssm.emulator.faults import Faults
+from sshgate.ssm.emulator.instance_connect import EIC_PREFIX, InstanceConnect
 
 DEFAULT_AGENT_VERSION = "3.3.1142.0"
 JSON_TYPE = "application/x-amz-json-1.1"
@@ -71,6 +75,7 @@ class Emulator:
         self.kms_key_id: str | None = None
         self.faults = Faults()
         self.assume_role_calls: list[dict[str, str]] = []
+        self.instance_connect = InstanceConnect()
         self._sessions: dict[str, AgentSession] = {}
         self._moto: ThreadedMotoServer | None = None
         self._moto_url = ""
@@ -101,6 +106,10 @@ class Emulator:
         app.router.add_post("/_emulator/faults", self._admin_faults)
         app.router.add_post("/_emulator/drop", self._admin_drop)
         app.router.add_get("/_emulator/assume-role-calls", self._admin_assume_role_calls)
+        app.router.add_get(
+            "/_emulator/instances/{instance}/latest/meta-data/managed-ssh-keys/active-keys/{user}/",
+            self._instance_connect_keys,
+        )
         app.router.add_route("*", "/{tail:.*}", self._aws)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -182,6 +191,7 @@ class Emulator:
             SSM_PREFIX + "DescribeSessions": self._describe_sessions,
             SSM_PREFIX + "DescribeInstanceInformation": self._describe_instance_information,
             ECS_PREFIX + "ExecuteCommand": self._execute_command,
+            EIC_PREFIX + "SendSSHPublicKey": self._send_ssh_public_key,
         }.get(target)
         if handler is None:
             return await self._forward(request, target)
@@ -270,6 +280,13 @@ class Emulator:
             "tokenValue": session.token,
         }
         return fields
+
+    async def _send_ssh_public_key(self, request: web.Request, caller: Caller, body: dict[str, Any]) -> Any:
+        return self.instance_connect.send_ssh_public_key(caller, body)
+
+    async def _instance_connect_keys(self, request: web.Request) -> web.Response:
+        keys = self.instance_connect.active_keys(request.match_info["instance"], request.match_info["user"])
+        return web.Response(text="".join(f"{key}\n" for key in keys))
 
     def _note_assume_role(self, body: bytes) -> None:
         """moto ignores SourceIdentity; tests ask the emulator what AssumeRole was called with."""
