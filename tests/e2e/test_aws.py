@@ -23,6 +23,7 @@ from tests.e2e.test_forward import BOOTSTRAP, ssh_background
 from tests.support.emulator import REGION, aws_client, emulator_process
 from tests.support.gateway import Client, GatewayProcess
 from tests.support.net import free_port, wait_port
+from tests.support.sshd import keygen
 from tests.support.tcp import echo_server, recv_exact, socks5_connect
 from tests.support.terminal import Terminal
 
@@ -163,11 +164,36 @@ def aws_gateway(
             ],
         }
     )
-    config["aws"] = {"region": REGION, "endpoints": {s: world.url for s in ("ec2", "ecs", "ssm", "sts")}}
+    config["resources"].append(
+        {
+            "name": "app-eic",
+            "type": "ec2",
+            "instance_name": "app-prod",
+            "ssh": {
+                "user": "sgtest",
+                "port": upstream.sshd.port,
+                "instance_connect": True,
+                "host_key_policy": {"host_keys": [upstream.sshd.host_pub]},
+            },
+            "native_users": [{"username": "sgtest", "secret": "iam", "default": True}],
+        }
+    )
+    services = ("ec2", "ecs", "ssm", "sts", "ec2-instance-connect")
+    config["aws"] = {"region": REGION, "endpoints": {s: world.url for s in services}}
     config["policies"] = {"paths": [str(root / "policy.rego")]}
     gw = GatewayProcess(root / "gw", config, env=CREDS).start()
     yield gw
     gw.stop()
+
+
+@pytest.fixture(scope="module")
+def instance_connect(world: AwsWorld, upstream: Upstream) -> Iterator[None]:
+    """The test sshd plays instance app-prod: it also accepts the keys pushed to it (and live)."""
+    url_file = upstream.sshd.instance_connect_url_file
+    metadata = f"{world.url}/_emulator/instances/{world.instance_id}/latest/meta-data"
+    url_file.write_text(f"{metadata}/managed-ssh-keys/active-keys")
+    yield
+    url_file.unlink()
 
 
 @pytest.fixture(scope="module")
@@ -318,6 +344,37 @@ def test_ptyless_login_shell_reads_stdin(alice_aws: Client, resource: str) -> No
         f"alice+{resource}", input=b"[ -t 0 ] || echo $((6*7)) piped\nexit 3\n", options=["-T"]
     )
     assert (result.stdout, result.returncode) == (b"42 piped\n", 3), result.stderr
+
+
+@pytest.mark.usefixtures("instance_connect")
+def test_ec2_instance_connect_login_with_the_pushed_key(alice_aws: Client) -> None:
+    """An ``iam`` native user has no key: the only way into the sshd is the one the gateway pushed."""
+    result = alice_aws.ssh("alice+app-eic", "id -un")
+    assert (result.stdout, result.returncode) == (b"sgtest\n", 0), result.stderr
+
+
+@pytest.mark.usefixtures("instance_connect")
+def test_sshd_takes_only_live_keys_pushed_for_that_user(
+    world: AwsWorld, upstream: Upstream, tmp_path: Path
+) -> None:
+    key = keygen(tmp_path / "eic", "eic")
+    argv = [
+        *("ssh", "-F", "/dev/null", "-i", str(key), "-p", str(upstream.sshd.port)),
+        *("-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"),
+        *("-o", "UserKnownHostsFile=/dev/null", "sgtest@127.0.0.1", "true"),
+    ]
+    eic = aws_client(world.url, "ec2-instance-connect")
+
+    def push(user: str) -> None:
+        public = Path(f"{key}.pub").read_text()
+        eic.send_ssh_public_key(InstanceId=world.instance_id, InstanceOSUser=user, SSHPublicKey=public)
+
+    assert subprocess.run(argv, capture_output=True, timeout=30).returncode == 255  # never pushed
+    push("sgro")
+    assert subprocess.run(argv, capture_output=True, timeout=30).returncode == 255  # pushed for another
+    push("sgtest")
+    login = subprocess.run(argv, capture_output=True, timeout=30)
+    assert login.returncode == 0, login.stderr
 
 
 def test_role_arn_assumed_with_source_identity(alice_aws: Client, world: AwsWorld) -> None:

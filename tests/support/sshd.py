@@ -12,6 +12,7 @@ from tests.support.net import free_port, wait_port
 
 SSHD = "/usr/sbin/sshd"
 ACCOUNTS = ("sgtest", "sgro", "devops")
+INSTANCE_CONNECT_KEYS = Path(__file__).with_name("instance_connect_keys")
 
 
 def keygen(path: Path, comment: str = "") -> Path:
@@ -55,6 +56,11 @@ class Sshd:
     @property
     def host_pub(self) -> str:
         return Path(str(self.host_key) + ".pub").read_text().strip()
+
+    @property
+    def instance_connect_url_file(self) -> Path:
+        """Write an instance-metadata URL here and sshd also accepts the keys pushed to it."""
+        return self.root / "instance-connect-url"
 
     def known_hosts_line(self) -> str:
         return f"[127.0.0.1]:{self.port} {self.host_pub}\n"
@@ -107,6 +113,8 @@ HostCertificate {host_key}-cert.pub
 PidFile {root / "sshd.pid"}
 AuthorizedKeysFile {auth_dir}/%u
 TrustedUserCAKeys {user_ca}.pub
+AuthorizedKeysCommand {INSTANCE_CONNECT_KEYS} {root / "instance-connect-url"} %u
+AuthorizedKeysCommandUser root
 StrictModes no
 UsePAM no
 PasswordAuthentication yes
