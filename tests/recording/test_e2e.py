@@ -77,7 +77,8 @@ def test_pty_session_cast_plays_and_keeps_no_password(
     try:
         term.write("PS1='rec> '; echo visible-$((40+2))\n")
         term.read_until("visible-42")
-        term.write("read -s -p 'Password: ' secret; echo; echo got-${#secret}\n")
+        # The prompt shows once echo is off, and the echoed command line does not contain it.
+        term.write("stty -echo; printf '%s: ' Password; read secret; stty echo; echo; echo got-${#secret}\n")
         term.read_until("Password: ")
         term.write("hunter2-not-recorded\n")
         term.read_until("got-20")
