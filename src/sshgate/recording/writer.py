@@ -34,6 +34,7 @@ _HEADER = struct.Struct("<QQ")
 _IOV_MAX = 1024
 SHARED_BYTES = 16 << 20
 """First size of the shared payload memory; it grows to the largest request."""
+WRITE_BYTES = 1 << 20
 DROP_BYTES = 8 << 20
 MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": str(64 << 20), "MALLOC_MMAP_THRESHOLD_": str(16 << 20)}
 """glibc keeps freed heap instead of returning it at once: each event's strings are tens of KB,
@@ -232,9 +233,20 @@ class _File:
             with open(path, "rb") as f:
                 self.sha256 = hashlib.file_digest(f, "sha256")
         self.pending: list[bytes] = [] if self.size else [header]
+        self.held = 0  # payload bytes behind ``pending``
         self.encoder: CastEncoder | LinesEncoder = _ENCODERS[fmt](t0)
 
+    def add(self, t: float, code: str, value: Any) -> None:
+        """Encode one item; written out every ``WRITE_BYTES`` of payload, so however big a
+        request is, the writer holds little of it (and glibc's kept heap covers that)."""
+        self.encoder.add(self.pending, t, code, value)
+        if isinstance(value, memoryview):
+            self.held += len(value)
+            if self.held >= WRITE_BYTES:
+                self.write()
+
     def write(self) -> None:
+        self.held = 0
         if self.pending:
             _write_all(self.fd, self.pending)
             for piece in self.pending:
@@ -281,8 +293,7 @@ def apply(files: dict[str, _File], ops: list[Op], data: memoryview) -> Reply:
                 del files[path]
                 digests[path] = file.close()
             else:
-                file = files[path]
-                file.encoder.add(file.pending, a, code, value)
+                files[path].add(a, code, value)
         except OSError as exc:
             failed[path] = exc.strerror or str(exc)
             with contextlib.suppress(KeyError, OSError):
