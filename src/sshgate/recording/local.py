@@ -129,6 +129,7 @@ class FileRecorder:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._writer = WriterProcess()
 
     def wake(self) -> None:
@@ -152,6 +153,7 @@ class FileRecorder:
             self.sink.start()
             for directory in leftovers:
                 self.sink.put_session(directory)
+        self._stopping = False
         self._task = asyncio.get_running_loop().create_task(self._run())
         return interrupted
 
@@ -220,16 +222,18 @@ class FileRecorder:
         for session in list(self._sessions):
             await session.close("closed")
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Not cancelled: a flush's request runs on in its thread, and the writer process
+            # must not be closed under it.
+            self._stopping = True
+            self.wake()
+            await self._task
             self._task = None
         await asyncio.to_thread(self._writer.close)
         if self.sink is not None:
             await self.sink.aclose()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.flush_interval):
                     await self._wake.wait()
