@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import signal
 import subprocess
@@ -180,3 +181,51 @@ def test_host_key_generated_once_and_kept(keys: Keys, upstream: Upstream, tmp_pa
         assert alice.ssh("alice+web-1", "echo same-key").stdout == b"same-key\n"
     finally:
         gw.stop()
+
+
+def test_sighup_applies_new_recording_settings_to_new_sessions_only(
+    keys: Keys, upstream: Upstream, tmp_path: Path
+) -> None:
+    """A session open across the reload keeps recording where it started, and ends closed there."""
+    config = base_config(keys, upstream)
+    config["recording"] = {"dir": str(tmp_path / "before")}
+    gw = GatewayProcess(tmp_path / "gw", copy.deepcopy(config)).start()
+    try:
+        alice = Client(gw, keys.alice, tmp_path / "alice")
+        open_session = subprocess.Popen(
+            alice.ssh_argv("alice+web-1", "read line; echo got $line"),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        first = gw.wait_event("channel.open", resource="web-1")["session_id"]
+        gw.write_config({**gw.config, "recording": {"dir": str(tmp_path / "after")}})
+        gw.signal(signal.SIGHUP)
+        gw.wait_event("config.reload", result="ok")
+        assert alice.ssh("alice+web-1", "echo second").stdout == b"second\n"
+        out, _ = open_session.communicate(b"first\n", timeout=30)
+        assert out == b"got first\n"
+        second = next(e["session_id"] for e in gw.events("session.start") if e["session_id"] != first)
+        assert _closed_recordings(tmp_path / "before", 1) == {first}
+        assert _closed_recordings(tmp_path / "after", 1) == {second}
+        gw.write_config({**gw.config, "recording": {"signing_key": str(tmp_path / "missing_key")}})
+        gw.signal(signal.SIGHUP)
+        refused = gw.wait_event("config.reload", result="refused")
+        assert "missing_key" in refused["reason"]
+        assert alice.ssh("alice+web-1", "echo third").stdout == b"third\n"
+        assert len(_closed_recordings(tmp_path / "after", 2)) == 2
+    finally:
+        gw.stop()
+
+
+def _closed_recordings(root: Path, count: int, timeout: float = 15) -> set[str]:
+    """Ids of the sessions under ``root`` whose session.json says closed, once ``count`` are."""
+    deadline = time.monotonic() + timeout
+    while True:
+        closed = {
+            doc.parent.name
+            for doc in root.glob("[0-9]*/*/session.json")
+            if json.loads(doc.read_text())["status"] == "closed"
+        }
+        if len(closed) >= count or time.monotonic() > deadline:
+            return closed
+        time.sleep(0.1)

@@ -23,7 +23,7 @@ from sshgate.policy.loader import ReloadableDecisionPoint
 from sshgate.policy.sources import PolicyLoadError
 from sshgate.policy.watch import watch_policies
 from sshgate.recording.build import build_recorder
-from sshgate.recording.recorder import NullRecorder, Recorder
+from sshgate.recording.recorder import NullRecorder, Recorder, RecordingError
 from sshgate.upstream.ssh import ENCRYPTION_ALGS
 
 asyncssh_tuning.apply()
@@ -124,12 +124,21 @@ class Gateway:
         """Swap in the configuration file and its policies together; anything bad keeps the old set."""
         if self.config_path is None or self.ctx is None:
             return False
+        recorder = self.recorder
         try:
             config = load_config(self.config_path)
+            if _recording_settings(config) != _recording_settings(self.config):
+                recorder = build_recorder(config)
+                await recorder.start()
             await self.policy.reload(config.policies)
-        except (ConfigError, PolicyLoadError) as exc:
+        except (ConfigError, PolicyLoadError, RecordingError) as exc:
+            if recorder is not self.recorder:
+                await recorder.aclose()
             self.log.error("config.reload", result="refused", reason=str(exc))
             return False
+        if recorder is not self.recorder:
+            self._tasks.append(asyncio.get_running_loop().create_task(self.recorder.retire(self._stopped)))
+            self.recorder = recorder
         self.ctx = BindContext(config, self.policy, self.recorder, AwsAccess(config.aws))
         limits = config.limits
         self.state.tracker.limit = limits.auth_failures_before_lockout
@@ -196,6 +205,11 @@ class Gateway:
         await stop.wait()
         await self.stop(self.config.shutdown_grace_s)
         self.log.info("gateway.stopped")
+
+
+def _recording_settings(config: Config) -> tuple[object, ...]:
+    """What a recorder is built from: a change needs a new recorder for new sessions."""
+    return (config.recording, config.recording_dir, config.aws)
 
 
 async def serve(config_path: str) -> int:

@@ -234,6 +234,12 @@ class FileRecorder:
         if self.sink is not None:
             await self.sink.aclose()
 
+    async def retire(self, stopping: asyncio.Event) -> None:
+        while self._sessions and not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), 1.0)
+        await self.aclose()
+
     async def _run(self) -> None:
         while not self._stopping:
             with contextlib.suppress(TimeoutError):

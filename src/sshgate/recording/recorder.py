@@ -6,6 +6,7 @@ only buffer in memory; writing to disk or S3 happens elsewhere.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Literal, Protocol
 
 ChannelKind = Literal["shell", "exec", "sftp", "forward"]
@@ -41,6 +42,10 @@ class Recorder(Protocol):
 
     async def start_session(self, session_id: str, meta: dict[str, Any]) -> SessionRecording: ...
     async def aclose(self) -> None: ...
+    async def retire(self, stopping: asyncio.Event) -> None:
+        """Close once the sessions started here have ended, or at ``stopping`` (a reload swapped
+        in another recorder; open sessions keep recording where they started)."""
+        ...
 
 
 class _NullChannel:
@@ -91,4 +96,7 @@ class NullRecorder:
         return _NullSession(session_id)
 
     async def aclose(self) -> None:
+        pass
+
+    async def retire(self, stopping: asyncio.Event) -> None:
         pass
