@@ -16,35 +16,15 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from tests.support.gateway import Client, GatewayProcess
 
-from bench.bench_relay import cpu_seconds
-from bench.common import bench_env
+from bench.common import UnrecordedGateway, bench_env, tree_cpu_seconds
 
-NO_RECORDING = (
-    "import sshgate.gateway.server as s, sshgate.recording.recorder as r; "
-    "s.build_recorder = lambda config: r.NullRecorder(); "
-    "from sshgate.cli import main; main(['serve', '--config', {config!r}])"
-)
 SCP_TARGET = Path("/tmp/sshgate-bench-scp.bin")
-
-
-class UnrecordedGateway(GatewayProcess):
-    def argv(self) -> list[str]:
-        return [sys.executable, "-c", NO_RECORDING.format(config=str(self.config_path))]
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU of ``pid`` and its live descendants."""
-    children = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        children += [int(c) for c in (task / "children").read_text().split()]
-    return cpu_seconds(pid) + sum(tree_cpu_seconds(child) for child in children)
 
 
 def settle(pid: int) -> None:

@@ -1,6 +1,7 @@
 """Relay benchmark (issue 2): sshgate vs direct OpenSSH vs OpenSSH ProxyJump, one run, loopback.
 
-Prints throughput ratios, gateway CPU per GB, connection setup, keystroke echo latency and
+Prints throughput ratios (the product, which records every session, and the relay alone with a
+recorder that keeps nothing: `sshgate-norec`), gateway CPU per GB, connection setup, keystroke echo latency and
 RSS per idle session. Run: .venv/bin/python -m bench.bench_relay [--size-mb 1024] [--sessions 1000]
 Needs root (it creates the upstream test accounts, like the test suite).
 """
@@ -21,14 +22,9 @@ from tests.support.gateway import Client, GatewayProcess
 from tests.support.sshd import Sshd, start_sshd
 from tests.support.terminal import Terminal
 
-from bench.common import CIPHER, bench_env, connect
+from bench.common import CIPHER, UnrecordedGateway, bench_env, connect, tree_cpu_seconds
 
 KEX = "curve25519-sha256"  # the same key exchange on every path, so setup times compare
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kb(pid: int) -> int:
@@ -72,25 +68,26 @@ def timed(argv: list[str], stdin: int | None = None) -> float:
     return time.perf_counter() - start
 
 
-def bulk(argv_for: dict[str, list[str]], size_mb: int, gw_pid: int) -> None:
+def bulk(argv_for: dict[str, list[str]], size_mb: int, gateways: dict[str, int]) -> None:
+    """Down and up through each path; CPU is the gateway's own (with its recording writer)."""
     print(f"\n## Bulk, {size_mb} MB through exec, {CIPHER} on every leg")
-    print(f"{'path':<12}{'down MB/s':>12}{'up MB/s':>12}{'gw CPU s/GB':>14}")
+    print(f"{'path':<14}{'down MB/s':>12}{'up MB/s':>12}{'gw CPU s/GB':>14}")
     results: dict[str, tuple[float, float]] = {}
     for name, base in argv_for.items():
-        cpu0 = cpu_seconds(gw_pid)
+        pid = gateways.get(name)
+        cpu0 = tree_cpu_seconds(pid) if pid else 0.0
         down = timed([*base, f"head -c {size_mb}M /dev/zero"])
         feeder = subprocess.Popen(["head", "-c", f"{size_mb}M", "/dev/zero"], stdout=subprocess.PIPE)
         up = timed([*base, "cat > /dev/null"], stdin=feeder.stdout.fileno() if feeder.stdout else None)
         feeder.wait()
-        cpu = (cpu_seconds(gw_pid) - cpu0) / (2 * size_mb / 1024)
+        cpu = (tree_cpu_seconds(pid) - cpu0) / (2 * size_mb / 1024) if pid else 0.0
         results[name] = (size_mb / down, size_mb / up)
-        print(
-            f"{name:<12}{size_mb / down:>12.0f}{size_mb / up:>12.0f}{cpu if name == 'sshgate' else 0:>14.2f}"
-        )
-    gw, jump = results["sshgate"], results["proxyjump"]
-    direct = results["direct"]
-    print(f"sshgate / ProxyJump: down {gw[0] / jump[0]:.2f}x, up {gw[1] / jump[1]:.2f}x (target >= 1.0x)")
-    print(f"sshgate / direct:    down {gw[0] / direct[0]:.2f}x, up {gw[1] / direct[1]:.2f}x")
+        print(f"{name:<14}{size_mb / down:>12.0f}{size_mb / up:>12.0f}{cpu:>14.2f}")
+    jump, direct = results["proxyjump"], results["direct"]
+    for name in gateways:
+        gw = results[name]
+        print(f"{name} / ProxyJump: down {gw[0] / jump[0]:.2f}x, up {gw[1] / jump[1]:.2f}x (target >= 1.0x)")
+        print(f"{name} / direct:    down {gw[0] / direct[0]:.2f}x, up {gw[1] / direct[1]:.2f}x")
 
 
 def setup_latency(argv_for: dict[str, list[str]], runs: int = 20) -> None:
@@ -186,21 +183,29 @@ def main() -> None:
     with bench_env() as env:
         jump = start_sshd(env.root / "jump")
         gw = GatewayProcess(env.root / "gw", env.config()).start()
+        relay = UnrecordedGateway(env.root / "relay", env.config()).start()
         try:
-            assert gw.process is not None
+            assert gw.process is not None and relay.process is not None
             client = Client(gw, env.keys.alice, env.root / "client")
             direct = Direct(env.root, env.sshd, jump)
+            kex = ["-o", f"KexAlgorithms={KEX}"]
             argv_for = {
                 "direct": direct.argv("direct"),
                 "proxyjump": direct.argv("viajump"),
-                "sshgate": client.ssh_argv("alice+web-1", options=["-o", f"KexAlgorithms={KEX}"]),
+                "sshgate": client.ssh_argv("alice+web-1", options=kex),
             }
-            bulk(argv_for, args.size_mb, gw.process.pid)
+            relay_only = Client(relay, env.keys.alice, env.root / "relay-client")
+            bulk(
+                {**argv_for, "sshgate-norec": relay_only.ssh_argv("alice+web-1", options=kex)},
+                args.size_mb,
+                {"sshgate": gw.process.pid, "sshgate-norec": relay.process.pid},
+            )
             setup_latency(argv_for)
             keystrokes(argv_for, args.keystrokes)
             asyncio.run(idle_sessions(gw, env.keys.alice, args.sessions))
         finally:
             gw.stop()
+            relay.stop()
             jump.stop()
 
 

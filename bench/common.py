@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,10 +14,35 @@ from typing import Any
 
 import asyncssh
 from tests.conftest import Keys, Upstream, base_config
-from tests.support.gateway import user_key
+from tests.support.gateway import GatewayProcess, user_key
 from tests.support.sshd import Sshd, keygen, start_sshd
 
 CIPHER = "aes128-gcm@openssh.com"
+NO_RECORDING = (
+    "import sshgate.gateway.server as s, sshgate.recording.recorder as r; "
+    "s.build_recorder = lambda config: r.NullRecorder(); "
+    "from sshgate.cli import main; main(['serve', '--config', {config!r}])"
+)
+
+
+class UnrecordedGateway(GatewayProcess):
+    """The gateway with a recorder that keeps nothing (bench only: sshgate cannot turn recording off)."""
+
+    def argv(self) -> list[str]:
+        return [sys.executable, "-c", NO_RECORDING.format(config=str(self.config_path))]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of ``pid`` and its live descendants (the gateway and its recording writer)."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(c) for c in (task / "children").read_text().split()]
+    return cpu_seconds(pid) + sum(tree_cpu_seconds(child) for child in children)
 
 
 def connect(port: int, key: asyncssh.SSHKey) -> Any:
