@@ -53,11 +53,11 @@ async def test_budget_pauses_input_only_when_exhausted() -> None:
     blocked = asyncio.ensure_future(slow.write(b"s" * 128 * 1024))
     await asyncio.sleep(0)
     assert not blocked.done()  # budget exhausted: the writer waits for the reader
+    received = 0
     async with asyncio.timeout(5):
-        while not blocked.done():
-            await slow_peer.read()
-            await asyncio.sleep(0)
-    await blocked
+        while received < (32 + 128) * 1024:
+            received += len(await slow_peer.read())
+        await blocked
 
 
 async def test_keepalive_sends_nops_and_closes_a_silent_session() -> None:
@@ -83,3 +83,31 @@ async def test_unknown_stream_data_is_ignored() -> None:
     client, _server = pair()
     await client.feed(encode_frame(Cmd.PSH, 99, b"stray"))
     assert client.streams == {}
+
+
+async def test_a_cancelled_writer_still_sends_its_frame_whole() -> None:
+    """The pipe takes frames in pieces; a frame cut short would desynchronise every stream."""
+    sent = bytearray()
+    gate = asyncio.Event()
+
+    async def slow_pipe(data: bytes) -> None:
+        for pos in range(0, len(data), 1024):  # like the SSM data channel's 1 KiB messages
+            sent.extend(data[pos : pos + 1024])
+            await gate.wait()
+
+    gate.set()
+    session = SmuxSession(slow_pipe, client=True)
+    first, second = await session.open_stream(), await session.open_stream()
+    gate.clear()
+    writer = asyncio.ensure_future(first.write(b"a" * 8192))
+    await asyncio.sleep(0.01)
+    writer.cancel()  # mid-frame: one KiB of it is out
+    gate.set()
+    await second.write(b"b" * 100)
+    frames = FrameDecoder().feed(bytes(sent))
+    assert [(f.cmd, f.stream_id, len(f.data)) for f in frames] == [
+        (Cmd.SYN, 3, 0),
+        (Cmd.SYN, 5, 0),
+        (Cmd.PSH, 3, 8192),
+        (Cmd.PSH, 5, 100),
+    ]

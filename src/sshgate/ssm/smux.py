@@ -5,7 +5,8 @@ asyncio session over any byte pipe (the SSM data channel): the client opens stre
 from 3, the server accepts them. There is no per-stream window in v1, so flow control works as in
 xtaci: every stream's unread bytes count against one session budget (4 MiB by default) and the
 session stops consuming input only when that budget is exhausted; writers send whole frames under
-one FIFO lock so a bulk writer cannot starve the others. A FIN ends the stream in both directions
+one FIFO lock so a bulk writer cannot starve the others, and a frame once queued is sent whole
+even if its writer is cancelled. A FIN ends the stream in both directions
 (xtaci returns EOF to writers after a FIN), so there is no half-close.
 
 Public API:
@@ -272,8 +273,17 @@ class SmuxSession:
             await self._send_frame(encode_frame(Cmd.PSH, sid, data[pos : pos + step]))
 
     async def _send_frame(self, frame: bytes) -> None:
+        """Send one whole frame, even if the caller is cancelled meanwhile.
+
+        The pipe may take a frame in pieces (the SSM data channel sends 1 KiB messages): a frame
+        cut short would make the peer read the next frame's header as payload, and every stream
+        of the session would be lost to one cancelled writer (an abandoned port forward).
+        """
         if self.closed:
             raise StreamClosed("smux session is closed")
+        await asyncio.shield(self._write_whole(frame))
+
+    async def _write_whole(self, frame: bytes) -> None:
         async with self._write_lock:
             await self._write(frame)
 
