@@ -62,7 +62,7 @@ from sshgate.ssm.codec import (
     parse_flag,
     version_gt,
 )
-from sshgate.ssm.reliable import CLIENT, DataChannel, Inbox
+from sshgate.ssm.reliable import CLIENT, DataChannel, Inbox, websocket_transport
 from sshgate.ssm.smux import SmuxSession, SmuxStream, StreamClosed
 
 CLIENT_VERSION = "1.2.650.0"
@@ -219,14 +219,8 @@ class _Connection:
         opening = OpenDataChannel(token, self.client_id, self.client_version)
         await ws.send_str(opening.to_json())
         self._ws = ws
-
-        async def transport(raw: bytes) -> None:
-            if ws.closed:
-                raise ConnectionResetError("websocket closed")
-            await ws.send_bytes(raw)
-
         self.channel.start()
-        await self.channel.attach(transport)
+        await self.channel.attach(websocket_transport(ws))
         self._spawn(self._read_loop(ws))
 
     def _spawn(self, coro: Any) -> None:

@@ -18,6 +18,7 @@ Public API:
         ``start()`` / ``close()``; counters ``retransmits``, ``dropped``, ``duplicates``,
         ``out_of_order``.
     ``Inbox(limit, on_space)`` -- the bounded hand-off from ``deliver`` to a consumer task.
+    ``websocket_transport(ws)`` -- the transport both sides use over an aiohttp websocket.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from sshgate.ssm.codec import (
     Acknowledge,
@@ -49,6 +51,38 @@ MAX_RESENDS = 3000
 CHUNK_SIZE = 1024
 
 Transport = Callable[[bytes], Awaitable[None]]
+
+
+class WebSocket(Protocol):
+    """What ``websocket_transport`` needs of an aiohttp client or server websocket."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    async def send_bytes(self, data: bytes) -> None: ...
+
+
+def websocket_transport(ws: WebSocket) -> Callable[[bytes], Coroutine[Any, Any, None]]:
+    """Send each frame as a binary message on ``ws``, immune to aiohttp's shared drain future.
+
+    While the socket is paused, aiohttp's senders all wait on one future, and a sender cancelled
+    there cancels it for every other (aio-libs/aiohttp#6028): a port stream's sender, cancelled
+    when its stream is abandoned, made the next stream's sender fail with CancelledError, so the
+    agent closed that stream at once. The frame is written before the wait, so a CancelledError
+    this task was not asked for means "sent".
+    """
+
+    async def send(raw: bytes) -> None:
+        if ws.closed:
+            raise ConnectionResetError("websocket closed")
+        try:
+            await ws.send_bytes(raw)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise
+
+    return send
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,7 +56,7 @@ from sshgate.ssm.emulator.plugins import (
     SessionFailure,
     loopback_address,
 )
-from sshgate.ssm.reliable import AGENT, DataChannel
+from sshgate.ssm.reliable import AGENT, DataChannel, websocket_transport
 
 HANDSHAKE_TIMEOUT = 15.0
 MUX_MIN_CLIENT = "1.1.70"
@@ -150,12 +150,7 @@ class AgentSession:
         self.client_id = opening.client_id
         self.client_version = opening.client_version or self.client_version
 
-        async def send(raw: bytes) -> None:
-            if ws.closed:
-                raise ConnectionResetError("websocket closed")
-            await ws.send_bytes(raw)
-
-        link = FaultyLink(self.faults, send, abort)
+        link = FaultyLink(self.faults, websocket_transport(ws), abort)
         self.channel.start()
         await self.channel.attach(link.send)
         if self._runner is None:
