@@ -24,7 +24,7 @@ from sshgate.ssm.codec import (
     decode,
     encode,
 )
-from sshgate.ssm.reliable import IncomingBuffer, OutgoingBuffer
+from sshgate.ssm.reliable import IncomingBuffer, OutgoingBuffer, websocket_transport
 from tests.ssm.conftest import Aws, TcpServer
 
 
@@ -241,3 +241,28 @@ async def test_channel_pair_delivers_in_order_over_a_shuffling_link() -> None:
     assert client.retransmits > 0 and agent.out_of_order > 0
     client.close()
     agent.close()
+
+
+async def test_websocket_transport_survives_aiohttps_shared_drain_future() -> None:
+    """aiohttp's paused senders wait on one future; cancelling one sender cancels it for all."""
+
+    class PausedWebSocket:
+        closed = False
+
+        def __init__(self) -> None:
+            self.drain = asyncio.get_running_loop().create_future()
+            self.written: list[bytes] = []
+
+        async def send_bytes(self, data: bytes) -> None:
+            self.written.append(data)  # aiohttp writes the frame, then waits for the drain
+            await self.drain
+
+    ws = PausedWebSocket()
+    send = websocket_transport(ws)
+    cancelled, bystander = asyncio.ensure_future(send(b"a")), asyncio.ensure_future(send(b"b"))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await asyncio.wait({cancelled, bystander}, timeout=1)
+    assert cancelled.cancelled()
+    assert bystander.done() and bystander.exception() is None  # its frame was written: sent
+    assert ws.written == [b"a", b"b"]
