@@ -9,7 +9,8 @@ Known differences from the live service, all chosen to keep tests fast or safe:
   output from a file, after the command exits, when ``separateOutputStream`` is off);
 * port destinations must be loopback addresses;
 * KMS is not emulated: with ``kms_key_id`` set the handshake asks for it, and the session then fails;
-* a session whose client stays away longer than ``reconnect_window`` (120 s) is ended.
+* a session whose client stays away longer than ``reconnect_window`` (120 s) is ended;
+* EC2 Instance Connect keys are served without the signed metadata lines the live service adds.
 """
 
 from sshgate.ssm.emulator.faults import Faults
