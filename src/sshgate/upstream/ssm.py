@@ -276,8 +276,10 @@ def _shell_pump(
         else:
             await session.resize(*piped.EOF_SIZE)
 
-    resize = session.resize if piped is None else None  # a piped shell's only resize is its EOF
-    return SessionPump(downstream, read, session.write, session.close, finish, eof, resize)
+    if piped is None:
+        return SessionPump(downstream, read, session.write, session.close, finish, eof, session.resize)
+    # A piped shell's only resize is its EOF, and a byte standing for a signal would be data.
+    return SessionPump(downstream, read, session.write, session.close, finish, eof, signals={})
 
 
 async def ssh_through_ssm(

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import secrets
 import shlex
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from sshgate.upstream.base import Downstream
@@ -22,7 +22,8 @@ class SessionPump:
     """One SSM stream relayed to one client channel.
 
     ``read`` returns the next chunk or None at the end; ``finish`` gives the exit status (or None)
-    once reading ended; ``on_eof`` runs when the client sends EOF (after queued writes).
+    once reading ended; ``on_eof`` runs when the client sends EOF (after queued writes);
+    ``signals`` maps the signals the client may send to the bytes that stand for them in-band.
     """
 
     def __init__(
@@ -34,8 +35,11 @@ class SessionPump:
         finish: Callable[[], int | None] = lambda: None,
         on_eof: Callable[[], Awaitable[None]] | None = None,
         resize: Callable[[int, int], Coroutine[Any, Any, None]] | None = None,
+        *,
+        signals: Mapping[str, bytes] = _SIGNAL_BYTES,
     ) -> None:
         self._down = downstream
+        self._signals = signals
         self._read = read
         self._write = write
         self._close = close
@@ -95,8 +99,8 @@ class SessionPump:
             asyncio.get_running_loop().create_task(self._resize(cols, rows))
 
     def send_signal(self, name: str) -> None:
-        if name in _SIGNAL_BYTES:
-            self.write(_SIGNAL_BYTES[name])
+        if name in self._signals:
+            self.write(self._signals[name])
 
     def pause_reading(self) -> None:
         self._may_read.clear()
@@ -190,7 +194,7 @@ class PipedShell:
             f"trap {shlex.quote(on_eof)} WINCH; cat <&3 & c=$!; printf %s {self.ready.decode()} >&2; "
             "while kill -0 $c 2>/dev/null; do wait $c; done"
         )
-        self.command = self.exit.wrap(f"exec 3<&0; {{ {reader}; }} | {program} & wait $!")
+        self.command = self.exit.wrap(f"exec 3<&0; {{ {reader}; }} | {program} 3<&- & wait $!")
 
     async def wait_ready(self, read: Callable[[], Awaitable[bytes]]) -> bytes:
         """Read up to the ready line; returns what followed it (the program's first output)."""
