@@ -299,7 +299,9 @@ async def ssh_through_ssm(
     if isinstance(credential, AmbientIam | AssumeRole):
         if not settings.instance_connect:
             raise UpstreamError(f"{resource.name}: an 'iam' native user needs ssh.instance_connect: true")
-        credential = await _push_instance_connect_key(clients, resource, target, credentials, user)
+        credential = await push_instance_connect_key(
+            clients, resource.name, target.facts.instance_id, resource.region, credentials, user
+        )
     ssm = clients.client("ssm", resource.region, credentials)
     http = aiohttp.ClientSession()
     try:
@@ -360,17 +362,22 @@ async def ssh_through_ssm(
         raise
 
 
-async def _push_instance_connect_key(
-    clients: AwsClients, resource: Ec2Resource, target: Ec2Target, credentials: Credentials | None, user: str
+async def push_instance_connect_key(
+    clients: AwsClients,
+    name: str,
+    instance_id: str,
+    region: str | None,
+    credentials: Credentials | None,
+    user: str,
 ) -> PrivateKey:
     """A fresh key for this one login, valid for 60 seconds on the instance (EC2 Instance Connect)."""
     key = asyncssh.generate_private_key("ssh-ed25519")
-    eic = clients.client("ec2-instance-connect", resource.region, credentials)
+    eic = clients.client("ec2-instance-connect", region, credentials)
     try:
         await call(
-            f"pushing a key to {resource.name} with EC2 Instance Connect",
+            f"pushing a key to {name} with EC2 Instance Connect",
             eic.send_ssh_public_key,
-            InstanceId=target.facts.instance_id,
+            InstanceId=instance_id,
             InstanceOSUser=user,
             SSHPublicKey=key.export_public_key().decode(),
         )
