@@ -22,7 +22,7 @@ from sshgate.policy.input import ConnectionFacts, RequestFacts, ec2_input, ecs_i
 from sshgate.recording.recorder import Recorder, RecordingError, SessionRecording
 from sshgate.upstream.base import Upstream, UpstreamError
 from sshgate.upstream.ssh import connect_ssh
-from sshgate.upstream.ssm import SsmUpstream, ssh_through_ssm
+from sshgate.upstream.ssm import SsmUpstream, push_instance_connect_key, ssh_through_ssm
 
 AnyResource = SshResource | Ec2Resource | EcsResource
 
@@ -111,9 +111,12 @@ async def plan_upstream(
 
         async def connect_sshd() -> Upstream:
             credential = _credential(resource, native)
+            user = native.user.username
             try:
-                return await connect_ssh(resource, native.user.username, credential)
-            except UpstreamError as exc:
+                if isinstance(credential, AmbientIam | AssumeRole):
+                    credential = await _instance_connect_key(ctx, resource, user, identity, credential)
+                return await connect_ssh(resource, user, credential)
+            except (UpstreamError, AwsError) as exc:
                 raise Refusal(str(exc), event="upstream.error") from None
 
         return UpstreamPlan({}, connect_sshd)
@@ -152,6 +155,23 @@ async def plan_upstream(
         return SsmUpstream(ctx.aws.clients, resource, target, credentials)
 
     return UpstreamPlan(context, connect_ssm)
+
+
+async def _instance_connect_key(
+    ctx: BindContext, resource: SshResource, user: str, identity: Identity, iam: AmbientIam | AssumeRole
+) -> NativeCredential:
+    """An ``iam`` native user on an sshd: a key pushed to ``ssh.instance_id`` with EC2 Instance Connect."""
+    settings = resource.ssh
+    if settings is None or not settings.instance_connect or settings.instance_id is None:
+        raise UpstreamError(
+            f"{resource.name}: an 'iam' native user needs ssh.instance_connect: true and ssh.instance_id"
+        )
+    credentials = None
+    if isinstance(iam, AssumeRole):
+        credentials = await ctx.aws.roles.credentials(iam.role_arn, identity.name, None)
+    return await push_instance_connect_key(
+        ctx.aws.clients, resource.name, settings.instance_id, None, credentials, user
+    )
 
 
 async def start_recording(ctx: BindContext, session_id: str, meta: dict[str, Any]) -> SessionRecording:
