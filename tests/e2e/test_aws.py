@@ -178,6 +178,17 @@ def aws_gateway(
             "native_users": [{"username": "sgtest", "secret": "iam", "default": True}],
         }
     )
+    config["resources"].append(
+        {
+            "name": "sshd-eic",
+            "type": "ssh",
+            "hostname": "127.0.0.1",
+            "port": upstream.sshd.port,
+            "host_key_policy": {"host_keys": [upstream.sshd.host_pub]},
+            "ssh": {"instance_connect": True, "instance_id": world.instance_id},
+            "native_users": [{"username": "sgtest", "secret": "iam", "default": True}],
+        }
+    )
     services = ("ec2", "ecs", "ssm", "sts", "ec2-instance-connect")
     config["aws"] = {"region": REGION, "endpoints": {s: world.url for s in services}}
     config["policies"] = {"paths": [str(root / "policy.rego")]}
@@ -347,9 +358,11 @@ def test_ptyless_login_shell_reads_stdin(alice_aws: Client, resource: str) -> No
 
 
 @pytest.mark.usefixtures("instance_connect")
-def test_ec2_instance_connect_login_with_the_pushed_key(alice_aws: Client) -> None:
-    """An ``iam`` native user has no key: the only way into the sshd is the one the gateway pushed."""
-    result = alice_aws.ssh("alice+app-eic", "id -un")
+@pytest.mark.parametrize("resource", ["app-eic", "sshd-eic"])
+def test_instance_connect_login_with_the_pushed_key(alice_aws: Client, resource: str) -> None:
+    """An ``iam`` native user has no key: the only way into the sshd is the one the gateway pushed
+    (EC2 with ``ssh:`` through SSM, and an ssh resource with ``ssh.instance_id``)."""
+    result = alice_aws.ssh(f"alice+{resource}", "id -un")
     assert (result.stdout, result.returncode) == (b"sgtest\n", 0), result.stderr
 
 
