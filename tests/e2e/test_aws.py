@@ -234,6 +234,18 @@ def test_ec2_exec_keeps_stdout_stderr_and_status_apart(alice_aws: Client) -> Non
     assert (result.stdout, result.stderr, result.returncode) == (b"out\n", b"err\n", 4)
 
 
+def test_ec2_exec_without_stdin_says_so_and_ignores_control_bytes(alice_aws: Client) -> None:
+    """NonInteractiveCommands has no stdin, and its agent reads 0x03 in input as SIGINT: piped
+    data must neither vanish silently nor interrupt the command."""
+    result = alice_aws.ssh("alice+app-prod", "sh -c 'sleep 1; cat; echo done'", input=b"binary\x03data\x1c")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"done\n"
+    assert result.stderr == (
+        b"sshgate: app-prod runs commands through SSM without stdin; the input was not delivered "
+        b"(give the resource an ssh: section for scp, rsync and commands that read stdin)\n"
+    )
+
+
 def test_ecs_exec_exit_status_and_shell_option(alice_aws: Client, aws_gateway: GatewayProcess) -> None:
     result = alice_aws.ssh("alice", "formal api -- sh -c 'echo from-task; exit 7'")
     assert result.stdout == b"from-task\n", result.stderr

@@ -4,7 +4,7 @@
   for ``--shell`` and for commands run with a terminal. Exec without a terminal: the resource's
   ``command_document`` (NonInteractiveCommands with
   separate stdout, stderr and exit code; ``deploy/ssm/`` ships it). SSM gives such commands no
-  stdin: data the client sends on an exec channel is not delivered.
+  stdin: data the client sends is not delivered, and the client is told so (:class:`StdinlessPump`).
 * Shells without a terminal (``ssh -T host``, VSCode's ``bash``; EC2 and ECS): a
   :class:`PipedShell` over AWS-StartInteractiveCommand or ECS Exec, byte-clean with stdin EOF
   and exit status.
@@ -47,7 +47,7 @@ from sshgate.ssm.client import (
 )
 from sshgate.upstream.base import Downstream, SessionRequest, UpstreamChannel, UpstreamError
 from sshgate.upstream.ssh import SshUpstream, ssh_login
-from sshgate.upstream.ssm_relay import Chunk, ExitMarker, PipedShell, SessionPump
+from sshgate.upstream.ssm_relay import Chunk, ExitMarker, PipedShell, SessionPump, StdinlessPump
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "fish"})
@@ -130,7 +130,7 @@ class SsmUpstream:
                 raise UpstreamError(
                     f"document {self._resource.command_document} is not a NonInteractiveCommands one"
                 )
-            return _command_pump(session, downstream)
+            return _command_pump(session, downstream, self._resource.name)
         interactive = request.command if request.kind == "exec" else request.shell
         if interactive:
             # A command with a terminal (ssh -t host top) is interactive: it needs stdin.
@@ -213,12 +213,16 @@ class SsmUpstream:
         await self._http.close()
 
 
-def _command_pump(session: CommandSession, downstream: Downstream) -> SessionPump:
+def _command_pump(session: CommandSession, downstream: Downstream, resource: str) -> SessionPump:
     async def read() -> Chunk | None:
         output = await session.read()
         return None if output is None else (output.data, output.stream == "stderr")
 
-    return SessionPump(downstream, read, session.write, session.close, lambda: session.exit_code)
+    notice = (
+        f"sshgate: {resource} runs commands through SSM without stdin; the input was not delivered "
+        "(give the resource an ssh: section for scp, rsync and commands that read stdin)\n"
+    ).encode()
+    return StdinlessPump(notice, downstream, read, session.write, session.close, lambda: session.exit_code)
 
 
 def stdin_shell(command: str) -> str | None:

@@ -100,7 +100,7 @@ class SessionPump:
 
     def send_signal(self, name: str) -> None:
         if name in self._signals:
-            self.write(self._signals[name])
+            SessionPump.write(self, self._signals[name])
 
     def pause_reading(self) -> None:
         self._may_read.clear()
@@ -124,6 +124,22 @@ class SessionPump:
         with contextlib.suppress(Exception):
             await self._close()
 
+
+
+class StdinlessPump(SessionPump):
+    """A NonInteractiveCommands session: the agent gives the command no stdin, and it reads any
+    0x03 or 0x1c in the input as SIGINT or SIGQUIT for the command. So the client's data is not
+    sent at all (piped binary data would interrupt the command at random); the client is told
+    once, on stderr, with ``notice``. Signals still go through."""
+
+    def __init__(self, notice: bytes, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._notice: bytes | None = notice
+
+    def write(self, data: bytes) -> None:
+        if data and self._notice is not None:
+            self._down.upstream_data(self._notice, True)
+            self._notice = None
 
 class ExitMarker:
     """Recover an exit status from an interactive stream, where SSM carries none (ECS exec).
