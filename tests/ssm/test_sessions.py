@@ -18,6 +18,7 @@ from sshgate.ssm.client import (
     PortMode,
     PortStream,
     ShellSession,
+    connect,
     open_command,
     open_port,
     open_shell,
@@ -245,3 +246,16 @@ async def test_shell_in_the_emulator_process_has_a_controlling_terminal(
     out = await read_all(shell)
     match = re.search(rb"tty_nr=(\d+)", out)
     assert match is not None and int(match.group(1)) != 0, out
+
+
+async def test_silent_command_outlasts_the_connect_timeout_and_gets_its_size(aws: Aws) -> None:
+    """A shell-type session is usable before the agent says anything; the size and input wait."""
+    target = await aws.start(
+        "AWS-StartInteractiveCommand",
+        {"command": ["sh -c 'sleep 1; echo start; sleep 0.5; stty size; read line; echo got $line'"]},
+    )
+    shell = await connect(target, control=aws.control, size=(100, 30), timeout=0.5, no_handshake=True)
+    assert isinstance(shell, ShellSession)
+    await shell.write(b"typed early\r")
+    output = await read_all(shell)
+    assert b"30 100\r\n" in output and b"got typed early" in output

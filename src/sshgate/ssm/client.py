@@ -464,6 +464,16 @@ _S = TypeVar("_S", bound=Session)
 
 
 class ShellSession(Session):
+    _sizing: asyncio.Task[None] | None = None
+
+    async def _agent_spoke(self) -> None:
+        """Hold input until the agent's first message, as the plugin does (§6.3: earlier input
+        may be taken and discarded while the agent still decides on a handshake)."""
+        ready = self._conn.ready
+        if not ready.done():
+            await asyncio.shield(ready)
+        ready.result()
+
     async def read(self) -> bytes:
         while (message := await self._conn.inbox.get()) is not None:
             if message.payload and message.payload_type in (PayloadType.OUTPUT, PayloadType.STDERR):
@@ -475,9 +485,11 @@ class ShellSession(Session):
             yield chunk
 
     async def write(self, data: bytes) -> None:
+        await self._agent_spoke()
         await self._conn.send(PayloadType.OUTPUT, data)
 
     async def resize(self, cols: int, rows: int) -> None:
+        await self._agent_spoke()
         await self._conn.send(PayloadType.SIZE, SizeData(cols, rows).to_json())
 
 
@@ -612,16 +624,21 @@ async def connect(
     client_version: str = CLIENT_VERSION,
     http: aiohttp.ClientSession | None = None,
     timeout: float = 30.0,
+    no_handshake: bool = False,
 ) -> Session:
     """Open the data channel and return the session kind the agent announced.
 
-    ``size`` (cols, rows) is sent first for shell sessions, as the plugin does.
+    ``size`` (cols, rows) is sent first for shell sessions, as the plugin does. With
+    ``no_handshake`` (the document starts Standard_Stream or InteractiveCommands, which have no handshake) a
+    :class:`ShellSession` is returned as soon as the channel is open: a command that stays silent
+    (``sleep 60`` with a terminal) must not fail in connect; its input waits for the agent.
     """
     conn = _Connection(target, control, client_version, http)
     try:
         async with asyncio.timeout(timeout):
             await conn.open(target.token_value)
-            await asyncio.shield(conn.ready)
+            if not no_handshake:
+                await asyncio.shield(conn.ready)
     except BaseException:
         conn._finish("connect failed")
         if not conn.ready.cancelled():
@@ -636,8 +653,11 @@ async def connect(
         session = CommandSession(conn)
     else:
         session = ShellSession(conn)
-        if size is not None:
+        if size is not None and conn.ready.done():
             await session.resize(*size)
+        elif size is not None:  # started now, so it is sent before any input queued after it
+            session._sizing = asyncio.get_running_loop().create_task(session.resize(*size))
+            session._sizing.add_done_callback(lambda task: task.cancelled() or task.exception())
     return session
 
 

@@ -74,9 +74,17 @@ class SsmUpstream:
         self._sessions: list[Session] = []
         self._ports: dict[tuple[str, int], asyncio.Task[PortSession]] = {}
 
-    async def _connect(self, started: StreamTarget, size: tuple[int, int] | None = None) -> Session:
+    async def _connect(
+        self, started: StreamTarget, size: tuple[int, int] | None = None, *, no_handshake: bool = False
+    ) -> Session:
         try:
-            session = await connect(started, control=Boto3Control(self._ssm), size=size, http=self._http)
+            session = await connect(
+                started,
+                control=Boto3Control(self._ssm),
+                size=size,
+                http=self._http,
+                no_handshake=no_handshake,
+            )
         except (SsmSessionError, aiohttp.ClientError, TimeoutError) as exc:
             raise UpstreamError(f"SSM session to {self._resource.name} failed: {exc}") from None
         self._sessions.append(session)
@@ -137,7 +145,7 @@ class SsmUpstream:
             started = await self._start("AWS-StartInteractiveCommand", {"command": [interactive]})
         else:
             started = await self._start(None, None)
-        shell = await self._connect(started, size or (80, 24))
+        shell = await self._connect(started, size or (80, 24), no_handshake=True)
         assert isinstance(shell, ShellSession)
         return _shell_pump(shell, downstream, None)
 
@@ -155,7 +163,7 @@ class SsmUpstream:
             started = await self._exec_ecs(piped.command)
         else:
             started = await self._start("AWS-StartInteractiveCommand", {"command": [piped.command]})
-        shell = await self._connect(started)
+        shell = await self._connect(started, no_handshake=True)
         assert isinstance(shell, ShellSession)
         try:
             first = await asyncio.wait_for(piped.wait_ready(shell.read), READY_TIMEOUT)
@@ -173,7 +181,7 @@ class SsmUpstream:
             command = marker.wrap(request.command)
         else:
             command = request.shell or self._resource.shell
-        session = await self._connect(await self._exec_ecs(command), size or (80, 24))
+        session = await self._connect(await self._exec_ecs(command), size or (80, 24), no_handshake=True)
         assert isinstance(session, ShellSession)
         return _shell_pump(session, downstream, marker)
 
