@@ -263,6 +263,14 @@ def test_ecs_exec_exit_status_and_shell_option(alice_aws: Client, aws_gateway: G
     assert connect["upstream"] == "ssm"
 
 
+def test_ecs_exec_carries_stdin_to_eof(alice_aws: Client) -> None:
+    """ECS Exec offers only a pty; an exec command still gets its stdin byte for byte, and EOF."""
+    blob = os.urandom(1 << 20)
+    result = alice_aws.ssh("alice+api", "sha256sum; echo status-after-eof", input=blob, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{hashlib.sha256(blob).hexdigest()}  -\nstatus-after-eof\n".encode()
+
+
 def test_ec2_local_forward_ten_connections_one_session(alice_aws: Client, world: AwsWorld) -> None:
     before = {s["SessionId"] for s in world.live_sessions()}
     with echo_server() as target:

@@ -9,7 +9,8 @@
   :class:`PipedShell` over AWS-StartInteractiveCommand or ECS Exec, byte-clean with stdin EOF
   and exit status.
 * ECS: ECS Exec is interactive only. A shell is the resource's (or ``--shell``) program; an exec
-  command runs in a raw-mode terminal and prints a random marker with ``$?`` last, which
+  command without a terminal is a :class:`PipedShell` of ``sh -c COMMAND`` (stdin and EOF carried);
+  one with a terminal runs in it and prints a random marker with ``$?`` last, which
   :class:`ExitMarker` strips and turns into the exit status.
 * EC2 with ``ssh:``: full SSH to the instance's sshd, tunnelled through an AWS-StartSSHSession
   port session (:func:`ssh_through_ssm`); then everything an sshd offers works, stdin included.
@@ -154,7 +155,11 @@ class SsmUpstream:
         if request.pty:
             return None
         if request.kind == "exec":
-            return stdin_shell(request.command or "")
+            command = request.command or ""
+            if isinstance(self._target, EcsTarget) and command and stdin_shell(command) is None:
+                # ECS Exec only offers a pty: piped, a command gets its stdin byte for byte and EOF.
+                return f"sh -c {shlex.quote(command)}"
+            return stdin_shell(command)
         return request.shell or (self._resource.shell if isinstance(self._resource, EcsResource) else "sh")
 
     async def _piped_shell(self, program: str, downstream: Downstream) -> UpstreamChannel:
