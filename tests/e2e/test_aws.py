@@ -246,6 +246,27 @@ def test_ec2_exec_without_stdin_says_so_and_ignores_control_bytes(alice_aws: Cli
     )
 
 
+def test_ec2_exec_ended_without_its_exit_status_is_reported(alice_aws: Client, world: AwsWorld) -> None:
+    """A session that closes before the command's exit status (terminated in the console, or an
+    agent whose 2 s flush ran out) may have lost output too: the client hears so, not just 255."""
+    live_before = {s["SessionId"] for s in world.live_sessions()}
+    proc = subprocess.Popen(
+        alice_aws.ssh_argv("alice+app-prod", "sh -c 'echo started; sleep 30'"),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == b"started\n"
+    (session,) = [s["SessionId"] for s in world.live_sessions() if s["SessionId"] not in live_before]
+    aws_client(world.url, "ssm").terminate_session(SessionId=session)
+    out, err = proc.communicate(timeout=30)
+    assert (proc.returncode, out) == (255, b"")
+    assert err == (
+        b"sshgate: the SSM session on app-prod closed before the command's exit status arrived; "
+        b"its output may be incomplete\n"
+    )
+
+
 def test_ecs_exec_exit_status_and_shell_option(alice_aws: Client, aws_gateway: GatewayProcess) -> None:
     result = alice_aws.ssh("alice", "formal api -- sh -c 'echo from-task; exit 7'")
     assert result.stdout == b"from-task\n", result.stderr

@@ -148,7 +148,7 @@ class SsmUpstream:
             started = await self._start(None, None)
         shell = await self._connect(started, size or (80, 24), no_handshake=True)
         assert isinstance(shell, ShellSession)
-        return _shell_pump(shell, downstream, None)
+        return _shell_pump(shell, downstream, None, self._resource.name)
 
     def _piped_program(self, request: SessionRequest) -> str | None:
         """The shell to run without a terminal (VSCode's ``bash``, ``ssh -T host``), if that is asked."""
@@ -174,7 +174,7 @@ class SsmUpstream:
             first = await asyncio.wait_for(piped.wait_ready(shell.read), READY_TIMEOUT)
         except (ConnectionError, TimeoutError) as exc:
             raise UpstreamError(f"the shell on {self._resource.name} did not start: {exc}") from None
-        return _shell_pump(shell, downstream, piped.exit, piped=piped, first=first)
+        return _shell_pump(shell, downstream, piped.exit, self._resource.name, piped=piped, first=first)
 
     async def _open_ecs(
         self, request: SessionRequest, downstream: Downstream, size: tuple[int, int] | None
@@ -188,7 +188,7 @@ class SsmUpstream:
             command = request.shell or self._resource.shell
         session = await self._connect(await self._exec_ecs(command), size or (80, 24), no_handshake=True)
         assert isinstance(session, ShellSession)
-        return _shell_pump(session, downstream, marker)
+        return _shell_pump(session, downstream, marker, self._resource.name)
 
     async def _port_session(self, host: str, port: int) -> PortSession:
         if host in LOCAL_HOSTS:
@@ -235,7 +235,22 @@ def _command_pump(session: CommandSession, downstream: Downstream, resource: str
         f"sshgate: {resource} runs commands through SSM without stdin; the input was not delivered "
         "(give the resource an ssh: section for scp, rsync and commands that read stdin)\n"
     ).encode()
-    return StdinlessPump(notice, downstream, read, session.write, session.close, lambda: session.exit_code)
+    return StdinlessPump(
+        notice,
+        downstream,
+        read,
+        session.write,
+        session.close,
+        lambda: session.exit_code,
+        missing_status=_missing_status(resource),
+    )
+
+
+def _missing_status(resource: str) -> bytes:
+    return (
+        f"sshgate: the SSM session on {resource} closed before the command's exit status arrived; "
+        "its output may be incomplete\n"
+    ).encode()
 
 
 def stdin_shell(command: str) -> str | None:
@@ -264,6 +279,7 @@ def _shell_pump(
     session: ShellSession,
     downstream: Downstream,
     marker: ExitMarker | None,
+    resource: str,
     *,
     piped: PipedShell | None = None,
     first: bytes = b"",
@@ -293,10 +309,22 @@ def _shell_pump(
         else:
             await session.resize(*piped.EOF_SIZE)
 
+    missing = _missing_status(resource) if marker is not None else None
     if piped is None:
-        return SessionPump(downstream, read, session.write, session.close, finish, eof, session.resize)
+        return SessionPump(
+            downstream,
+            read,
+            session.write,
+            session.close,
+            finish,
+            eof,
+            session.resize,
+            missing_status=missing,
+        )
     # A piped shell's only resize is its EOF, and a byte standing for a signal would be data.
-    return SessionPump(downstream, read, session.write, session.close, finish, eof, signals={})
+    return SessionPump(
+        downstream, read, session.write, session.close, finish, eof, signals={}, missing_status=missing
+    )
 
 
 async def ssh_through_ssm(

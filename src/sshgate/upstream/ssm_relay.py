@@ -23,7 +23,9 @@ class SessionPump:
 
     ``read`` returns the next chunk or None at the end; ``finish`` gives the exit status (or None)
     once reading ended; ``on_eof`` runs when the client sends EOF (after queued writes);
-    ``signals`` maps the signals the client may send to the bytes that stand for them in-band.
+    ``signals`` maps the signals the client may send to the bytes that stand for them in-band;
+    ``missing_status`` is told to the client on stderr when a session that owes an exit status
+    ends without one (the agent closed before its last output: that output is lost too).
     """
 
     def __init__(
@@ -37,8 +39,10 @@ class SessionPump:
         resize: Callable[[int, int], Coroutine[Any, Any, None]] | None = None,
         *,
         signals: Mapping[str, bytes] = _SIGNAL_BYTES,
+        missing_status: bytes | None = None,
     ) -> None:
         self._down = downstream
+        self._missing_status = missing_status
         self._signals = signals
         self._read = read
         self._write = write
@@ -68,8 +72,10 @@ class SessionPump:
         except Exception as exc:  # reported to the client channel, which then closes
             error = str(exc) or type(exc).__name__
         if error is None:
-            self._down.upstream_eof()
             status = self._finish()
+            if status is None and self._missing_status is not None:
+                self._down.upstream_data(self._missing_status, True)
+            self._down.upstream_eof()
             self._down.upstream_exit(status, None)
         self._down.upstream_closed(error)
         self._tasks[1].cancel()
@@ -125,7 +131,6 @@ class SessionPump:
             await self._close()
 
 
-
 class StdinlessPump(SessionPump):
     """A NonInteractiveCommands session: the agent gives the command no stdin, and it reads any
     0x03 or 0x1c in the input as SIGINT or SIGQUIT for the command. So the client's data is not
@@ -140,6 +145,7 @@ class StdinlessPump(SessionPump):
         if data and self._notice is not None:
             self._down.upstream_data(self._notice, True)
             self._notice = None
+
 
 class ExitMarker:
     """Recover an exit status from an interactive stream, where SSM carries none (ECS exec).
