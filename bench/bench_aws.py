@@ -105,6 +105,25 @@ def echo_rtt(term: Terminal, count: int) -> tuple[float, float]:
     return samples[len(samples) // 2], samples[int(0.99 * (len(samples) - 1))]
 
 
+def exec_download(client: Client, size: int) -> float:
+    """MB/s until the last byte arrives. The command lingers after printing: an agent gives a
+    finished command only 2 s to flush its backlog (as AWS's does), which would cut the stream."""
+    argv = client.ssh_argv("alice+app", f"sh -c 'head -c {size}M /dev/zero; sleep 30'")
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    start, got = time.perf_counter(), 0
+    try:
+        while got < size << 20 and (chunk := proc.stdout.read1(1 << 20)):
+            got += len(chunk)
+        elapsed = time.perf_counter() - start
+    finally:
+        proc.terminate()
+        proc.wait()
+    if got != size << 20:
+        raise SystemExit(f"exec returned {got} bytes of {size << 20}")
+    return size / elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--megabytes", type=int, default=32)
@@ -146,14 +165,7 @@ def main() -> None:
             try:
                 client = Client(gw, env.keys.alice, env.root / "client")
                 size = args.megabytes
-                start = time.perf_counter()
-                out = subprocess.run(
-                    client.ssh_argv("alice+app", f"head -c {size}M /dev/zero"),
-                    capture_output=True,
-                    check=True,
-                ).stdout
-                assert len(out) == size << 20, f"exec returned {len(out)} bytes"
-                print(f"exec download via sshgate -> SSM: {size / (time.perf_counter() - start):.1f} MB/s")
+                print(f"exec download via sshgate -> SSM: {exec_download(client, size):.1f} MB/s")
                 term = Terminal(client.ssh_argv("alice+app", options=["-tt"]))
                 try:
                     p50, p99 = echo_rtt(term, args.keystrokes)

@@ -71,12 +71,12 @@ async def test_interactive_command_runs_through_sh_c(aws: Aws) -> None:
 
 
 async def collect(command: CommandSession) -> tuple[bytes, bytes]:
-    out = {"stdout": b"", "stderr": b""}
+    out: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
     async with asyncio.timeout(10):
         while (item := await command.read()) is not None:
             assert isinstance(item, Output)
-            out[item.stream] += item.data
-    return out["stdout"], out["stderr"]
+            out[item.stream].append(item.data)
+    return b"".join(out["stdout"]), b"".join(out["stderr"])
 
 
 @pytest.mark.parametrize("code", [0, 3])
@@ -259,3 +259,16 @@ async def test_silent_command_outlasts_the_connect_timeout_and_gets_its_size(aws
     await shell.write(b"typed early\r")
     output = await read_all(shell)
     assert b"30 100\r\n" in output and b"got typed early" in output
+
+
+async def test_reader_that_falls_behind_loses_nothing(aws: Aws) -> None:
+    """A full inbox holds the agent back through TCP: refused messages would come back one per RTO,
+    far too slowly for the agent's 2 s flush when the command ends, and the tail would be lost."""
+    size = 24 << 20
+    script = f"sh -c 'head -c {size} /dev/zero'"
+    target = await aws.start(NONINTERACTIVE, {"command": [script], "separateOutputStream": ["true"]})
+    command = await open_command(target, control=aws.control)
+    await asyncio.sleep(3)
+    stdout, _ = await collect(command)
+    assert len(stdout) == size
+    assert await command.wait_exit() == 0

@@ -233,6 +233,7 @@ class _Connection:
         close_text = ""
         try:
             while True:
+                await self.inbox.room()
                 msg = await ws.receive()
                 if msg.type == aiohttp.WSMsgType.BINARY:
                     await self.channel.feed(msg.data)

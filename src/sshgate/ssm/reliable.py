@@ -414,6 +414,8 @@ class Inbox:
         self._size = 0
         self._blocked = False
         self._ready = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
         self.closed = False
 
     def offer(self, message: ClientMessage) -> bool:
@@ -424,8 +426,18 @@ class Inbox:
             return False
         self._items.append(message)
         self._size += len(message.payload)
+        if self._size >= self.limit:
+            self._room.clear()
         self._ready.set()
         return True
+
+    async def room(self) -> None:
+        """Wait while full. A reader that waits here before taking the next frame holds the peer
+        back through TCP, as the plugin's blocking stdout does; refusing messages instead leaves
+        them to retransmission, which resends only the oldest unacked one per RTO, so a long
+        refusal stalls the stream for minutes."""
+        while not self._room.is_set() and not self.closed:
+            await self._room.wait()
 
     async def get(self) -> ClientMessage | None:
         """The next message, or None once closed and empty."""
@@ -436,6 +448,8 @@ class Inbox:
             await self._ready.wait()
         message = self._items.popleft()
         self._size -= len(message.payload)
+        if self._size < self.limit:
+            self._room.set()
         if self._blocked and self._size < self.limit:
             self._blocked = False
             self._on_space()
@@ -444,3 +458,4 @@ class Inbox:
     def close(self) -> None:
         self.closed = True
         self._ready.set()
+        self._room.set()
