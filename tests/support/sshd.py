@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +14,35 @@ from tests.support.net import free_port, wait_port
 
 SSHD = "/usr/sbin/sshd"
 ACCOUNTS = ("sgtest", "sgro", "devops")
-INSTANCE_CONNECT_KEYS = Path(__file__).with_name("instance_connect_keys")
+# The AuthorizedKeysCommand, standing in for EC2 Instance Connect's eic_run_authorized_keys: print
+# the live keys pushed for user argv[2], read from the instance-metadata URL in file argv[1] (the
+# AWS emulator's; no file, no keys).
+_KEYS_COMMAND = """#!{python}
+import sys
+import urllib.request
+from pathlib import Path
+
+url_file, user = Path(sys.argv[1]), sys.argv[2]
+if url_file.is_file():
+    with urllib.request.urlopen(f"{{url_file.read_text().strip()}}/{{user}}/", timeout=5) as reply:
+        sys.stdout.write(reply.read().decode())
+"""
+
+
+def instance_connect_keys_command() -> Path:
+    """sshd runs an AuthorizedKeysCommand only from a root-owned file with no group- or
+    world-writable directory above it, which a checkout under /tmp is not: write it to /usr/local."""
+    script = _KEYS_COMMAND.format(python=sys.executable)
+    directory = Path("/usr/local/libexec/sshgate-tests")
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o755)
+    path = directory / f"instance-connect-keys-{hashlib.sha256(script.encode()).hexdigest()[:16]}"
+    if not path.exists():
+        staged = path.with_name(f"{path.name}.{os.getpid()}")
+        staged.write_text(script)
+        staged.chmod(0o755)
+        staged.replace(path)
+    return path
 
 
 def keygen(path: Path, comment: str = "") -> Path:
@@ -113,7 +143,7 @@ HostCertificate {host_key}-cert.pub
 PidFile {root / "sshd.pid"}
 AuthorizedKeysFile {auth_dir}/%u
 TrustedUserCAKeys {user_ca}.pub
-AuthorizedKeysCommand {INSTANCE_CONNECT_KEYS} {root / "instance-connect-url"} %u
+AuthorizedKeysCommand {instance_connect_keys_command()} {root / "instance-connect-url"} %u
 AuthorizedKeysCommandUser root
 StrictModes no
 UsePAM no
