@@ -208,9 +208,10 @@ class PipedShell:
         self.ready = f"__sshgate_ready_{secrets.token_hex(8)}__".encode()
         self.exit = ExitMarker()
         cols, rows = self.EOF_SIZE
+        # Silent: the trap's output would be the program's (cat may already have ended by then).
         on_eof = (
-            f'[ "$(stty size <&3)" = "{rows} {cols}" ] && stty min 0 time 0 <&3'
-            " && kill -STOP $c && kill -CONT $c"
+            f'{{ [ "$(stty size <&3)" = "{rows} {cols}" ] && stty min 0 time 0 <&3'
+            " && kill -STOP $c && kill -CONT $c; } 2>/dev/null"
         )
         reader = (
             f"trap {shlex.quote(on_eof)} WINCH; cat <&3 & c=$!; printf %s {self.ready.decode()} >&2; "
