@@ -47,3 +47,14 @@ async def test_piped_shell_carries_binary_stdin_to_eof_under_loss(aws: Aws, emul
     output = piped.exit.feed(await read_all(shell, timeout=60))
     assert output == f"{hashlib.sha256(blob).hexdigest()}  -\n".encode()
     assert piped.exit.status == 6
+
+
+async def test_output_the_program_printed_before_the_ready_marker_is_kept() -> None:
+    """The program starts beside the reader that prints the marker and may print first."""
+    piped = PipedShell("sh")
+    chunks = [b"line-1\nli", b"ne-2" + piped.ready[:5], piped.ready[5:] + b"\nline-3"]
+
+    async def read() -> bytes:
+        return chunks.pop(0)
+
+    assert await piped.wait_ready(read) == b"line-1\nline-2\nline-3"

@@ -220,14 +220,15 @@ class PipedShell:
         self.command = self.exit.wrap(f"exec 3<&0; {{ {reader}; }} | {program} 3<&- & wait $!")
 
     async def wait_ready(self, read: Callable[[], Awaitable[bytes]]) -> bytes:
-        """Read up to the ready line; returns what followed it (the program's first output)."""
+        """Read up to the ready marker; returns the program's output so far, around the marker
+        (the program starts beside the reader that prints it, so it may print first)."""
         seen = b""
         while (found := seen.find(self.ready)) < 0:
             data = await read()
             if not data:
                 raise ConnectionError(f"the session ended before the shell started: {seen[-200:]!r}")
             seen += data
-        return seen[found + len(self.ready) :]
+        return seen[:found] + seen[found + len(self.ready) :]
 
 
 def _prefix_overlap(buf: bytes, marker: bytes) -> int:
