@@ -48,7 +48,14 @@ from sshgate.ssm.client import (
 )
 from sshgate.upstream.base import Downstream, SessionRequest, UpstreamChannel, UpstreamError
 from sshgate.upstream.ssh import SshUpstream, ssh_login
-from sshgate.upstream.ssm_relay import Chunk, ExitMarker, PipedShell, SessionPump, StdinlessPump
+from sshgate.upstream.ssm_relay import (
+    SIGNAL_BYTES,
+    Chunk,
+    ExitMarker,
+    PipedShell,
+    SessionPump,
+    StdinlessPump,
+)
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "fish"})
@@ -310,20 +317,17 @@ def _shell_pump(
             await session.resize(*piped.EOF_SIZE)
 
     missing = _missing_status(resource) if marker is not None else None
-    if piped is None:
-        return SessionPump(
-            downstream,
-            read,
-            session.write,
-            session.close,
-            finish,
-            eof,
-            session.resize,
-            missing_status=missing,
-        )
     # A piped shell's only resize is its EOF, and a byte standing for a signal would be data.
     return SessionPump(
-        downstream, read, session.write, session.close, finish, eof, signals={}, missing_status=missing
+        downstream,
+        read,
+        session.write,
+        session.close,
+        finish,
+        eof,
+        session.resize if piped is None else None,
+        signals=SIGNAL_BYTES if piped is None else {},
+        missing_status=missing,
     )
 
 

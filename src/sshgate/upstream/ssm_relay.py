@@ -15,7 +15,7 @@ from sshgate.upstream.base import Downstream
 Chunk = tuple[bytes, bool]  # data, is it stderr
 _HIGH_WATER = 256 * 1024
 _LOW_WATER = 64 * 1024
-_SIGNAL_BYTES = {"INT": b"\x03", "QUIT": b"\x1c", "TSTP": b"\x1a"}
+SIGNAL_BYTES = {"INT": b"\x03", "QUIT": b"\x1c", "TSTP": b"\x1a"}
 
 
 class SessionPump:
@@ -38,7 +38,7 @@ class SessionPump:
         on_eof: Callable[[], Awaitable[None]] | None = None,
         resize: Callable[[int, int], Coroutine[Any, Any, None]] | None = None,
         *,
-        signals: Mapping[str, bytes] = _SIGNAL_BYTES,
+        signals: Mapping[str, bytes] = SIGNAL_BYTES,
         missing_status: bytes | None = None,
     ) -> None:
         self._down = downstream
