@@ -48,13 +48,6 @@ class Faults:
             setattr(self, key, value)
         self.rng.seed(self.seed)
 
-    @property
-    def active(self) -> bool:
-        return (
-            bool(self.drop_rate or self.drop_ack_rate or self.reorder_rate or self.delay or self.start_delay)
-            or self.drop_socket_after is not None
-        )
-
 
 class FaultyLink:
     """Applies ``Faults`` to one socket's traffic in both directions."""
