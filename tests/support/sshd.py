@@ -64,8 +64,29 @@ def sign_cert(ca: Path, pub: Path, identity: str, principals: str, validity: str
 def ensure_account(name: str, password: str) -> None:
     """Create a local login account (the tests run as root, as CI does) and set its password."""
     if subprocess.run(["id", name], capture_output=True).returncode != 0:
-        subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], check=True)
+        made = subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], capture_output=True)
+        if made.returncode != 0 and subprocess.run(["id", name], capture_output=True).returncode != 0:
+            raise RuntimeError(f"useradd {name}: {made.stderr.decode(errors='replace')}")  # not a concurrent run's
     subprocess.run(["chpasswd"], input=f"{name}:{password}\n", text=True, check=True)
+
+
+PASSWORD_FILE = Path("/var/lib/sshgate-tests/password")
+
+
+def shared_test_password() -> str:
+    """One random password per machine, kept root-only: concurrent test and benchmark runs share the
+    local test accounts, and a fresh password per run logged the other run's sessions out."""
+    PASSWORD_FILE.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not PASSWORD_FILE.exists():
+        tmp = PASSWORD_FILE.with_name(f"password.{os.getpid()}")
+        tmp.write_text("pw-" + secrets.token_hex(12))
+        tmp.chmod(0o600)
+        try:
+            os.link(tmp, PASSWORD_FILE)  # atomic: the first run's password wins
+        except FileExistsError:
+            pass
+        tmp.unlink()
+    return PASSWORD_FILE.read_text().strip()
 
 
 @dataclass
@@ -127,7 +148,7 @@ def start_sshd(root: Path) -> Sshd:
         check=True,
         capture_output=True,
     )
-    password = "pw-" + secrets.token_hex(12)
+    password = shared_test_password()
     auth_dir = root / "authorized_keys"
     auth_dir.mkdir()
     for account in ACCOUNTS:
