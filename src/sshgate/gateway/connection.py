@@ -17,6 +17,7 @@ from sshgate.config import SshResource
 from sshgate.gateway.binding import (
     BindContext,
     Binding,
+    Held,
     choose_native,
     decide_session,
     find_resource,
@@ -71,6 +72,7 @@ class GatewayConnection(asyncssh.SSHServer):
         self._tried = False
         self._last_method = "publickey"
         self._binding: asyncio.Task[Binding] | None = None
+        self._held = Held()
         self._counted_binding = False
         self.started = time.monotonic()
         self.channels: set[ChannelRelay] = set()
@@ -103,12 +105,9 @@ class GatewayConnection(asyncssh.SSHServer):
         if not self.authenticated and self._tried and self.state.tracker.failure(self.client_ip):
             self.log.warning("auth.lockout", client_ip=self.client_ip, lockout_s=self.state.tracker.lockout_s)
         if self._binding is not None:
-            task = asyncio.get_running_loop().create_task(self._unbind())
+            task = asyncio.get_running_loop().create_task(self._unbind(self._binding))
             self.state.unbinding.add(task)
             task.add_done_callback(self.state.unbinding.discard)
-        if self._counted_binding:
-            assert self.identity is not None
-            self.state.bound_per_identity[self.identity.name] -= 1
         if self.authenticated:
             self.log.info(
                 "session.end",
@@ -116,17 +115,23 @@ class GatewayConnection(asyncssh.SSHServer):
                 error=str(exc) if exc else None,
             )
 
-    async def _unbind(self) -> None:
-        assert self._binding is not None
-        if not self._binding.done():
-            self._binding.cancel()
+    async def _unbind(self, binding: asyncio.Task[Binding]) -> None:
+        """The client is gone: stop a setup in progress and release what the binding holds. The
+        session counts against the user's cap until its upstream and recording are released."""
         try:
-            binding = await self._binding
-        except (asyncio.CancelledError, Exception):
-            return
-        self.state.metrics.session_ended(binding.resource.name, binding.resource.type, "closed")
-        await binding.upstream.close()
-        await binding.recording.close("closed")
+            binding.cancel()
+            await asyncio.wait([binding])
+            if binding.cancelled():
+                await self._held.release("aborted", "client")
+            elif binding.exception() is not None:
+                await self._held.release("closed", "error")
+            else:
+                bound = binding.result()
+                self.state.metrics.session_ended(bound.resource.name, bound.resource.type, "closed")
+                await self._held.release("closed", None)
+        finally:
+            if self._counted_binding and self.identity is not None:
+                self.state.bound_per_identity[self.identity.name] -= 1
 
     # Authentication
 
@@ -299,18 +304,20 @@ class GatewayConnection(asyncssh.SSHServer):
             self._log_decision(decision, resource=resource.name, native_user=native.user.username)
             if not decision.allowed:
                 raise Refusal(decision.client_text(), reason=decision.reason, event="policy.block")
-            recording = await start_recording(
-                self.ctx,
-                self.session_id,
-                {
-                    "user": self.identity.as_policy_input(),
-                    "resource": resource.name,
-                    "resource_type": resource.type,
-                    "native_user": native.user.username,
-                    "client_ip": self.client_ip,
-                    "client_version": self.client_version,
-                    "auth_method": self.auth_method,
-                },
+            recording = await self._held.recording_from(
+                start_recording(
+                    self.ctx,
+                    self.session_id,
+                    {
+                        "user": self.identity.as_policy_input(),
+                        "resource": resource.name,
+                        "resource_type": resource.type,
+                        "native_user": native.user.username,
+                        "client_ip": self.client_ip,
+                        "client_version": self.client_version,
+                        "auth_method": self.auth_method,
+                    },
+                )
             )
             recording.note_decision(
                 {"stage": "session", "action": decision.action, "reason": decision.reason}
@@ -325,7 +332,7 @@ class GatewayConnection(asyncssh.SSHServer):
                 client_ip=self.client_ip,
             )
             try:
-                upstream = await plan.connect()
+                upstream = await self._held.upstream_from(plan.connect())
             except Refusal as exc:
                 self.log.warning(
                     "upstream.connect",
@@ -334,7 +341,10 @@ class GatewayConnection(asyncssh.SSHServer):
                     reason=exc.reason,
                     seconds=round(time.monotonic() - started, 4),
                 )
-                await recording.close("closed")
+                await self._held.release("closed", "refused")
+                raise
+            except Exception:
+                await self._held.release("closed", "error")
                 raise
             if isinstance(resource, SshResource) and resource.host_key_policy.insecure_accept_any:
                 self.log.warning(
