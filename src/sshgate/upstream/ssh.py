@@ -224,8 +224,10 @@ async def ssh_login(
     if sock is not None:
         options["sock"] = sock
     try:
-        conn = await asyncio.wait_for(
-            asyncssh.connect(
+        # asyncio.timeout, not wait_for: a cancelled wait_for can drop a connection that completed
+        # at that moment; here the cancellation reaches asyncssh, which closes what it opened.
+        async with asyncio.timeout(timeout):
+            conn = await asyncssh.connect(
                 host,
                 port,
                 username=username,
@@ -236,9 +238,7 @@ async def ssh_login(
                 compression_algs=None,
                 keepalive_interval=30,
                 **options,
-            ),
-            timeout=timeout,
-        )
+            )
     except TimeoutError:
         raise UpstreamError(f"upstream {where} did not answer within {timeout:g} s") from None
     except asyncssh.HostKeyNotVerifiable:
