@@ -34,6 +34,7 @@ from sshgate.metrics import Metrics
 from sshgate.policy.decision import Decision
 from sshgate.policy.input import ConnectionFacts, PolicyRequestKind, RequestFacts, request_input
 from sshgate.recording.recorder import ChannelKind
+from sshgate.sftp.programs import is_sftp_server
 from sshgate.sftp.protocol import Mutation
 from sshgate.sftp.tracker import SftpTracker
 from sshgate.tokens import verify_token
@@ -409,7 +410,8 @@ class GatewayConnection(asyncssh.SSHServer):
         )
 
     async def request_decision(self, binding: Binding, kind: PolicyRequestKind, **facts: Any) -> Decision:
-        """The request stage: one decision per exec, subsystem, sftp mutation or forward, audited."""
+        """The request stage: one decision per shell, exec, subsystem, sftp change or forward, audited."""
+        facts = {k: v for k, v in facts.items() if v is not None}
         decision = await self.ctx.policy.decide("request", request_input(binding.session_doc, kind, **facts))
         self._log_decision(decision, kind=kind, **facts)
         binding.recording.note_decision(
@@ -583,13 +585,18 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
             return
         command = route.command if parsed is not None else self._command
         kind: Literal["shell", "exec", "subsystem"] = "exec" if command is not None else "shell"
-        if self._subsystem is not None:
+        subsystem = self._subsystem
+        if subsystem is not None:
             kind, command = "subsystem", None
-        facts = RequestFacts(kind, command, self._subsystem, self._term is not None)
+        elif command is not None and is_sftp_server(command):
+            subsystem = "sftp"  # sftp over an exec channel: gated and recorded as the subsystem
+        # What policies and the recording see: ``--shell CMD`` is a command too (DESIGN §2).
+        shown = route.shell if kind == "shell" else command
+        asked: Literal["shell", "exec", "subsystem"] = "subsystem" if subsystem else kind
+        facts = RequestFacts(asked, shown, subsystem, self._term is not None)
         try:
             binding = await owner.binding(route, facts)
-            if kind != "shell":
-                await owner.check_request(binding, kind, command=command, subsystem=self._subsystem)
+            await owner.check_request(binding, asked, command=shown, subsystem=subsystem)
             request = SessionRequest(
                 kind=kind,
                 command=command,
@@ -607,12 +614,12 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         except (Refusal, UpstreamError) as exc:
             self._refuse(str(exc), getattr(exc, "exit_status", 1))
             return
-        channel_kind: ChannelKind = "sftp" if kind == "subsystem" else kind
+        channel_kind: ChannelKind = "sftp" if subsystem is not None else "exec" if kind == "exec" else "shell"
         self.recording = binding.recording.open_channel(
             channel_kind,
             {
-                "command": command,
-                "subsystem": request.subsystem,
+                "command": shown,
+                "subsystem": subsystem,
                 "pty": request.pty,
                 "term": request.term_type,
                 "size": list(request.term_size[:2]) if request.term_size else None,
@@ -621,12 +628,12 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         owner.log.info(
             "channel.open",
             kind=request.kind,
-            command=command,
-            subsystem=request.subsystem,
+            command=shown,
+            subsystem=subsystem,
             pty=request.pty,
             resource=binding.resource.name,
         )
-        if request.subsystem == "sftp":
+        if subsystem == "sftp":
             self._follow_sftp(binding, up)
         self.attach_upstream(up)
 

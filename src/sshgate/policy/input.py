@@ -82,7 +82,7 @@ def session_input(
     return doc
 
 
-PolicyRequestKind = Literal["exec", "subsystem", "sftp", "port_forward"]
+PolicyRequestKind = Literal["shell", "exec", "subsystem", "sftp", "port_forward"]
 SftpOperation = Literal["write", "remove", "rename", "mkdir", "rmdir", "setstat"]
 
 
