@@ -42,7 +42,9 @@ request_block contains sprintf("sftp %s is not allowed", [input.request.operatio
 
 
 @pytest.fixture(scope="package")
-def guarded(keys: Keys, upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+def guarded(
+    keys: Keys, upstream: Upstream, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
     root = tmp_path_factory.mktemp("guarded")
     (root / "rules").mkdir()
     (root / "rules" / "guard.rego").write_text(RULES)

@@ -33,7 +33,9 @@ def test_blocked_shell_program_never_runs(guarded: GatewayProcess, alice: Client
 
 
 @pytest.mark.parametrize("pty", ["-T", "-tt"])
-def test_allowed_shell_program_is_asked_and_recorded(guarded: GatewayProcess, alice: Client, pty: str) -> None:
+def test_allowed_shell_program_is_asked_and_recorded(
+    guarded: GatewayProcess, alice: Client, pty: str
+) -> None:
     program = f"/bin/echo shell-{uuid.uuid4().hex[:8]}"
     result = alice.ssh("alice", f"formal web-1 --shell {shlex.quote(program)}", options=[pty])
     assert result.returncode == 0, result.stderr
