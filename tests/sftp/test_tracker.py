@@ -135,7 +135,7 @@ def test_gate_returns_whole_packets_and_classifies_mutations() -> None:
         17: p.Mutation("rmdir", "/d"),
         18: p.Mutation("setstat", "/c"),
         19: p.Mutation("write", "/c"),
-        20: p.Mutation("setstat", "?"),  # its handle's reply was never fed here
+        20: p.Mutation("setstat", None),  # its handle's reply was never fed here: the gate refuses it
         21: p.Mutation("write", "/link", "/c"),
     }
 

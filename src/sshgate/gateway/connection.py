@@ -35,7 +35,7 @@ from sshgate.policy.decision import Decision
 from sshgate.policy.input import ConnectionFacts, PolicyRequestKind, RequestFacts, request_input
 from sshgate.recording.recorder import ChannelKind
 from sshgate.sftp.programs import is_sftp_server
-from sshgate.sftp.protocol import Mutation
+from sshgate.sftp.protocol import Mutation, Request
 from sshgate.sftp.tracker import SftpTracker
 from sshgate.tokens import verify_token
 from sshgate.upstream.base import SessionRequest, UpstreamChannel, UpstreamError
@@ -493,6 +493,7 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         self._subsystem: str | None = None
         self._term: tuple[str, tuple[int, int, int, int], Mapping[int, int]] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._lost = False
 
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         self._chan = chan
@@ -651,17 +652,26 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         return path
 
     def _follow_sftp(self, binding: Binding, up: UpstreamChannel) -> None:
-        """Record every sftp file operation; with a ``request`` rule, also gate the mutating ones."""
+        """Record every sftp file operation; with a ``request`` rule, also gate every request
+        that can change something. A stream that can no longer be followed ends the channel:
+        what it did next could be neither recorded nor gated."""
         tracker = SftpTracker(emit=self.recording.event)
-        self.server_tap = tracker.server_data
         self.on_close = tracker.close
         if not self.owner.ctx.policy.has_rule("request"):
 
             def observe(data: bytes) -> None:
                 up.write(data)
                 tracker.client_data(data)
+                if tracker.broken:
+                    self._lost_track("the sftp stream cannot be followed")
 
-            self.client_filter = observe
+            def observe_server(data: bytes) -> None:
+                tracker.server_data(data)
+                self.to_client(data)
+                if tracker.broken:
+                    self._lost_track("the sftp stream cannot be followed")
+
+            self.client_filter, self.server_filter = observe, observe_server
             return
         chan = self._chan
         assert chan is not None
@@ -671,9 +681,34 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
                 binding, "sftp", operation=change.operation, path=change.path, target_path=change.target
             )
 
-        gate = SftpGate(tracker, up.write, chan.write, decide, chan.pause_reading, chan.resume_reading,
-                        lambda reason: self._refuse(reason, 1))  # fmt: skip
-        self.client_filter = gate.feed
+        def refused(request: Request, reason: str) -> None:
+            self.owner.log.warning(
+                "request.blocked", kind="sftp", operation=request.name, path=request.path, reason=reason
+            )
+
+        def deliver(data: bytes) -> None:
+            tracker.server_data(data)
+            self.to_client(data)
+            if tracker.broken:
+                self._lost_track("the sftp stream cannot be followed")
+
+        gate = SftpGate(tracker, up.write, deliver, chan.write, decide, refused, chan.pause_reading,
+                        chan.resume_reading, self._lost_track)  # fmt: skip
+        self.client_filter, self.server_filter = gate.feed, gate.server_data
+
+        def closed() -> None:
+            gate.close()
+            tracker.close()
+
+        self.on_close = closed
+
+    def _lost_track(self, reason: str) -> None:
+        """End a followed channel whose stream the gateway cannot follow (once)."""
+        if self._lost:
+            return
+        self._lost = True
+        self.owner.log.warning("channel.error", kind="sftp", reason=reason)
+        self.end_with_notice(f"{reason}; the channel is closed")
 
 
 def _forwarded_env(env: Any) -> dict[str, str]:

@@ -83,7 +83,6 @@ def session_input(
 
 
 PolicyRequestKind = Literal["shell", "exec", "subsystem", "sftp", "port_forward"]
-SftpOperation = Literal["write", "remove", "rename", "mkdir", "rmdir", "setstat"]
 
 
 def request_input(
@@ -92,7 +91,7 @@ def request_input(
     *,
     command: str | None = None,
     subsystem: str | None = None,
-    operation: SftpOperation | None = None,
+    operation: str | None = None,
     path: str | None = None,
     target_path: str | None = None,
     host: str | None = None,

@@ -26,7 +26,7 @@ _PREFIX = 512
 
 _MAX_PENDING = 4096
 _TRACKED = frozenset({"open", "opendir", "close", "read", "write", "remove", "rename", "mkdir", "rmdir",
-                      "setstat", "fsetstat", "symlink", "link"})  # fmt: skip
+                      "setstat", "fsetstat", "lsetstat", "symlink", "link"})  # fmt: skip
 
 
 class Framer:
@@ -107,9 +107,13 @@ class SftpTracker:
     """Turns one sftp channel's two byte streams into operation events passed to ``emit``:
     ``{op, path, target, bytes, status}`` (``mode`` on open; ``bytes`` = ``{read, written}`` at
     close of a file handle, else None). A stream that stops making sense yields one ``error``
-    event and is followed no further."""
+    event and is followed no further.
+
+    Once ``cwd`` (the server's working directory) is known, paths are shown absolute and
+    normalised (:func:`protocol.resolved`)."""
 
     emit: Callable[[Event], None]
+    cwd: str | None = None
     _client: Framer = field(default_factory=lambda: Framer(frozenset({p.WRITE})))
     _server: Framer = field(default_factory=lambda: Framer(frozenset({p.DATA})))
     _whole: Framer = field(default_factory=Framer)
@@ -123,7 +127,7 @@ class SftpTracker:
             return
         try:
             for ptype, body, length in self._client.feed(data):
-                self._request(p.parse_request(ptype, body, length))
+                self._request(self._parse(ptype, body, length))
         except p.SftpProtocolError as exc:
             self._fail(f"client: {exc}")
 
@@ -142,13 +146,22 @@ class SftpTracker:
         unless ``deny`` is called for it. Raises :class:`SftpProtocolError` (close the channel)."""
         packets = []
         for ptype, body, _ in self._whole.feed(data):
-            request = p.parse_request(ptype, body)
+            request = self._parse(ptype, body)
             if not self._broken:
                 self._request(request)
             handle = self._handles.get(request.handle) if request.handle is not None else None
             raw = struct.pack(">IB", len(body) + 1, ptype) + body
             packets.append(ClientPacket(raw, request, p.mutation(request, handle.path if handle else None)))
         return packets
+
+    @property
+    def broken(self) -> bool:
+        """The stream stopped making sense (or too many requests went unanswered): not followed."""
+        return self._broken
+
+    def _parse(self, ptype: int, body: bytes, length: int | None = None) -> p.Request:
+        request = p.parse_request(ptype, body, length)
+        return request if self.cwd is None else p.resolved(request, self.cwd)
 
     def deny(self, packet: ClientPacket, message: str) -> bytes:
         """Record ``packet`` as blocked; returns the STATUS packet to send the client instead."""
@@ -174,7 +187,7 @@ class SftpTracker:
         self._event("error", None, None, "unparsed", message=reason)
 
     def _request(self, request: p.Request) -> None:
-        if request.id is None or request.name not in _TRACKED:
+        if request.id is None or not (request.name in _TRACKED or request.name.startswith("extended:")):
             return
         if len(self._pending) >= _MAX_PENDING:
             self._fail(f"more than {_MAX_PENDING} requests unanswered")
