@@ -142,7 +142,7 @@ def test_gate_returns_whole_packets_and_classifies_mutations() -> None:
 
 def test_fsetstat_names_the_path_behind_its_handle() -> None:
     tracker = SftpTracker(lambda e: None)
-    tracker.client_packets(k.open_(1, "/etc/motd", p.FXF_WRITE))
+    list(tracker.client_packets(k.open_(1, "/etc/motd", p.FXF_WRITE)))
     tracker.server_data(k.handle(1, H1))
     (packet,) = tracker.client_packets(k.packet(p.FSETSTAT, k.u32(2), k.s(H1), k.u32(0)))
     assert packet.mutation == p.Mutation("setstat", "/etc/motd")
@@ -170,7 +170,7 @@ def test_init_cannot_be_denied() -> None:
 def test_gate_refuses_oversized_packets() -> None:
     tracker = SftpTracker(lambda e: None)
     with pytest.raises(p.SftpProtocolError):
-        tracker.client_packets(struct.pack(">IB", p.MAX_PACKET + 1, p.WRITE))
+        list(tracker.client_packets(struct.pack(">IB", p.MAX_PACKET + 1, p.WRITE)))
 
 
 def test_truncated_body_is_a_protocol_error() -> None:

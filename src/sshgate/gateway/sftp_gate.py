@@ -68,15 +68,13 @@ class SftpGate:
             self._hold(data)
             return
         try:
-            packets = self._tracker.client_packets(data)
+            for packet in self._tracker.client_packets(data):
+                if not self._queue and packet.mutation is None and _refusal(packet) is None:
+                    self._forward(packet.data)  # nothing waiting ahead of it: no need to queue
+                else:
+                    self._queue.append(packet)
         except SftpProtocolError as exc:
             self._stop(f"sftp stream not understood: {exc}")
-            return
-        for packet in packets:
-            if not self._queue and packet.mutation is None and _refusal(packet) is None:
-                self._forward(packet.data)  # nothing waiting ahead of it: no need to queue
-            else:
-                self._queue.append(packet)
         if self._queue and self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._drain())
         if len(self._queue) >= _PAUSE_AT and not self._paused:
@@ -103,7 +101,7 @@ class SftpGate:
         first, rest = bytes(self._early[: 4 + length]), self._early[4 + length :]
         self._early = None
         try:
-            self._tracker.client_packets(first)
+            list(self._tracker.client_packets(first))
         except SftpProtocolError as exc:
             self._stop(f"sftp stream not understood: {exc}")
             return

@@ -13,7 +13,7 @@ Server bytes always go to ``server_data(chunk)`` (DATA payloads are skipped).
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,8 +45,9 @@ class Framer:
         self._keep = -1  # -1: reading a header
         self._skip = 0
 
-    def feed(self, data: bytes) -> list[tuple[int, bytes, int]]:
-        out: list[tuple[int, bytes, int]] = []
+    def feed(self, data: bytes) -> Iterator[tuple[int, bytes, int]]:
+        """The packets ``data`` completes, one by one; a bad header raises :class:`SftpProtocolError`
+        after the packets before it, so any chunking of a stream yields the same."""
         pos, end = 0, len(data)
         while pos < end:
             if self._skip:
@@ -60,14 +61,13 @@ class Framer:
                 if len(self._head) == 5:
                     self._start_packet()
                     if self._keep == 0:
-                        out.append(self._finish())
+                        yield self._finish()
             else:
                 step = min(self._keep - len(self._body), end - pos)
                 self._body += data[pos : pos + step]
                 pos += step
                 if len(self._body) == self._keep:
-                    out.append(self._finish())
-        return out
+                    yield self._finish()
 
     def _start_packet(self) -> None:
         length, ptype = struct.unpack(">IB", self._head)
@@ -141,18 +141,17 @@ class SftpTracker:
         except p.SftpProtocolError as exc:
             self._fail(f"server: {exc}")
 
-    def client_packets(self, data: bytes) -> list[ClientPacket]:
+    def client_packets(self, data: bytes) -> Iterator[ClientPacket]:
         """Gate client→server bytes: the whole packets completed by ``data``, each tracked as sent
-        unless ``deny`` is called for it. Raises :class:`SftpProtocolError` (close the channel)."""
-        packets = []
+        unless ``deny`` is called for it. Raises :class:`SftpProtocolError` (close the channel)
+        after the packets before the one not understood."""
         for ptype, body, _ in self._whole.feed(data):
             request = self._parse(ptype, body)
             if not self._broken:
                 self._request(request)
             handle = self._handles.get(request.handle) if request.handle is not None else None
             raw = struct.pack(">IB", len(body) + 1, ptype) + body
-            packets.append(ClientPacket(raw, request, p.mutation(request, handle.path if handle else None)))
-        return packets
+            yield ClientPacket(raw, request, p.mutation(request, handle.path if handle else None))
 
     @property
     def broken(self) -> bool:
