@@ -6,6 +6,7 @@ a blocked one is answered with SSH_FX_PERMISSION_DENIED and never reaches the ss
 from __future__ import annotations
 
 import json
+import shutil
 import struct
 import subprocess
 import uuid
@@ -262,3 +263,28 @@ async def test_unknown_requests_never_reach_the_sshd(
     _untouched(protected)
     guarded.wait_event("request.blocked", kind="sftp", operation="extended:copy-file@example.com")
     guarded.wait_event("request.blocked", kind="sftp", operation="type-99")
+
+
+@pytest.mark.parametrize("gw_name", ["guarded", "gateway"])
+async def test_a_stream_that_cannot_be_followed_ends_the_channel(
+    gw_name: str, keys: Keys, request: pytest.FixtureRequest
+) -> None:
+    """Gated (``guarded``: a request rule) or only recorded (``gateway``: no policies): bytes the
+    gateway cannot frame end the channel, and neither they nor what follows reach the sshd
+    unrecorded."""
+    gw: GatewayProcess = request.getfixturevalue(gw_name)
+    before = len(gw.events("channel.error"))
+    victim = Path(f"/tmp/sg-victim-{uuid.uuid4().hex[:8]}")
+    victim.write_text("kept\n")
+    shutil.chown(victim, "sgtest")
+    try:
+        async with raw_sftp(gw, keys) as sftp:
+            sftp.stdin.write(
+                struct.pack(">IB", p.MAX_PACKET + 1, p.WRITE) + k.path_op(p.REMOVE, 2, str(victim))
+            )
+            assert await sftp.stdout.read() == b""  # EOF: no answer, the channel closed
+        assert victim.read_text() == "kept\n"
+    finally:
+        victim.unlink(missing_ok=True)
+    [event] = gw.events("channel.error")[before:]
+    assert event["kind"] == "sftp" and "packet length" in event["reason"]

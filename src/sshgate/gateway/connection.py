@@ -660,16 +660,17 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         if not self.owner.ctx.policy.has_rule("request"):
 
             def observe(data: bytes) -> None:
-                up.write(data)
                 tracker.client_data(data)
-                if tracker.broken:
-                    self._lost_track("the sftp stream cannot be followed")
+                if tracker.failure:
+                    self._lost_track(f"sftp stream not understood: {tracker.failure}")
+                else:
+                    up.write(data)
 
             def observe_server(data: bytes) -> None:
                 tracker.server_data(data)
                 self.to_client(data)
-                if tracker.broken:
-                    self._lost_track("the sftp stream cannot be followed")
+                if tracker.failure:
+                    self._lost_track(f"sftp stream not understood: {tracker.failure}")
 
             self.client_filter, self.server_filter = observe, observe_server
             return
@@ -689,8 +690,8 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         def deliver(data: bytes) -> None:
             tracker.server_data(data)
             self.to_client(data)
-            if tracker.broken:
-                self._lost_track("the sftp stream cannot be followed")
+            if tracker.failure:
+                self._lost_track(f"sftp stream not understood: {tracker.failure}")
 
         gate = SftpGate(tracker, up.write, deliver, chan.write, decide, refused, chan.pause_reading,
                         chan.resume_reading, self._lost_track)  # fmt: skip

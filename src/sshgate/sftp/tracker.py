@@ -120,6 +120,7 @@ class SftpTracker:
     _pending: dict[int, p.Request] = field(default_factory=dict)
     _handles: dict[bytes, _Handle] = field(default_factory=dict)
     _broken: bool = False
+    _failure: str | None = None
 
     def client_data(self, data: bytes) -> None:
         """Observe client→server bytes."""
@@ -154,9 +155,10 @@ class SftpTracker:
             yield ClientPacket(raw, request, p.mutation(request, handle.path if handle else None))
 
     @property
-    def broken(self) -> bool:
-        """The stream stopped making sense (or too many requests went unanswered): not followed."""
-        return self._broken
+    def failure(self) -> str | None:
+        """Why the stream is no longer followed (it stopped making sense, or too many requests
+        went unanswered), or None."""
+        return self._failure
 
     def _parse(self, ptype: int, body: bytes, length: int | None = None) -> p.Request:
         request = p.parse_request(ptype, body, length)
@@ -182,7 +184,7 @@ class SftpTracker:
         self._pending.clear()
 
     def _fail(self, reason: str) -> None:
-        self._broken = True
+        self._broken, self._failure = True, reason
         self._event("error", None, None, "unparsed", message=reason)
 
     def _request(self, request: p.Request) -> None:
