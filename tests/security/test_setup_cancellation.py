@@ -95,10 +95,13 @@ def _assert_clean(s: Setup) -> list[dict[str, object]]:
     fds, states = settle(s.gw, s.baseline)
     assert not states["active"], states
     assert len(fds) <= s.baseline, sorted(fds)
+    docs = recording_docs(s.gw)
+    ended = {e["session_id"] for e in s.gw.events("session.end")}
+    assert {d["session_id"] for d in docs} <= ended  # every recorded session has its audit end
     # The per-user cap counts no session of the aborted logins.
     ok = s.alice.ssh("alice+web-1", "echo fine")
     assert ok.stdout == b"fine\n", ok.stderr
-    return recording_docs(s.gw)
+    return docs
 
 
 def test_left_during_policy_decision(setup: Setup) -> None:
