@@ -657,6 +657,13 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         what it did next could be neither recorded nor gated."""
         tracker = SftpTracker(emit=self.recording.event)
         self.on_close = tracker.close
+
+        def deliver(data: bytes) -> None:
+            tracker.server_data(data)
+            self.to_client(data)
+            if tracker.failure:
+                self._lost_track(f"sftp stream not understood: {tracker.failure}")
+
         if not self.owner.ctx.policy.has_rule("request"):
 
             def observe(data: bytes) -> None:
@@ -666,13 +673,7 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
                 else:
                     up.write(data)
 
-            def observe_server(data: bytes) -> None:
-                tracker.server_data(data)
-                self.to_client(data)
-                if tracker.failure:
-                    self._lost_track(f"sftp stream not understood: {tracker.failure}")
-
-            self.client_filter, self.server_filter = observe, observe_server
+            self.client_filter, self.server_filter = observe, deliver
             return
         chan = self._chan
         assert chan is not None
@@ -686,12 +687,6 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
             self.owner.log.warning(
                 "request.blocked", kind="sftp", operation=request.name, path=request.path, reason=reason
             )
-
-        def deliver(data: bytes) -> None:
-            tracker.server_data(data)
-            self.to_client(data)
-            if tracker.failure:
-                self._lost_track(f"sftp stream not understood: {tracker.failure}")
 
         gate = SftpGate(tracker, up.write, deliver, chan.write, decide, refused, chan.pause_reading,
                         chan.resume_reading, self._lost_track)  # fmt: skip

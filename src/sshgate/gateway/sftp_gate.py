@@ -85,6 +85,9 @@ class SftpGate:
         """Before the working directory is known: forward INIT, ask REALPATH, keep the rest."""
         assert self._early is not None
         self._early += data
+        if len(self._early) > 2 * p.MAX_PACKET:  # a client does not pipeline much before VERSION
+            self._stop("sftp stream not understood: too much data before the handshake completed")
+            return
         if self._asked_cwd:
             if self._early and not self._paused:
                 self._paused = True
