@@ -101,8 +101,7 @@ class SftpGate:
             return
         if len(self._early) < 4 + length:
             return
-        first, rest = bytes(self._early[: 4 + length]), self._early[4 + length :]
-        self._early = None
+        first, rest = bytes(self._early[: 4 + length]), bytes(self._early[4 + length :])
         try:
             list(self._tracker.client_packets(first))
         except SftpProtocolError as exc:
@@ -112,7 +111,7 @@ class SftpGate:
         self._forward(p.realpath_packet(_CWD_REQUEST_ID, "."))
         self._asked_cwd = True
         self._early = bytearray()
-        self._hold(bytes(rest))
+        self._hold(rest)
 
     # server → client
 
@@ -147,7 +146,7 @@ class SftpGate:
                 return
 
     def _learned_cwd(self, cwd: str | None, rest: bytes) -> None:
-        if cwd is None or not cwd.startswith("/"):
+        if cwd is None or not cwd.startswith("/") or "\0" in cwd:
             self._stop("the sftp server did not tell its working directory")
             return
         self._tracker.cwd = p.absolute(cwd, "/")
