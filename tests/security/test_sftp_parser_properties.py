@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import posixpath
-from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,6 +17,7 @@ from sshgate.sftp import protocol as p
 from sshgate.sftp.protocol import SftpProtocolError
 from sshgate.sftp.tracker import Framer, SftpTracker
 from tests.sftp import packets as k
+from tests.sftp.test_tracker import run, split
 
 FAST = settings(max_examples=300, deadline=None)
 cuts = st.lists(st.integers(min_value=0), max_size=30)
@@ -53,11 +52,6 @@ def packets(draw: st.DrawFn) -> bytes:
 stream = st.lists(packets(), max_size=12).map(b"".join)
 
 
-def split(data: bytes, at: list[int]) -> list[bytes]:
-    points = sorted({c % (len(data) + 1) for c in at})
-    return [data[a:b] for a, b in itertools.pairwise([0, *points, len(data)])]
-
-
 @FAST
 @given(any_type, st.binary(max_size=64), st.one_of(st.none(), st.integers(0, 2**33)))
 def test_parse_raises_only_its_error(ptype: int, body: bytes, length: int | None) -> None:
@@ -89,18 +83,7 @@ def test_tracker_cut_anywhere_records_the_same(
     client: bytes, server: bytes, at: list[int], at2: list[int]
 ) -> None:
     """Observing never raises, and events do not depend on how the bytes were chunked."""
-    assert _observe([client], [server]) == _observe(split(client, at), split(server, at2))
-
-
-def _observe(client: list[bytes], server: list[bytes]) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    tracker = SftpTracker(events.append, cwd="/home/u")
-    for chunk in client:
-        tracker.client_data(chunk)
-    for chunk in server:
-        tracker.server_data(chunk)
-    tracker.close()
-    return events
+    assert run([client], [server], "/home/u") == run(split(client, at), split(server, at2), "/home/u")
 
 
 @FAST

@@ -65,9 +65,11 @@ EXPECTED = [
 ]
 
 
-def run(client_chunks: list[bytes], server_chunks: list[bytes]) -> list[dict[str, Any]]:
+def run(
+    client_chunks: list[bytes], server_chunks: list[bytes], cwd: str | None = None
+) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
-    tracker = SftpTracker(events.append)
+    tracker = SftpTracker(events.append, cwd=cwd)
     for chunk in client_chunks:
         tracker.client_data(chunk)
     for chunk in server_chunks:

@@ -8,49 +8,12 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-
-@contextmanager
-def _listener(serve: Callable[[socket.socket, threading.Event], None]) -> Iterator[int]:
-    """A TCP listener on 127.0.0.1 running ``serve(conn, stop)`` per connection; every connection
-    is closed when the block ends."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(128)
-    listener.settimeout(0.2)
-    stop = threading.Event()
-    accepted: list[socket.socket] = []
-    threads: list[threading.Thread] = []
-
-    def accept_loop() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            accepted.append(conn)
-            thread = threading.Thread(target=serve, args=(conn, stop), daemon=True)
-            threads.append(thread)
-            thread.start()
-
-    acceptor = threading.Thread(target=accept_loop, daemon=True)
-    acceptor.start()
-    try:
-        yield int(listener.getsockname()[1])
-    finally:
-        stop.set()
-        acceptor.join(timeout=2)
-        listener.close()
-        for conn in accepted:
-            conn.close()
-        for thread in threads:
-            thread.join(timeout=2)
+from tests.support.tcp import serve_tcp
 
 
 @contextmanager
@@ -60,7 +23,7 @@ def stalling_upstream() -> Iterator[int]:
     def hold(conn: socket.socket, stop: threading.Event) -> None:
         stop.wait()
 
-    with _listener(hold) as port:
+    with serve_tcp(hold) as port:
         yield port
 
 
@@ -91,7 +54,7 @@ def delayed_proxy(target_port: int, delay_s: float) -> Iterator[int]:
         back.join(timeout=10)
         upstream.close()
 
-    with _listener(relay) as port:
+    with serve_tcp(relay) as port:
         yield port
 
 
