@@ -128,11 +128,15 @@ def test_gate_forwards_the_same_whatever_the_chunks(requests: bytes, at: list[in
     bytes (blocked requests left out) with the same answers, and nothing but the gate's own
     failure report escapes."""
     data = k.init() + requests
-    assert _through_gate([data], allow) == _through_gate(split(data, at), allow)
+    whole = _through_gate([data], allow)
+    assert _through_gate(split(data, at), allow) == whole
+    if not allow:  # what reached the server changes nothing
+        reached = SftpTracker(lambda e: None, cwd="/home/u").client_packets(whole[0])
+        assert [x.request.name for x in reached if x.mutation is not None] == []
 
 
 def _through_gate(chunks: list[bytes], allow: bool) -> tuple[bytes, bytes, list[str]]:
-    async def run() -> tuple[bytes, bytes, list[str]]:
+    async def drive() -> tuple[bytes, bytes, list[str]]:
         sent, answered, failures = bytearray(), bytearray(), []
 
         async def decide(change: p.Mutation) -> Decision:
@@ -160,4 +164,4 @@ def _through_gate(chunks: list[bytes], allow: bool) -> tuple[bytes, bytes, list[
         gate.close()
         return bytes(sent), bytes(answered), failures
 
-    return asyncio.run(run())
+    return asyncio.run(drive())
