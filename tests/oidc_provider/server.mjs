@@ -5,6 +5,7 @@
 //   node server.mjs [--host 127.0.0.1] [--port 0] [--issuer URL] [--auth-methods a,b]
 //
 // Prints `ready ISSUER` on stdout once listening. Test-only extras:
+//   device authorizations answer interval 1 (s), so sign-ins in tests take a second, not five
 //   GET /__stats                          request counts per endpoint (jwks, token, ...)
 //   clients sshgate-wrongaud, sshgate-expired, sshgate-badkid: their ID tokens come out with a
 //   wrong audience, already expired, or signed by a key the JWKS does not hold
@@ -121,6 +122,7 @@ provider.use(async (ctx, next) => {
   const name = ctx.path.replace(/^\//, '').split('/')[0] || 'root';
   stats[name] = (stats[name] || 0) + 1;
   await next();
+  if (ctx.path === '/device/auth' && ctx.status === 200) ctx.body = { ...ctx.body, interval: 1 }; // tests poll fast
   const fault = FAULTS[ctx.oidc?.client?.clientId];
   if (ctx.path === '/token' && ctx.status === 200 && ctx.body?.id_token && fault) {
     const claims = decodeJwt(ctx.body.id_token);
