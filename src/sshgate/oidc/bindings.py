@@ -194,15 +194,16 @@ class BindingStore:
         """Call ``on_removed`` with the fingerprints whose binding was revoked, within a poll
         interval. A binding that merely expired is not reported: its connections may finish."""
         self.refresh()
-        known = dict(self._contents.bindings)
+        known = self._contents.bindings
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), WATCH_INTERVAL_S)
-            if not self.refresh():
+            self.refresh()  # logins refresh too; every re-read replaces the dict, so compare
+            current = self._contents.bindings
+            if current is known:
                 continue
             now = self._clock()
-            current = self._contents.bindings
             removed = {fp for fp, b in known.items() if fp not in current and b.expires_at > now}
             if removed:
                 on_removed(removed)
-            known = dict(current)
+            known = current
