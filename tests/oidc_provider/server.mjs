@@ -7,8 +7,8 @@
 // Prints `ready ISSUER` on stdout once listening. Test-only extras:
 //   device authorizations answer interval 1 (s), so sign-ins in tests take a second, not five
 //   GET /__stats                          request counts per endpoint (jwks, token, ...)
-//   clients sshgate-wrongaud, sshgate-expired, sshgate-badkid: their ID tokens come out with a
-//   wrong audience, already expired, or signed by a key the JWKS does not hold
+//   people wrongaud@corp.com, expired@corp.com, badkid@corp.com: their ID tokens come out with a
+//   wrong audience, already expired, or signed by a key the JWKS does not hold (a new kid each)
 //   client sshgate-short: its device codes expire after 3 s
 import http from 'node:http';
 import { parseArgs } from 'node:util';
@@ -33,10 +33,12 @@ const PEOPLE = {
   'bob@corp.com': { groups: ['sales'], verified: true, name: 'Bob' },
   'carol@other.com': { groups: ['engineers'], verified: true, name: 'Carol' },
   'dave@corp.com': { groups: ['engineers'], verified: false, name: 'Dave' },
+  'wrongaud@corp.com': { groups: ['engineers'], verified: true, name: 'W', fault: 'aud' },
+  'expired@corp.com': { groups: ['engineers'], verified: true, name: 'E', fault: 'expired' },
+  'badkid@corp.com': { groups: ['engineers'], verified: true, name: 'K', fault: 'badkid' },
 };
 const PASSWORD = 'password';
 
-const FAULTS = { 'sshgate-wrongaud': 'aud', 'sshgate-expired': 'expired', 'sshgate-badkid': 'badkid' };
 const SHORT_CODE_CLIENT = 'sshgate-short';
 const stats = {};
 
@@ -68,7 +70,7 @@ const deviceClient = (clientId) => ({
 });
 
 const provider = new Provider(issuer, {
-  clients: ['sshgate', SHORT_CODE_CLIENT, ...Object.keys(FAULTS)].map(deviceClient),
+  clients: ['sshgate', SHORT_CODE_CLIENT].map(deviceClient),
   clientAuthMethods: args['auth-methods'].split(','),
   jwks,
   cookies: { keys: ['sshgate-test-cookie-key-not-secret'] },
@@ -117,15 +119,15 @@ const provider = new Provider(issuer, {
   },
 });
 
-// Count requests per endpoint, and spoil the ID tokens of the fault clients.
+// Count requests per endpoint, and spoil the ID tokens of the fault people.
 provider.use(async (ctx, next) => {
   const name = ctx.path.replace(/^\//, '').split('/')[0] || 'root';
   stats[name] = (stats[name] || 0) + 1;
   await next();
   if (ctx.path === '/device/auth' && ctx.status === 200) ctx.body = { ...ctx.body, interval: 1 }; // tests poll fast
-  const fault = FAULTS[ctx.oidc?.client?.clientId];
-  if (ctx.path === '/token' && ctx.status === 200 && ctx.body?.id_token && fault) {
-    const claims = decodeJwt(ctx.body.id_token);
+  const claims = ctx.path === '/token' && ctx.status === 200 && ctx.body?.id_token ? decodeJwt(ctx.body.id_token) : {};
+  const fault = PEOPLE[claims.sub]?.fault;
+  if (fault) {
     const now = Math.floor(Date.now() / 1000);
     let key = await importJWK(jwks.keys[0], 'RS256');
     let kid = jwks.keys[0].kid;
