@@ -307,3 +307,47 @@ def _session_json(gateway: GatewayProcess, run_identity: str, resource: str) -> 
         if doc.get("resource") == resource and doc.get("user", {}).get("email") == run_identity:
             return doc  # type: ignore[no-any-return]
     raise AssertionError(f"no recording for {run_identity} on {resource}")
+
+
+def test_a_person_approves_in_a_real_browser(oidc_gateway: GatewayProcess, tmp_path: Path) -> None:
+    """Headless Chromium on the provider's pages: the same clicks a person makes."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
+        options.add_argument(flag)
+    laptop = fresh_client(oidc_gateway, tmp_path, "alice-browser")
+    run = start_ssh(laptop, f"{ALICE}+web-1", "echo approved-in-chromium")
+    uri, code, _ = run.sign_in_lines()
+    browser = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    try:
+        wait = WebDriverWait(browser, 20)
+        browser.get(uri)  # the plain URL; the person types the code they read
+        wait.until(expected_conditions.presence_of_element_located((By.NAME, "user_code"))).send_keys(code)
+        browser.find_element(By.CSS_SELECTOR, "button[form='op.deviceInputForm']").click()
+        wait.until(expected_conditions.element_to_be_clickable((By.ID, "continue"))).click()
+        wait.until(expected_conditions.presence_of_element_located((By.ID, "email"))).send_keys("alice@corp.com")
+        browser.find_element(By.ID, "password").send_keys("password")
+        browser.find_element(By.ID, "sign-in").click()
+        wait.until(expected_conditions.element_to_be_clickable((By.ID, "allow"))).click()
+        wait.until(expected_conditions.presence_of_element_located((By.ID, "done")))
+        browser.save_screenshot(str(tmp_path / "signed-in.png"))
+    finally:
+        browser.quit()
+    assert run.finish() == 0, run.stderr
+    assert run.stdout == b"approved-in-chromium\n"
+    assert (tmp_path / "signed-in.png").stat().st_size > 1000
