@@ -340,7 +340,9 @@ def test_a_person_approves_in_a_real_browser(oidc_gateway: GatewayProcess, tmp_p
         wait.until(expected_conditions.presence_of_element_located((By.NAME, "user_code"))).send_keys(code)
         browser.find_element(By.CSS_SELECTOR, "button[form='op.deviceInputForm']").click()
         wait.until(expected_conditions.element_to_be_clickable((By.ID, "continue"))).click()
-        wait.until(expected_conditions.presence_of_element_located((By.ID, "email"))).send_keys("alice@corp.com")
+        wait.until(expected_conditions.presence_of_element_located((By.ID, "email"))).send_keys(
+            "alice@corp.com"
+        )
         browser.find_element(By.ID, "password").send_keys("password")
         browser.find_element(By.ID, "sign-in").click()
         wait.until(expected_conditions.element_to_be_clickable((By.ID, "allow"))).click()
@@ -351,3 +353,25 @@ def test_a_person_approves_in_a_real_browser(oidc_gateway: GatewayProcess, tmp_p
     assert run.finish() == 0, run.stderr
     assert run.stdout == b"approved-in-chromium\n"
     assert (tmp_path / "signed-in.png").stat().st_size > 1000
+
+
+def test_no_token_or_code_reaches_the_audit_log_or_recordings(
+    oidc_gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    laptop = fresh_client(oidc_gateway, tmp_path, "alice-secrets")
+    run = start_ssh(laptop, f"{ALICE}+web-1", "echo recorded")
+    _, code, complete = run.sign_in_lines()
+    Person("alice@corp.com").approve(complete)
+    assert run.finish() == 0, run.stderr
+    oidc_gateway.wait_event("session.end")
+    recordings = Path(oidc_gateway.config["data_dir"]) / "recordings"
+    texts = ["".join(oidc_gateway.raw)] + [
+        p.read_text(errors="replace") for p in recordings.rglob("*") if p.is_file()
+    ]
+    bindings = Path(oidc_gateway.config["data_dir"]) / "sso-bindings.json"
+    texts.append(bindings.read_text())
+    for text in texts:
+        assert "eyJ" not in text  # every JWT (ID token) starts so
+        assert code not in text  # the user code is for the person's eyes only
+        assert "sshgate-test-secret" not in text
+    assert "recorded" in "".join(texts)  # the recordings were read
