@@ -271,11 +271,17 @@ class GatewayConnection(asyncssh.SSHServer):
             return False
         try:
             person = await self._sign_ins.finish(*flow)
+            self._check_not_locked_out()
         except SignInError as exc:
             self._kbdint_error = exc
             return "", f"sshgate: {exc}\n", "", []  # shown to the person; the next answer fails
         self._signed_in(person, None)
         return True
+
+    def _check_not_locked_out(self) -> None:
+        """An address locked out while its sign-in ran gets no session out of that sign-in."""
+        if self.state.tracker.locked_for(self.client_ip):
+            raise SignInError("refused", f"too many failed logins from {self.client_ip}", "locked out")
 
     def _signed_in(self, person: SignedIn, fingerprint: str | None) -> None:
         """Become the person the provider vouched for; bind the proven key, if there is one."""
@@ -372,10 +378,7 @@ class GatewayConnection(asyncssh.SSHServer):
             for line in authorization.instruction():
                 self.notices.say(line)
             person = await self._sign_ins.finish(flow, authorization)
-            if self.state.tracker.locked_for(self.client_ip):
-                raise SignInError(
-                    "refused", f"too many failed logins from {self.client_ip}", "address locked out"
-                )
+            self._check_not_locked_out()
         except SignInError as exc:
             # The waiting session channel prints the line; the disconnect follows.
             self._sign_in_failed(exc, disconnect_after=0.5)
