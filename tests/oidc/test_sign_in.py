@@ -377,3 +377,37 @@ def test_no_token_or_code_reaches_the_audit_log_or_recordings(
         assert code not in text  # the user code is for the person's eyes only
         assert "sshgate-test-secret" not in text
     assert "recorded" in "".join(texts)  # the recordings were read
+
+
+def test_a_provider_that_offers_only_client_secret_post(
+    oidc_gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    post_only = OidcProvider(auth_methods="client_secret_post")
+    try:
+        gateway = oidc_gateway_factory(oidc_block(post_only.issuer))
+        laptop = fresh_client(gateway, tmp_path, "laptop")
+        run = start_ssh(laptop, f"{ALICE}+web-1", "echo posted")
+        sign_in_with_key(run, "alice@corp.com")
+        assert run.finish() == 0, run.stderr  # Basic auth would be refused as invalid_client
+        assert run.stdout == b"posted\n"
+        gateway.stop()
+    finally:
+        post_only.stop()
+
+
+def test_keys_revoke_by_identity(oidc_gateway: GatewayProcess, tmp_path: Path) -> None:
+    laptops = [fresh_client(oidc_gateway, tmp_path, f"carol-{n}") for n in range(2)]
+    for laptop in laptops:
+        run = start_ssh(laptop, "idp:okta:human:bob@corp.com", "formal", "list")
+        sign_in_with_key(run, "bob@corp.com")
+        assert run.finish() == 0, run.stderr
+    listed = keys_cli(oidc_gateway, "list").stdout
+    assert all(fingerprint(laptop.key) in listed for laptop in laptops)
+    revoked = keys_cli(oidc_gateway, "revoke", "--identity", "Bob@Corp.com")
+    assert revoked.returncode == 0
+    lines = [line.split("\t") for line in revoked.stdout.splitlines()]
+    assert {fingerprint(laptop.key) for laptop in laptops} <= {line[1] for line in lines}
+    assert {line[2] for line in lines} == {"idp:okta:human:bob@corp.com"}  # nobody else's keys
+    assert "bob@corp.com" not in keys_cli(oidc_gateway, "list").stdout
+    nothing = keys_cli(oidc_gateway, "revoke", "--identity", "bob@corp.com")
+    assert nothing.returncode == 1 and "no binding matches bob@corp.com" in nothing.stderr
