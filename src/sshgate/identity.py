@@ -38,11 +38,6 @@ class Identity:
             doc["signed_in_at"] = rfc3339(self.signed_in_at)
         return doc
 
-    @property
-    def qualified(self) -> str:
-        """The full identity as logins and the web app write it: ``idp:<provider>:<kind>:<name>``."""
-        return f"idp:{self.provider}:{self.type}:{self.name}"
-
 
 def rfc3339(seconds: float) -> str:
     return datetime.fromtimestamp(int(seconds), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -26,10 +26,6 @@ class SignedIn:
     signed_in_at: float
     auth_time: int | None = None
 
-    @property
-    def identity(self) -> str:
-        return f"idp:{self.provider}:human:{self.email}"
-
 
 def admit(
     person: Person,
