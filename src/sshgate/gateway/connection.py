@@ -21,6 +21,7 @@ from sshgate.gateway.binding import (
     decide_session,
     find_resource,
     plan_upstream,
+    selection_conflict,
     start_recording,
 )
 from sshgate.gateway.lockout import FailureTracker
@@ -273,6 +274,8 @@ class GatewayConnection(asyncssh.SSHServer):
                 f"{binding.resource.name}; open a new connection for {route.native_user}",
                 event="binding.conflict",
             )
+        if conflict := selection_conflict(binding.resource, binding.session_doc.get("ecs"), route):
+            raise Refusal(conflict, event="binding.conflict")
         return binding
 
     def _facts(self) -> ConnectionFacts:
