@@ -8,8 +8,6 @@ task of the same service name in another cluster; every task runs two containers
 
 from __future__ import annotations
 
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +18,7 @@ import pytest
 from sshgate.ssm.emulator.aws import runtime_id
 from tests.conftest import Keys, Upstream, base_config
 from tests.support.emulator import REGION, aws_client, emulator_process, emulator_sessions
-from tests.support.gateway import Client, GatewayProcess
+from tests.support.gateway import Client, GatewayProcess, control_master
 
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}
 SERVICE_ARN = "arn:aws:ecs:us-east-1:123456789012:service/prod/api"
@@ -249,14 +247,7 @@ def test_policy_input_describes_the_task_reached(
 def test_later_channel_cannot_switch_task_or_container(
     world: EcsWorld, alice: Client, tmp_path: Path
 ) -> None:
-    sock = tmp_path / "mux.sock"
-    mux = ["-o", f"ControlPath={sock}"]
-    master = subprocess.Popen(alice.ssh_argv("alice", options=[*mux, "-M", "-N"]), stdin=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 20
-        while not sock.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert sock.exists(), "the ControlMaster did not come up"
+    with control_master(alice.ssh_argv, tmp_path / "mux.sock") as mux:
         first = alice.ssh("alice", f"formal api-svc --task {world.api[1]} -- echo here", options=mux)
         assert first.stdout == b"here\n", first.stderr
         task = alice.ssh("alice", f"formal api-svc --task {world.api[0]} -- echo here", options=mux)
@@ -276,10 +267,3 @@ def test_later_channel_cannot_switch_task_or_container(
             "alice", f"formal api-svc --task {world.api[1]} --container app -- echo here", options=mux
         )
         assert same.stdout == b"here\n", same.stderr
-    finally:
-        subprocess.run(alice.ssh_argv("alice", options=[*mux, "-O", "exit"]), capture_output=True, timeout=10)
-        try:
-            master.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            master.kill()
-            master.wait()

@@ -56,3 +56,13 @@ def configure_faults(url: str, **settings: Any) -> None:
     request = urllib.request.Request(f"{url}/_emulator/faults", data=body, method="POST")
     with urllib.request.urlopen(request, timeout=5) as response:
         assert json.load(response)["ok"]
+
+
+def create_command_document(url: str) -> None:
+    """The NonInteractiveCommands session document EC2 exec needs (``deploy/ssm/``)."""
+    aws_client(url, "ssm").create_document(
+        Name="SSHGate-NonInteractiveCommands",
+        DocumentType="Session",
+        DocumentFormat="JSON",
+        Content=(Path(__file__).parents[2] / "deploy/ssm/SSHGate-NonInteractiveCommands.json").read_text(),
+    )

@@ -516,9 +516,7 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         self._task = start_task(self._start(), self._failed)
 
     def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
-        if self._up is not None:
-            self._up.resize(width, height, pixwidth, pixheight)
-        self.recording.resize(width, height)
+        self.client_resized(width, height, pixwidth, pixheight)
 
     def signal_received(self, signal: str) -> None:
         if self._up is not None:
@@ -539,6 +537,7 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
             bytes_in=self.bytes_in,
             bytes_out=self.bytes_out,
             exit_status=self._exit_status,
+            **({"upstream_error": self.upstream_error} if self.upstream_error else {}),
         )
 
     def _refuse(self, message: str, exit_status: int) -> None:
@@ -598,6 +597,7 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
             )
             up = await binding.upstream.open_session(request, self)
         except (Refusal, UpstreamError) as exc:
+            owner.log.warning("channel.refused", kind=kind, reason=getattr(exc, "reason", None) or str(exc))
             self._refuse(str(exc), getattr(exc, "exit_status", 1))
             return
         channel_kind: ChannelKind = "sftp" if kind == "subsystem" else kind
@@ -696,4 +696,5 @@ class ClientTcp(ChannelRelay, asyncssh.SSHTCPSession[bytes]):
             port=self.port,
             bytes_in=self.bytes_in,
             bytes_out=self.bytes_out,
+            **({"upstream_error": self.upstream_error} if self.upstream_error else {}),
         )
