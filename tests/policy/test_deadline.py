@@ -1,6 +1,6 @@
 """The embedded engine's deadline: a slow rule denies at ``timeout_ms`` and stalls nobody else.
 
-The slow rule really is slow (millions of products in a comprehension); nothing is faked. Worker
+The slow rule really is slow (millions of products in a comprehension); nothing is faked. Engine
 processes are observed from outside, in /proc, as an operator would see them.
 """
 
@@ -22,6 +22,7 @@ from sshgate.policy.decision import Decision
 from sshgate.policy.embedded import EmbeddedDecisionPoint
 from sshgate.policy.loader import ReloadableDecisionPoint, build_decision_point
 from sshgate.policy.sources import PolicyLoadError
+from tests.support.engines import engine_processes
 
 SLOW_POLICY = """package formal.v2
 
@@ -50,20 +51,14 @@ SLOW_TOO = {"user": {"type": "human", "email": "slow-too@corp.com"}}
 FAST = {"user": {"type": "human", "email": "alice@corp.com"}}
 
 
+def templates() -> set[int]:
+    """The engine processes this test process started."""
+    return set(engine_processes(os.getpid()))
+
+
 def worker_pids() -> set[int]:
-    """This process's policy worker processes, read from /proc."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (entry / "cmdline").read_bytes()
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == os.getpid() and b"sshgate.policy.worker" in cmdline:
-            found.add(int(entry.name))
-    return found
+    """The workers forked by this process's templates."""
+    return {pid for workers in engine_processes(os.getpid()).values() for pid in workers}
 
 
 async def until(predicate: Any, timeout: float = 10.0) -> None:
@@ -137,12 +132,10 @@ async def test_one_identity_holds_one_worker_however_many_decisions_it_asks(tmp_
         slow = [asyncio.create_task(timed(point.decide("session", SLOW))) for _ in range(4)]
         await asyncio.sleep(0.02)
         fast = [await timed(point.decide("session", FAST)) for _ in range(5)]
+        # With two of the slow user's rules on the two workers, these would wait for a deadline.
         assert all(d.allowed for d, _ in fast) and max(t for _, t in fast) < 0.25, fast
-        reasons = sorted(d.reason for d, _ in await asyncio.gather(*slow))
-        assert reasons == [
-            *["policy timeout: data.formal.v2.session did not finish within 300 ms"],
-            *["policy timeout: no policy engine was free within 300 ms"] * 3,
-        ]
+        for denied, _ in await asyncio.gather(*slow):
+            assert denied.reason.startswith("policy timeout: "), denied
         await recovered(point)
 
 
@@ -154,15 +147,21 @@ async def test_the_slow_rule_really_takes_seconds(tmp_path: Path) -> None:
     assert took >= 2.0
 
 
-async def test_with_every_worker_stuck_a_waiting_decision_denies_at_its_deadline(tmp_path: Path) -> None:
+async def test_with_every_worker_stuck_a_waiting_decision_gets_the_next_fresh_one(tmp_path: Path) -> None:
     async with slow_point(tmp_path) as point:
+        # Asked together: the fast decision's deadline passes with the stuck ones', while it waits.
         stuck = [asyncio.create_task(point.decide("session", who)) for who in (SLOW, SLOW_TOO)]
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0)  # they take both workers
         waited, took = await timed(point.decide("session", FAST))
         assert waited.reason == "policy timeout: no policy engine was free within 300 ms"
-        assert took < 1.0
+        assert 0.3 <= took < 1.0
         assert all(not d.allowed for d in await asyncio.gather(*stuck))
-        await recovered(point)
+        # Asked later: served as soon as the stuck workers are killed and forked anew.
+        stuck = [asyncio.create_task(point.decide("session", who)) for who in (SLOW, SLOW_TOO)]
+        await asyncio.sleep(0.15)
+        served, took = await timed(point.decide("session", FAST))
+        assert served.allowed and 0.1 <= took < 0.3
+        assert all(not d.allowed for d in await asyncio.gather(*stuck))
 
 
 async def test_past_the_waiting_bound_decisions_deny_at_once(
@@ -197,7 +196,7 @@ async def test_a_worker_that_dies_or_answers_too_much_denies_and_is_replaced(tmp
         bomb, took = await timed(point.decide("request", {"request": {"kind": "bomb"}}))
         # The worker's memory cap ends the rule long before the deadline.
         assert took < 2.0
-        assert bomb.reason == "policy evaluation failed: policy engine process exited with status -6"
+        assert bomb.reason == "policy evaluation failed: policy engine process ended"
         huge = await point.decide("request", {"request": {"kind": "huge"}})
         assert huge.reason == (
             f"policy evaluation failed: policy engine process answered more than {pool_module.MAX_REPLY} bytes"
@@ -210,14 +209,14 @@ async def test_a_rule_that_never_compiles_is_refused_at_load(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Every rule is evaluated once without input at load; this one takes seconds then.
-    monkeypatch.setattr(pool_module, "START_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(pool_module, "START_TIMEOUT_S", 1.5)
     (tmp_path / "p.rego").write_text(
         "package formal.v2\nimport rego.v1\n"
         "n := count([x | some i in numbers.range(1, 2000); some j in numbers.range(1, 1000); x := i * j])\n"
     )
-    with pytest.raises(PolicyLoadError, match=r"did not compile within 0\.5 s"):
+    with pytest.raises(PolicyLoadError, match=r"did not compile within 1\.5 s"):
         await build_decision_point(Policies(paths=[str(tmp_path)]))
-    await until(lambda: not worker_pids(), timeout=2.0)
+    await until(lambda: not templates(), timeout=2.0)
 
 
 async def test_reload_swaps_every_worker_and_ends_the_old_ones(
@@ -236,6 +235,6 @@ async def test_reload_swaps_every_worker_and_ends_the_old_ones(
         assert len(new) == pool_module.POOL_SIZE and not new & old
     finally:
         await point.aclose()
-    await until(lambda: not worker_pids(), timeout=2.0)
-    # Workers drop their engine on the thread that made it: regorus has nothing to complain about.
+    assert not templates() and not worker_pids()
+    # Engines are dropped on the thread that made them: regorus has nothing to complain about.
     assert "unsendable" not in capfd.readouterr().err

@@ -1,11 +1,12 @@
 """The embedded engine's worker processes: each evaluation goes to an idle one, under a deadline.
 
-Every worker compiles the same modules (:mod:`sshgate.policy.worker`). An evaluation still
-running at its deadline is answered with :class:`EngineTimeout`, and its worker is killed and
-replaced: a thread could not be stopped (nor, as regorus holds the GIL, run beside the event
-loop), a process can. The event loop never waits for a rule.
+A template process compiles the policies once; workers are forks of it
+(:mod:`sshgate.policy.worker`). An evaluation still running at its deadline is answered with
+:class:`EngineTimeout`, and its worker is killed and replaced by a new fork: a thread could not
+be stopped (nor, as regorus holds the GIL, run beside the event loop), a process can. The event
+loop never waits for a rule.
 
-What a slow rule costs (docs/policies.md): its worker until the deadline, then a restart. One
+What a slow rule costs (docs/policies.md): its worker until the deadline, then a fork. One
 identity runs at most one evaluation at a time, so a rule that is slow for some user's input
 (by accident, or because that user found out) holds one worker, and everyone else is served by
 the others. Evaluations wait for a free worker in arrival order, within their own deadline;
@@ -18,6 +19,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import socket
 import subprocess
 import sys
 from collections import deque
@@ -36,7 +38,8 @@ START_TIMEOUT_S = 10.0
 """Start and compile, which also evaluates every rule once without input."""
 MAX_REPLY = 1 << 20
 MAX_WAITING = 1024
-EXIT_GRACE_S = 2.0
+EXIT_GRACE_S = 3.0
+"""How long the template may take to exit once let go (it gives its workers 2 s to finish)."""
 RESTART_DELAYS_S = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
@@ -56,64 +59,180 @@ class _Job:
     """Answered, failed or expired: nothing is left for the deadline to stop."""
 
 
-class _Worker(asyncio.SubprocessProtocol):
-    """One worker process: its first line answers the modules, then one line per job it is given."""
+class _Lines:
+    """Newline-delimited JSON objects from a process we started, at most ``MAX_REPLY`` bytes each."""
 
-    def __init__(self, pool: EnginePool) -> None:
-        loop = asyncio.get_running_loop()
-        self.pool = pool
-        self.started: asyncio.Future[dict[str, Any]] = loop.create_future()
-        self.ended: asyncio.Future[None] = loop.create_future()
-        self.job: _Job | None = None
-        self.end_reason = ""
-        self._transport: asyncio.SubprocessTransport | None = None
+    def __init__(self) -> None:
         self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        """The complete replies in ``data``; ValueError for anything else (the sender is broken)."""
+        self._buffer += data
+        replies = []
+        while (end := self._buffer.find(b"\n")) >= 0:
+            reply = json.loads(bytes(self._buffer[:end]))
+            del self._buffer[: end + 1]
+            if not isinstance(reply, dict):
+                raise ValueError("a reply is not a JSON object")
+            replies.append(reply)
+        if len(self._buffer) > MAX_REPLY:
+            raise ValueError(f"answered more than {MAX_REPLY} bytes")
+        return replies
+
+
+class _Template(asyncio.SubprocessProtocol):
+    """The process that compiled the policies; it forks the workers and kills them on request."""
+
+    def __init__(self, control: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        self.control = control
+        self.compiled: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self.ended: asyncio.Future[None] = loop.create_future()
+        self._transport: asyncio.SubprocessTransport | None = None
+        self._lines = _Lines()
+        self._forking = asyncio.Lock()
+
+    @classmethod
+    async def start(cls, modules: bytes) -> tuple[_Template, frozenset[str]]:
+        """A template that compiled ``modules``, and the rules it serves; raises PolicyLoadError."""
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setblocking(False)
+        template = cls(ours)
+        try:
+            await loop.subprocess_exec(
+                lambda: template,
+                sys.executable,
+                "-m",
+                "sshgate.policy.worker",
+                str(theirs.fileno()),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=None,
+                pass_fds=(theirs.fileno(),),
+            )
+        except OSError as exc:
+            ours.close()
+            raise PolicyLoadError(f"cannot start a policy engine process: {exc}") from None
+        finally:
+            theirs.close()
+        try:
+            template._send_modules(modules)
+            async with asyncio.timeout(START_TIMEOUT_S):
+                reply = await template.compiled
+        except TimeoutError:
+            template.terminate()
+            why = f"the policies did not compile within {START_TIMEOUT_S:g} s"
+            raise PolicyLoadError(f"{why} (is a rule slow even without input?)") from None
+        except BaseException:
+            template.terminate()
+            raise
+        if "error" in reply:
+            raise PolicyLoadError(str(reply["error"]))
+        return template, frozenset(str(r) for r in reply.get("rules", ()))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not derive from asyncio's classes; they have the same methods.
         self._transport = cast(asyncio.SubprocessTransport, transport)
 
-    def send(self, line: bytes) -> None:
-        stdin = self._transport.get_pipe_transport(0) if self._transport else None
-        if stdin is not None and not stdin.is_closing():
-            cast(asyncio.WriteTransport, stdin).write(line)
-
-    def run(self, job: _Job) -> None:
-        self.job, job.worker = job, self
-        self.send(job.line)
-
-    def finish(self) -> None:
-        """End of input: the worker exits once it has answered what it holds."""
+    def _send_modules(self, modules: bytes) -> None:
         stdin = self._transport.get_pipe_transport(0) if self._transport else None
         if stdin is not None:
+            cast(asyncio.WriteTransport, stdin).write(modules)
             stdin.close()
 
-    def kill(self, reason: str) -> None:
-        self.end_reason = self.end_reason or reason
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        try:
+            replies = self._lines.feed(data if isinstance(data, bytes) else data.encode())
+        except ValueError as exc:
+            replies = [{"error": f"the policy engine process answered badly: {exc}"}]
+        if replies and not self.compiled.done():
+            self.compiled.set_result(replies[0])
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._transport is not None:
+            code = self._transport.get_returncode()
+            self._transport.close()
+        else:
+            code = None
+        self.control.close()
+        if not self.compiled.done():
+            self.compiled.set_exception(
+                PolicyLoadError(f"the policy engine process exited with status {code}")
+            )
+        self.ended.set_result(None)
+
+    async def fork(self) -> tuple[socket.socket, int]:
+        """A new worker's connection and pid; raises PolicyLoadError if the template cannot fork."""
+        async with self._forking:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                socket.send_fds(self.control, [b"fork"], [theirs.fileno()])
+                async with asyncio.timeout(START_TIMEOUT_S):
+                    reply = await asyncio.get_running_loop().sock_recv(self.control, 32)
+                pid = int(reply)
+            except (OSError, TimeoutError, ValueError) as exc:
+                ours.close()
+                raise PolicyLoadError(f"the policy engine process could not fork a worker: {exc!r}") from None
+            finally:
+                theirs.close()
+        return ours, pid
+
+    def kill(self, pid: int) -> None:
+        with contextlib.suppress(OSError):  # gone already: so are its workers
+            self.control.send(b"kill %d" % pid)
+
+    def release(self) -> None:
+        """The template gives its workers a moment to finish, then exits."""
+        self.control.close()
+
+    def terminate(self) -> None:
         if self._transport is not None and self._transport.get_returncode() is None:
             with contextlib.suppress(ProcessLookupError):
                 self._transport.kill()
 
-    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
-        self._buffer += data if isinstance(data, bytes) else data.encode()
-        while (end := self._buffer.find(b"\n")) >= 0 and not self.end_reason:
-            line = bytes(self._buffer[:end])
-            del self._buffer[: end + 1]
-            self._answer(line)
-        if len(self._buffer) > MAX_REPLY:
-            self.kill(f"answered more than {MAX_REPLY} bytes")
 
-    def _answer(self, line: bytes) -> None:
+class _Worker(asyncio.Protocol):
+    """One forked worker, on its own socket: one line per job it is given, one line back."""
+
+    def __init__(self, pool: EnginePool, template: _Template, pid: int) -> None:
+        self.pool = pool
+        self.template = template
+        self.pid = pid
+        self.job: _Job | None = None
+        self.end_reason = ""
+        self._transport: asyncio.Transport | None = None
+        self._lines = _Lines()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+
+    def run(self, job: _Job) -> None:
+        self.job, job.worker = job, self
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(job.line)
+
+    def finish(self) -> None:
+        """End of input: the worker exits once it has answered what it holds."""
+        if self._transport is not None:
+            self._transport.close()
+
+    def kill(self, reason: str) -> None:
+        self.end_reason = self.end_reason or reason
+        self.template.kill(self.pid)
+
+    def data_received(self, data: bytes) -> None:
+        if self.end_reason:
+            return
         try:
-            reply = json.loads(line)
-            if not isinstance(reply, dict):
-                raise ValueError("not an object")
+            replies = self._lines.feed(data)
         except ValueError as exc:
-            self.kill(f"answered something that is not a reply ({exc})")
+            self.kill(str(exc))
             return
-        if not self.started.done():
-            self.started.set_result(reply)
-            return
+        for reply in replies:
+            self._answer(reply)
+
+    def _answer(self, reply: dict[str, Any]) -> None:
         job, self.job = self.job, None
         if job is None:
             self.kill("answered without a question")
@@ -124,20 +243,13 @@ class _Worker(asyncio.SubprocessProtocol):
         self.pool._released(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """The process exited and its pipes are closed (an answer sent before exit was read)."""
-        if self._transport is not None:
-            code = self._transport.get_returncode()
-            self._transport.close()
-            self.end_reason = self.end_reason or f"exited with status {code}"
-        error = RegoError(f"policy engine process {self.end_reason}")
-        if not self.started.done():
-            self.started.set_exception(error)
+        """The worker's end closed: it exited, was killed, or the pool let it go."""
+        self.end_reason = self.end_reason or "ended"
         job, self.job = self.job, None
         if job is not None:
             self.pool._finished(job)
             if not job.reply.done():
-                job.reply.set_exception(error)
-        self.ended.set_result(None)
+                job.reply.set_exception(RegoError(f"policy engine process {self.end_reason}"))
         self.pool._lost(self)
 
 
@@ -152,6 +264,8 @@ class EnginePool:
     timeout_s: float
     size: int
     rules: frozenset[str] = frozenset()
+    _template: _Template | None = None
+    _template_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _workers: set[_Worker] = field(default_factory=set)
     _idle: list[_Worker] = field(default_factory=list)
     _waiting: deque[_Job] = field(default_factory=deque)
@@ -168,13 +282,14 @@ class EnginePool:
     async def start(
         cls, modules: Sequence[RegoModule], timeout_s: float, size: int = POOL_SIZE
     ) -> EnginePool:
-        """Start every worker; PolicyLoadError (and none left running) if one cannot compile."""
+        """Compile and start every worker; PolicyLoadError (and nothing left running) if that fails."""
         pool = cls(modules_line(list(modules)), timeout_s, size)
-        started = await asyncio.gather(*(pool._spawn() for _ in range(size)), return_exceptions=True)
-        failed = [r for r in started if isinstance(r, BaseException)]
-        if failed:
+        try:
+            for _ in range(size):
+                await pool._spawn()
+        except BaseException:
             await pool.aclose()
-            raise failed[0]
+            raise
         return pool
 
     def has_rule(self, path: str) -> bool:
@@ -289,40 +404,26 @@ class EnginePool:
             except PolicyLoadError as exc:
                 audit.logger().error("policy.engine_restart_failed", error=str(exc))
 
+    async def _running_template(self) -> _Template:
+        """The template, started again if it died (its workers died with it)."""
+        async with self._template_lock:
+            if self._template is None or self._template.ended.done():
+                self._template, self.rules = await _Template.start(self.modules)
+            return self._template
+
     async def _spawn(self) -> None:
-        loop = asyncio.get_running_loop()
-        worker = _Worker(self)
+        template = await self._running_template()
+        conn, pid = await template.fork()
+        worker = _Worker(self, template, pid)
         try:
-            await loop.subprocess_exec(
-                lambda: worker,
-                sys.executable,
-                "-m",
-                "sshgate.policy.worker",
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=None,
-            )
+            await asyncio.get_running_loop().create_unix_connection(lambda: worker, sock=conn)
         except OSError as exc:
-            raise PolicyLoadError(f"cannot start a policy engine process: {exc}") from None
-        try:
-            worker.send(self.modules)
-            async with asyncio.timeout(START_TIMEOUT_S):
-                reply = await worker.started
-        except TimeoutError:
-            worker.kill("killed: did not compile in time")
-            why = f"the policies did not compile within {START_TIMEOUT_S:g} s"
-            raise PolicyLoadError(f"{why} (is a rule slow even without input?)") from None
-        except RegoError as exc:
-            raise PolicyLoadError(str(exc)) from None
-        except BaseException:
-            worker.kill("killed: start abandoned")
-            raise
-        if "error" in reply:
-            raise PolicyLoadError(str(reply["error"]))
+            conn.close()
+            template.kill(pid)
+            raise PolicyLoadError(f"cannot reach a policy engine process: {exc}") from None
         if self._closing:
             worker.finish()
             return
-        self.rules = frozenset(str(r) for r in reply.get("rules", ()))
         self._workers.add(worker)
         self._idle.append(worker)
         self._dispatch()
@@ -343,16 +444,16 @@ class EnginePool:
                 job.reply.set_exception(RegoError("the policy engines were closed"))
         self._waiting.clear()
         self._deadlines.clear()
-        workers = list(self._workers)
-        for worker in workers:
-            worker.finish()  # it exits at end of input and drops its engine on its own thread
-        ended = [w.ended for w in workers]
-        if ended:
-            _, late = await asyncio.wait(ended, timeout=EXIT_GRACE_S)
-            for worker in workers:
-                if worker.ended in late:
-                    worker.kill("killed: did not exit when closed")
-            if late:
-                await asyncio.wait(late)
+        for worker in list(self._workers):
+            worker.finish()  # it exits at end of input
         self._workers.clear()
         self._idle.clear()
+        template = self._template
+        if template is not None:
+            # It waits for its workers, then exits, dropping its engine on the thread that made it.
+            template.release()
+            try:
+                await asyncio.wait_for(asyncio.shield(template.ended), EXIT_GRACE_S)
+            except TimeoutError:
+                template.terminate()
+                await template.ended
