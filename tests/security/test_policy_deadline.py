@@ -38,16 +38,20 @@ session := {"action": "allow"} if input.user.email != "john@corp.com"
 TIMEOUT_REASON = "policy timeout: data.formal.v2.session did not finish within 300 ms"
 
 
+def _start_gateway(root: Path, keys: Keys, upstream: Upstream) -> GatewayProcess:
+    """A gateway whose only policy file, ``root/policies/slow.rego``, is slow for john."""
+    (root / "policies").mkdir(parents=True)
+    (root / "policies" / "slow.rego").write_text(SLOW_FOR_JOHN)
+    config = base_config(keys, upstream)
+    config["policies"] = {"paths": [str(root / "policies")], "timeout_ms": 300}
+    return GatewayProcess(root / "gw", config, env={"SGRO_PASSWORD": upstream.sshd.password}).start()
+
+
 @pytest.fixture(scope="module")
 def slow_gateway(
     keys: Keys, upstream: Upstream, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayProcess]:
-    root = tmp_path_factory.mktemp("slow-policy")
-    (root / "policies").mkdir()
-    (root / "policies" / "slow.rego").write_text(SLOW_FOR_JOHN)
-    config = base_config(keys, upstream)
-    config["policies"] = {"paths": [str(root / "policies")], "timeout_ms": 300}
-    gw = GatewayProcess(root / "gw", config).start()
+    gw = _start_gateway(tmp_path_factory.mktemp("slow-policy"), keys, upstream)
     yield gw
     gw.stop()
 
@@ -135,12 +139,8 @@ def _settled(gateway: int, old: set[int]) -> set[int]:
 
 def test_reload_replaces_every_engine_process(keys: Keys, upstream: Upstream, tmp_path: Path) -> None:
     """SIGHUP builds the whole new engine before swapping it in; the old processes all end."""
+    gw = _start_gateway(tmp_path, keys, upstream)
     policy = tmp_path / "policies" / "slow.rego"
-    policy.parent.mkdir()
-    policy.write_text(SLOW_FOR_JOHN)
-    config = base_config(keys, upstream)
-    config["policies"] = {"paths": [str(policy.parent)], "timeout_ms": 300}
-    gw = GatewayProcess(tmp_path / "gw", config, env={"SGRO_PASSWORD": upstream.sshd.password}).start()
     try:
         assert gw.process is not None
         john = Client(gw, keys.john, tmp_path / "john")
