@@ -8,6 +8,7 @@ logins decided while the rule runs are not held up at all.
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -155,3 +156,25 @@ def test_reload_replaces_every_engine_process(keys: Keys, upstream: Upstream, tm
     finally:
         gw.stop()
     assert not engine_processes(gw.process.pid)
+
+
+def test_opa_that_does_not_answer_denies_at_the_deadline(
+    keys: Keys, upstream: Upstream, tmp_path: Path
+) -> None:
+    """``engine: opa`` keeps the same promise: a server that accepts and stays silent denies at 300 ms."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # the kernel completes connections; nothing ever reads or answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        config = base_config(keys, upstream)
+        config["policies"] = {"engine": "opa", "opa_url": url, "timeout_ms": 300}
+        gw = GatewayProcess(tmp_path / "gw", config).start()
+        try:
+            _, result = _timed_login(Client(gw, keys.alice, tmp_path / "alice"), "alice+web-1")
+            assert (result.returncode, result.stdout) == (1, b"")
+            assert result.stderr == b"sshgate: Blocked by policy: policy unavailable\n"
+            decision = gw.wait_event("policy.decision", action="block")
+            assert decision["reason"] == f"policy timeout: OPA at {url} did not answer within 300 ms"
+            assert 300 <= decision["eval_ms"] < 1000
+        finally:
+            gw.stop()
