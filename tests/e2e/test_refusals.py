@@ -12,7 +12,7 @@ from tests.support.gateway import Client, GatewayProcess
     [
         ("idp:robot:x", b"unknown identity kind"),
         ("idp:human:alice", b"needs an email address"),
-        ("alice+web_1!", b"invalid resource"),
+        ("alice+web_1#", b"invalid resource"),
         ("idp:human:alice@corp.com@+web-1", b"invalid native user"),
         ("a" * 300, b"longer than 256 bytes"),
     ],
