@@ -6,14 +6,16 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping
-from typing import Any, Literal
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Literal, NoReturn
 
 import asyncssh
 
 from sshgate import audit
 from sshgate.command import USAGE, CommandError, ListResources, Route, parse_command
 from sshgate.config import SshResource
+from sshgate.gateway import asyncssh_auth
+from sshgate.gateway.asyncssh_auth import OfferedKey
 from sshgate.gateway.binding import (
     BindContext,
     Binding,
@@ -37,8 +39,11 @@ from sshgate.sftp.protocol import Mutation
 from sshgate.sftp.tracker import SftpTracker
 from sshgate.tokens import verify_token
 from sshgate.upstream.base import SessionRequest, UpstreamChannel, UpstreamError
+from sshgate.user_certificates import CertificateRefused, check_user_certificate
 
 _FORWARDED_ENV = ("LANG", "LANGUAGE", "TZ")
+
+asyncssh_auth.install()
 
 
 class GatewayState:
@@ -48,6 +53,7 @@ class GatewayState:
         self.tracker = tracker
         self.metrics = metrics
         self.unauthenticated = 0
+        self.unauthenticated_per_source: Counter[str] = Counter()
         self.connections: set[GatewayConnection] = set()
         self.bound_per_identity: Counter[str] = Counter()
         self.unbinding: set[asyncio.Task[None]] = set()
@@ -66,12 +72,14 @@ class GatewayConnection(asyncssh.SSHServer):
         self.credentials = Credentials()
         self.auth_method = ""
         self.authenticated = False
+        self._authorized_keys: frozenset[bytes] = frozenset()
+        self._ca_keys: tuple[asyncssh.SSHKey, ...] = ()
+        self._attempts = 0
+        self._proof: dict[str, object] = {}
         self._counted_unauth = False
         self._over_unauth_cap = False
-        self._tried = False
-        self._last_method = "publickey"
         self._binding: asyncio.Task[Binding] | None = None
-        self._counted_binding = False
+        self._counted_binding: str | None = None
         self.started = time.monotonic()
         self.channels: set[ChannelRelay] = set()
         self._last_bytes = 0
@@ -83,52 +91,71 @@ class GatewayConnection(asyncssh.SSHServer):
         self.conn = conn
         peer = conn.get_extra_info("peername")
         self.client_ip = peer[0] if peer else ""
+        limits = self.ctx.config.limits
+        if self.state.unauthenticated_per_source[self.client_ip] >= limits.max_unauthenticated_per_source:
+            # Dropped before the banner, as OpenSSH's PerSourceMaxStartups does: one address's idle
+            # connections must not use up max_unauthenticated for everyone else.
+            self.log.warning(
+                "connection.dropped",
+                client_ip=self.client_ip,
+                reason="too many unauthenticated connections from this address",
+                limit=limits.max_unauthenticated_per_source,
+            )
+            conn.abort()
+            return
         self.state.connections.add(self)
-        # Over the cap, the connection is refused once key exchange is done (in begin_auth), so
-        # the client can read why instead of seeing a bare reset.
-        self._over_unauth_cap = self.state.unauthenticated >= self.ctx.config.limits.max_unauthenticated
+        # Over the total cap, the connection is refused once key exchange is done (in begin_auth),
+        # so the client can read why instead of seeing a bare reset.
+        self._over_unauth_cap = self.state.unauthenticated >= limits.max_unauthenticated
         self.state.unauthenticated += 1
+        self.state.unauthenticated_per_source[self.client_ip] += 1
         self._counted_unauth = True
 
     def _leave_unauthenticated(self) -> None:
         if self._counted_unauth:
             self._counted_unauth = False
             self.state.unauthenticated -= 1
+            per_source = self.state.unauthenticated_per_source
+            per_source[self.client_ip] -= 1
+            if per_source[self.client_ip] <= 0:
+                del per_source[self.client_ip]
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if isinstance(exc, asyncssh.IllegalUserName):
+            # asyncssh refuses a name it cannot decode, or of 1024 bytes or more, before begin_auth.
+            self.log.warning("login.invalid", client_ip=self.client_ip, reason=exc.reason)
         self._leave_unauthenticated()
         self.state.connections.discard(self)
-        if not self.authenticated and self._tried:
-            self.state.metrics.auth_attempt(self._last_method, "failure")
-        if not self.authenticated and self._tried and self.state.tracker.failure(self.client_ip):
-            self.log.warning("auth.lockout", client_ip=self.client_ip, lockout_s=self.state.tracker.lockout_s)
         if self._binding is not None:
-            task = asyncio.get_running_loop().create_task(self._unbind())
+            task = asyncio.get_running_loop().create_task(self._unbind(self._binding))
             self.state.unbinding.add(task)
             task.add_done_callback(self.state.unbinding.discard)
-        if self._counted_binding:
-            assert self.identity is not None
-            self.state.bound_per_identity[self.identity.name] -= 1
+        if self._counted_binding is not None:
+            self.state.bound_per_identity[self._counted_binding] -= 1
         if self.authenticated:
             self.log.info(
                 "session.end",
                 duration_s=round(time.monotonic() - self.started, 3),
                 error=str(exc) if exc else None,
             )
+        elif self.login is not None:
+            self.log.info(
+                "auth.abandoned", client_ip=self.client_ip, identity=self._who(), attempts=self._attempts
+            )
 
-    async def _unbind(self) -> None:
-        assert self._binding is not None
-        if not self._binding.done():
-            self._binding.cancel()
+    async def _unbind(self, pending: asyncio.Task[Binding]) -> None:
+        if not pending.done():
+            pending.cancel()
         try:
-            binding = await self._binding
+            binding = await pending
         except (asyncio.CancelledError, Exception):
             return
         self.state.metrics.session_ended(binding.resource.name, binding.resource.type, "closed")
         await binding.upstream.close()
         await binding.recording.close("closed")
 
-    # Authentication
+    # Authentication: begin_auth fixes the login; every attempt passes _begin_attempt and every
+    # failed one _failed (README, "Security").
 
     def begin_auth(self, username: str) -> bool:
         if self._over_unauth_cap:
@@ -138,29 +165,65 @@ class GatewayConnection(asyncssh.SSHServer):
             raise asyncssh.DisconnectError(
                 asyncssh.DISC_TOO_MANY_CONNECTIONS, "gateway busy: too many connections are logging in"
             )
+        self._refuse_if_locked("none")
+        if self.login is not None:
+            # As OpenSSH: one connection authenticates one login.
+            self._invalid_login(username, "the login changed during authentication")
+        try:
+            self.login = parse_login(username)
+        except LoginError as exc:
+            self._invalid_login(username, str(exc))
+        self.identity, self.credentials = lookup(self.ctx.config, self.login)
+        self._authorized_keys = frozenset(_public_data(self.credentials.authorized_keys))
+        self._ca_keys = tuple(_keys(self.credentials.ca_keys))
+        return True
+
+    def _invalid_login(self, username: str, reason: str) -> NoReturn:
+        self.log.warning("login.invalid", client_ip=self.client_ip, reason=reason, login=username[:300])
+        raise asyncssh.DisconnectError(asyncssh.DISC_ILLEGAL_USER_NAME, f"invalid login: {reason}")
+
+    def _refuse_if_locked(self, method: str) -> None:
         locked = self.state.tracker.locked_for(self.client_ip)
         if locked:
-            self.state.metrics.auth_attempt("publickey", "locked_out")
-            self.log.warning(
-                "auth.failure", client_ip=self.client_ip, reason="address locked out", method="none"
-            )
+            self.state.metrics.auth_attempt(method, "locked_out")
+            self.log.warning("auth.locked_out", client_ip=self.client_ip, method=method, identity=self._who())
             raise asyncssh.DisconnectError(
                 asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
                 f"too many failed logins from {self.client_ip}; try again in {int(locked) + 1} s",
             )
-        try:
-            self.login = parse_login(username)
-        except LoginError as exc:
-            self.log.warning("login.invalid", client_ip=self.client_ip, reason=str(exc), login=username[:300])
-            raise asyncssh.DisconnectError(asyncssh.DISC_ILLEGAL_USER_NAME, f"invalid login: {exc}") from None
-        self.identity, self.credentials = lookup(self.ctx.config, self.login)
-        if self.credentials.ca_keys and self.conn is not None:
-            principal = self.credentials.principal.replace('"', "")
-            lines = "".join(
-                f'cert-authority,principals="{principal}" {key}\n' for key in self.credentials.ca_keys
+
+    def _begin_attempt(self, method: str) -> None:
+        """The one place that decides whether an authentication attempt may proceed: the address
+        is not locked out and this connection has tries left. An attempt counts toward
+        ``max_auth_tries`` as it starts, so requests sent ahead of the answers cannot exceed it."""
+        self._refuse_if_locked(method)
+        self._attempts += 1
+        limit = self.ctx.config.limits.max_auth_tries
+        if self._attempts > limit:
+            self.state.metrics.auth_attempt(method, "too_many_tries")
+            self.log.warning(
+                "auth.max_tries", client_ip=self.client_ip, method=method, identity=self._who(), limit=limit
             )
-            self.conn.set_authorized_keys(asyncssh.import_authorized_keys(lines))
-        return True
+            raise asyncssh.DisconnectError(
+                asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "too many authentication attempts"
+            )
+
+    def _failed(self, method: str, reason: str, **fields: Any) -> None:
+        """The one place that counts a failed attempt: audit event, metric, the address's lockout."""
+        self.state.metrics.auth_attempt(method, "failure")
+        self.log.warning(
+            "auth.failure",
+            client_ip=self.client_ip,
+            method=method,
+            identity=self._who(),
+            reason=reason,
+            **fields,
+        )
+        if self.state.tracker.failure(self.client_ip):
+            self.log.warning("auth.lockout", client_ip=self.client_ip, lockout_s=self.state.tracker.lockout_s)
+            raise asyncssh.DisconnectError(
+                asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, f"too many failed logins from {self.client_ip}"
+            )
 
     def public_key_auth_supported(self) -> bool:
         return True
@@ -168,49 +231,84 @@ class GatewayConnection(asyncssh.SSHServer):
     def password_auth_supported(self) -> bool:
         return True
 
-    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
-        self._tried = True
-        wanted = key.public_data
-        for line in self.credentials.authorized_keys:
-            try:
-                if asyncssh.import_public_key(line).public_data == wanted:
-                    self.auth_method = "publickey"
-                    return True
-            except (asyncssh.KeyImportError, ValueError):
-                continue
-        return False
+    def public_key_attempt(self, offered: OfferedKey) -> bool:
+        """A ``publickey`` request (asyncssh_auth.py): an unsigned query is answered, a refused
+        signed request is a failure, and a key is verified only when it would be accepted."""
+        method = "certificate" if offered.certificate is not None else "publickey"
+        self._begin_attempt(method)
+        fingerprint = offered.key.get_fingerprint() if offered.key is not None else None
+        refusal, proof = self._judge_key(offered)
+        if not offered.signed:
+            if refusal is None:
+                self._attempts -= 1  # as in OpenSSH, a query the key may answer is no attempt
+                return True
+            self.state.metrics.auth_attempt(method, "refused")
+            return False
+        if refusal is None and not offered.signature_ok():
+            refusal = "the signature does not verify"
+        if refusal is not None:
+            self._failed(method, refusal, key_fingerprint=fingerprint)
+            return False
+        self.auth_method = method
+        self._proof = {"key_fingerprint": fingerprint, **proof}
+        return True
+
+    def _judge_key(self, offered: OfferedKey) -> tuple[str | None, dict[str, object]]:
+        """Why ``offered`` does not prove this login's identity (None: it does), and what proves it."""
+        if offered.key is None:
+            return "not a usable key or certificate", {}
+        if offered.certificate is None:
+            if offered.key.public_data in self._authorized_keys:
+                return None, {}
+            return self.credentials.unusable or "key not authorized for this identity", {}
+        if not self._ca_keys or self.identity is None:
+            return self.credentials.unusable or "no user certificate authority for this identity", {}
+        try:
+            facts = check_user_certificate(
+                offered.certificate,
+                self._ca_keys,
+                self.credentials.principal,
+                ignore_case=self.identity.type == "human",
+                client_ip=self.client_ip,
+            )
+        except CertificateRefused as exc:
+            return f"certificate refused: {exc}", {}
+        return None, {
+            "cert_key_id": facts.key_id,
+            "cert_serial": facts.serial,
+            "cert_ca_fingerprint": facts.ca_fingerprint,
+            "cert_principal": facts.principal,
+        }
 
     async def validate_password(self, username: str, password: str) -> bool:
-        self._tried = True
-        self._last_method = "password"
+        self._begin_attempt("password")
         hashes = list(self.credentials.token_hashes)
-        ok = bool(hashes) and await asyncio.get_running_loop().run_in_executor(
-            None, verify_token, password, hashes
-        )
+        # A login without tokens runs scrypt too (tokens.verify_token): same time either way.
+        ok = await asyncio.get_running_loop().run_in_executor(None, verify_token, password, hashes)
         if ok:
+            self._refuse_if_locked("password")  # locked out while the hash ran: the token no longer helps
             self.auth_method = "password"
             return True
-        self.state.metrics.auth_attempt("password", "failure")
-        self.log.warning("auth.failure", client_ip=self.client_ip, method="password", identity=self._who())
-        if self.state.tracker.failure(self.client_ip):
-            self.log.warning("auth.lockout", client_ip=self.client_ip, lockout_s=self.state.tracker.lockout_s)
-            if self.conn is not None:
-                self.conn.disconnect(
-                    asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
-                    f"too many failed logins from {self.client_ip}",
-                )
+        self._failed("password", self.credentials.unusable or ("wrong token" if hashes else "no tokens"))
         return False
 
     def _who(self) -> str:
         return self.identity.name if self.identity else ""
 
+    def _logged_in(self) -> tuple[Login, Identity]:
+        """The login and identity of an authenticated connection; anything else is a bug that must
+        not go on with an unknown principal."""
+        if not self.authenticated or self.login is None or self.identity is None:
+            raise RuntimeError("the connection is used before its authentication completed")
+        return self.login, self.identity
+
     def auth_completed(self) -> None:
+        if self.login is None or self.identity is None or not self.auth_method:
+            self.log.error("auth.error", client_ip=self.client_ip, reason="authenticated without a login")
+            raise asyncssh.DisconnectError(asyncssh.DISC_BY_APPLICATION, "internal error")
         self.authenticated = True
         self._leave_unauthenticated()
-        self.state.tracker.success(self.client_ip)
-        self.auth_method = self.auth_method or "certificate"
         self.state.metrics.auth_attempt(self.auth_method, "success")
-        assert self.identity is not None and self.login is not None
         self.log.info(
             "auth.success",
             client_ip=self.client_ip,
@@ -218,6 +316,7 @@ class GatewayConnection(asyncssh.SSHServer):
             identity=self.identity.name,
             identity_type=self.identity.type,
             client_version=self.client_version,
+            **self._proof,
         )
         if self.login.resource:
             request = RequestFacts("shell")
@@ -233,19 +332,17 @@ class GatewayConnection(asyncssh.SSHServer):
 
     def route_for(self, route: Route | None) -> Route:
         """Merge the login's ``+resource@native`` with a ``formal`` command's route."""
-        assert self.login is not None
+        login, _ = self._logged_in()
         if route is None:
-            if not self.login.resource:
+            if not login.resource:
                 raise Refusal(USAGE, exit_status=2, event="route.missing")
-            return Route(self.login.resource, self.login.native_user)
-        if self.login.native_user and route.native_user and self.login.native_user != route.native_user:
-            raise Refusal(
-                f"native user {route.native_user} conflicts with @{self.login.native_user} in the login"
-            )
-        if route.native_user is None and self.login.native_user:
+            return Route(login.resource, login.native_user)
+        if login.native_user and route.native_user and login.native_user != route.native_user:
+            raise Refusal(f"native user {route.native_user} conflicts with @{login.native_user} in the login")
+        if route.native_user is None and login.native_user:
             return Route(
                 route.resource,
-                self.login.native_user,
+                login.native_user,
                 route.shell,
                 route.container,
                 route.task,
@@ -279,22 +376,22 @@ class GatewayConnection(asyncssh.SSHServer):
         return ConnectionFacts(self.client_ip, self.client_version, self.auth_method)
 
     async def _bind(self, route: Route, request: RequestFacts) -> Binding:
-        assert self.identity is not None
+        _, identity = self._logged_in()
         started = time.monotonic()
         try:
             limit = self.ctx.config.limits.max_sessions_per_user
-            if self.state.bound_per_identity[self.identity.name] >= limit:
+            if self.state.bound_per_identity[identity.name] >= limit:
                 raise Refusal(
-                    f"too many open sessions for {self.identity.name} (limit {limit}); close one first",
+                    f"too many open sessions for {identity.name} (limit {limit}); close one first",
                     event="limit.sessions_per_user",
                 )
-            self.state.bound_per_identity[self.identity.name] += 1
-            self._counted_binding = True
+            self.state.bound_per_identity[identity.name] += 1
+            self._counted_binding = identity.name
             resource = find_resource(self.ctx.config, route.resource)
-            native = choose_native(resource, self.identity, route.native_user)
-            plan = await plan_upstream(self.ctx, resource, native, self.identity, route)
+            native = choose_native(resource, identity, route.native_user)
+            plan = await plan_upstream(self.ctx, resource, native, identity, route)
             decision, session_doc = await decide_session(
-                self.ctx, self.identity, resource, native, self._facts(), request, plan.policy_context
+                self.ctx, identity, resource, native, self._facts(), request, plan.policy_context
             )
             self._log_decision(decision, resource=resource.name, native_user=native.user.username)
             if not decision.allowed:
@@ -303,7 +400,7 @@ class GatewayConnection(asyncssh.SSHServer):
                 self.ctx,
                 self.session_id,
                 {
-                    "user": self.identity.as_policy_input(),
+                    "user": identity.as_policy_input(),
                     "resource": resource.name,
                     "resource_type": resource.type,
                     "native_user": native.user.username,
@@ -321,7 +418,7 @@ class GatewayConnection(asyncssh.SSHServer):
                 resource_type=resource.type,
                 native_user=native.user.username,
                 native_user_source=native.source,
-                identity=self.identity.name,
+                identity=identity.name,
                 client_ip=self.client_ip,
             )
             try:
@@ -421,15 +518,15 @@ class GatewayConnection(asyncssh.SSHServer):
 
     async def list_resources(self) -> str:
         """``formal list``: resources with an assigned native user that policy does not block."""
-        assert self.identity is not None
+        _, identity = self._logged_in()
         lines = []
         for resource in self.ctx.config.resources:
             try:
-                native = choose_native(resource, self.identity, None)
+                native = choose_native(resource, identity, None)
             except Refusal:
                 continue
             decision, _ = await decide_session(
-                self.ctx, self.identity, resource, native, self._facts(), RequestFacts("shell")
+                self.ctx, identity, resource, native, self._facts(), RequestFacts("shell")
             )
             if decision.allowed:
                 lines.append(f"{resource.name}\t{resource.type}\t{native.user.username}\n")
@@ -438,22 +535,23 @@ class GatewayConnection(asyncssh.SSHServer):
     # Channels
 
     def session_requested(self) -> tuple[asyncssh.SSHServerChannel[bytes], ClientSession]:
-        assert self.conn is not None
+        if self.conn is None:
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, "connection not set up")
         return self.conn.create_server_channel(encoding=None), ClientSession(self)
 
     def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> Any:
         return self._open_forward(dest_host, dest_port)
 
     async def _open_forward(self, host: str, port: int) -> ClientTcp:
-        assert self.login is not None
-        if not self.login.resource and self._binding is None:
+        login, _ = self._logged_in()
+        if not login.resource and self._binding is None:
             raise asyncssh.ChannelOpenError(
                 asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
                 "no resource selected: log in as LOGIN+resource to forward ports",
             )
         session = ClientTcp(self, host, port)
         try:
-            route = self._binding_route()
+            route = await self._binding_route()
             binding = await self.binding(route, RequestFacts("port_forward", host=host, port=port))
             await self.check_request(binding, "port_forward", host=host, port=port)
             session.attach_upstream(await binding.upstream.open_tcp(host, port, session))
@@ -463,12 +561,14 @@ class GatewayConnection(asyncssh.SSHServer):
         session.opened(binding)
         return session
 
-    def _binding_route(self) -> Route:
-        assert self.login is not None
-        if self.login.resource:
-            return Route(self.login.resource, self.login.native_user)
-        assert self._binding is not None and self._binding.done()
-        return self._binding.result().route
+    async def _binding_route(self) -> Route:
+        """The login's route, else that of the binding a session channel started (waited for)."""
+        login, _ = self._logged_in()
+        if login.resource:
+            return Route(login.resource, login.native_user)
+        if self._binding is None:
+            raise Refusal("no resource selected: log in as LOGIN+resource to forward ports")
+        return (await self._binding).route
 
 
 class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
@@ -661,6 +761,19 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
 
 def _forwarded_env(env: Any) -> dict[str, str]:
     return {k: v for k, v in dict(env).items() if k in _FORWARDED_ENV or k.startswith("LC_")}
+
+
+def _keys(lines: Iterable[str]) -> Iterator[asyncssh.SSHKey]:
+    """The configured public keys that parse (config validation reports the others)."""
+    for line in lines:
+        try:
+            yield asyncssh.import_public_key(line)
+        except (asyncssh.KeyImportError, ValueError):
+            continue
+
+
+def _public_data(lines: Iterable[str]) -> Iterator[bytes]:
+    return (key.public_data for key in _keys(lines))
 
 
 class ClientTcp(ChannelRelay, asyncssh.SSHTCPSession[bytes]):
