@@ -649,6 +649,14 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         chan.write_stderr(("sshgate: " + text).encode() if exit_status != 2 else text.encode())
         chan.exit(exit_status)
 
+    def _channel(self) -> asyncssh.SSHServerChannel[bytes]:
+        """The client channel, which asyncssh sets before the session starts (a bug otherwise:
+        the session fails as an internal error instead of going on unchecked)."""
+        chan: asyncssh.SSHServerChannel[bytes] | None = self._chan
+        if chan is None:
+            raise RuntimeError("session started without its channel")
+        return chan
+
     def _failed(self, exc: BaseException) -> None:
         self.owner.log.error("channel.error", error=repr(exc))
         self._refuse("internal error; the gateway's audit log has the details", 1)
@@ -661,9 +669,9 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
             self._refuse(str(exc), 2)
             return
         if isinstance(parsed, ListResources):
-            assert self._chan is not None
-            self._chan.write((await owner.list_resources()).encode())
-            self._chan.exit(0)
+            chan = self._channel()
+            chan.write((await owner.list_resources()).encode())
+            chan.exit(0)
             self._closed = True
             return
         try:
@@ -746,8 +754,7 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
 
             self.client_filter = observe
             return
-        chan = self._chan
-        assert chan is not None
+        chan = self._channel()
 
         async def decide(change: Mutation) -> Decision:
             return await self.owner.request_decision(
