@@ -8,7 +8,7 @@ from typing import Literal
 from sshgate.config import Config, MachineConfig, UserConfig
 from sshgate.login import Login
 
-# The provider of identities configured in the file (DESIGN §1); the default in a login.
+# The provider of identities configured in the file; the default in a login (README, "Security").
 CONFIGURED_PROVIDER = "formal"
 
 

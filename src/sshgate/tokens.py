@@ -39,7 +39,7 @@ def verify_token(token: str, hashes: list[str]) -> bool:
 
     Every hash is computed even after a match so the time taken does not say which one matched,
     and a login without a usable hash computes one anyway, so the time does not say whether the
-    login has tokens (DESIGN §4: no user enumeration by timing).
+    login has tokens (no user enumeration by timing; README, "Security").
     """
     matched = False
     computed = 0
