@@ -105,6 +105,18 @@ def test_one_connection_gets_max_auth_tries(gw: GatewayProcess, keys: Keys) -> N
     gw.wait_event("auth.max_tries", client_ip=source, limit=MAX_AUTH_TRIES)
 
 
+def test_refused_key_queries_count_toward_max_auth_tries(gw: GatewayProcess, keys: Keys) -> None:
+    """As in OpenSSH, a key the server answers no to uses a try (but is no failure)."""
+    source = "127.0.0.8"
+    strangers = [asyncssh.generate_private_key("ssh-ed25519") for _ in range(MAX_AUTH_TRIES)]
+    outcome = asyncio.run(attempt(gw.port, ALICE, keys=[*strangers, _key(keys.alice)], source=source))
+    assert not outcome.ok and outcome.error == "too many authentication attempts", outcome.error
+    gw.wait_event("auth.max_tries", client_ip=source, method="publickey")
+    assert not _failures(gw, source)
+    enough = asyncio.run(attempt(gw.port, ALICE, keys=[*strangers[1:], _key(keys.alice)], source=source))
+    assert enough.ok, enough.error
+
+
 def test_requests_sent_ahead_count_as_they_start(gw: GatewayProcess, keys: Keys) -> None:
     """Twenty password requests in one burst: each one the server starts is an attempt, so the
     burst ends at max_auth_tries instead of queueing twenty scrypt runs."""
