@@ -153,12 +153,12 @@ def test_key_queries_are_no_failures_but_signed_refusals_are(
 def test_a_login_without_tokens_costs_a_token_check(gateway: GatewayProcess) -> None:
     """A wrong password costs one scrypt run whether the login has tokens (alice) or none (john,
     an unknown email): the gap between two prompts is the gateway's check of the previous answer.
-    Each login's fastest gap is compared with the fastest scrypt run here (load only adds time;
-    without the dummy hash a login with no tokens answered in about a millisecond)."""
+    Each login's fastest gap is compared with the fastest scrypt run here, with room for load
+    (without the dummy hash a login with no tokens answered in 1-5 ms, a scrypt run is 50+)."""
     scrypt_s = min(
-        timeit.repeat(lambda: hashlib.scrypt(b"x", salt=b"s" * 16, n=2**14, r=8, p=1), number=1, repeat=3)
+        timeit.repeat(lambda: hashlib.scrypt(b"x", salt=b"s" * 16, n=2**14, r=8, p=1), number=1, repeat=5)
     )
     for login in ("alice+web-1", "john+web-1", "idp:human:nobody@corp.com+web-1"):
         prompts = asyncio.run(attempt(gateway.port, login, passwords=["sgt_wrong"] * 5)).prompts
         gaps = [b - a for a, b in itertools.pairwise(prompts)]
-        assert len(gaps) == 5 and min(gaps) > 0.5 * scrypt_s, (login, gaps, scrypt_s)
+        assert len(gaps) == 5 and min(gaps) > 0.3 * scrypt_s, (login, gaps, scrypt_s)
