@@ -6,7 +6,7 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, NoReturn
 
 import asyncssh
@@ -23,15 +23,22 @@ from sshgate.gateway.binding import (
     decide_session,
     find_resource,
     plan_upstream,
+    selection_conflict,
     start_recording,
 )
 from sshgate.gateway.lockout import FailureTracker
 from sshgate.gateway.refusal import Refusal
 from sshgate.gateway.relay import ChannelRelay, start_task
 from sshgate.gateway.sftp_gate import SftpGate
+from sshgate.gateway.signin import Notices, SignIns
+from sshgate.gateway.sso import Sso
 from sshgate.identity import Credentials, Identity, lookup
 from sshgate.login import Login, LoginError, parse_login
 from sshgate.metrics import Metrics
+from sshgate.oidc.bindings import KeyBinding
+from sshgate.oidc.device import DeviceAuthorization
+from sshgate.oidc.errors import SignInError
+from sshgate.oidc.signin import SignedIn, SignIn
 from sshgate.policy.decision import Decision
 from sshgate.policy.input import ConnectionFacts, PolicyRequestKind, RequestFacts, request_input
 from sshgate.recording.recorder import ChannelKind
@@ -57,6 +64,13 @@ class GatewayState:
         self.connections: set[GatewayConnection] = set()
         self.bound_per_identity: Counter[str] = Counter()
         self.unbinding: set[asyncio.Task[None]] = set()
+        self.sso: Sso | None = None
+
+    def revoked(self, fingerprints: set[str]) -> None:
+        """Close the connections that authenticated with a key whose sign-in was just revoked."""
+        for conn in list(self.connections):
+            if conn.sso_fingerprint in fingerprints:
+                conn.close_with_notice("your key's sign-in was revoked; sign in again", "oidc.revoked")
 
 
 class GatewayConnection(asyncssh.SSHServer):
@@ -84,6 +98,17 @@ class GatewayConnection(asyncssh.SSHServer):
         self.channels: set[ChannelRelay] = set()
         self._last_bytes = 0
         self.last_activity = self.started
+        # Single sign-on (docs/oidc.md): the sign-ins of an SSO login, where their lines go, the
+        # last key offered for it (with its binding, if any), and the bound key that let it in.
+        self.notices = Notices()
+        self._sign_ins: SignIns | None = None
+        self._may_sign_in = False
+        self._offered: tuple[str, KeyBinding | None] | None = None
+        self._kbdint_flow: tuple[SignIn, DeviceAuthorization] | None = None
+        self._kbdint_error: SignInError | None = None
+        self._after_auth_sign_in: asyncio.Task[None] | None = None
+        self.sso_fingerprint: str | None = None
+        self._grace: asyncio.TimerHandle | None = None
 
     # Connection lifecycle
 
@@ -110,6 +135,19 @@ class GatewayConnection(asyncssh.SSHServer):
         self.state.unauthenticated += 1
         self.state.unauthenticated_per_source[self.client_ip] += 1
         self._counted_unauth = True
+        self._arm_grace(self.ctx.config.limits.login_grace_s)
+
+    def _arm_grace(self, seconds: float) -> None:
+        """Close the connection if it has not authenticated within ``seconds`` (a sign-in in
+        progress gets its own, longer time; asyncssh's login timer is off for that reason)."""
+        if self._grace is not None:
+            self._grace.cancel()
+        self._grace = asyncio.get_running_loop().call_later(seconds, self._grace_expired)
+
+    def _grace_expired(self) -> None:
+        if not self.authenticated and self.conn is not None:
+            self.log.info("connection.login_timeout", client_ip=self.client_ip)
+            self.conn.abort()
 
     def _leave_unauthenticated(self) -> None:
         if self._counted_unauth:
@@ -125,6 +163,10 @@ class GatewayConnection(asyncssh.SSHServer):
             # asyncssh refuses a name it cannot decode, or of 1024 bytes or more, before begin_auth.
             self.log.warning("login.invalid", client_ip=self.client_ip, reason=exc.reason)
         self._leave_unauthenticated()
+        if self._grace is not None:
+            self._grace.cancel()
+        if self._after_auth_sign_in is not None:
+            self._after_auth_sign_in.cancel()
         self.state.connections.discard(self)
         if self._binding is not None:
             task = asyncio.get_running_loop().create_task(self._unbind(self._binding))
@@ -155,7 +197,7 @@ class GatewayConnection(asyncssh.SSHServer):
         await binding.recording.close("closed")
 
     # Authentication: begin_auth fixes the login; every attempt passes _begin_attempt and every
-    # failed one _failed (README, "Security").
+    # failed one _failed (README, "Security"; single sign-on: docs/oidc.md).
 
     def begin_auth(self, username: str) -> bool:
         if self._over_unauth_cap:
@@ -173,7 +215,17 @@ class GatewayConnection(asyncssh.SSHServer):
             self.login = parse_login(username)
         except LoginError as exc:
             self._invalid_login(username, str(exc))
-        self.identity, self.credentials = lookup(self.ctx.config, self.login)
+        sso = self.state.sso
+        if sso is not None and self.login.provider == sso.config.name:
+            # An identity of the provider: only a sign-in or a key bound by one proves it.
+            self.identity = Identity("human", self.login.subject, sso.config.name, None, known=False)
+            self._may_sign_in = sso.may_sign_in(self.login)
+            self.credentials = Credentials(
+                unusable="" if self._may_sign_in else f"this login may not sign in with {sso.config.name}"
+            )
+            self._sign_ins = SignIns(sso, self.log)
+        else:
+            self.identity, self.credentials = lookup(self.ctx.config, self.login)
         self._authorized_keys = frozenset(_public_data(self.credentials.authorized_keys))
         self._ca_keys = tuple(_keys(self.credentials.ca_keys))
         return True
@@ -183,14 +235,17 @@ class GatewayConnection(asyncssh.SSHServer):
         raise asyncssh.DisconnectError(asyncssh.DISC_ILLEGAL_USER_NAME, f"invalid login: {reason}")
 
     def _refuse_if_locked(self, method: str) -> None:
-        locked = self.state.tracker.locked_for(self.client_ip)
-        if locked:
+        if self.state.tracker.locked_for(self.client_ip):
             self.state.metrics.auth_attempt(method, "locked_out")
             self.log.warning("auth.locked_out", client_ip=self.client_ip, method=method, identity=self._who())
-            raise asyncssh.DisconnectError(
-                asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
-                f"too many failed logins from {self.client_ip}; try again in {int(locked) + 1} s",
-            )
+            raise self._lockout_error()
+
+    def _lockout_error(self) -> asyncssh.DisconnectError:
+        locked = self.state.tracker.locked_for(self.client_ip)
+        return asyncssh.DisconnectError(
+            asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
+            f"too many failed logins from {self.client_ip}; try again in {int(locked) + 1} s",
+        )
 
     def _begin_attempt(self, method: str) -> None:
         """The one place that decides whether an authentication attempt may proceed: the address
@@ -208,8 +263,9 @@ class GatewayConnection(asyncssh.SSHServer):
                 asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "too many authentication attempts"
             )
 
-    def _failed(self, method: str, reason: str, **fields: Any) -> None:
-        """The one place that counts a failed attempt: audit event, metric, the address's lockout."""
+    def _failed(self, method: str, reason: str, *, counted: bool = True, **fields: Any) -> bool:
+        """The one place that counts a failed attempt: audit event, metric and, unless it was
+        nobody's fault (``counted``), the address's lockout. True when this one locked it out."""
         self.state.metrics.auth_attempt(method, "failure")
         self.log.warning(
             "auth.failure",
@@ -219,11 +275,10 @@ class GatewayConnection(asyncssh.SSHServer):
             reason=reason,
             **fields,
         )
-        if self.state.tracker.failure(self.client_ip):
+        if counted and self.state.tracker.failure(self.client_ip):
             self.log.warning("auth.lockout", client_ip=self.client_ip, lockout_s=self.state.tracker.lockout_s)
-            raise asyncssh.DisconnectError(
-                asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, f"too many failed logins from {self.client_ip}"
-            )
+            return True
+        return False
 
     def public_key_auth_supported(self) -> bool:
         return True
@@ -236,7 +291,7 @@ class GatewayConnection(asyncssh.SSHServer):
         signed request is a failure, and a key is verified only when it would be accepted."""
         method = "certificate" if offered.certificate is not None else "publickey"
         self._begin_attempt(method)
-        fingerprint = offered.key.get_fingerprint() if offered.key is not None else None
+        fingerprint = offered.key.get_fingerprint("sha256") if offered.key is not None else None
         refusal, proof = self._judge_key(offered)
         if not offered.signed:
             if refusal is None:
@@ -247,10 +302,16 @@ class GatewayConnection(asyncssh.SSHServer):
         if refusal is None and not offered.signature_ok():
             refusal = "the signature does not verify"
         if refusal is not None:
-            self._failed(method, refusal, key_fingerprint=fingerprint)
+            if self._failed(method, refusal, key_fingerprint=fingerprint):
+                raise self._lockout_error()
             return False
-        self.auth_method = method
         self._proof = {"key_fingerprint": fingerprint, **proof}
+        if self._may_sign_in and self._sign_ins is not None and self.login is not None and fingerprint:
+            # A single sign-on login: auth_completed lets the person the key is bound to in, or
+            # signs in first with an unbound key.
+            self._offered = (fingerprint, self._sign_ins.sso.bound(fingerprint, self.login))
+        else:
+            self.auth_method = method
         return True
 
     def _judge_key(self, offered: OfferedKey) -> tuple[str | None, dict[str, object]]:
@@ -258,7 +319,9 @@ class GatewayConnection(asyncssh.SSHServer):
         if offered.key is None:
             return "not a usable key or certificate", {}
         if offered.certificate is None:
-            if offered.key.public_data in self._authorized_keys:
+            # A single sign-on login takes any key: bound, it proves the person; unbound, it
+            # leads to a sign-in.
+            if offered.key.public_data in self._authorized_keys or self._may_sign_in:
                 return None, {}
             return self.credentials.unusable or "key not authorized for this identity", {}
         if not self._ca_keys or self.identity is None:
@@ -280,6 +343,76 @@ class GatewayConnection(asyncssh.SSHServer):
             "cert_principal": facts.principal,
         }
 
+    def kbdint_auth_supported(self) -> bool:
+        """An SSO login signs in through keyboard-interactive; other logins keep asyncssh's
+        default (keyboard-interactive prompts for the password)."""
+        return True if self._may_sign_in else NotImplemented
+
+    async def get_kbdint_challenge(
+        self, username: str, lang: str, submethods: str
+    ) -> tuple[str, str, str, list[tuple[str, bool]]] | bool:
+        if not self._may_sign_in or self._sign_ins is None or self.login is None:
+            return False
+        self._begin_attempt("oidc")
+        self._arm_grace(self._sign_ins.sso.config.sign_in_timeout_s + 10)
+        try:
+            self._kbdint_flow = await self._sign_ins.begin(self.login.subject)
+        except SignInError as exc:
+            self._kbdint_flow = None
+            self._kbdint_error = exc
+            return "", f"sshgate: {exc}\n", "", []
+        lines = "".join(f"sshgate: {line}\n" for line in self._kbdint_flow[1].instruction())
+        return "", lines, "", []
+
+    async def validate_kbdint_response(
+        self, username: str, responses: Sequence[str]
+    ) -> tuple[str, str, str, list[tuple[str, bool]]] | bool:
+        flow, self._kbdint_flow = self._kbdint_flow, None
+        if flow is None or self._sign_ins is None:
+            self._sign_in_failed(self._kbdint_error, disconnect_after=0.0)
+            return False
+        try:
+            person = await self._sign_ins.finish(*flow)
+            self._check_not_locked_out()
+        except SignInError as exc:
+            self._kbdint_error = exc
+            return "", f"sshgate: {exc}\n", "", []  # shown to the person; the next answer fails
+        self._signed_in(self._sign_ins.sso, person, None)
+        return True
+
+    def _check_not_locked_out(self) -> None:
+        """An address locked out while its sign-in ran gets no session out of that sign-in."""
+        if self.state.tracker.locked_for(self.client_ip):
+            raise SignInError("refused", f"too many failed logins from {self.client_ip}", "locked out")
+
+    def _signed_in(self, sso: Sso, person: SignedIn, fingerprint: str | None) -> None:
+        """Become the person the provider vouched for; bind the proven key, if there is one."""
+        self.identity = Identity(
+            "human", person.email, person.provider, None, person.groups, signed_in_at=person.signed_in_at
+        )
+        self.auth_method = "oidc"
+        if fingerprint is not None:
+            binding = sso.bind(fingerprint, person)
+            self.sso_fingerprint = fingerprint
+            self.log.info(
+                "oidc.key_bound",
+                fingerprint=fingerprint,
+                identity=binding.identity,
+                expires_at=int(binding.expires_at),
+            )
+
+    def _sign_in_failed(self, exc: SignInError | None, disconnect_after: float) -> None:
+        """A failed sign-in is one failed attempt (an unreachable provider is nobody's fault and
+        is not counted); the client is told why, then disconnected."""
+        line = f"sshgate: {exc}" if exc is not None else "sshgate: sign-in failed"
+        counted = exc is None or exc.outcome != "unavailable"
+        self._failed("oidc", exc.reason if exc else "no sign-in in progress", counted=counted)
+        if self.conn is not None:
+            conn = self.conn
+            asyncio.get_running_loop().call_later(
+                disconnect_after, conn.disconnect, asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, line
+            )
+
     async def validate_password(self, username: str, password: str) -> bool:
         self._begin_attempt("password")
         hashes = list(self.credentials.token_hashes)
@@ -289,7 +422,8 @@ class GatewayConnection(asyncssh.SSHServer):
             self._refuse_if_locked("password")  # locked out while the hash ran: the token no longer helps
             self.auth_method = "password"
             return True
-        self._failed("password", self.credentials.unusable or ("wrong token" if hashes else "no tokens"))
+        if self._failed("password", self.credentials.unusable or ("wrong token" if hashes else "no tokens")):
+            raise self._lockout_error()
         return False
 
     def _who(self) -> str:
@@ -303,10 +437,66 @@ class GatewayConnection(asyncssh.SSHServer):
         return self.login, self.identity
 
     def auth_completed(self) -> None:
+        offered, self._offered = self._offered, None
+        if not self.auth_method and offered is not None:
+            fingerprint, binding = offered
+            if binding is None and self._sign_ins is not None and self.login is not None:
+                # Signed with a key nobody is bound to: sign in first, still unauthenticated.
+                task = asyncio.get_running_loop().create_task(
+                    self._sign_in_after_auth(self._sign_ins, self.login, fingerprint)
+                )
+                task.add_done_callback(lambda t: None if t.cancelled() else t.exception())
+                self._after_auth_sign_in = task
+                return
+            if binding is not None:
+                self.identity = Identity(
+                    "human",
+                    binding.email,
+                    binding.provider,
+                    None,
+                    binding.groups,
+                    signed_in_at=binding.signed_in_at,
+                )
+                self.auth_method = "oidc"
+                self.sso_fingerprint = fingerprint
+        self._authenticated()
+
+    async def _sign_in_after_auth(self, sign_ins: SignIns, login: Login, fingerprint: str) -> None:
+        """The publickey path: the URL and code go to the first session channel's stderr."""
+        self._arm_grace(sign_ins.sso.config.sign_in_timeout_s + 10)
+        try:
+            flow, authorization = await sign_ins.begin(login.subject)
+            for line in authorization.instruction():
+                self.notices.say(line)
+            person = await sign_ins.finish(flow, authorization)
+            self._check_not_locked_out()
+        except SignInError as exc:
+            # The waiting session channel prints the line; the disconnect follows.
+            self._sign_in_failed(exc, disconnect_after=0.5)
+            raise
+        self._signed_in(sign_ins.sso, person, fingerprint)
+        self._authenticated()
+
+    async def signed_in(self) -> None:
+        """Wait for a sign-in after authentication, if one is running; refuse if it failed."""
+        task = self._after_auth_sign_in
+        if task is None or self.authenticated:
+            return
+        try:
+            await asyncio.shield(task)
+        except SignInError as exc:
+            raise Refusal(str(exc), reason=exc.reason, event="oidc.sign_in") from None
+
+    def _authenticated(self) -> None:
         if self.login is None or self.identity is None or not self.auth_method:
-            self.log.error("auth.error", client_ip=self.client_ip, reason="authenticated without a login")
-            raise asyncssh.DisconnectError(asyncssh.DISC_BY_APPLICATION, "internal error")
+            # A bug, never a login: fail closed.
+            self.log.error("auth.error", client_ip=self.client_ip, reason="authenticated without an identity")
+            if self.conn is not None:
+                self.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "internal error")
+            return
         self.authenticated = True
+        if self._grace is not None:
+            self._grace.cancel()
         self._leave_unauthenticated()
         self.state.metrics.auth_attempt(self.auth_method, "success")
         self.log.info(
@@ -315,6 +505,7 @@ class GatewayConnection(asyncssh.SSHServer):
             method=self.auth_method,
             identity=self.identity.name,
             identity_type=self.identity.type,
+            provider=self.identity.provider,
             client_version=self.client_version,
             **self._proof,
         )
@@ -370,6 +561,8 @@ class GatewayConnection(asyncssh.SSHServer):
                 f"{binding.resource.name}; open a new connection for {route.native_user}",
                 event="binding.conflict",
             )
+        if conflict := selection_conflict(binding.resource, binding.session_doc.get("ecs"), route):
+            raise Refusal(conflict, event="binding.conflict")
         return binding
 
     def _facts(self) -> ConnectionFacts:
@@ -394,7 +587,10 @@ class GatewayConnection(asyncssh.SSHServer):
                 self.ctx, identity, resource, native, self._facts(), request, plan.policy_context
             )
             self._log_decision(decision, resource=resource.name, native_user=native.user.username)
-            if not decision.allowed:
+            step_up: dict[str, Any] | None = None
+            if decision.action == "mfa":
+                step_up = await self._step_up(resource.name)
+            elif not decision.allowed:
                 raise Refusal(decision.client_text(), reason=decision.reason, event="policy.block")
             recording = await start_recording(
                 self.ctx,
@@ -411,6 +607,7 @@ class GatewayConnection(asyncssh.SSHServer):
             )
             recording.note_decision(
                 {"stage": "session", "action": decision.action, "reason": decision.reason}
+                | ({"mfa": step_up} if step_up is not None else {})
             )
             self.log.info(
                 "session.start",
@@ -460,6 +657,42 @@ class GatewayConnection(asyncssh.SSHServer):
                 route.resource if known else "", known.type if known else "", outcome
             )
             raise
+
+    async def _step_up(self, resource: str) -> dict[str, Any]:
+        """A session policy said ``mfa``: a fresh sign-in at the provider before it proceeds, unless
+        this identity stepped up within ``mfa.max_age_s`` (docs/oidc.md). What happened, for the
+        decision log and session.json."""
+        _, identity = self._logged_in()
+        sso = self.state.sso
+        email = identity.email
+        if sso is None or email is None:
+            why = "no identity provider is configured" if sso is None else "machines cannot sign in"
+            self.log.warning("oidc.step_up", result="refused", resource=resource, reason=why)
+            raise Refusal(f"this session needs a fresh sign-in, but {why}", reason=why, event="policy.mfa")
+        provider = identity.provider
+        at = sso.fresh_step_up(provider, email)
+        if at is not None:
+            self.log.info(
+                "oidc.step_up", result="reused", resource=resource, email=email, signed_in_at=int(at)
+            )
+            return {"result": "reused", "signed_in_at": int(at)}
+        if self._sign_ins is None:
+            self._sign_ins = SignIns(sso, self.log)
+        self.notices.say(f"{resource} asks for a fresh sign-in")
+        try:
+            flow, authorization = await self._sign_ins.begin(email, step_up=True)
+            for line in authorization.instruction():
+                self.notices.say(line)
+            person = await self._sign_ins.finish(flow, authorization)
+        except SignInError as exc:
+            self.log.warning(
+                "oidc.step_up", result=exc.outcome, resource=resource, email=email, reason=exc.reason
+            )
+            raise Refusal(str(exc), reason=exc.reason, event="policy.mfa") from None
+        at = float(person.auth_time or person.signed_in_at)
+        sso.record_step_up(provider, email, at)
+        self.log.info("oidc.step_up", result="ok", resource=resource, email=email, auth_time=person.auth_time)
+        return {"result": "ok", "auth_time": person.auth_time}
 
     def count_bytes(self, channel: ChannelRelay) -> None:
         self.state.metrics.transferred("to_upstream", channel.bytes_in)
@@ -528,7 +761,7 @@ class GatewayConnection(asyncssh.SSHServer):
             decision, _ = await decide_session(
                 self.ctx, identity, resource, native, self._facts(), RequestFacts("shell")
             )
-            if decision.allowed:
+            if decision.allowed or decision.action == "mfa":
                 lines.append(f"{resource.name}\t{resource.type}\t{native.user.username}\n")
         return "".join(lines)
 
@@ -543,6 +776,10 @@ class GatewayConnection(asyncssh.SSHServer):
         return self._open_forward(dest_host, dest_port)
 
     async def _open_forward(self, host: str, port: int) -> ClientTcp:
+        try:
+            await self.signed_in()  # a sign-in after authentication may still run
+        except Refusal as exc:
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(exc)) from None
         login, _ = self._logged_in()
         if not login.resource and self._binding is None:
             raise asyncssh.ChannelOpenError(
@@ -610,12 +847,17 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         return subsystem == "sftp"
 
     def session_started(self) -> None:
+        self.owner.notices.attach(self._notice)
         self._task = start_task(self._start(), self._failed)
 
+    def _notice(self, line: str) -> None:
+        """A progress line (a sign-in URL and code) on stderr, never stdout (docs/oidc.md)."""
+        if self._chan is not None and not self._closed:
+            end = "\r\n" if self._term is not None else "\n"
+            self._chan.write_stderr(f"sshgate: {line}{end}".encode())
+
     def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
-        if self._up is not None:
-            self._up.resize(width, height, pixwidth, pixheight)
-        self.recording.resize(width, height)
+        self.client_resized(width, height, pixwidth, pixheight)
 
     def signal_received(self, signal: str) -> None:
         if self._up is not None:
@@ -636,6 +878,7 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
             bytes_in=self.bytes_in,
             bytes_out=self.bytes_out,
             exit_status=self._exit_status,
+            **({"upstream_error": self.upstream_error} if self.upstream_error else {}),
         )
 
     def _refuse(self, message: str, exit_status: int) -> None:
@@ -663,6 +906,11 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
 
     async def _start(self) -> None:
         owner = self.owner
+        try:
+            await owner.signed_in()
+        except Refusal as exc:
+            self._refuse(str(exc), 1)
+            return
         try:
             parsed = parse_command(self._command) if self._command is not None else None
         except CommandError as exc:
@@ -703,6 +951,7 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
             )
             up = await binding.upstream.open_session(request, self)
         except (Refusal, UpstreamError) as exc:
+            owner.log.warning("channel.refused", kind=kind, reason=getattr(exc, "reason", None) or str(exc))
             self._refuse(str(exc), getattr(exc, "exit_status", 1))
             return
         channel_kind: ChannelKind = "sftp" if kind == "subsystem" else kind
@@ -813,4 +1062,5 @@ class ClientTcp(ChannelRelay, asyncssh.SSHTCPSession[bytes]):
             port=self.port,
             bytes_in=self.bytes_in,
             bytes_out=self.bytes_out,
+            **({"upstream_error": self.upstream_error} if self.upstream_error else {}),
         )
