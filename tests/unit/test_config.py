@@ -26,6 +26,7 @@ def test_design_example_parses() -> None:
     assert config.policies.engine == "embedded"
     assert config.limits.lockout_s == 300
     assert config.recording.s3 is not None and config.recording.s3.bucket == "my-recordings"
+    assert config.recording.retention_days == 0 and not config.recording.transfer_data
 
 
 def test_unknown_key_names_key_and_line() -> None:

@@ -32,7 +32,7 @@ from sshgate.login import Login, LoginError, parse_login
 from sshgate.metrics import Metrics
 from sshgate.policy.decision import Decision
 from sshgate.policy.input import ConnectionFacts, PolicyRequestKind, RequestFacts, request_input
-from sshgate.recording.recorder import ChannelKind
+from sshgate.recording.recorder import ChannelKind, EndReason
 from sshgate.sftp.protocol import Mutation
 from sshgate.sftp.tracker import SftpTracker
 from sshgate.tokens import verify_token
@@ -76,6 +76,8 @@ class GatewayConnection(asyncssh.SSHServer):
         self.channels: set[ChannelRelay] = set()
         self._last_bytes = 0
         self.last_activity = self.started
+        self.end_reason: EndReason | None = None  # why the gateway ended it, when it did
+        self.last_closed_by_upstream = False
 
     # Connection lifecycle
 
@@ -126,7 +128,8 @@ class GatewayConnection(asyncssh.SSHServer):
             return
         self.state.metrics.session_ended(binding.resource.name, binding.resource.type, "closed")
         await binding.upstream.close()
-        await binding.recording.close("closed")
+        reason = self.end_reason or ("upstream" if self.last_closed_by_upstream else "client")
+        await binding.recording.close("closed", reason)
 
     # Authentication
 
@@ -334,7 +337,7 @@ class GatewayConnection(asyncssh.SSHServer):
                     reason=exc.reason,
                     seconds=round(time.monotonic() - started, 4),
                 )
-                await recording.close("closed")
+                await recording.close("closed", "refused")
                 raise
             if isinstance(resource, SshResource) and resource.host_key_policy.insecure_accept_any:
                 self.log.warning(
@@ -376,9 +379,10 @@ class GatewayConnection(asyncssh.SSHServer):
             self.last_activity = now
         return now - self.last_activity
 
-    def close_with_notice(self, message: str, event: str) -> None:
+    def close_with_notice(self, message: str, event: str, end_reason: EndReason) -> None:
         """Tell every open session why, then close the connection (its recordings are finalized)."""
         self.log.info(event, reason=message)
+        self.end_reason = self.end_reason or end_reason
         for channel in list(self.channels):
             channel.end_with_notice(message)
         if self.conn is not None:
@@ -530,6 +534,7 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         self.owner.channels.discard(self)
         self.owner.count_bytes(self)
         self.client_gone()
+        self.owner.last_closed_by_upstream = self.closed_by_upstream
         self.owner.log.info(
             "channel.close",
             kind=self._subsystem or ("exec" if self._command else "shell"),
@@ -686,6 +691,7 @@ class ClientTcp(ChannelRelay, asyncssh.SSHTCPSession[bytes]):
         self.owner.channels.discard(self)
         self.owner.count_bytes(self)
         self.client_gone()
+        self.owner.last_closed_by_upstream = self.closed_by_upstream
         self.owner.log.info(
             "channel.close",
             kind="forward",

@@ -48,6 +48,7 @@ class ChannelRelay:
         self.recording: ChannelRecording = NULL_CHANNEL
         self.bytes_in = 0
         self.bytes_out = 0
+        self.closed_by_upstream = False  # the upstream ended it first (the recording's end_reason)
         self._client_full = False
         self._recording_full = False
 
@@ -154,6 +155,7 @@ class ChannelRelay:
         if self._closed:
             return
         self._closed = True
+        self.closed_by_upstream = True
         self._finish_recording()
         chan = self._chan
         signal = self._exit_signal
