@@ -137,8 +137,8 @@ class _Session:
         return {**self.doc, "channels": [c.describe() for c in self.channels]}
 
 
-Work = tuple[Channel, list[Item], list[bytes]]
-"""A channel, the items a flush took from it, and its closing timing lines (when it closed)."""
+Work = tuple[Channel, list[Item], list[bytes] | None]
+"""A channel, the items a flush took from it, and its closing timing lines if it had closed."""
 
 
 class FileRecorder:
@@ -217,7 +217,7 @@ class FileRecorder:
             for channel in pending:
                 if not channel.finished:
                     final = channel.closed  # read first: close() adds its last items before
-                    work.append((channel, channel.take(), channel.closing_lines() if final else []))
+                    work.append((channel, channel.take(), channel.closing_lines() if final else None))
             self._counts.update(pending.values())
             now = time.monotonic()
             docs = [
@@ -229,8 +229,8 @@ class FileRecorder:
             if not work and not docs:
                 return
             await self._in_thread(self._write, work, docs)
-        for channel, _, _ in work:
-            if channel.closed and not channel.finished:
+        for channel, _, closing in work:
+            if closing is not None:  # this flush wrote the channel's end (it may have closed since)
                 channel.finished = True
                 if self.sink is not None and channel.files is not None:
                     for name in channel.files.names():
@@ -303,7 +303,7 @@ class FileRecorder:
     def _write(self, work: list[Work], docs: list[tuple[_Session, dict[str, Any]]]) -> None:
         for channel, items, closing in work:
             if channel.files is not None:
-                channel.files.write(items, closing, _log_failure)
+                channel.files.write(items, closing or [], _log_failure)
         for session, doc in docs:
             try:
                 write_json(session.dir / SESSION_FILE, doc)
