@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import codecs
 import io
+import json
 from typing import Any
 
 import pytest
@@ -10,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sshgate.recording import timing
+from sshgate.recording.asciicast import _json_string
 from sshgate.recording.scp import ScpTracker
 from sshgate.recording.search import LineMatcher, plain
 
@@ -137,3 +140,18 @@ def test_line_matcher_cuts_lines_and_finds_coloured_words() -> None:
     assert long.feed("y" * 200_000 + "x") == []  # no newline: cut every 64 Ki characters
     (shown,) = long.end()
     assert shown.startswith("…") and shown.endswith("yx") and len(shown) <= 401
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.binary(max_size=200), st.text(max_size=200).map(str.encode)), max_size=8))
+def test_cast_strings_are_what_json_makes_of_the_decoded_text(pieces: list[bytes]) -> None:
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    got = b"".join(json.loads(_json_string(decoder, p) or b'""').encode() for p in pieces)
+    whole = b"".join(pieces).decode("utf-8", "replace")
+    assert got + decoder.decode(b"", final=True).encode() == whole.encode()
+    for piece in pieces:
+        if piece and piece.isascii():
+            assert (
+                _json_string(codecs.getincrementaldecoder("utf-8")(), piece)
+                == json.dumps(piece.decode()).encode()
+            )

@@ -15,6 +15,18 @@ from typing import Any, BinaryIO
 
 from sshgate.recording.reader import Event
 
+_SPECIAL = bytes(range(0x20)) + b'"\\'
+_PLAIN = bytes(b for b in range(0x100) if b not in _SPECIAL)
+_SHORT = {8: b"\\b", 9: b"\\t", 10: b"\\n", 12: b"\\f", 13: b"\\r", 0x22: b'\\"', 0x5C: b"\\\\"}
+_REPLACEMENTS = [
+    (bytes([b]), _SHORT.get(b, b"\\u%04x" % b)) for b in sorted(_SPECIAL, key=lambda b: b != 0x5C)
+]
+"""Backslash first: the others put backslashes in."""
+_SAMPLE = 4096
+_SPARSE = 64
+"""Fewer than one byte in this many to escape: ``bytes.replace`` per kind of byte is faster
+(per measurement, 2-3x on text) than the JSON encoder, which is faster on dense ones."""
+
 
 def header(doc: dict[str, Any], channel: dict[str, Any], timestamp: int) -> dict[str, Any]:
     cols, rows = channel.get("size") or (80, 24)
@@ -31,16 +43,33 @@ def write(out: BinaryIO, head: dict[str, Any], events: Iterable[Event]) -> None:
     decoders = {code: codecs.getincrementaldecoder("utf-8")("replace") for code in "oi"}
     at = 0.0
     for at, code, value in events:
-        text = f"{value[0]}x{value[1]}" if code == "r" else decoders[code].decode(value)
-        if text:
+        if code == "r":
+            _event(out, at, code, f'"{value[0]}x{value[1]}"'.encode())
+        elif text := _json_string(decoders[code], value):
             _event(out, at, code, text)
     for code, decoder in decoders.items():
-        text = decoder.decode(b"", final=True)  # a character cut short by the end
-        if text:
-            _event(out, at, code, text)
+        if tail := decoder.decode(b"", final=True):  # a character cut short by the end
+            _event(out, at, code, encode_basestring(tail).encode())
 
 
-def _event(out: BinaryIO, at: float, code: str, text: str) -> None:
+def _json_string(decoder: codecs.IncrementalDecoder, data: bytes) -> bytes:
+    """``data`` as a JSON string (quotes included), or b"" when it completes no character.
+
+    Escaping bytes before decoding gives the same text: every byte escaped is ASCII, which
+    never belongs to a multi-byte character."""
+    if len(data[:_SAMPLE].translate(None, _PLAIN)) * _SPARSE <= min(len(data), _SAMPLE):
+        found = data.translate(None, _PLAIN)
+        if len(found) * _SPARSE <= len(data):
+            for raw, escaped in _REPLACEMENTS:
+                if raw in found:
+                    data = data.replace(raw, escaped)
+            text = decoder.decode(data)
+            return b'"' + text.encode() + b'"' if text else b""
+    text = decoder.decode(data)
+    return encode_basestring(text).encode() if text else b""
+
+
+def _event(out: BinaryIO, at: float, code: str, string: bytes) -> None:
     out.write(f'[{at:.6f}, "{code}", '.encode())
-    out.write(encode_basestring(text).encode())
+    out.write(string)
     out.write(b"]\n")
