@@ -79,7 +79,7 @@ class Channel:
         self.bytes_out = 0
         self.closed = False
         self.finished = False  # its files are complete: the recorder wrote the close
-        self.files: ChannelFiles | None = None  # set by the subclass; used by the flush thread only
+        self.files = ChannelFiles(self.t0, {})  # each kind sets its own; written by the flush thread
         self._dirty = dirty
         self._items: list[Item] = []
         self._size = 0
@@ -130,7 +130,7 @@ class Channel:
 
     def closing_lines(self) -> list[bytes]:
         """Timing headers written with the last flush, as script(1) ends its log."""
-        if self.files is None or self.files.timing is None:
+        if self.files.timing is None:
             return []
         lines = [timing.header("DURATION", f"{time.monotonic() - self.t0:.6f}")]
         if self.exit_status is not None:
@@ -142,7 +142,7 @@ class Channel:
         return {
             "n": self.n,
             "kind": self.kind,
-            "files": self.files.names() if self.files is not None else [],
+            "files": self.files.names(),
             **{k: v for k, v in self.meta.items() if v is not None},
             "opened_at": self.opened_at,
             "closed_at": self.closed_at,
@@ -214,7 +214,8 @@ class TransferChannel(Channel):
         self.transfer = transfer
         self._keep = keep_data
         stem = f"{n}-exec"
-        self.files = terminal_files(self, directory, stem, "oei") if keep_data else ChannelFiles(self.t0, {})
+        if keep_data:
+            self.files = terminal_files(self, directory, stem, "oei")
         self.files.events = RecordFile(directory / f"{stem}.jsonl")
         self._scp = ScpTracker(transfer["direction"], self.event) if transfer["protocol"] == "scp" else None
         self.event({"op": "start", "command": meta.get("command"), **transfer})

@@ -232,7 +232,7 @@ class FileRecorder:
         for channel, _, closing in work:
             if closing is not None:  # this flush wrote the channel's end (it may have closed since)
                 channel.finished = True
-                if self.sink is not None and channel.files is not None:
+                if self.sink is not None:
                     for name in channel.files.names():
                         self.sink.put(pending[channel].dir / name)
 
@@ -273,6 +273,7 @@ class FileRecorder:
 
     async def _run(self) -> None:
         pruned_at = -RETENTION_INTERVAL_S
+        pruning: asyncio.Task[None] | None = None
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.flush_interval):
@@ -281,13 +282,16 @@ class FileRecorder:
             try:
                 await self.flush()
                 due = time.monotonic() - pruned_at >= RETENTION_INTERVAL_S
-                if self.retention_days and self.sink is None and due:
+                if self.retention_days and self.sink is None and due and (pruning is None or pruning.done()):
+                    # Beside the flushes, not in their thread: a first prune of a large store is slow.
                     pruned_at = time.monotonic()
-                    await self._in_thread(self._prune)
+                    pruning = asyncio.get_running_loop().create_task(asyncio.to_thread(self._prune))
             except Exception as exc:  # recording must outlive any one bad write
                 log.error("recording.error", error=repr(exc))
+        if pruning is not None:
+            await pruning
 
-    # file work, in the recorder's thread
+    # file work, in a thread
 
     def _create(self, session: _Session) -> None:
         make_private_dirs(session.dir.parent)
@@ -302,8 +306,7 @@ class FileRecorder:
 
     def _write(self, work: list[Work], docs: list[tuple[_Session, dict[str, Any]]]) -> None:
         for channel, items, closing in work:
-            if channel.files is not None:
-                channel.files.write(items, closing or [], _log_failure)
+            channel.files.write(items, closing or [], _log_failure)
         for session, doc in docs:
             try:
                 write_json(session.dir / SESSION_FILE, doc)
@@ -314,7 +317,6 @@ class FileRecorder:
         known = {
             f.name: digest
             for c in session.channels
-            if c.files is not None
             for f in c.files.files()
             if (digest := f.digest()) is not None
         }
@@ -324,7 +326,11 @@ class FileRecorder:
         os.close(session.lock_fd)
 
     def _prune(self) -> None:
-        removed = prune(self.root, self.retention_days, datetime.datetime.now(datetime.UTC))
+        try:
+            removed = prune(self.root, self.retention_days, datetime.datetime.now(datetime.UTC))
+        except OSError as exc:
+            log.error("recording.error", error=f"retention: {exc}")
+            return
         if removed:
             log.info("recording.pruned", sessions=len(removed), retention_days=self.retention_days)
 
