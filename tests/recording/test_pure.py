@@ -153,5 +153,13 @@ def test_cast_strings_are_what_json_makes_of_the_decoded_text(pieces: list[bytes
         if piece and piece.isascii():
             assert (
                 _json_string(codecs.getincrementaldecoder("utf-8")(), piece)
-                == json.dumps(piece.decode()).encode()
+                == json.dumps(piece.decode(), ensure_ascii=False).encode()
             )
+
+
+def test_scp_follower_holds_little_for_a_hostile_client() -> None:
+    events: list[dict[str, Any]] = []
+    tracker = ScpTracker("upload", events.append)
+    tracker.source_data(b"D0755 0 x\n" * 100_000)  # never answered, never closed
+    assert [e["op"] for e in events] == ["untracked"]
+    assert len(tracker._dirs) <= 512 and len(tracker._pending) <= 1024

@@ -17,6 +17,10 @@ from typing import Any
 
 MAX_LINE = 4096
 """A control line longer than this is not scp: tracking stops (the bytes still flow)."""
+MAX_PENDING = 1024
+MAX_DEPTH = 512
+"""More unanswered lines, or directories deeper, than a real transfer has: tracking stops, so
+a client cannot make the gateway hold more for it than a few hundred KiB."""
 
 Event = dict[str, Any]
 
@@ -88,6 +92,9 @@ class ScpTracker:
 
     def _control(self, line: str) -> None:
         kind, text = line[:1], line[1:]
+        if len(self._pending) >= MAX_PENDING or len(self._dirs) >= MAX_DEPTH:
+            self._give_up("more unanswered lines or nested directories than scp makes")
+            return
         if kind == "C":
             _, size, name = [*text.split(" ", 2), "", ""][:3]
             if not size.isdigit() or not name:
