@@ -206,10 +206,9 @@ async def main() -> None:
                         f"{mode:<9}{args.size_mb / wall:>8.0f}{(own + child) * per_gb:>10.2f}{child * per_gb:>25.2f}"
                     )
                     if mode == "thread" and n == 0:
-                        rate, grown = export_rate(Path(tmp), args.size_mb)
-                        print(
-                            f"  export to asciicast: {rate:.0f} MB/s of recording, peak memory +{grown:.1f} MB"
-                        )
+                        rate, cpu_rate, grown = export_rate(Path(tmp), args.size_mb)
+                        print(f"  export to asciicast: {rate:.0f} MB/s of recording ({cpu_rate:.0f} MB per CPU "
+                              f"second), peak memory +{grown:.1f} MB")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import codecs
 import json
 from collections.abc import Iterable
 from json.encoder import encode_basestring
-from typing import Any, BinaryIO
+from typing import Any, Protocol
 
 from sshgate.recording.reader import Event
 
@@ -28,6 +28,10 @@ _SPARSE = 64
 (per measurement, 2-3x on text) than the JSON encoder, which is faster on dense ones."""
 
 
+class Output(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
+
 def header(doc: dict[str, Any], channel: dict[str, Any], timestamp: int) -> dict[str, Any]:
     cols, rows = channel.get("size") or (80, 24)
     head: dict[str, Any] = {"version": 2, "width": cols, "height": rows, "timestamp": timestamp}
@@ -38,7 +42,7 @@ def header(doc: dict[str, Any], channel: dict[str, Any], timestamp: int) -> dict
     return head
 
 
-def write(out: BinaryIO, head: dict[str, Any], events: Iterable[Event]) -> None:
+def write(out: Output, head: dict[str, Any], events: Iterable[Event]) -> None:
     out.write(json.dumps(head, ensure_ascii=False).encode() + b"\n")
     decoders = {code: codecs.getincrementaldecoder("utf-8")("replace") for code in "oi"}
     at = 0.0
@@ -69,7 +73,7 @@ def _json_string(decoder: codecs.IncrementalDecoder, data: bytes) -> bytes:
     return encode_basestring(text).encode() if text else b""
 
 
-def _event(out: BinaryIO, at: float, code: str, string: bytes) -> None:
+def _event(out: Output, at: float, code: str, string: bytes) -> None:
     out.write(f'[{at:.6f}, "{code}", '.encode())
     out.write(string)
     out.write(b"]\n")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import codecs
 import contextlib
-import shutil
+import os
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from typing import Any, BinaryIO
 
 from sshgate.config import ConfigError, config_path_from_env, load_config
 from sshgate.recording import asciicast, reader
+from sshgate.recording.files import WrittenOnce
 from sshgate.recording.manifest import (
     fingerprint,
     load_public_key,
@@ -153,7 +155,8 @@ def _export(args: argparse.Namespace) -> int:
         cast = reader.legacy_cast(directory, channel)
         if cast is not None:  # already asciicast v2
             with cast.open("rb") as f:
-                shutil.copyfileobj(f, out)
+                while piece := f.read(1 << 20):
+                    out.write(piece)
         else:
             head = asciicast.header(doc, channel, reader.opened_unix(channel))
             asciicast.write(out, head, reader.events(directory, channel))
@@ -161,13 +164,13 @@ def _export(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _output(path: str | None) -> Iterator[BinaryIO]:
+def _output(path: str | None) -> Iterator[BinaryIO | WrittenOnce]:
     if path is None:
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
     with open(path, "wb") as f:
-        yield f
+        yield WrittenOnce(f) if stat.S_ISREG(os.fstat(f.fileno()).st_mode) else f
 
 
 def _search(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from sshgate.recording import timing
 
@@ -53,6 +53,30 @@ def make_private_dirs(path: Path) -> None:
         os.chmod(directory, PRIVATE_DIR)  # mkdir's mode is cut by the umask
 
 
+def drop_cached(fd: int) -> None:
+    """Have the kernel write out a file's cached pages and drop those already written."""
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+class WrittenOnce:
+    """A regular file written from start to end for another program to read (an exported
+    cast): its cached pages are dropped every ``DROP_BYTES``, as a recording file's are
+    (exporting 1 GB of NUL bytes writes 6 GB of ``\\u0000``: half the kernel time, measured)."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+        self._written = self._dropped = 0
+
+    def write(self, data: bytes) -> int:
+        self._file.write(data)
+        self._written += len(data)
+        if self._written - self._dropped >= DROP_BYTES:
+            self._file.flush()
+            drop_cached(self._file.fileno())
+            self._dropped = self._written
+        return len(data)
+
+
 class RecordFile:
     """One append-only file, created 0600 on first use (with ``first_line``) and hashed as written.
 
@@ -85,7 +109,7 @@ class RecordFile:
                 self.sha256.update(buffer)
                 self.size += len(buffer)
             if self.size - self.dropped >= DROP_BYTES:
-                os.posix_fadvise(fd, 0, self.size, os.POSIX_FADV_DONTNEED)
+                drop_cached(fd)
                 self.dropped = self.size
         except OSError as exc:
             self.broken = exc.strerror or str(exc)
