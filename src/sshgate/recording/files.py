@@ -161,7 +161,7 @@ class ChannelFiles:
     ) -> None:
         """Append ``items``; ``closing`` are the last timing headers (DURATION, EXIT_CODE)."""
         data: dict[str, list[bytes]] = {code: [] for code in self.streams}
-        lines: list[bytes] = [] if self.created else list(self._headers)
+        lines, self._headers = self._headers, []  # written once, then not kept
         events: list[bytes] = []
         group: list[Any] | None = None  # [code, first time, bytes] of the timing line being built
         for t, code, value in items:
