@@ -222,6 +222,7 @@ class EcsResource(_ResourceBase):
     service: str | None = None
     task: str | None = None
     container: str | None = None
+    containers: list[str] = []
     region: str | None = None
     shell: str = "/bin/sh"
 
@@ -229,7 +230,16 @@ class EcsResource(_ResourceBase):
     def _one_target(self) -> EcsResource:
         if (self.service is None) == (self.task is None):
             raise ValueError(f"resource {self.name}: set exactly one of service or task")
+        if self.container is not None and self.containers:
+            raise ValueError(f"resource {self.name}: set container or containers, not both")
+        _require_unique(self.containers, f"container of {self.name}")
         return self
+
+    @property
+    def container_names(self) -> tuple[str, ...]:
+        """The containers ``--container`` may choose, the default first. Empty: the task's first
+        container only (DESIGN §2 "ECS targets")."""
+        return tuple(self.containers) or ((self.container,) if self.container else ())
 
 
 Resource = Annotated[SshResource | Ec2Resource | EcsResource, Field(discriminator="type")]
@@ -294,6 +304,8 @@ class Limits(_Model):
     max_session_s: float = Field(43200, gt=0)
     login_grace_s: float = Field(30, gt=0)
     max_unauthenticated: int = Field(100, ge=1)
+    max_unauthenticated_per_source: int = Field(10, ge=1)
+    max_auth_tries: int = Field(6, ge=1)
     auth_failures_before_lockout: int = Field(10, ge=1)
     lockout_s: float = Field(300, ge=0)
 

@@ -9,7 +9,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -78,13 +79,17 @@ class GatewayProcess:
         ]
 
     def wait_event(self, name: str, timeout: float = 10.0, **match: Any) -> dict[str, Any]:
+        return self.wait_events(name, 1, timeout, **match)[-1]
+
+    def wait_events(self, name: str, count: int, timeout: float = 10.0, **match: Any) -> list[dict[str, Any]]:
+        """At least ``count`` matching events (the audit output can trail what the client saw)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             found = self.events(name, **match)
-            if found:
-                return found[-1]
+            if len(found) >= count:
+                return found
             time.sleep(0.02)
-        raise TimeoutError(f"no {name} {match} in the audit log:\n" + "".join(self.raw[-20:]))
+        raise TimeoutError(f"fewer than {count} {name} {match} in the audit log:\n" + "".join(self.raw[-20:]))
 
     def signal(self, sig: int) -> None:
         assert self.process is not None
@@ -181,3 +186,24 @@ def user_key(root: Path, name: str) -> Path:
 
 def pub(path: Path) -> str:
     return Path(str(path) + ".pub").read_text().strip()
+
+
+@contextmanager
+def control_master(argv: Callable[..., list[str]], sock: Path) -> Iterator[list[str]]:
+    """An OpenSSH ControlMaster (``argv(login, options=...)`` builds its command); yields the
+    options that multiplex later ``ssh`` runs over its one connection."""
+    mux = ["-o", f"ControlPath={sock}"]
+    master = subprocess.Popen(argv("alice", options=[*mux, "-M", "-N"]), stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sock.exists(), "the ControlMaster did not come up"
+        yield mux
+    finally:
+        subprocess.run(argv("alice", options=[*mux, "-O", "exit"]), capture_output=True, timeout=10)
+        try:
+            master.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            master.kill()
+            master.wait()

@@ -124,13 +124,13 @@ class _Session:
         self.doc["decisions"].append({"at": utc_now(), **decision})
         self.dirty = True
 
-    async def close(self, status: EndStatus = "closed", end_reason: EndReason = "client") -> None:
+    async def close(self, status: EndStatus = "closed", *, end_reason: EndReason | None = None) -> None:
         if self.closed:
             return
         self.closed = True
         for channel in self.channels:
             channel.close()
-        await self.recorder.finish(self, status, end_reason)
+        await self.recorder.finish(self, status, end_reason or "client")
 
     def snapshot(self) -> dict[str, Any]:
         self.dirty, self.counted_at = False, time.monotonic()
@@ -253,7 +253,7 @@ class FileRecorder:
     async def aclose(self, end_reason: EndReason = "drain") -> None:
         """Finish open sessions, stop flushing and give the sink time to upload."""
         for session in list(self._sessions):
-            await session.close("closed", end_reason)
+            await session.close("closed", end_reason=end_reason)
         if self._task is not None:
             self._stopping = True
             self.wake()

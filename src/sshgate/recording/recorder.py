@@ -41,7 +41,9 @@ class SessionRecording(Protocol):
 
     def open_channel(self, kind: ChannelKind, meta: dict[str, Any]) -> ChannelRecording: ...
     def note_decision(self, decision: dict[str, Any]) -> None: ...
-    async def close(self, status: EndStatus = "closed", end_reason: EndReason = "client") -> None: ...
+    async def close(self, status: EndStatus = "closed", *, end_reason: EndReason | None = None) -> None:
+        """End the recording; ``end_reason`` None is ``client`` (the client left)."""
+        ...
 
 
 class Recorder(Protocol):
@@ -90,7 +92,7 @@ class _NullSession:
     def note_decision(self, decision: dict[str, Any]) -> None:
         pass
 
-    async def close(self, status: EndStatus = "closed", end_reason: EndReason = "client") -> None:
+    async def close(self, status: EndStatus = "closed", *, end_reason: EndReason | None = None) -> None:
         pass
 
 
