@@ -59,7 +59,7 @@ async def test_shell_keeps_raw_output_timing_and_resizes_but_no_keystrokes(tmp_p
     chan.output(b"\xa9 \x1b[1mbold\x1b[0m\r\n", stderr=True)  # a terminal shows stderr with the rest
     chan.resize(120, 40)
     chan.close(0)
-    await session.close("closed", "upstream")
+    await session.close("closed", end_reason="upstream")
     await recorder.aclose()
 
     directory = session_dir(tmp_path / "rec", "s-shell")
@@ -244,7 +244,7 @@ async def test_written_within_a_second_while_the_session_runs(tmp_path: Path) ->
     assert payload(out) == b"still running\r\n"
     doc = session_doc(out.parent)
     assert doc["status"] == "active" and doc["end_reason"] is None and doc["channels"][0]["closed_at"] is None
-    await session.close("aborted", "client")
+    await session.close("aborted", end_reason="client")
     await recorder.aclose()
     assert session_doc(out.parent)["status"] == "aborted"
 
