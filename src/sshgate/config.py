@@ -281,7 +281,10 @@ class Recording(_Model):
     dir: str | None = None
     s3: S3Recording | None = None
     capture_input: bool = False
+    forward_data: bool = False
+    transfer_data: bool = False
     signing_key: str | None = None
+    retention_days: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _s3_needs_bucket(self) -> Recording:

@@ -26,6 +26,7 @@ def test_design_example_parses() -> None:
     assert config.policies.engine == "embedded"
     assert config.limits.lockout_s == 300
     assert config.recording.s3 is not None and config.recording.s3.bucket == "my-recordings"
+    assert config.recording.retention_days == 0 and not config.recording.transfer_data
     assert config.identities.oidc is not None and config.identities.oidc.mfa.max_age_s == 300
 
 

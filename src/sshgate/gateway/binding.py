@@ -20,7 +20,7 @@ from sshgate.native_secret import AmbientIam, AssumeRole, NativeCredential, Secr
 from sshgate.native_users import NativeChoice, NoNativeUser, resolve_native_user
 from sshgate.policy.decision import Decision, DecisionPoint
 from sshgate.policy.input import ConnectionFacts, RequestFacts, ec2_input, ecs_input, session_input
-from sshgate.recording.recorder import EndStatus, Recorder, RecordingError, SessionRecording
+from sshgate.recording.recorder import EndReason, EndStatus, Recorder, RecordingError, SessionRecording
 from sshgate.upstream.base import Upstream, UpstreamError
 from sshgate.upstream.ssh import connect_ssh
 from sshgate.upstream.ssm import SsmUpstream, push_instance_connect_key, ssh_through_ssm
@@ -87,7 +87,7 @@ class Held:
                 task.cancel()
             raise
 
-    async def release(self, status: EndStatus, end_reason: str | None) -> None:
+    async def release(self, status: EndStatus, end_reason: EndReason) -> None:
         """Wait for steps in flight, then close the upstream and end the recording. Idempotent."""
         while self._steps:
             await asyncio.wait(set(self._steps))

@@ -42,7 +42,7 @@ from sshgate.oidc.errors import SignInError
 from sshgate.oidc.signin import SignedIn, SignIn
 from sshgate.policy.decision import Decision
 from sshgate.policy.input import ConnectionFacts, PolicyRequestKind, RequestFacts, request_input
-from sshgate.recording.recorder import ChannelKind
+from sshgate.recording.recorder import ChannelKind, EndReason
 from sshgate.sftp.programs import is_sftp_server
 from sshgate.sftp.protocol import Mutation, Request
 from sshgate.sftp.tracker import SftpTracker
@@ -72,7 +72,9 @@ class GatewayState:
         """Close the connections that authenticated with a key whose sign-in was just revoked."""
         for conn in list(self.connections):
             if conn.sso_fingerprint in fingerprints:
-                conn.close_with_notice("your key's sign-in was revoked; sign in again", "oidc.revoked")
+                conn.close_with_notice(
+                    "your key's sign-in was revoked; sign in again", "oidc.revoked", "terminated"
+                )
 
 
 class GatewayConnection(asyncssh.SSHServer):
@@ -101,6 +103,8 @@ class GatewayConnection(asyncssh.SSHServer):
         self.channels: set[ChannelRelay] = set()
         self._last_bytes = 0
         self.last_activity = self.started
+        self.end_reason: EndReason | None = None  # why the gateway ended it, when it did
+        self.last_closed_by_upstream = False
         # Single sign-on (docs/oidc.md): the sign-ins of an SSO login, where their lines go, the
         # last key offered for it (with its binding, if any), and the bound key that let it in.
         self.notices = Notices()
@@ -199,7 +203,8 @@ class GatewayConnection(asyncssh.SSHServer):
             else:
                 bound = binding.result()
                 self.state.metrics.session_ended(bound.resource.name, bound.resource.type, "closed")
-                await self._held.release("closed", None)
+                reason = self.end_reason or ("upstream" if self.last_closed_by_upstream else "client")
+                await self._held.release("closed", reason)
         finally:
             if self._counted_binding is not None:
                 self.state.bound_per_identity[self._counted_binding] -= 1
@@ -719,9 +724,10 @@ class GatewayConnection(asyncssh.SSHServer):
             self.last_activity = now
         return now - self.last_activity
 
-    def close_with_notice(self, message: str, event: str) -> None:
+    def close_with_notice(self, message: str, event: str, end_reason: EndReason) -> None:
         """Tell every open session why, then close the connection (its recordings are finalized)."""
         self.log.info(event, reason=message)
+        self.end_reason = self.end_reason or end_reason
         for channel in list(self.channels):
             channel.end_with_notice(message)
         if self.conn is not None:
@@ -887,6 +893,7 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         self.owner.channels.discard(self)
         self.owner.count_bytes(self)
         self.client_gone()
+        self.owner.last_closed_by_upstream = self.closed_by_upstream
         self.owner.log.info(
             "channel.close",
             kind=self._subsystem or ("exec" if self._command else "shell"),
@@ -1105,6 +1112,7 @@ class ClientTcp(ChannelRelay, asyncssh.SSHTCPSession[bytes]):
         self.owner.channels.discard(self)
         self.owner.count_bytes(self)
         self.client_gone()
+        self.owner.last_closed_by_upstream = self.closed_by_upstream
         self.owner.log.info(
             "channel.close",
             kind="forward",

@@ -185,10 +185,13 @@ class Gateway:
                     conn.close_with_notice(
                         f"session closed: it reached the maximum length of {limits.max_session_s:g} s",
                         "limit.max_session",
+                        "max_session",
                     )
                 elif conn.idle_for(now) >= limits.idle_timeout_s:
                     conn.close_with_notice(
-                        f"session closed after {limits.idle_timeout_s:g} s without activity", "limit.idle"
+                        f"session closed after {limits.idle_timeout_s:g} s without activity",
+                        "limit.idle",
+                        "idle_timeout",
                     )
 
     async def stop(self, grace_s: float = 0.0) -> None:
@@ -207,7 +210,7 @@ class Gateway:
         while self.state.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         for conn in list(self.state.connections):
-            conn.close_with_notice("the gateway is restarting; please reconnect", "session.drained")
+            conn.close_with_notice("the gateway is restarting; please reconnect", "session.drained", "drain")
         deadline = time.monotonic() + 10
         while (self.state.connections or self.state.unbinding) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
