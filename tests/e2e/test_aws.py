@@ -19,13 +19,14 @@ from typing import Any
 import pytest
 
 from tests.conftest import Keys, Upstream, base_config
-from tests.e2e.test_forward import BOOTSTRAP, ssh_background
+from tests.e2e.test_forward import ssh_background
 from tests.support.emulator import REGION, aws_client, emulator_process
 from tests.support.gateway import Client, GatewayProcess
 from tests.support.net import free_port, wait_port
 from tests.support.sshd import keygen
 from tests.support.tcp import echo_server, recv_exact, socks5_connect
 from tests.support.terminal import Terminal
+from tests.support.vscode import remote_ssh_flow
 
 ROLE_ARN = "arn:aws:iam::123456789012:role/ecs-exec"
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}
@@ -367,17 +368,7 @@ def test_ec2_full_ssh_through_ssm_carries_50mb_of_stdin(alice_aws: Client) -> No
 @pytest.mark.parametrize("resource", ["app-ssh", "app-prod"])
 def test_ec2_vscode_flow_through_ssm(alice_aws: Client, resource: str) -> None:
     """With ``ssh:`` bash runs under the instance's sshd; without, in a piped shell over an SSM pty."""
-    socks = free_port()
-    with ssh_background(alice_aws, f"alice+{resource}", ["-T", "-D", f"127.0.0.1:{socks}"], "bash") as proc:
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(BOOTSTRAP)
-        proc.stdin.flush()
-        line = proc.stdout.readline()
-        port = int(line.split(b"=")[1])
-        wait_port(socks)
-        with socks5_connect(socks, "127.0.0.1", port) as sock:
-            sock.sendall(b"through ssm")
-            assert recv_exact(sock, 11) == b"THROUGH SSM"
+    remote_ssh_flow(lambda options: alice_aws.ssh_argv(f"alice+{resource}", "bash", options=options))
 
 
 @pytest.mark.parametrize("resource", ["app-prod", "api"])

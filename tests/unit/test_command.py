@@ -3,7 +3,6 @@ from __future__ import annotations
 import shlex
 
 import pytest
-
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import asyncssh
 
 from sshgate import audit
-from sshgate.command import USAGE, CommandError, ListResources, Route, parse_command
+from sshgate.command import USAGE, CommandError, ListResources, Route, SshConfig, parse_command
 from sshgate.config import SshResource
 from sshgate.gateway.binding import (
     BindContext,
@@ -23,7 +23,9 @@ from sshgate.gateway.binding import (
     plan_upstream,
     start_recording,
 )
+from sshgate.gateway.directory import list_output, ssh_config_output
 from sshgate.gateway.lockout import FailureTracker
+from sshgate.gateway.notices import Notices
 from sshgate.gateway.refusal import Refusal
 from sshgate.gateway.relay import ChannelRelay, start_task
 from sshgate.gateway.sftp_gate import SftpGate
@@ -74,6 +76,7 @@ class GatewayConnection(asyncssh.SSHServer):
         self._counted_binding = False
         self.started = time.monotonic()
         self.channels: set[ChannelRelay] = set()
+        self.notices = Notices()
         self._last_bytes = 0
         self.last_activity = self.started
 
@@ -290,9 +293,9 @@ class GatewayConnection(asyncssh.SSHServer):
                 )
             self.state.bound_per_identity[self.identity.name] += 1
             self._counted_binding = True
-            resource = find_resource(self.ctx.config, route.resource)
+            resource = find_resource(self.ctx, route.resource)
             native = choose_native(resource, self.identity, route.native_user)
-            plan = await plan_upstream(self.ctx, resource, native, self.identity, route)
+            plan = await plan_upstream(self.ctx, resource, native, self.identity, route, self._progress)
             decision, session_doc = await decide_session(
                 self.ctx, self.identity, resource, native, self._facts(), request, plan.policy_context
             )
@@ -357,12 +360,16 @@ class GatewayConnection(asyncssh.SSHServer):
             self.log.warning(
                 "session.refused", resource=route.resource, reason=exc.reason, event_kind=exc.event
             )
-            known = self.ctx.config.resource(route.resource)
+            known = self.ctx.resource(route.resource)
             outcome = "blocked" if exc.event == "policy.block" else "refused"
             self.state.metrics.session_refused(
                 route.resource if known else "", known.type if known else "", outcome
             )
             raise
+
+    def _progress(self, text: str) -> None:
+        self.log.info("session.progress", message=text)
+        self.notices.send(text)
 
     def count_bytes(self, channel: ChannelRelay) -> None:
         self.state.metrics.transferred("to_upstream", channel.bytes_in)
@@ -419,21 +426,16 @@ class GatewayConnection(asyncssh.SSHServer):
         if not decision.allowed:
             raise Refusal(decision.client_text(), reason=decision.reason, event="request.blocked")
 
-    async def list_resources(self) -> str:
-        """``formal list``: resources with an assigned native user that policy does not block."""
-        assert self.identity is not None
-        lines = []
-        for resource in self.ctx.config.resources:
-            try:
-                native = choose_native(resource, self.identity, None)
-            except Refusal:
-                continue
-            decision, _ = await decide_session(
-                self.ctx, self.identity, resource, native, self._facts(), RequestFacts("shell")
-            )
-            if decision.allowed:
-                lines.append(f"{resource.name}\t{resource.type}\t{native.user.username}\n")
-        return "".join(lines)
+    async def directory(self, command: ListResources | SshConfig) -> str:
+        """``formal list`` / ``formal ssh-config``: what this identity may use, nothing bound."""
+        assert self.identity is not None and self.login is not None and self.conn is not None
+        if isinstance(command, ListResources):
+            return await list_output(self.ctx, self.identity, self.login, self._facts(), command)
+        host, port = self.conn.get_extra_info("sockname")[:2]
+        key = self.conn.get_server_host_key()
+        return await ssh_config_output(
+            self.ctx, self.identity, self.login, self._facts(), command, (host, port), key
+        )
 
     # Channels
 
@@ -528,6 +530,7 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         if self._task is not None and not self._task.done():
             self._task.cancel()
         self.owner.channels.discard(self)
+        self.owner.notices.detach(self)
         self.owner.count_bytes(self)
         self.client_gone()
         self.owner.log.info(
@@ -537,6 +540,11 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
             bytes_out=self.bytes_out,
             exit_status=self._exit_status,
         )
+
+    def _notice(self, line: str) -> None:
+        if self._chan is not None and not self._closed:
+            end = "\r\n" if self._term is not None else "\n"
+            self._chan.write_stderr(f"{line}{end}".encode())
 
     def _refuse(self, message: str, exit_status: int) -> None:
         chan = self._chan
@@ -560,9 +568,10 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         except CommandError as exc:
             self._refuse(str(exc), 2)
             return
-        if isinstance(parsed, ListResources):
+        if isinstance(parsed, ListResources | SshConfig):
             assert self._chan is not None
-            self._chan.write((await owner.list_resources()).encode())
+            self._chan.write((await owner.directory(parsed)).encode())
+            owner.log.info("directory.listed", command=self._command)
             self._chan.exit(0)
             self._closed = True
             return
@@ -571,6 +580,7 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         except Refusal as exc:
             self._refuse(str(exc), exc.exit_status)
             return
+        owner.notices.attach(self, self._notice)
         command = route.command if parsed is not None else self._command
         kind: Literal["shell", "exec", "subsystem"] = "exec" if command is not None else "shell"
         if self._subsystem is not None:

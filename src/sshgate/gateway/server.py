@@ -12,6 +12,7 @@ from pathlib import Path
 import asyncssh
 
 from sshgate import asyncssh_tuning, audit
+from sshgate.aws.discovery import Discoverer
 from sshgate.config import Config, ConfigError, load_config
 from sshgate.gateway.binding import AwsAccess, BindContext
 from sshgate.gateway.connection import GatewayConnection, GatewayState
@@ -37,6 +38,7 @@ class Gateway:
         self.recorder: Recorder = NullRecorder()
         self._initial = config
         self.ctx: BindContext | None = None
+        self.discovery = Discoverer(config)
         limits = config.limits
         self.metrics = Metrics()
         self.state = GatewayState(
@@ -68,11 +70,12 @@ class Gateway:
             self.log.warning("recording.interrupted", sessions=interrupted)
         # The embedded Rego engine is bound to the thread that compiles it: the event loop's.
         self.policy = ReloadableDecisionPoint(config.policies)
-        self.ctx = BindContext(config, self.policy, self.recorder, AwsAccess(config.aws))
+        self.ctx = self._bind_context(config)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(watch_policies(self.policy, self._stopped)),
             loop.create_task(self._housekeeping()),
+            loop.create_task(self.discovery.run(self._stopped)),
         ]
         keys = load_or_create_host_keys(config.host_key_paths)
         self._server = await asyncssh.create_server(
@@ -139,12 +142,18 @@ class Gateway:
         if recorder is not self.recorder:
             self._tasks.append(asyncio.get_running_loop().create_task(self.recorder.retire(self._stopped)))
             self.recorder = recorder
-        self.ctx = BindContext(config, self.policy, self.recorder, AwsAccess(config.aws))
+        self.discovery.configure(config)
+        self.ctx = self._bind_context(config)
         limits = config.limits
         self.state.tracker.limit = limits.auth_failures_before_lockout
         self.state.tracker.lockout_s = limits.lockout_s
         self.log.info("config.reload", result="ok", resources=len(config.resources))
         return True
+
+    def _bind_context(self, config: Config) -> BindContext:
+        return BindContext(
+            config, self.policy, self.recorder, AwsAccess(config.aws), lambda: self.discovery.resources
+        )
 
     async def _housekeeping(self) -> None:
         """Enforce the idle timeout and the maximum session length, checking a few times per limit."""
