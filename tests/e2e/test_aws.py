@@ -22,7 +22,7 @@ import pytest
 
 from tests.conftest import Keys, Upstream, base_config
 from tests.e2e.test_forward import ssh_background
-from tests.support.emulator import REGION, aws_client, emulator_process
+from tests.support.emulator import REGION, aws_client, create_command_document, emulator_process
 from tests.support.gateway import Client, GatewayProcess
 from tests.support.net import free_port, wait_port
 from tests.support.sshd import keygen
@@ -85,14 +85,7 @@ class AwsWorld:
 def world() -> Iterator[AwsWorld]:
     with emulator_process() as url:
         ec2, ecs = aws_client(url, "ec2"), aws_client(url, "ecs")
-        aws_client(url, "ssm").create_document(
-            Name="SSHGate-NonInteractiveCommands",
-            DocumentType="Session",
-            DocumentFormat="JSON",
-            Content=(
-                Path(__file__).parents[2] / "deploy/ssm/SSHGate-NonInteractiveCommands.json"
-            ).read_text(),
-        )
+        create_command_document(url)
         tags = [
             {
                 "ResourceType": "instance",

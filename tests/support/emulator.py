@@ -46,3 +46,14 @@ def aws_client(url: str, service: str) -> Any:
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
     )
+
+
+def create_command_document(url: str) -> None:
+    """The Session document EC2 commands without a terminal run through (deploy/ssm/)."""
+    name = "SSHGate-NonInteractiveCommands"
+    aws_client(url, "ssm").create_document(
+        Name=name,
+        DocumentType="Session",
+        DocumentFormat="JSON",
+        Content=(Path(__file__).parents[2] / "deploy" / "ssm" / f"{name}.json").read_text(),
+    )
