@@ -78,7 +78,16 @@ def test_hosts_are_the_usable_resources_with_the_gateway_key_pinned(
 ) -> None:
     hosts = re.findall(r"^Host (\S+)$", generated.text, re.M)
     # ops-only: no native user for alice; web-insecure: blocked by the policy.
-    usable = ["web-1", "web-cert", "web-pinned", "web-hostca", "web-agent", "bad-password", "wrong-key", "down"]
+    usable = [
+        "web-1",
+        "web-cert",
+        "web-pinned",
+        "web-hostca",
+        "web-agent",
+        "bad-password",
+        "wrong-key",
+        "down",
+    ]
     assert hosts == ["sshgate-*", *(f"sshgate-{name}" for name in usable)]
     assert re.findall(r"^  User (\S+)$", generated.text, re.M) == [f"alice+{name}" for name in usable]
     assert f"  HostName 127.0.0.1\n  Port {gw.port}\n" in generated.text
