@@ -5,39 +5,22 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 
 import pytest
 
 from tests.support.gateway import Client
 from tests.support.net import free_port, wait_port
+from tests.support.process import background
 from tests.support.tcp import echo_server, recv_exact, socks5_connect
 from tests.support.vscode import remote_ssh_flow
 
 
-@contextmanager
 def ssh_background(
     client: Client, login: str, options: Sequence[str], *args: str
-) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(
-        client.ssh_argv(login, *args, options=options),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            if stream:
-                stream.close()
+) -> AbstractContextManager[subprocess.Popen[bytes]]:
+    return background(client.ssh_argv(login, *args, options=options))
 
 
 def _echo_roundtrip(sock_factory, size: int = 256 * 1024) -> None:  # type: ignore[no-untyped-def]

@@ -5,11 +5,11 @@
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 
 from tests.support.net import free_port, wait_port
+from tests.support.process import background
 from tests.support.tcp import recv_exact, socks5_connect
 
 # Stands in for the VS Code server: an upper-casing echo on a free loopback port, in background.
@@ -30,14 +30,8 @@ def remote_ssh_flow(argv: Callable[[Sequence[str]], list[str]], timeout: float =
     """Run the flow; ``argv(options)`` is the ssh command line with ``options`` placed before the
     host and ``bash`` as the command. Fails unless the server answers through the forward."""
     socks = free_port()
-    proc = subprocess.Popen(
-        argv(["-T", "-D", f"127.0.0.1:{socks}"]),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-    try:
+    with background(argv(["-T", "-D", f"127.0.0.1:{socks}"])) as proc:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         proc.stdin.write(BOOTSTRAP)
         proc.stdin.flush()
         deadline = time.monotonic() + timeout
@@ -50,12 +44,3 @@ def remote_ssh_flow(argv: Callable[[Sequence[str]], list[str]], timeout: float =
         with socks5_connect(socks, "127.0.0.1", int(match.group(1))) as sock:
             sock.sendall(b"vscode-server hello")
             assert recv_exact(sock, 19) == b"VSCODE-SERVER HELLO"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            stream.close()
