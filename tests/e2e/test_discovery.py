@@ -213,6 +213,11 @@ def test_sighup_reload_keeps_discovering(emulator: str, alice: Client, gw: Gatew
         run_instance(emulator, "disco-reloaded", sshgate="reloaded")
         now = wait_for(alice, lambda found: "disco-reloaded" in found and "disco-a" not in found)
         assert "disco-web" in now  # ECS (still on) kept going through the reload
+        gw.config["discovery"]["ec2"]["enabled"] = False
+        gw.write_config(gw.config)
+        gw.signal(signal.SIGHUP)
+        now = wait_for(alice, lambda found: "disco-reloaded" not in found)  # switched off: gone
+        assert "disco-web" in now
     finally:
         gw.write_config(original)
         gw.config = original

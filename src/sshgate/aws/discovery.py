@@ -148,16 +148,22 @@ class Discoverer:
         return self.settings.ec2.enabled or ecs_enabled(self.settings, self._environ)
 
     def configure(self, config: Config) -> None:
-        """A (re)loaded configuration: new settings refresh at once; names are re-checked now."""
+        """A (re)loaded configuration: names are re-checked now, switched-off sources vanish now,
+        and changed settings refresh at once (until then each source keeps what it found)."""
         changed = (config.discovery, config.aws) != (self.settings, self._config.aws)
         if config.aws != self._config.aws:
             self._clients = AwsClients(config.aws)
         self._config = config
         if changed:
-            self._found.clear()
-            self._source_skips.clear()
             self._wake.set()
+        self._drop_disabled()
         self._publish()
+
+    def _drop_disabled(self) -> None:
+        for source in list(self._found):
+            on = self.settings.ec2.enabled if source == "ec2" else ecs_enabled(self.settings, self._environ)
+            if not on:
+                self._drop(source)
 
     def _publish(self) -> None:
         found = [r for source in sorted(self._found) for r in self._found[source]]
@@ -173,7 +179,10 @@ class Discoverer:
         while not stopped.is_set():
             self._wake.clear()
             if self.enabled():
-                await self.refresh()
+                try:
+                    await self.refresh()
+                except Exception as exc:  # a bug here must not end discovery for the process
+                    self._log.error("discovery.error", source="all", error=repr(exc))
             waits = [asyncio.ensure_future(e.wait()) for e in (stopped, self._wake)]
             try:
                 interval = self.settings.interval_s
@@ -189,8 +198,6 @@ class Discoverer:
         sources: dict[str, Callable[[], Awaitable[tuple[list[Found], list[Skipped]]]]] = {}
         if self.settings.ec2.enabled:
             sources["ec2"] = self._ec2
-        else:
-            self._drop("ec2")
         if ecs_enabled(self.settings, self._environ):
             try:
                 clusters = await self._clusters()
@@ -201,9 +208,6 @@ class Discoverer:
                 sources[f"ecs:{cluster}"] = functools.partial(self._ecs, cluster)
             for gone in [s for s in self._found if s.startswith("ecs:") and s not in sources]:
                 self._drop(gone)
-        else:
-            for source in [s for s in self._found if s.startswith("ecs:")]:
-                self._drop(source)
         for source, fetch in sources.items():
             try:
                 found, skipped = await fetch()
