@@ -106,7 +106,7 @@ def world() -> Iterator[AwsWorld]:
             reply = ec2.run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1, TagSpecifications=tags)
             return str(reply["Instances"][0]["InstanceId"])
 
-        for name in ("asleep", "sleeper", "guarded"):
+        for name in ("asleep", "sleeper", "guarded", "slowpoke"):
             ec2.stop_instances(InstanceIds=[named(name)])
         fleet = [named("fleet")]
         time.sleep(1.1)  # LaunchTime has second resolution: the second one is the newest
@@ -158,6 +158,13 @@ def aws_gateway(
         {"name": "nameless", "type": "ec2", "instance_name": "no-such-name", "native_users": iam},
         {"name": "sleeper", "type": "ec2", "instance_name": "sleeper", "start_if_stopped": True},
         {"name": "guarded", "type": "ec2", "instance_name": "guarded", "start_if_stopped": True},
+        {
+            "name": "slowpoke",
+            "type": "ec2",
+            "instance_name": "slowpoke",
+            "start_if_stopped": True,
+            "start_timeout_s": 1,  # the emulator takes 1 s to boot and 1 s more for the agent
+        },
         {"name": "fleet", "type": "ec2", "instance_name": "fleet"},
         {"name": "fleet-newest", "type": "ec2", "instance_name": "fleet", "select": "newest"},
         {"name": "fleet-any", "type": "ec2", "instance_name": "fleet", "select": "any"},
@@ -564,6 +571,15 @@ def test_policy_refuses_before_anything_is_started(alice_aws: Client, world: Aws
     assert result.returncode == 1
     time.sleep(1.5)  # a start would show as pending (then running) by now
     assert world.instance_named("guarded")["State"]["Name"] == "stopped"
+
+
+def test_start_gives_up_after_start_timeout_s(alice_aws: Client, world: AwsWorld) -> None:
+    instance = world.instance_named("slowpoke")["InstanceId"]
+    result = alice_aws.ssh("alice+slowpoke", "true")
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"sshgate: starting slowpoke ({instance})\n".encode())
+    last = result.stderr.splitlines()[-1]  # still pending, or its agent not yet online: load decides
+    assert last.startswith(b"sshgate: slowpoke did not become reachable within 1 s ("), result.stderr
 
 
 def _landed_on(alice_aws: Client, world: AwsWorld, resource: str) -> str:
