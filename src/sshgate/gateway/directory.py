@@ -1,9 +1,9 @@
 """``formal list`` and ``formal ssh-config`` (DESIGN §2, §9): the resources an identity may use.
 
 A resource is usable when the identity gets a native user there and the session policy does not
-block it. The policy is asked without AWS facts (no AWS call per listed resource), so a rule on
-``input.ec2`` / ``input.ecs`` still decides at connect time. Listing binds nothing: no upstream,
-no recording, only audit lines.
+block it (``mfa`` lists it: a fresh sign-in opens it). The policy is asked without AWS facts (no
+AWS call per listed resource), so a rule on ``input.ec2`` / ``input.ecs`` still decides at connect
+time. Listing binds nothing: no upstream, no recording, only audit lines.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ async def usable(
         except Refusal:
             continue
         decision, _ = await decide_session(ctx, identity, resource, native, connection, RequestFacts("shell"))
-        if decision.allowed:
+        if decision.allowed or decision.action == "mfa":  # usable after a fresh sign-in
             found.append((resource, native))
     return found
 
