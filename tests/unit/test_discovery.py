@@ -64,6 +64,8 @@ def test_ecs_one_resource_per_active_service() -> None:
     )
     assert dict(api.tags) == {"team": "pay"}
     assert [name for name, _ in skipped] == [f"prod-{'x' * 70}"]
+    (by_arn,), _ = ecs_found("arn:aws:ecs:eu-west-1:1:cluster/prod", services[:1], SETTINGS, "r")
+    assert by_arn.name == "prod-api"
 
 
 def test_configured_names_win_then_the_first_found() -> None:

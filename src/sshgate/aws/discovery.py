@@ -91,7 +91,7 @@ def ecs_found(
         if service.get("status") != "ACTIVE":
             continue
         fields = {
-            "name": f"{cluster}-{service.get('serviceName')}",
+            "name": f"{cluster.rsplit('/', 1)[-1]}-{service.get('serviceName')}",  # a cluster ARN too
             "type": "ecs",
             "cluster": cluster,
             "service": service.get("serviceName"),
