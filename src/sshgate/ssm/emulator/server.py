@@ -204,7 +204,12 @@ class Emulator:
     async def _aws(self, request: web.Request) -> web.StreamResponse:
         target = request.headers.get("X-Amz-Target", "")
         caller = Caller.from_headers(request.headers, self.region)
-        action = target.rsplit(".", 1)[-1] if target else _query_param(await request.read(), "Action")
+        if target:
+            action = target.rsplit(".", 1)[-1]
+        elif request.content_type == "application/x-www-form-urlencoded":  # EC2 and STS: query protocol
+            action = _query_param(await request.read(), "Action")
+        else:
+            action = ""  # S3 and the rest: REST, not subject to faults
         failed = self.api_faults.response(f"{caller.service}:{action}", bool(target), caller.owner)
         if failed is not None:
             return failed
