@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sshgate.aws.discovery import ec2_found, ecs_enabled, ecs_found, visible
-from sshgate.config import Discovery, Ec2Resource, EcsResource
+from sshgate.aws.discovery import Discoverer, Found, Skipped, ec2_found, ecs_enabled, ecs_found, visible
+from sshgate.config import Config, Discovery, Ec2Resource, EcsResource, parse_config
 
 SETTINGS = Discovery.model_validate(
     {
@@ -83,3 +83,25 @@ def test_ecs_switch() -> None:
     assert ecs_enabled(off, {"ENABLE_ECS_AUTO_DISCOVERY": "TRUE "})
     assert not ecs_enabled(off, {"ENABLE_ECS_AUTO_DISCOVERY": "false"})
     assert ecs_enabled(Discovery.model_validate({"ecs": {"enabled": True}}), {})
+
+
+async def test_a_reload_during_a_round_that_switches_ec2_off_wins() -> None:
+    """The round started with EC2 on; its answer must not bring the resources back."""
+    on = parse_config("discovery: {ec2: {enabled: true, region: r}}")
+    off = parse_config("discovery: {ec2: {enabled: false, region: r}}")
+
+    class Reloaded(Discoverer):
+        reload: Config | None = off
+
+        async def _ec2(self) -> tuple[list[Found], list[Skipped]]:
+            if self.reload is not None:  # SIGHUP arrives while AWS answers
+                self.configure(self.reload)
+                self.reload = None
+            return ec2_found([instance("i-1", "web")], SETTINGS, "r")
+
+    discoverer = Reloaded(on, environ={})
+    await discoverer.refresh()
+    assert discoverer.resources == ()
+    discoverer.configure(on)
+    await discoverer.refresh()  # a round with EC2 on again finds it
+    assert [r.name for r in discoverer.resources] == ["web"]

@@ -217,6 +217,7 @@ class Discoverer:
             if [r.name for r in found] != [r.name for r in self._found.get(source, [])]:
                 self._log.info("discovery.updated", source=source, resources=[r.name for r in found])
             self._found[source], self._source_skips[source] = found, skipped
+        self._drop_disabled()  # a reload during this round may have switched a source off
         self._publish()
 
     def _drop(self, source: str) -> None:
