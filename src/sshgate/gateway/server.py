@@ -70,8 +70,7 @@ class Gateway:
         interrupted = await self.recorder.start()
         if interrupted:
             self.log.warning("recording.interrupted", sessions=interrupted)
-        # The embedded Rego engine is bound to the thread that compiles it: the event loop's.
-        self.policy = ReloadableDecisionPoint(config.policies)
+        self.policy = await ReloadableDecisionPoint.open(config.policies)
         self.ctx = self._bind_context(config)
         loop = asyncio.get_running_loop()
         self._tasks = [
