@@ -71,9 +71,7 @@ def ensure_account(name: str, password: str) -> None:
     if subprocess.run(["id", name], capture_output=True).returncode != 0:
         made = subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], capture_output=True)
         if made.returncode != 0 and subprocess.run(["id", name], capture_output=True).returncode != 0:
-            raise RuntimeError(
-                f"useradd {name}: {made.stderr.decode(errors='replace')}"
-            )  # not a concurrent run's
+            raise RuntimeError(f"useradd {name}: {made.stderr.decode(errors='replace')}")  # not a concurrent run's
     subprocess.run(["chpasswd"], input=f"{name}:{password}\n", text=True, check=True)
 
 
