@@ -16,9 +16,10 @@ REGION = "us-east-1"
 
 
 @contextmanager
-def emulator_process() -> Iterator[str]:
-    """Start it on a free port; yields ``http://127.0.0.1:PORT`` once it printed its ready line."""
-    exe = Path(sys.executable).with_name("sshgate-aws-emulator")
+def emulator_process(exe: Path | None = None) -> Iterator[str]:
+    """Start it (this environment's, or ``exe``) on a free port; yields ``http://127.0.0.1:PORT`` once
+    it printed its ready line."""
+    exe = exe or Path(sys.executable).with_name("sshgate-aws-emulator")
     proc = subprocess.Popen([str(exe), "--port", "0"], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
