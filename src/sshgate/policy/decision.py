@@ -12,7 +12,7 @@ Stage = Literal["session", "request"]
 class Decision:
     """``message`` may be shown to the client; ``reason`` goes only to the audit log."""
 
-    action: Literal["allow", "block"]
+    action: Literal["allow", "block", "mfa"]
     stage: Stage
     message: str | None = None
     reason: str = ""
@@ -20,6 +20,7 @@ class Decision:
 
     @property
     def allowed(self) -> bool:
+        """``mfa`` is not allowed yet: the gateway first asks for a fresh sign-in (docs/oidc.md)."""
         return self.action == "allow"
 
     def client_text(self) -> str:
