@@ -12,12 +12,34 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+import asyncssh
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sshgate.login import NAME_PATTERN
 
 Name = Annotated[str, Field(pattern=f"^{NAME_PATTERN}$")]
+
+
+def _public_key_line(value: str) -> str:
+    """One OpenSSH public key line (``TYPE BASE64 [comment]``), as logins compare them."""
+    try:
+        asyncssh.import_public_key(value)
+    except (asyncssh.KeyImportError, ValueError) as exc:
+        raise ValueError(f"not an SSH public key ('TYPE BASE64 [comment]'): {exc}") from None
+    return value
+
+
+# A key line checked at load: a bad one is a config error naming its line, not a key that never matches.
+PublicKeyLine = Annotated[str, AfterValidator(_public_key_line)]
 
 
 class ConfigError(Exception):
@@ -37,7 +59,7 @@ class UserConfig(_Model):
     email: str
     login: Name | None = None
     groups: list[str] = []
-    authorized_keys: list[str] = []
+    authorized_keys: list[PublicKeyLine] = []
     tokens: list[str] = Field(default=[], repr=False)
 
     @field_validator("email")
@@ -51,7 +73,7 @@ class UserConfig(_Model):
 class MachineConfig(_Model):
     name: Name
     groups: list[str] = []
-    authorized_keys: list[str] = []
+    authorized_keys: list[PublicKeyLine] = []
     tokens: list[str] = Field(default=[], repr=False)
 
 
@@ -120,7 +142,7 @@ def issuer_allowed(url: str) -> bool:
 class Identities(_Model):
     users: list[UserConfig] = []
     machines: list[MachineConfig] = []
-    user_ca_keys: list[str] = []
+    user_ca_keys: list[PublicKeyLine] = []
     oidc: OidcConfig | None = None
 
     @model_validator(mode="after")
