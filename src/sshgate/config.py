@@ -1,4 +1,4 @@
-"""The configuration file of DESIGN.md §3: pydantic models plus a loader that names lines.
+"""The configuration file of docs/configuration.md: pydantic models plus a loader that names lines.
 
 Everything is validated at load so a bad file is refused as a whole (at start-up or on
 SIGHUP) instead of failing half-way through a user's session.
@@ -372,10 +372,10 @@ def _require_unique(values: Iterator[str] | Any, what: str) -> None:
 
 
 def _check_assignments(resource: SshResource | Ec2Resource | EcsResource, user: UserConfig) -> None:
-    """DESIGN §5: a direct assignment excludes a *different* group one, and groups must agree.
+    """A direct assignment excludes a *different* group one, and groups must agree.
 
-    The same native user reached both directly and through a group (as in DESIGN §3's own
-    example) is not ambiguous, so it is allowed.
+    The same native user reached both directly and through a group (as in the product
+    spec's own example) is not ambiguous, so it is allowed.
     """
     direct = [n.username for n in resource.native_users if user.email in n.users]
     via_groups = {n.username for n in resource.native_users if set(n.groups) & set(user.groups)}

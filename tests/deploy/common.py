@@ -12,7 +12,7 @@ from sshgate.metrics import parse_listen
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Variables the gateway reads besides its config file: the AWS SDK's own, and DESIGN §3's switch.
+# Variables the gateway reads besides its config file: the AWS SDK's own, and the ECS discovery switch.
 SDK_ENV = {
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",

@@ -19,7 +19,7 @@ resources:
 
 
 def test_design_example_parses() -> None:
-    """Every section of DESIGN §3 parses, including those later issues implement."""
+    """Every section of the product spec's full example parses, including those later issues implement."""
     text = Path(__file__).with_name("design_example.yaml").read_text()
     config = parse_config(text)
     assert [r.type for r in config.resources] == ["ssh", "ec2", "ecs"]

@@ -1,4 +1,4 @@
-"""Recordings written to a directory (DESIGN §7), optionally shipped to S3 from there.
+"""Recordings written to a directory (docs/recordings.md), optionally shipped to S3 from there.
 
 The relay's calls append raw items to memory; one writer task per recorder flushes every channel
 at least every ``flush_interval`` seconds, on a channel's close, and early when a channel holds
