@@ -12,6 +12,7 @@ import re
 import shlex
 import signal
 import subprocess
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,17 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
     built = build_wheels(REPO, sources, projects, root / "ours")
     assert {w.name.split("-")[0] for w in built} == {"sshgate", "sshgate_aws_emulator"}
     return root / "ours"
+
+
+def test_each_wheel_holds_exactly_its_part_of_src(wheels: Path) -> None:
+    """Every file under src/sshgate is in one wheel (data files too: include-package-data is off)."""
+    src = REPO / "src"
+    files = {p.relative_to(src).as_posix() for p in (src / "sshgate").rglob("*")
+             if p.is_file() and "__pycache__" not in p.parts}  # fmt: skip
+    emulator = {f for f in files if f.startswith("sshgate/ssm/emulator/")}
+    for wheel, expected in (("sshgate-", files - emulator), ("sshgate_aws_emulator-", emulator)):
+        with zipfile.ZipFile(next(wheels.glob(f"{wheel}*.whl"))) as z:
+            assert {n for n in z.namelist() if ".dist-info/" not in n} == expected, wheel
 
 
 def run(bin_dir: Path, *argv: str) -> subprocess.CompletedProcess[str]:
