@@ -260,7 +260,7 @@ class EcsResource(_ResourceBase):
     @property
     def container_names(self) -> tuple[str, ...]:
         """The containers ``--container`` may choose, the default first. Empty: the task's first
-        container only (DESIGN §2 "ECS targets")."""
+        container only (docs/login.md, "ECS targets")."""
         return tuple(self.containers) or ((self.container,) if self.container else ())
 
 
