@@ -66,8 +66,7 @@ class Gateway:
         interrupted = await self.recorder.start()
         if interrupted:
             self.log.warning("recording.interrupted", sessions=interrupted)
-        # The embedded Rego engine is bound to the thread that compiles it: the event loop's.
-        self.policy = ReloadableDecisionPoint(config.policies)
+        self.policy = await ReloadableDecisionPoint.open(config.policies)
         self.ctx = BindContext(config, self.policy, self.recorder, AwsAccess(config.aws))
         loop = asyncio.get_running_loop()
         self._tasks = [

@@ -19,6 +19,11 @@ def unavailable(stage: Stage, reason: str, eval_seconds: float = 0.0) -> Decisio
     return Decision("block", stage, message=UNAVAILABLE, reason=reason, eval_seconds=eval_seconds)
 
 
+def timed_out(stage: Stage, what: str, eval_seconds: float) -> Decision:
+    """The engine's answer did not come by ``policies.timeout_ms``: deny (fail closed)."""
+    return unavailable(stage, f"policy timeout: {what}", eval_seconds)
+
+
 def to_decision(
     stage: Stage, result: Any, default_action: Literal["allow", "block"], eval_seconds: float
 ) -> Decision:
