@@ -1,4 +1,4 @@
-"""The remote command grammar of DESIGN.md §2 (``formal <resource> ...``), parsed without I/O."""
+"""The remote command grammar of docs/login.md (``formal <resource> ...``), parsed without I/O."""
 
 from __future__ import annotations
 

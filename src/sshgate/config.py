@@ -1,4 +1,4 @@
-"""The configuration file of DESIGN.md §3: pydantic models plus a loader that names lines.
+"""The configuration file of docs/configuration.md: pydantic models plus a loader that names lines.
 
 Everything is validated at load so a bad file is refused as a whole (at start-up or on
 SIGHUP) instead of failing half-way through a user's session.
@@ -13,8 +13,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+import asyncssh
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sshgate.login import NAME_PATTERN
 
@@ -25,6 +34,19 @@ RESERVED_RESOURCE_NAMES = frozenset({"list", "ssh-config"})
 _PUBLIC_ADDRESS = re.compile(
     r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9][A-Za-z0-9.-]{0,252}))(?::(?P<port>\d{1,5}))?"
 )
+
+
+def _public_key_line(value: str) -> str:
+    """One OpenSSH public key line (``TYPE BASE64 [comment]``), as logins compare them."""
+    try:
+        asyncssh.import_public_key(value)
+    except (asyncssh.KeyImportError, ValueError) as exc:
+        raise ValueError(f"not an SSH public key ('TYPE BASE64 [comment]'): {exc}") from None
+    return value
+
+
+# A key line checked at load: a bad one is a config error naming its line, not a key that never matches.
+PublicKeyLine = Annotated[str, AfterValidator(_public_key_line)]
 
 
 class ConfigError(Exception):
@@ -44,7 +66,7 @@ class UserConfig(_Model):
     email: str
     login: Name | None = None
     groups: list[str] = []
-    authorized_keys: list[str] = []
+    authorized_keys: list[PublicKeyLine] = []
     tokens: list[str] = Field(default=[], repr=False)
 
     @field_validator("email")
@@ -58,7 +80,7 @@ class UserConfig(_Model):
 class MachineConfig(_Model):
     name: Name
     groups: list[str] = []
-    authorized_keys: list[str] = []
+    authorized_keys: list[PublicKeyLine] = []
     tokens: list[str] = Field(default=[], repr=False)
 
 
@@ -127,7 +149,7 @@ def issuer_allowed(url: str) -> bool:
 class Identities(_Model):
     users: list[UserConfig] = []
     machines: list[MachineConfig] = []
-    user_ca_keys: list[str] = []
+    user_ca_keys: list[PublicKeyLine] = []
     oidc: OidcConfig | None = None
 
     @model_validator(mode="after")
@@ -257,7 +279,7 @@ class EcsResource(_ResourceBase):
     @property
     def container_names(self) -> tuple[str, ...]:
         """The containers ``--container`` may choose, the default first. Empty: the task's first
-        container only (DESIGN §2 "ECS targets")."""
+        container only (docs/login.md, "ECS targets")."""
         return tuple(self.containers) or ((self.container,) if self.container else ())
 
 
@@ -420,10 +442,10 @@ def _require_unique(values: Iterator[str] | Any, what: str) -> None:
 
 
 def _check_assignments(where: str, native_users: list[NativeUser], user: UserConfig) -> None:
-    """DESIGN §5: a direct assignment excludes a *different* group one, and groups must agree.
+    """A direct assignment excludes a *different* group one, and groups must agree.
 
-    The same native user reached both directly and through a group (as in DESIGN §3's own
-    example) is not ambiguous, so it is allowed.
+    The same native user reached both directly and through a group (as in the product
+    spec's own example) is not ambiguous, so it is allowed.
     """
     direct = [n.username for n in native_users if user.email in n.users]
     via_groups = {n.username for n in native_users if set(n.groups) & set(user.groups)}

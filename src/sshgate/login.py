@@ -1,4 +1,4 @@
-"""The login grammar of DESIGN.md §1, parsed without I/O.
+"""The login grammar of docs/login.md, parsed without I/O.
 
 OpenSSH splits ``user@host`` at the last ``@``, so the whole login (identity, native user and
 resource) reaches the gateway as the SSH user name. Parsing happens before authentication, so

@@ -1,4 +1,4 @@
-"""Which account the gateway logs in as upstream (DESIGN §5), decided without I/O."""
+"""Which account the gateway logs in as upstream (docs/configuration.md), decided without I/O."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """ECS targets as an attacker tries them: ``--task`` and ``--container`` reach only what the resource
-allows (DESIGN §2 "ECS targets"), and the policy input describes the task actually reached.
+allows (docs/login.md, "ECS targets"), and the policy input describes the task actually reached.
 
 Real ssh -> sshgate -> sshgate-aws-emulator (moto behind it). The cluster holds tasks of the
 resource's service, of another service, a standalone task, a stopped task of the service, and a

@@ -1,4 +1,4 @@
-"""The wire format, byte for byte, against vectors written by hand from ssm-protocol.md §4 and §8.3."""
+"""The wire format, byte for byte, against vectors written by hand from docs/ssm-protocol.md §4 and §8.3."""
 
 from __future__ import annotations
 

@@ -19,10 +19,13 @@ REGION = "us-east-1"
 
 
 @contextmanager
-def emulator_process(*args: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """Start it on a free port; yields ``http://127.0.0.1:PORT`` once it printed its ready line.
-    ``env`` adds to the environment its shells (the "instances" and "containers") inherit."""
-    exe = Path(sys.executable).with_name("sshgate-aws-emulator")
+def emulator_process(
+    *args: str, env: dict[str, str] | None = None, exe: Path | None = None
+) -> Iterator[str]:
+    """Start it (this environment's, or ``exe``) on a free port; yields ``http://127.0.0.1:PORT`` once
+    it printed its ready line. ``env`` adds to the environment its shells (the "instances" and
+    "containers") inherit."""
+    exe = exe or Path(sys.executable).with_name("sshgate-aws-emulator")
     proc = subprocess.Popen(
         [str(exe), "--port", "0", *args],
         stdout=subprocess.PIPE,

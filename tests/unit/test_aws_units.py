@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from sshgate.aws.clients import call
 from sshgate.aws.credentials import session_name
-from sshgate.aws.errors import AwsError, explain
+from sshgate.aws.errors import THROTTLE_CODES, AwsError, explain, is_throttle
 from sshgate.aws.targets import select_instance
 from sshgate.upstream.ssm_relay import ExitMarker
 
@@ -64,6 +64,19 @@ async def test_call_retries_throttling_then_succeeds() -> None:
 
     assert await call("starting", flaky, Target="i-1") == "ok i-1"
     assert len(attempts) == 3
+
+
+@pytest.mark.parametrize("code", sorted(THROTTLE_CODES))
+def test_throttling_is_told_by_the_error_code(code: str) -> None:
+    assert is_throttle(explain(_client_error(code, "Rate exceeded"), "starting"))
+
+
+def test_a_message_that_says_throttling_is_not_a_throttle() -> None:
+    # A cluster named "throttling" is not a reason to retry; its error text carries the name.
+    error = explain(_client_error("ClusterNotFoundException", "Cluster throttling not found"), "starting")
+    assert "throttling" in str(error)
+    assert not is_throttle(error)
+    assert not is_throttle(AwsError("AWS is throttling requests while starting; try again shortly"))
 
 
 async def test_call_does_not_retry_access_denied() -> None:

@@ -20,7 +20,7 @@ resources:
 
 
 def test_design_example_parses() -> None:
-    """Every section of DESIGN §3 parses, including those later issues implement."""
+    """Every section of the product spec's full example parses, including those later issues implement."""
     text = Path(__file__).with_name("design_example.yaml").read_text()
     config = parse_config(text)
     assert [r.type for r in config.resources] == ["ssh", "ec2", "ecs"]
@@ -64,6 +64,38 @@ def test_unknown_key_names_key_and_line() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(text, "gw.yaml")
     assert "gw.yaml:9: resources.0.colour: unknown key" in str(info.value)
+
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK0wmN/Cr3JXqmLW7u+g9pTh+wyqDHpSQEIQczXkVx9q"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "ssh-ed25519 AAAAbroken alice@laptop",
+        f'from="10.0.0.0/8" {KEY}',  # authorized_keys options: a login compares bare keys only
+        "alice@laptop",
+        "",
+    ],
+)
+def test_bad_key_lines_are_refused_at_load_naming_key_and_line(bad: str) -> None:
+    text = f"""identities:
+  users:
+    - email: alice@corp.com
+      authorized_keys:
+        - "{KEY} alice@laptop"
+        - '{bad}'
+  machines:
+    - name: ci-bot
+      authorized_keys: ["{KEY}"]
+  user_ca_keys: ['{bad}']
+"""
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "gw.yaml")
+    lines = str(err.value).splitlines()
+    assert lines[0].startswith("gw.yaml:6: identities.users.0.authorized_keys.1: ")
+    assert lines[1].startswith("gw.yaml:10: identities.user_ca_keys.0: ")
+    assert all("not an SSH public key" in line for line in lines) and len(lines) == 2
 
 
 def test_unknown_top_level_key() -> None:

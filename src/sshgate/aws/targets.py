@@ -126,8 +126,8 @@ class TargetLookup:
     async def ecs(
         self, resource: EcsResource, credentials: Credentials | None, task: str | None, container: str | None
     ) -> EcsTarget:
-        """The task and container a session reaches: only what the resource allows (DESIGN §2 "ECS
-        targets"), described by the task found, never by the config's guess."""
+        """The task and container a session reaches: only what the resource allows (docs/login.md,
+        "ECS targets"), described by the task found, never by the config's guess."""
         client = self._clients.client("ecs", resource.region, credentials)
         if task is not None and task_id(task) is None:
             raise AwsError(f"--task {task!r} is not an ECS task id or ARN")

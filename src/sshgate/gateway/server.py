@@ -28,8 +28,6 @@ from sshgate.recording.build import build_recorder
 from sshgate.recording.recorder import NullRecorder, Recorder, RecordingError
 from sshgate.upstream.ssh import ENCRYPTION_ALGS
 
-asyncssh_tuning.apply()
-
 
 class Gateway:
     """Serves SSH on ``config.listen``; each new connection sees the configuration of its moment."""
@@ -265,6 +263,7 @@ async def serve(config_path: str) -> int:
         return await Supervisor(config, config_path).run()
     if WORKER_ENV in os.environ:
         use_multiprocess_dir(Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
+    asyncssh_tuning.apply()
     gateway = Gateway(config, config_path)
     await gateway.serve_forever()
     return 0

@@ -1,4 +1,4 @@
-"""Recordings written to a directory (DESIGN §7, docs/recordings.md), optionally shipped to S3.
+"""Recordings written to a directory (docs/recordings.md), optionally shipped to S3.
 
 The relay's calls append references to the bytes to memory (channels.py). The recorder's flush
 task visits the channels that have something, at least every ``flush_interval`` seconds, on a

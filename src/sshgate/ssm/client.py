@@ -8,7 +8,8 @@ a session object matching the session type the agent announced:
 
 ``ShellSession`` (Standard_Stream, InteractiveCommands, ECS exec)
     ``await read() -> bytes`` (b"" once the session ended; also ``async for chunk in session``),
-    ``await write(data)``, ``await resize(cols, rows)``. Shells carry no exit status (§8.1).
+    ``await write(data)``, ``await resize(cols, rows)``. Shells carry no exit status
+    (docs/ssm-protocol.md §8.1).
 ``CommandSession`` (NonInteractiveCommands)
     ``await read() -> Output | None`` where ``Output.stream`` is ``"stdout"`` or ``"stderr"``,
     ``exit_code`` / ``await wait_exit()`` (sent only with ``separateOutputStream``),

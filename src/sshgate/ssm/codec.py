@@ -1,7 +1,7 @@
 """Sans-IO codec for the Session Manager data-channel message ("ClientMessage" / "AgentMessage").
 
 Pure functions and value types only, so the wire format can be tested byte for byte without a
-socket. Layout (ssm-protocol.md §4): a 120-byte big-endian header (HeaderLength always 116,
+socket. Layout (docs/ssm-protocol.md §4): a 120-byte big-endian header (HeaderLength always 116,
 space-padded MessageType, swapped UUID halves, SHA-256 payload digest) followed by the payload,
 which readers locate at ``HeaderLength + 4`` exactly as AWS's parser does.
 

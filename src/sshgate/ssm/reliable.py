@@ -1,4 +1,4 @@
-"""The data channel's reliability layer (ssm-protocol.md §6), shared by the client and the emulator's agent.
+"""The data channel's reliability layer (docs/ssm-protocol.md §6), shared by client and emulator agent.
 
 Sans-IO parts: ``RttEstimator`` (the RTO rules of §6.4), ``OutgoingBuffer`` (unacked messages,
 oldest-first retransmission) and ``IncomingBuffer`` (out-of-order messages). ``DataChannel`` wires

@@ -5,7 +5,9 @@ long after that its SSM agent comes online (1 s each by default).
 
 Prints ``ready http://HOST:PORT`` on stdout once it listens (docker-compose and outside tools wait
 for that line) and stops cleanly on SIGTERM or SIGINT. Flags and output are a stable interface.
-Runs on uvloop when it is installed: the data channel is CPU-bound per message.
+Runs on uvloop when it is installed: the data channel is CPU-bound per message. Installed by the
+``sshgate-aws-emulator`` distribution (``emulator/`` in the repository), which brings moto; the
+gateway's own distribution leaves this package out.
 """
 
 from __future__ import annotations
