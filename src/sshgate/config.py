@@ -28,7 +28,7 @@ from pydantic import (
 from sshgate.login import NAME_PATTERN
 
 Name = Annotated[str, Field(pattern=f"^{NAME_PATTERN}$")]
-# Words of the remote command (DESIGN §1): `formal list` must never mean a resource.
+# Words of the remote command (docs/login.md): `formal list` must never mean a resource.
 RESERVED_RESOURCE_NAMES = frozenset({"list", "ssh-config"})
 # `host`, `host:port` or `[v6]:port`: it is printed into users' ssh_config, so nothing else.
 _PUBLIC_ADDRESS = re.compile(
@@ -231,7 +231,7 @@ class SshSettings(_Model):
 
 class SshResource(_ResourceBase):
     type: Literal["ssh"]
-    native_users: list[NativeUser]  # required: an sshd has no ambient identity (DESIGN §5)
+    native_users: list[NativeUser]  # required: an sshd has no ambient identity
     hostname: str
     port: int = Field(22, ge=1, le=65535)
     host_key_policy: HostKeyPolicy

@@ -957,7 +957,7 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
             kind, command = "subsystem", None
         elif command is not None and is_sftp_server(command):
             subsystem = "sftp"  # sftp over an exec channel: gated and recorded as the subsystem
-        # What policies and the recording see: ``--shell CMD`` is a command too (DESIGN §2).
+        # What policies and the recording see: ``--shell CMD`` is a command too (docs/login.md).
         shown = route.shell if kind == "shell" else command
         asked: Literal["shell", "exec", "subsystem"] = "subsystem" if subsystem else kind
         facts = RequestFacts(asked, shown, subsystem, self._term is not None)
