@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from sshgate import audit
 from sshgate.config import ConfigError, config_path_from_env, load_config
+from sshgate.oidc.cli import add_keys_commands
 from sshgate.policy.cli import add_policy_commands
 from sshgate.recording.cli import add_recording_commands
 from sshgate.recording.recorder import RecordingError
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("check-config", cmd_check_config, "validate the configuration and exit")
     token = sub.add_parser("token", help="access tokens").add_subparsers(dest="token_command", required=True)
     token.add_parser("new", help="print a fresh token and its hash").set_defaults(func=cmd_token_new)
+    add_keys_commands(sub)
     add_policy_commands(sub)
     add_recording_commands(sub)
     return parser

@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -54,10 +55,73 @@ class MachineConfig(_Model):
     tokens: list[str] = Field(default=[], repr=False)
 
 
+RESERVED_PROVIDER_NAMES = frozenset({"formal", "human", "machine"})
+
+
+class MfaSettings(_Model):
+    """What a policy's ``mfa`` action asks of the provider (docs/oidc.md)."""
+
+    max_age_s: int = Field(300, ge=1)
+    acr_values: str = ""
+
+
+class OidcConfig(_Model):
+    """``identities.oidc``: single sign-on with the device authorization grant (docs/oidc.md)."""
+
+    name: Name
+    issuer: str
+    client_id: str = Field(min_length=1)
+    client_secret: str | None = Field(None, repr=False)
+    scopes: list[str] = ["openid", "email", "profile", "groups"]
+    email_claim: str = "email"
+    groups_claim: str = "groups"
+    allowed_domains: list[str] = []
+    key_ttl_s: int = Field(43200, ge=1)
+    sign_in_timeout_s: int = Field(300, ge=5)
+    mfa: MfaSettings = Field(default_factory=MfaSettings)
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value.lower() in RESERVED_PROVIDER_NAMES:
+            raise ValueError(f"{value!r} is reserved; name the provider after the company's IdP")
+        return value
+
+    @field_validator("issuer")
+    @classmethod
+    def _https_issuer(cls, value: str) -> str:
+        if not issuer_allowed(value):
+            raise ValueError("the issuer must be an https:// URL (http:// only for 127.0.0.1 or localhost)")
+        return value.rstrip("/")
+
+    @field_validator("allowed_domains")
+    @classmethod
+    def _lower_domains(cls, value: list[str]) -> list[str]:
+        return [v.lower() for v in value]
+
+    @field_validator("scopes")
+    @classmethod
+    def _openid_scope(cls, value: list[str]) -> list[str]:
+        if "openid" not in value:
+            raise ValueError("scopes must include openid")
+        return value
+
+
+def issuer_allowed(url: str) -> bool:
+    """https anywhere; plain http only to this machine, where nobody can read the wire."""
+    parts = urlsplit(url)
+    if not parts.hostname or parts.query or parts.fragment:
+        return False
+    if parts.scheme == "https":
+        return True
+    return parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")
+
+
 class Identities(_Model):
     users: list[UserConfig] = []
     machines: list[MachineConfig] = []
     user_ca_keys: list[str] = []
+    oidc: OidcConfig | None = None
 
     @model_validator(mode="after")
     def _unique(self) -> Identities:

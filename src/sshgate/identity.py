@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Literal
 
 from sshgate.config import Config, MachineConfig, UserConfig
@@ -19,6 +20,7 @@ class Identity:
     login: str | None
     groups: tuple[str, ...] = ()
     known: bool = True
+    signed_in_at: float | None = None  # when the provider vouched for a single-sign-on identity
 
     @property
     def email(self) -> str | None:
@@ -32,7 +34,13 @@ class Identity:
             "groups": list(self.groups),
         }
         doc["email" if self.type == "human" else "name"] = self.name
+        if self.signed_in_at is not None:
+            doc["signed_in_at"] = rfc3339(self.signed_in_at)
         return doc
+
+
+def rfc3339(seconds: float) -> str:
+    return datetime.fromtimestamp(int(seconds), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True, slots=True)

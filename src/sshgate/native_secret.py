@@ -42,7 +42,7 @@ class AssumeRole:
 NativeCredential = Password | PrivateKey | AmbientIam | AssumeRole
 
 
-def _read_indirect(secret: str) -> tuple[str, str]:
+def read_indirect(secret: str) -> tuple[str, str]:
     """Follow ``ENV:NAME`` / ``FILE:/path``; return the text and a description of where it came from."""
     if secret.startswith("ENV:"):
         name = secret[4:]
@@ -73,7 +73,7 @@ def parse_secret(secret: str) -> NativeCredential:
         return AmbientIam()
     if secret.startswith(ROLE_ARN_PREFIX):
         return AssumeRole(secret)
-    text, where = _read_indirect(secret)
+    text, where = read_indirect(secret)
     stripped = text.strip()
     if stripped == "iam":
         return AmbientIam()

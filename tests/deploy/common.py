@@ -31,12 +31,10 @@ def console_scripts() -> set[str]:
 
 def secret_env_refs(config: Config) -> set[str]:
     """Names the config reads with ``ENV:NAME`` secrets: the deployment must set each one."""
-    return {
-        n.secret.removeprefix("ENV:")
-        for r in config.resources
-        for n in r.native_users
-        if n.secret.startswith("ENV:")
-    }
+    secrets = [n.secret for r in config.resources for n in r.native_users]
+    if config.identities.oidc is not None and config.identities.oidc.client_secret:
+        secrets.append(config.identities.oidc.client_secret)
+    return {secret.removeprefix("ENV:") for secret in secrets if secret.startswith("ENV:")}
 
 
 def gateway_env_allowed(config: Config) -> set[str]:

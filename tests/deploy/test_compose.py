@@ -21,6 +21,8 @@ def bind_mounts(service: dict[str, Any]) -> dict[str, str]:
     """Container path → repository path of each ``./source:/target`` volume."""
     mounts = {}
     for volume in service.get("volumes", []):
+        if ":" not in volume:
+            continue  # an anonymous volume
         source, target = volume.split(":")[:2]
         if source.startswith("."):
             mounts[target] = source
@@ -53,7 +55,7 @@ def test_every_repository_path_exists() -> None:
 
 
 def test_services_are_the_playground() -> None:
-    assert set(SERVICES) == {"gateway", "opa", "upstream", "aws"}
+    assert set(SERVICES) == {"gateway", "opa", "upstream", "aws", "oidc"}
     assert SERVICES["opa"]["image"].startswith("openpolicyagent/opa:")
     assert SERVICES["opa"]["command"][:2] == ["run", "--server"]
 
@@ -67,7 +69,9 @@ def test_commands_are_console_scripts() -> None:
 
 
 def test_gateway_config_is_valid_and_matches_ports(config: Config) -> None:
-    assert published(GATEWAY) == {config.listen.port, metrics_port(config)}
+    assert config.identities.oidc is not None
+    provider_port = urlsplit(config.identities.oidc.issuer).port
+    assert published(GATEWAY) == {config.listen.port, metrics_port(config), provider_port}
     assert config.listen.host == "0.0.0.0"
     assert config.metrics.listen is not None and config.metrics.listen.startswith("0.0.0.0:")
 
@@ -119,3 +123,15 @@ def test_state_and_grace(config: Config) -> None:
 def test_dependencies_exist() -> None:
     for name, service in SERVICES.items():
         assert set(service.get("depends_on", {})) <= set(SERVICES) - {name}
+
+
+def test_the_optional_provider_is_the_tests_and_the_issuer(config: Config) -> None:
+    oidc = SERVICES["oidc"]
+    assert oidc["profiles"] == ["sso"] and oidc["network_mode"] == "service:gateway"
+    assert config.identities.oidc is not None
+    issuer = config.identities.oidc.issuer
+    command = oidc["command"][-1]
+    assert f"--issuer {issuer}" in command and f"--port {urlsplit(issuer).port}" in command
+    assert "--host 0.0.0.0" in command
+    assert (host_path(oidc, oidc["working_dir"]) / "server.mjs").is_file()
+    assert (host_path(oidc, oidc["working_dir"]) / "package-lock.json").is_file()

@@ -20,6 +20,13 @@ def test_allow() -> None:
     assert decision.allowed and decision.stage == "request"
 
 
+def test_mfa_is_a_session_action() -> None:
+    decision = to_decision("session", {"action": "mfa"}, "allow", 0.0)
+    assert decision.action == "mfa" and not decision.allowed  # allowed only after a fresh sign-in
+    request = to_decision("request", {"action": "mfa"}, "allow", 0.0)
+    assert request.action == "block" and "mfa is a session action" in request.reason
+
+
 def test_block_with_message() -> None:
     decision = to_decision("session", {**BLOCK, "message": "not devops"}, "allow", 0.0)
     assert not decision.allowed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
@@ -81,10 +82,8 @@ def shared_test_password() -> str:
         tmp = PASSWORD_FILE.with_name(f"password.{os.getpid()}")
         tmp.write_text("pw-" + secrets.token_hex(12))
         tmp.chmod(0o600)
-        try:
+        with contextlib.suppress(FileExistsError):
             os.link(tmp, PASSWORD_FILE)  # atomic: the first run's password wins
-        except FileExistsError:
-            pass
         tmp.unlink()
     return PASSWORD_FILE.read_text().strip()
 

@@ -26,6 +26,33 @@ def test_design_example_parses() -> None:
     assert config.policies.engine == "embedded"
     assert config.limits.lockout_s == 300
     assert config.recording.s3 is not None and config.recording.s3.bucket == "my-recordings"
+    assert config.identities.oidc is not None and config.identities.oidc.mfa.max_age_s == 300
+
+
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        ("{name: formal, issuer: 'https://idp.corp.com', client_id: c}", "reserved"),
+        ("{name: Human, issuer: 'https://idp.corp.com', client_id: c}", "reserved"),
+        ("{name: okta, issuer: 'http://idp.corp.com', client_id: c}", "https://"),
+        ("{name: okta, issuer: 'https://idp.corp.com?x=1', client_id: c}", "https://"),
+        ("{name: okta, issuer: 'https://idp.corp.com', client_id: c, scopes: [email]}", "openid"),
+        ("{name: okta, issuer: 'https://idp.corp.com'}", "client_id"),
+        ("{name: 'o k', issuer: 'https://idp.corp.com', client_id: c}", "name"),
+    ],
+)
+def test_oidc_block_refusals(block: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config(f"identities: {{oidc: {block}}}\n")
+
+
+def test_oidc_block_defaults_and_loopback_http() -> None:
+    oidc = parse_config("identities: {oidc: {name: kc, issuer: 'http://127.0.0.1:8080/', client_id: c}}\n")
+    block = oidc.identities.oidc
+    assert block is not None and block.issuer == "http://127.0.0.1:8080"
+    assert (block.key_ttl_s, block.sign_in_timeout_s, block.scopes[0]) == (43200, 300, "openid")
+    secret = "identities: {oidc: {name: kc, issuer: 'https://a.io', client_id: c, client_secret: s3cr3t}}\n"
+    assert "s3cr3t" not in repr(parse_config(secret))
 
 
 def test_unknown_key_names_key_and_line() -> None:

@@ -6,7 +6,7 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import asyncssh
@@ -28,9 +28,15 @@ from sshgate.gateway.lockout import FailureTracker
 from sshgate.gateway.refusal import Refusal
 from sshgate.gateway.relay import ChannelRelay, start_task
 from sshgate.gateway.sftp_gate import SftpGate
+from sshgate.gateway.signin import Notices, SignIns
+from sshgate.gateway.sso import Sso
 from sshgate.identity import Credentials, Identity, lookup
 from sshgate.login import Login, LoginError, parse_login
 from sshgate.metrics import Metrics
+from sshgate.oidc.bindings import KeyBinding
+from sshgate.oidc.device import DeviceAuthorization
+from sshgate.oidc.errors import SignInError
+from sshgate.oidc.signin import SignedIn, SignIn
 from sshgate.policy.decision import Decision
 from sshgate.policy.input import ConnectionFacts, PolicyRequestKind, RequestFacts, request_input
 from sshgate.recording.recorder import ChannelKind
@@ -52,6 +58,13 @@ class GatewayState:
         self.connections: set[GatewayConnection] = set()
         self.bound_per_identity: Counter[str] = Counter()
         self.unbinding: set[asyncio.Task[None]] = set()
+        self.sso: Sso | None = None
+
+    def revoked(self, fingerprints: set[str]) -> None:
+        """Close the connections that authenticated with a key whose sign-in was just revoked."""
+        for conn in list(self.connections):
+            if conn.sso_fingerprint in fingerprints:
+                conn.close_with_notice("your key's sign-in was revoked; sign in again", "oidc.revoked")
 
 
 class GatewayConnection(asyncssh.SSHServer):
@@ -77,6 +90,17 @@ class GatewayConnection(asyncssh.SSHServer):
         self.channels: set[ChannelRelay] = set()
         self._last_bytes = 0
         self.last_activity = self.started
+        # Single sign-on (docs/oidc.md): the sign-ins of an SSO login, where their lines go, the
+        # last key offered for it (with its binding, if any), and the bound key that let it in.
+        self.notices = Notices()
+        self._sign_ins: SignIns | None = None
+        self._may_sign_in = False
+        self._offered: tuple[str, KeyBinding | None] | None = None
+        self._kbdint_flow: tuple[SignIn, DeviceAuthorization] | None = None
+        self._kbdint_error: SignInError | None = None
+        self._after_auth_sign_in: asyncio.Task[None] | None = None
+        self.sso_fingerprint: str | None = None
+        self._grace: asyncio.TimerHandle | None = None
 
     # Connection lifecycle
 
@@ -90,6 +114,19 @@ class GatewayConnection(asyncssh.SSHServer):
         self._over_unauth_cap = self.state.unauthenticated >= self.ctx.config.limits.max_unauthenticated
         self.state.unauthenticated += 1
         self._counted_unauth = True
+        self._arm_grace(self.ctx.config.limits.login_grace_s)
+
+    def _arm_grace(self, seconds: float) -> None:
+        """Close the connection if it has not authenticated within ``seconds`` (a sign-in in
+        progress gets its own, longer time; asyncssh's login timer is off for that reason)."""
+        if self._grace is not None:
+            self._grace.cancel()
+        self._grace = asyncio.get_running_loop().call_later(seconds, self._grace_expired)
+
+    def _grace_expired(self) -> None:
+        if not self.authenticated and self.conn is not None:
+            self.log.info("connection.login_timeout", client_ip=self.client_ip)
+            self.conn.abort()
 
     def _leave_unauthenticated(self) -> None:
         if self._counted_unauth:
@@ -98,6 +135,10 @@ class GatewayConnection(asyncssh.SSHServer):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._leave_unauthenticated()
+        if self._grace is not None:
+            self._grace.cancel()
+        if self._after_auth_sign_in is not None:
+            self._after_auth_sign_in.cancel()
         self.state.connections.discard(self)
         if not self.authenticated and self._tried:
             self.state.metrics.auth_attempt(self._last_method, "failure")
@@ -154,7 +195,19 @@ class GatewayConnection(asyncssh.SSHServer):
         except LoginError as exc:
             self.log.warning("login.invalid", client_ip=self.client_ip, reason=str(exc), login=username[:300])
             raise asyncssh.DisconnectError(asyncssh.DISC_ILLEGAL_USER_NAME, f"invalid login: {exc}") from None
-        self.identity, self.credentials = lookup(self.ctx.config, self.login)
+        sso = self.state.sso
+        self._may_sign_in = False
+        if sso is not None and self.login.provider == sso.config.name:
+            # An identity of the provider: only a sign-in or a key bound by one proves it.
+            self.identity, self.credentials = (
+                Identity("human", self.login.subject, sso.config.name, None, known=False),
+                Credentials(),
+            )
+            self._may_sign_in = sso.may_sign_in(self.login)
+            if self._sign_ins is None:  # one per connection, whatever logins it tries
+                self._sign_ins = SignIns(sso, self.log)
+        else:
+            self.identity, self.credentials = lookup(self.ctx.config, self.login)
         if self.credentials.ca_keys and self.conn is not None:
             principal = self.credentials.principal.replace('"', "")
             lines = "".join(
@@ -179,7 +232,96 @@ class GatewayConnection(asyncssh.SSHServer):
                     return True
             except (asyncssh.KeyImportError, ValueError):
                 continue
+        if self._may_sign_in and self._sign_ins is not None and self.login is not None:
+            # Any key will do for an SSO login: a bound one proves the person, an unbound one
+            # (once its signature checks out) leads to a sign-in. asyncssh asks again for the
+            # signed attempt, so at auth_completed the last key offered is the one proven.
+            fingerprint = key.get_fingerprint("sha256")
+            self._offered = (fingerprint, self._sign_ins.sso.bound(fingerprint, self.login))
+            return True
         return False
+
+    def kbdint_auth_supported(self) -> bool:
+        """An SSO login signs in through keyboard-interactive; other logins keep asyncssh's
+        default (keyboard-interactive prompts for the password)."""
+        return True if self._may_sign_in else NotImplemented
+
+    async def get_kbdint_challenge(
+        self, username: str, lang: str, submethods: str
+    ) -> tuple[str, str, str, list[tuple[str, bool]]] | bool:
+        self._tried = True
+        self._last_method = "oidc"
+        if not self._may_sign_in or self._sign_ins is None or self.login is None:
+            return False
+        self._arm_grace(self._sign_ins.sso.config.sign_in_timeout_s + 10)
+        try:
+            self._kbdint_flow = await self._sign_ins.begin(self.login.subject)
+        except SignInError as exc:
+            self._kbdint_flow = None
+            self._kbdint_error = exc
+            return "", f"sshgate: {exc}\n", "", []
+        lines = "".join(f"sshgate: {line}\n" for line in self._kbdint_flow[1].instruction())
+        return "", lines, "", []
+
+    async def validate_kbdint_response(
+        self, username: str, responses: Sequence[str]
+    ) -> tuple[str, str, str, list[tuple[str, bool]]] | bool:
+        flow, self._kbdint_flow = self._kbdint_flow, None
+        if flow is None or self._sign_ins is None:
+            self._sign_in_failed(self._kbdint_error, disconnect_after=0.0)
+            return False
+        try:
+            person = await self._sign_ins.finish(*flow)
+            self._check_not_locked_out()
+        except SignInError as exc:
+            self._kbdint_error = exc
+            return "", f"sshgate: {exc}\n", "", []  # shown to the person; the next answer fails
+        self._signed_in(person, None)
+        return True
+
+    def _check_not_locked_out(self) -> None:
+        """An address locked out while its sign-in ran gets no session out of that sign-in."""
+        if self.state.tracker.locked_for(self.client_ip):
+            raise SignInError("refused", f"too many failed logins from {self.client_ip}", "locked out")
+
+    def _signed_in(self, person: SignedIn, fingerprint: str | None) -> None:
+        """Become the person the provider vouched for; bind the proven key, if there is one."""
+        assert self._sign_ins is not None
+        self.identity = Identity(
+            "human", person.email, person.provider, None, person.groups, signed_in_at=person.signed_in_at
+        )
+        self.auth_method = "oidc"
+        if fingerprint is not None:
+            binding = self._sign_ins.sso.bind(fingerprint, person)
+            self.sso_fingerprint = fingerprint
+            self.log.info(
+                "oidc.key_bound",
+                fingerprint=fingerprint,
+                identity=binding.identity,
+                expires_at=int(binding.expires_at),
+            )
+
+    def _sign_in_failed(self, exc: SignInError | None, disconnect_after: float) -> None:
+        """A failed sign-in is one failed attempt (an unreachable provider is nobody's fault and
+        is not counted); the client is told why, then disconnected."""
+        self._tried = False  # counted here, not again when the connection ends
+        line = f"sshgate: {exc}" if exc is not None else "sshgate: sign-in failed"
+        self.state.metrics.auth_attempt("oidc", "failure")
+        self.log.warning(
+            "auth.failure",
+            client_ip=self.client_ip,
+            method="oidc",
+            identity=self._who(),
+            reason=exc.reason if exc else "no sign-in in progress",
+        )
+        counted = exc is None or exc.outcome != "unavailable"
+        if counted and self.state.tracker.failure(self.client_ip):
+            self.log.warning("auth.lockout", client_ip=self.client_ip, lockout_s=self.state.tracker.lockout_s)
+        if self.conn is not None:
+            conn = self.conn
+            asyncio.get_running_loop().call_later(
+                disconnect_after, conn.disconnect, asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, line
+            )
 
     async def validate_password(self, username: str, password: str) -> bool:
         self._tried = True
@@ -206,7 +348,59 @@ class GatewayConnection(asyncssh.SSHServer):
         return self.identity.name if self.identity else ""
 
     def auth_completed(self) -> None:
+        offered, self._offered = self._offered, None
+        if not self.auth_method and offered is not None:
+            fingerprint, binding = offered
+            if binding is None:
+                # Signed with a key nobody is bound to: sign in first, still unauthenticated.
+                task = asyncio.get_running_loop().create_task(self._sign_in_after_auth(fingerprint))
+                task.add_done_callback(lambda t: None if t.cancelled() else t.exception())
+                self._after_auth_sign_in = task
+                return
+            self.identity = Identity(
+                "human",
+                binding.email,
+                binding.provider,
+                None,
+                binding.groups,
+                signed_in_at=binding.signed_in_at,
+            )
+            self.auth_method = "oidc"
+            self.sso_fingerprint = fingerprint
+        self._authenticated()
+
+    async def _sign_in_after_auth(self, fingerprint: str) -> None:
+        """The publickey path: the URL and code go to the first session channel's stderr."""
+        assert self._sign_ins is not None and self.login is not None
+        self._last_method = "oidc"
+        self._arm_grace(self._sign_ins.sso.config.sign_in_timeout_s + 10)
+        try:
+            flow, authorization = await self._sign_ins.begin(self.login.subject)
+            for line in authorization.instruction():
+                self.notices.say(line)
+            person = await self._sign_ins.finish(flow, authorization)
+            self._check_not_locked_out()
+        except SignInError as exc:
+            # The waiting session channel prints the line; the disconnect follows.
+            self._sign_in_failed(exc, disconnect_after=0.5)
+            raise
+        self._signed_in(person, fingerprint)
+        self._authenticated()
+
+    async def signed_in(self) -> None:
+        """Wait for a sign-in after authentication, if one is running; refuse if it failed."""
+        task = self._after_auth_sign_in
+        if task is None or self.authenticated:
+            return
+        try:
+            await asyncio.shield(task)
+        except SignInError as exc:
+            raise Refusal(str(exc), reason=exc.reason, event="oidc.sign_in") from None
+
+    def _authenticated(self) -> None:
         self.authenticated = True
+        if self._grace is not None:
+            self._grace.cancel()
         self._leave_unauthenticated()
         self.state.tracker.success(self.client_ip)
         self.auth_method = self.auth_method or "certificate"
@@ -218,7 +412,9 @@ class GatewayConnection(asyncssh.SSHServer):
             method=self.auth_method,
             identity=self.identity.name,
             identity_type=self.identity.type,
+            provider=self.identity.provider,
             client_version=self.client_version,
+            **({"key_fingerprint": self.sso_fingerprint} if self.sso_fingerprint else {}),
         )
         if self.login.resource:
             request = RequestFacts("shell")
@@ -300,7 +496,10 @@ class GatewayConnection(asyncssh.SSHServer):
                 self.ctx, self.identity, resource, native, self._facts(), request, plan.policy_context
             )
             self._log_decision(decision, resource=resource.name, native_user=native.user.username)
-            if not decision.allowed:
+            step_up: dict[str, Any] | None = None
+            if decision.action == "mfa":
+                step_up = await self._step_up(resource.name)
+            elif not decision.allowed:
                 raise Refusal(decision.client_text(), reason=decision.reason, event="policy.block")
             recording = await start_recording(
                 self.ctx,
@@ -317,6 +516,7 @@ class GatewayConnection(asyncssh.SSHServer):
             )
             recording.note_decision(
                 {"stage": "session", "action": decision.action, "reason": decision.reason}
+                | ({"mfa": step_up} if step_up is not None else {})
             )
             self.log.info(
                 "session.start",
@@ -366,6 +566,42 @@ class GatewayConnection(asyncssh.SSHServer):
                 route.resource if known else "", known.type if known else "", outcome
             )
             raise
+
+    async def _step_up(self, resource: str) -> dict[str, Any]:
+        """A session policy said ``mfa``: a fresh sign-in at the provider before it proceeds, unless
+        this identity stepped up within ``mfa.max_age_s`` (docs/oidc.md). What happened, for the
+        decision log and session.json."""
+        assert self.identity is not None
+        sso = self.state.sso
+        email = self.identity.email
+        if sso is None or email is None:
+            why = "no identity provider is configured" if sso is None else "machines cannot sign in"
+            self.log.warning("oidc.step_up", result="refused", resource=resource, reason=why)
+            raise Refusal(f"this session needs a fresh sign-in, but {why}", reason=why, event="policy.mfa")
+        provider = self.identity.provider
+        at = sso.fresh_step_up(provider, email)
+        if at is not None:
+            self.log.info(
+                "oidc.step_up", result="reused", resource=resource, email=email, signed_in_at=int(at)
+            )
+            return {"result": "reused", "signed_in_at": int(at)}
+        if self._sign_ins is None:
+            self._sign_ins = SignIns(sso, self.log)
+        self.notices.say(f"{resource} asks for a fresh sign-in")
+        try:
+            flow, authorization = await self._sign_ins.begin(email, step_up=True)
+            for line in authorization.instruction():
+                self.notices.say(line)
+            person = await self._sign_ins.finish(flow, authorization)
+        except SignInError as exc:
+            self.log.warning(
+                "oidc.step_up", result=exc.outcome, resource=resource, email=email, reason=exc.reason
+            )
+            raise Refusal(str(exc), reason=exc.reason, event="policy.mfa") from None
+        at = float(person.auth_time or person.signed_in_at)
+        sso.record_step_up(provider, email, at)
+        self.log.info("oidc.step_up", result="ok", resource=resource, email=email, auth_time=person.auth_time)
+        return {"result": "ok", "auth_time": person.auth_time}
 
     def count_bytes(self, channel: ChannelRelay) -> None:
         self.state.metrics.transferred("to_upstream", channel.bytes_in)
@@ -434,7 +670,7 @@ class GatewayConnection(asyncssh.SSHServer):
             decision, _ = await decide_session(
                 self.ctx, self.identity, resource, native, self._facts(), RequestFacts("shell")
             )
-            if decision.allowed:
+            if decision.allowed or decision.action == "mfa":
                 lines.append(f"{resource.name}\t{resource.type}\t{native.user.username}\n")
         return "".join(lines)
 
@@ -456,6 +692,7 @@ class GatewayConnection(asyncssh.SSHServer):
             )
         session = ClientTcp(self, host, port)
         try:
+            await self.signed_in()
             route = self._binding_route()
             binding = await self.binding(route, RequestFacts("port_forward", host=host, port=port))
             await self.check_request(binding, "port_forward", host=host, port=port)
@@ -513,7 +750,14 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         return subsystem == "sftp"
 
     def session_started(self) -> None:
+        self.owner.notices.attach(self._notice)
         self._task = start_task(self._start(), self._failed)
+
+    def _notice(self, line: str) -> None:
+        """A progress line (a sign-in URL and code) on stderr, never stdout (docs/oidc.md)."""
+        if self._chan is not None and not self._closed:
+            end = "\r\n" if self._term is not None else "\n"
+            self._chan.write_stderr(f"sshgate: {line}{end}".encode())
 
     def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
         self.client_resized(width, height, pixwidth, pixheight)
@@ -557,6 +801,11 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
 
     async def _start(self) -> None:
         owner = self.owner
+        try:
+            await owner.signed_in()
+        except Refusal as exc:
+            self._refuse(str(exc), 1)
+            return
         try:
             parsed = parse_command(self._command) if self._command is not None else None
         except CommandError as exc:

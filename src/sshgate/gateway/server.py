@@ -16,6 +16,7 @@ from sshgate.config import Config, ConfigError, load_config
 from sshgate.gateway.binding import AwsAccess, BindContext
 from sshgate.gateway.connection import GatewayConnection, GatewayState
 from sshgate.gateway.lockout import FailureTracker
+from sshgate.gateway.sso import Sso
 from sshgate.gateway.workers import WORKER_ENV, Supervisor, ready_marker
 from sshgate.hostkey import load_or_create_host_keys
 from sshgate.metrics import Metrics, MetricsServer, use_multiprocess_dir
@@ -49,6 +50,7 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
         self.draining = False
         self.port = 0
+        self._sso_stop: asyncio.Event | None = None
 
     @property
     def config(self) -> Config:
@@ -66,14 +68,14 @@ class Gateway:
         interrupted = await self.recorder.start()
         if interrupted:
             self.log.warning("recording.interrupted", sessions=interrupted)
-        # The embedded Rego engine is bound to the thread that compiles it: the event loop's.
-        self.policy = ReloadableDecisionPoint(config.policies)
+        self.policy = await ReloadableDecisionPoint.open(config.policies)
         self.ctx = BindContext(config, self.policy, self.recorder, AwsAccess(config.aws))
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(watch_policies(self.policy, self._stopped)),
             loop.create_task(self._housekeeping()),
         ]
+        self._use_sso(config)
         keys = load_or_create_host_keys(config.host_key_paths)
         self._server = await asyncssh.create_server(
             lambda: GatewayConnection(self._context(), self.state),
@@ -83,7 +85,9 @@ class Gateway:
             server_version="sshgate",
             encryption_algs=ENCRYPTION_ALGS,
             compression_algs=None,
-            login_timeout=config.limits.login_grace_s,
+            # Each connection times its own login: login_grace_s, or sign_in_timeout_s while a
+            # sign-in runs (GatewayConnection._arm_grace).
+            login_timeout=0,
             # A listener exists only for a client that asks; ClientSession decides per resource
             # whether the upstream ever reaches it.
             agent_forwarding=True,
@@ -140,11 +144,31 @@ class Gateway:
             self._tasks.append(asyncio.get_running_loop().create_task(self.recorder.retire(self._stopped)))
             self.recorder = recorder
         self.ctx = BindContext(config, self.policy, self.recorder, AwsAccess(config.aws))
+        self._use_sso(config)
         limits = config.limits
         self.state.tracker.limit = limits.auth_failures_before_lockout
         self.state.tracker.lockout_s = limits.lockout_s
         self.log.info("config.reload", result="ok", resources=len(config.resources))
         return True
+
+    def _use_sso(self, config: Config) -> None:
+        """Start, change or stop single sign-on; a new provider client only when its block changed.
+
+        Sign-ins already running finish with the client they started with.
+        """
+        old = self.state.sso
+        oidc = config.identities.oidc
+        if old is not None and oidc == old.config and str(old.store.dir) == config.data_dir:
+            return
+        self.state.sso = Sso(oidc, config.data_dir) if oidc is not None else None
+        if self._sso_stop is not None:
+            self._sso_stop.set()
+        loop = asyncio.get_running_loop()
+        if old is not None:
+            self._tasks.append(loop.create_task(_close_later(old)))
+        if self.state.sso is not None:
+            self._sso_stop = asyncio.Event()
+            self._tasks.append(loop.create_task(self.state.sso.watch(self.state.revoked, self._sso_stop)))
 
     async def _housekeeping(self) -> None:
         """Enforce the idle timeout and the maximum session length, checking a few times per limit."""
@@ -188,7 +212,11 @@ class Gateway:
         while (self.state.connections or self.state.unbinding) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         self._stopped.set()
+        if self._sso_stop is not None:
+            self._sso_stop.set()
         await asyncio.gather(*self._tasks)
+        if self.state.sso is not None:
+            await self.state.sso.aclose()
         await self.policy.aclose()
         await self.recorder.aclose()
         if self._metrics_server is not None:
@@ -205,6 +233,12 @@ class Gateway:
         await stop.wait()
         await self.stop(self.config.shutdown_grace_s)
         self.log.info("gateway.stopped")
+
+
+async def _close_later(sso: Sso, after_s: float = 600.0) -> None:
+    """Close a replaced provider client once the sign-ins it started can have ended."""
+    await asyncio.sleep(min(after_s, sso.config.sign_in_timeout_s + 30))
+    await sso.aclose()
 
 
 def _recording_settings(config: Config) -> tuple[object, ...]:

@@ -12,7 +12,7 @@ Stage = Literal["session", "request"]
 class Decision:
     """``message`` may be shown to the client; ``reason`` goes only to the audit log."""
 
-    action: Literal["allow", "block"]
+    action: Literal["allow", "block", "mfa"]
     stage: Stage
     message: str | None = None
     reason: str = ""
@@ -20,6 +20,7 @@ class Decision:
 
     @property
     def allowed(self) -> bool:
+        """``mfa`` is not allowed yet: the gateway first asks for a fresh sign-in (docs/oidc.md)."""
         return self.action == "allow"
 
     def client_text(self) -> str:
@@ -31,6 +32,10 @@ class DecisionPoint(Protocol):
 
     def has_rule(self, stage: Stage) -> bool: ...
 
+    async def aclose(self, grace_s: float = 0.0) -> None:
+        """Release the engine once decisions in flight have had ``grace_s`` to finish."""
+        ...
+
 
 class AllowAll:
     """The decision point when no policy is configured."""
@@ -40,3 +45,6 @@ class AllowAll:
 
     def has_rule(self, stage: Stage) -> bool:
         return False
+
+    async def aclose(self, grace_s: float = 0.0) -> None:
+        return None

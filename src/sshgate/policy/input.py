@@ -82,6 +82,15 @@ def session_input(
     return doc
 
 
+def identity_key(doc: Mapping[str, Any]) -> str | None:
+    """Who an input document is about (``type:email`` or ``type:name``), or None if it does not say."""
+    user = doc.get("user")
+    if not isinstance(user, Mapping):
+        return None
+    name = user.get("email", user.get("name"))
+    return f"{user.get('type')}:{name}" if isinstance(name, str) else None
+
+
 PolicyRequestKind = Literal["exec", "subsystem", "sftp", "port_forward"]
 SftpOperation = Literal["write", "remove", "rename", "mkdir", "rmdir", "setstat"]
 

@@ -19,19 +19,29 @@ def unavailable(stage: Stage, reason: str, eval_seconds: float = 0.0) -> Decisio
     return Decision("block", stage, message=UNAVAILABLE, reason=reason, eval_seconds=eval_seconds)
 
 
+def timed_out(stage: Stage, what: str, eval_seconds: float) -> Decision:
+    """The engine's answer did not come by ``policies.timeout_ms``: deny (fail closed)."""
+    return unavailable(stage, f"policy timeout: {what}", eval_seconds)
+
+
 def to_decision(
     stage: Stage, result: Any, default_action: Literal["allow", "block"], eval_seconds: float
 ) -> Decision:
-    """``None`` (undefined) → ``default_action``; ``allow``/``block`` objects; anything else denies."""
+    """``None`` (undefined) → ``default_action``; ``allow``/``block``/``mfa`` objects; anything else
+    denies. ``mfa`` counts only at the session stage; a request rule that answers it blocks."""
     if result is None:
         return Decision(
             default_action, stage, reason=f"{stage} undefined: default_action", eval_seconds=eval_seconds
         )
     problem = _malformed(result)
+    if problem is None and stage == "request" and result["action"] == "mfa":
+        problem = "mfa is a session action"
     if problem:
         return unavailable(stage, f"malformed {stage} result: {problem}", eval_seconds)
     if result["action"] == "allow":
         return Decision("allow", stage, reason="allowed by policy", eval_seconds=eval_seconds)
+    if result["action"] == "mfa":
+        return Decision("mfa", stage, reason="policy asks for a fresh sign-in", eval_seconds=eval_seconds)
     # Formal shows a policy's message only with its block type; any other type still blocks.
     message = result.get("message") if result.get("type") == BLOCK_TYPE else None
     return Decision(
@@ -42,7 +52,7 @@ def to_decision(
 def _malformed(result: Any) -> str | None:
     if not isinstance(result, Mapping):
         return f"{type(result).__name__}, not an object"
-    if result.get("action") not in ("allow", "block"):
+    if result.get("action") not in ("allow", "block", "mfa"):
         return f"action {result.get('action')!r}"
     message = result.get("message")
     if message is not None and not isinstance(message, str):

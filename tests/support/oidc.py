@@ -1,0 +1,183 @@
+"""A real OpenID provider for the tests (tests/oidc_provider, node) and a person who uses its pages.
+
+The person drives the provider's own HTML over HTTP, as a browser without JavaScript would:
+open the verification link, press Continue (or Abort), sign in, allow (or deny) access.
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import re
+import shutil
+import subprocess
+import threading
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+
+PROVIDER_DIR = Path(__file__).resolve().parents[1] / "oidc_provider"
+CLIENT_SECRET = "sshgate-test-secret"
+PASSWORD = "password"
+
+
+class OidcProvider:
+    """``node server.mjs`` on 127.0.0.1; ``issuer`` once it printed ``ready``."""
+
+    def __init__(self, port: int = 0, auth_methods: str = "client_secret_basic,client_secret_post") -> None:
+        node = shutil.which("node")
+        if node is None or not (PROVIDER_DIR / "node_modules" / "oidc-provider").is_dir():
+            raise RuntimeError(
+                "the test provider needs node and `npm ci` in tests/oidc_provider (scripts/bootstrap)"
+            )
+        self.process = subprocess.Popen(
+            [node, "server.mjs", "--port", str(port), "--auth-methods", auth_methods],
+            cwd=PROVIDER_DIR,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        ready = threading.Event()
+        found: list[str] = []
+
+        def read() -> None:
+            assert self.process.stdout is not None
+            for line in self.process.stdout:
+                if line.startswith("ready "):
+                    found.append(line.split()[1])
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        if not ready.wait(30) or not found:
+            self.stop()
+            raise RuntimeError("the test OpenID provider did not start")
+        self.issuer = found[0]
+        self.port = int(self.issuer.rsplit(":", 1)[1])
+
+    def stats(self) -> dict[str, int]:
+        with urllib.request.urlopen(f"{self.issuer}/__stats", timeout=5) as response:
+            return dict(json.loads(response.read()))
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@dataclass
+class Form:
+    action: str
+    method: str
+    fields: dict[str, str] = field(default_factory=dict)
+    buttons: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (name, value)
+
+
+class _Forms(HTMLParser):
+    """Forms with their hidden fields, and the buttons that submit them (also via form="id")."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: dict[str, Form] = {}
+        self._current: str | None = None
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "form":
+            self._current = a.get("id") or f"form{len(self.forms)}"
+            self.forms[self._current] = Form(a.get("action", ""), a.get("method", "get").lower())
+        elif tag == "input" and self._current is not None and a.get("name"):
+            self.forms[self._current].fields[a["name"]] = a.get("value", "")
+        elif tag == "button":
+            owner = a.get("form") or self._current
+            if owner in self.forms:
+                self.forms[owner].buttons[a.get("id", "")] = (a.get("name", ""), a.get("value", ""))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self._current = None
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+class Person:
+    """Someone at a browser with their own cookies, approving (or not) a device sign-in."""
+
+    def __init__(self, email: str, password: str = PASSWORD) -> None:
+        self.email = email
+        self.password = password
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+        )
+        self.url = ""
+        self.page = ""
+
+    def _go(self, url: str, data: dict[str, str] | None = None) -> str:
+        body = urllib.parse.urlencode(data).encode() if data is not None else None
+        with self.opener.open(urllib.request.Request(url, data=body), timeout=10) as response:
+            self.url = response.geturl()
+            self.page = response.read().decode()
+        if "document.forms[0].submit()" in self.page:  # what the page's script would do at once
+            form = next(iter(self._forms().forms.values()))
+            return self._go(urllib.parse.urljoin(self.url, form.action), form.fields)
+        return self.page
+
+    def _forms(self) -> _Forms:
+        parser = _Forms()
+        parser.feed(self.page)
+        return parser
+
+    def _press(self, button: str, extra: dict[str, str] | None = None) -> str:
+        for form in self._forms().forms.values():
+            if button in form.buttons:
+                data = dict(form.fields)
+                name, value = form.buttons[button]
+                if name:
+                    data[name] = value
+                data.update(extra or {})
+                return self._go(urllib.parse.urljoin(self.url, form.action), data)
+        raise AssertionError(f"no button {button!r} on {self.url}:\n{self.page[:2000]}")
+
+    def approve(self, verification_url: str, deny_at: str | None = None) -> str:
+        """Open the link, continue, sign in, allow. ``deny_at``: "device" (Abort) or "consent"
+        (Deny) stops there. Returns the last page's text."""
+        self._go(verification_url)
+        if "user_code" not in verification_url:
+            raise AssertionError("use the complete verification URL, or enter_code()")
+        return self._after_code(deny_at)
+
+    def enter_code(self, verification_uri: str, user_code: str, deny_at: str | None = None) -> str:
+        """Open the plain URL and type the code, as someone reading it off the terminal would."""
+        self._go(verification_uri)
+        form = next(iter(self._forms().forms.values()))
+        self._go(urllib.parse.urljoin(self.url, form.action), {**form.fields, "user_code": user_code})
+        return self._after_code(deny_at)
+
+    def _after_code(self, deny_at: str | None) -> str:
+        if deny_at == "device":
+            return self._press("abort")
+        self._press("continue")
+        if "/interaction/" in self.url and 'id="sign-in"' in self.page:
+            self._press("sign-in", {"email": self.email, "password": self.password})
+        if deny_at == "consent":
+            return self._press("deny")
+        if 'id="allow"' in self.page:
+            self._press("allow")
+        return " ".join(self._forms().text)
+
+
+def sign_in_lines(text: str) -> tuple[str, str, str]:
+    """The plain URL, the code and the complete URL from what the client printed."""
+    match = re.search(r"Open (\S+) and enter (\S+)\s+.*?or open (\S+)", text, re.S)
+    if match is None:
+        raise AssertionError(f"no sign-in instruction in {text!r}")
+    return match.group(1), match.group(2), match.group(3)
