@@ -4,7 +4,6 @@ Exec download throughput (NonInteractiveCommands), single-byte PTY echo (p50/p99
 forwards, download and upload, 1 and 4 concurrent streams: through `ssh -L` via sshgate, and, with
 `--plugin PATH` (or SSM_PLUGIN), through AWS's session-manager-plugin against the same emulator
 (AWS-StartPortForwardingSession, mux), in interleaved rounds; medians, with the gateway's CPU per MB.
-The plugin is built from its public source with ../shared/tools/build-ssm-plugin (README).
 Run as root: .venv/bin/python -m bench.bench_aws [--megabytes 32] [--rounds 5] [--plugin PATH]
 """
 
