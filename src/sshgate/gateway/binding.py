@@ -3,9 +3,10 @@ recording and upstream, and every later channel of the connection shares them.""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sshgate.aws.clients import AwsClients, Credentials
 from sshgate.aws.credentials import RoleCache
@@ -19,12 +20,13 @@ from sshgate.native_secret import AmbientIam, AssumeRole, NativeCredential, Secr
 from sshgate.native_users import NativeChoice, NoNativeUser, resolve_native_user
 from sshgate.policy.decision import Decision, DecisionPoint
 from sshgate.policy.input import ConnectionFacts, RequestFacts, ec2_input, ecs_input, session_input
-from sshgate.recording.recorder import Recorder, RecordingError, SessionRecording
+from sshgate.recording.recorder import EndStatus, Recorder, RecordingError, SessionRecording
 from sshgate.upstream.base import Upstream, UpstreamError
 from sshgate.upstream.ssh import connect_ssh
 from sshgate.upstream.ssm import SsmUpstream, push_instance_connect_key, ssh_through_ssm
 
 AnyResource = SshResource | Ec2Resource | EcsResource
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -36,6 +38,73 @@ class Binding:
     upstream: Upstream
     route: Route
     session_doc: dict[str, Any] = field(default_factory=dict)
+
+
+class Held:
+    """The recording and upstream a binding has acquired so far, so that whoever ends the
+    connection releases them whatever step the setup was in.
+
+    Each acquiring step runs as its own task and stores what it yields here before anyone can be
+    cancelled: a binder cancelled while it waits (the client left) loses nothing, and a step that
+    completes after that is still released."""
+
+    def __init__(self) -> None:
+        self.recording: SessionRecording | None = None
+        self.upstream: Upstream | None = None
+        self._steps: set[asyncio.Task[Any]] = set()
+
+    async def recording_from(self, step: Awaitable[SessionRecording]) -> SessionRecording:
+        """Start the recording; runs to its end even if the caller is cancelled (a recorder may
+        work in a thread that cannot be interrupted)."""
+
+        def keep(recording: SessionRecording) -> None:
+            self.recording = recording
+
+        return await self._acquire(step, keep, interruptible=False)
+
+    async def upstream_from(self, step: Awaitable[Upstream]) -> Upstream:
+        """Connect upstream; cancelled with its caller, and closed later if it connected anyway."""
+
+        def keep(upstream: Upstream) -> None:
+            self.upstream = upstream
+
+        return await self._acquire(step, keep, interruptible=True)
+
+    async def _acquire(self, step: Awaitable[T], keep: Callable[[T], None], interruptible: bool) -> T:
+        async def run() -> T:
+            value = await step
+            keep(value)  # no await in between: kept before any cancellation can land
+            return value
+
+        task = asyncio.ensure_future(run())
+        self._steps.add(task)
+        task.add_done_callback(_settled)
+        task.add_done_callback(self._steps.discard)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if interruptible:
+                task.cancel()
+            raise
+
+    async def release(self, status: EndStatus, end_reason: str | None) -> None:
+        """Wait for steps in flight, then close the upstream and end the recording. Idempotent."""
+        while self._steps:
+            await asyncio.wait(set(self._steps))
+        upstream, self.upstream = self.upstream, None
+        recording, self.recording = self.recording, None
+        try:
+            if upstream is not None:
+                await upstream.close()
+        finally:
+            if recording is not None:
+                await recording.close(status, end_reason=end_reason)
+
+
+def _settled(task: asyncio.Task[Any]) -> None:
+    """Retrieve a step's outcome: its caller may have left, and the failure is theirs to report."""
+    if not task.cancelled():
+        task.exception()
 
 
 class AwsAccess:
@@ -139,7 +208,7 @@ async def plan_upstream(
                     credential = await _instance_connect_key(ctx, resource, user, identity, credential)
                 return await connect_ssh(resource, user, credential)
             except (UpstreamError, AwsError) as exc:
-                raise Refusal(str(exc), event="upstream.error") from None
+                raise Refusal(str(exc), reason=exc.detail, event="upstream.error") from None
 
         return UpstreamPlan({}, connect_sshd)
     credential = _credential(resource, native)
@@ -173,7 +242,7 @@ async def plan_upstream(
                     ctx.aws.clients, resource, target, credentials, native.user.username, credential
                 )
             except UpstreamError as exc:
-                raise Refusal(str(exc), event="upstream.error") from None
+                raise Refusal(str(exc), reason=exc.detail, event="upstream.error") from None
         return SsmUpstream(ctx.aws.clients, resource, target, credentials)
 
     return UpstreamPlan(context, connect_ssm)

@@ -6,17 +6,20 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Literal, NoReturn
 
 import asyncssh
 
 from sshgate import audit
 from sshgate.command import USAGE, CommandError, ListResources, Route, parse_command
 from sshgate.config import SshResource
+from sshgate.gateway import asyncssh_auth
+from sshgate.gateway.asyncssh_auth import OfferedKey
 from sshgate.gateway.binding import (
     BindContext,
     Binding,
+    Held,
     choose_native,
     decide_session,
     find_resource,
@@ -40,12 +43,16 @@ from sshgate.oidc.signin import SignedIn, SignIn
 from sshgate.policy.decision import Decision
 from sshgate.policy.input import ConnectionFacts, PolicyRequestKind, RequestFacts, request_input
 from sshgate.recording.recorder import ChannelKind
-from sshgate.sftp.protocol import Mutation
+from sshgate.sftp.programs import is_sftp_server
+from sshgate.sftp.protocol import Mutation, Request
 from sshgate.sftp.tracker import SftpTracker
 from sshgate.tokens import verify_token
 from sshgate.upstream.base import SessionRequest, UpstreamChannel, UpstreamError
+from sshgate.user_certificates import CertificateRefused, check_user_certificate
 
 _FORWARDED_ENV = ("LANG", "LANGUAGE", "TZ")
+
+asyncssh_auth.install()
 
 
 class GatewayState:
@@ -55,6 +62,7 @@ class GatewayState:
         self.tracker = tracker
         self.metrics = metrics
         self.unauthenticated = 0
+        self.unauthenticated_per_source: Counter[str] = Counter()
         self.connections: set[GatewayConnection] = set()
         self.bound_per_identity: Counter[str] = Counter()
         self.unbinding: set[asyncio.Task[None]] = set()
@@ -80,12 +88,15 @@ class GatewayConnection(asyncssh.SSHServer):
         self.credentials = Credentials()
         self.auth_method = ""
         self.authenticated = False
+        self._authorized_keys: frozenset[bytes] = frozenset()
+        self._ca_keys: tuple[asyncssh.SSHKey, ...] = ()
+        self._attempts = 0
+        self._proof: dict[str, object] = {}
         self._counted_unauth = False
         self._over_unauth_cap = False
-        self._tried = False
-        self._last_method = "publickey"
         self._binding: asyncio.Task[Binding] | None = None
-        self._counted_binding = False
+        self._held = Held()
+        self._counted_binding: str | None = None
         self.started = time.monotonic()
         self.channels: set[ChannelRelay] = set()
         self._last_bytes = 0
@@ -108,11 +119,24 @@ class GatewayConnection(asyncssh.SSHServer):
         self.conn = conn
         peer = conn.get_extra_info("peername")
         self.client_ip = peer[0] if peer else ""
+        limits = self.ctx.config.limits
+        if self.state.unauthenticated_per_source[self.client_ip] >= limits.max_unauthenticated_per_source:
+            # Dropped before the banner, as OpenSSH's PerSourceMaxStartups does: one address's idle
+            # connections must not use up max_unauthenticated for everyone else.
+            self.log.warning(
+                "connection.dropped",
+                client_ip=self.client_ip,
+                reason="too many unauthenticated connections from this address",
+                limit=limits.max_unauthenticated_per_source,
+            )
+            conn.abort()
+            return
         self.state.connections.add(self)
-        # Over the cap, the connection is refused once key exchange is done (in begin_auth), so
-        # the client can read why instead of seeing a bare reset.
-        self._over_unauth_cap = self.state.unauthenticated >= self.ctx.config.limits.max_unauthenticated
+        # Over the total cap, the connection is refused once key exchange is done (in begin_auth),
+        # so the client can read why instead of seeing a bare reset.
+        self._over_unauth_cap = self.state.unauthenticated >= limits.max_unauthenticated
         self.state.unauthenticated += 1
+        self.state.unauthenticated_per_source[self.client_ip] += 1
         self._counted_unauth = True
         self._arm_grace(self.ctx.config.limits.login_grace_s)
 
@@ -132,45 +156,56 @@ class GatewayConnection(asyncssh.SSHServer):
         if self._counted_unauth:
             self._counted_unauth = False
             self.state.unauthenticated -= 1
+            per_source = self.state.unauthenticated_per_source
+            per_source[self.client_ip] -= 1
+            if per_source[self.client_ip] <= 0:
+                del per_source[self.client_ip]
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if isinstance(exc, asyncssh.IllegalUserName):
+            # asyncssh refuses a name it cannot decode, or of 1024 bytes or more, before begin_auth.
+            self.log.warning("login.invalid", client_ip=self.client_ip, reason=exc.reason)
         self._leave_unauthenticated()
         if self._grace is not None:
             self._grace.cancel()
         if self._after_auth_sign_in is not None:
             self._after_auth_sign_in.cancel()
         self.state.connections.discard(self)
-        if not self.authenticated and self._tried:
-            self.state.metrics.auth_attempt(self._last_method, "failure")
-        if not self.authenticated and self._tried and self.state.tracker.failure(self.client_ip):
-            self.log.warning("auth.lockout", client_ip=self.client_ip, lockout_s=self.state.tracker.lockout_s)
         if self._binding is not None:
-            task = asyncio.get_running_loop().create_task(self._unbind())
+            task = asyncio.get_running_loop().create_task(self._unbind(self._binding))
             self.state.unbinding.add(task)
             task.add_done_callback(self.state.unbinding.discard)
-        if self._counted_binding:
-            assert self.identity is not None
-            self.state.bound_per_identity[self.identity.name] -= 1
         if self.authenticated:
             self.log.info(
                 "session.end",
                 duration_s=round(time.monotonic() - self.started, 3),
                 error=str(exc) if exc else None,
             )
+        elif self.login is not None:
+            self.log.info(
+                "auth.abandoned", client_ip=self.client_ip, identity=self._who(), attempts=self._attempts
+            )
 
-    async def _unbind(self) -> None:
-        assert self._binding is not None
-        if not self._binding.done():
-            self._binding.cancel()
+    async def _unbind(self, binding: asyncio.Task[Binding]) -> None:
+        """The client is gone: stop a setup in progress and release what the binding holds. The
+        session counts against the user's cap until its upstream and recording are released."""
         try:
-            binding = await self._binding
-        except (asyncio.CancelledError, Exception):
-            return
-        self.state.metrics.session_ended(binding.resource.name, binding.resource.type, "closed")
-        await binding.upstream.close()
-        await binding.recording.close("closed")
+            binding.cancel()
+            await asyncio.wait([binding])
+            if binding.cancelled():
+                await self._held.release("aborted", "client")
+            elif binding.exception() is not None:
+                await self._held.release("closed", "error")
+            else:
+                bound = binding.result()
+                self.state.metrics.session_ended(bound.resource.name, bound.resource.type, "closed")
+                await self._held.release("closed", None)
+        finally:
+            if self._counted_binding is not None:
+                self.state.bound_per_identity[self._counted_binding] -= 1
 
-    # Authentication
+    # Authentication: begin_auth fixes the login; every attempt passes _begin_attempt and every
+    # failed one _failed (README, "Security"; single sign-on: docs/oidc.md).
 
     def begin_auth(self, username: str) -> bool:
         if self._over_unauth_cap:
@@ -180,41 +215,78 @@ class GatewayConnection(asyncssh.SSHServer):
             raise asyncssh.DisconnectError(
                 asyncssh.DISC_TOO_MANY_CONNECTIONS, "gateway busy: too many connections are logging in"
             )
-        locked = self.state.tracker.locked_for(self.client_ip)
-        if locked:
-            self.state.metrics.auth_attempt("publickey", "locked_out")
-            self.log.warning(
-                "auth.failure", client_ip=self.client_ip, reason="address locked out", method="none"
-            )
-            raise asyncssh.DisconnectError(
-                asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
-                f"too many failed logins from {self.client_ip}; try again in {int(locked) + 1} s",
-            )
+        self._refuse_if_locked("none")
+        if self.login is not None:
+            # As OpenSSH: one connection authenticates one login.
+            self._invalid_login(username, "the login changed during authentication")
         try:
             self.login = parse_login(username)
         except LoginError as exc:
-            self.log.warning("login.invalid", client_ip=self.client_ip, reason=str(exc), login=username[:300])
-            raise asyncssh.DisconnectError(asyncssh.DISC_ILLEGAL_USER_NAME, f"invalid login: {exc}") from None
+            self._invalid_login(username, str(exc))
         sso = self.state.sso
-        self._may_sign_in = False
         if sso is not None and self.login.provider == sso.config.name:
             # An identity of the provider: only a sign-in or a key bound by one proves it.
-            self.identity, self.credentials = (
-                Identity("human", self.login.subject, sso.config.name, None, known=False),
-                Credentials(),
-            )
+            self.identity = Identity("human", self.login.subject, sso.config.name, None, known=False)
             self._may_sign_in = sso.may_sign_in(self.login)
-            if self._sign_ins is None:  # one per connection, whatever logins it tries
-                self._sign_ins = SignIns(sso, self.log)
+            self.credentials = Credentials(
+                unusable="" if self._may_sign_in else f"this login may not sign in with {sso.config.name}"
+            )
+            self._sign_ins = SignIns(sso, self.log)
         else:
             self.identity, self.credentials = lookup(self.ctx.config, self.login)
-        if self.credentials.ca_keys and self.conn is not None:
-            principal = self.credentials.principal.replace('"', "")
-            lines = "".join(
-                f'cert-authority,principals="{principal}" {key}\n' for key in self.credentials.ca_keys
-            )
-            self.conn.set_authorized_keys(asyncssh.import_authorized_keys(lines))
+        self._authorized_keys = frozenset(_public_data(self.credentials.authorized_keys))
+        self._ca_keys = tuple(_keys(self.credentials.ca_keys))
         return True
+
+    def _invalid_login(self, username: str, reason: str) -> NoReturn:
+        self.log.warning("login.invalid", client_ip=self.client_ip, reason=reason, login=username[:300])
+        raise asyncssh.DisconnectError(asyncssh.DISC_ILLEGAL_USER_NAME, f"invalid login: {reason}")
+
+    def _refuse_if_locked(self, method: str) -> None:
+        if self.state.tracker.locked_for(self.client_ip):
+            self.state.metrics.auth_attempt(method, "locked_out")
+            self.log.warning("auth.locked_out", client_ip=self.client_ip, method=method, identity=self._who())
+            raise self._lockout_error()
+
+    def _lockout_error(self) -> asyncssh.DisconnectError:
+        locked = self.state.tracker.locked_for(self.client_ip)
+        return asyncssh.DisconnectError(
+            asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
+            f"too many failed logins from {self.client_ip}; try again in {int(locked) + 1} s",
+        )
+
+    def _begin_attempt(self, method: str) -> None:
+        """The one place that decides whether an authentication attempt may proceed: the address
+        is not locked out and this connection has tries left. An attempt counts toward
+        ``max_auth_tries`` as it starts, so requests sent ahead of the answers cannot exceed it."""
+        self._refuse_if_locked(method)
+        self._attempts += 1
+        limit = self.ctx.config.limits.max_auth_tries
+        if self._attempts > limit:
+            self.state.metrics.auth_attempt(method, "too_many_tries")
+            self.log.warning(
+                "auth.max_tries", client_ip=self.client_ip, method=method, identity=self._who(), limit=limit
+            )
+            raise asyncssh.DisconnectError(
+                asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "too many authentication attempts"
+            )
+
+    def _failed(self, method: str, reason: str, *, counted: bool = True, **fields: Any) -> bool:
+        """The one place that counts a failed attempt: audit event, metric and, unless it was
+        nobody's fault (``counted``), the address's lockout. True when this one locked it out."""
+        self.state.metrics.auth_attempt(method, "failure")
+        self.log.warning(
+            "auth.failure",
+            client_ip=self.client_ip,
+            method=method,
+            identity=self._who(),
+            reason=reason,
+            **fields,
+        )
+        if counted and self.state.tracker.failure(self.client_ip):
+            self.log.warning("auth.lockout", client_ip=self.client_ip, lockout_s=self.state.tracker.lockout_s)
+            return True
+        return False
 
     def public_key_auth_supported(self) -> bool:
         return True
@@ -222,24 +294,62 @@ class GatewayConnection(asyncssh.SSHServer):
     def password_auth_supported(self) -> bool:
         return True
 
-    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
-        self._tried = True
-        wanted = key.public_data
-        for line in self.credentials.authorized_keys:
-            try:
-                if asyncssh.import_public_key(line).public_data == wanted:
-                    self.auth_method = "publickey"
-                    return True
-            except (asyncssh.KeyImportError, ValueError):
-                continue
-        if self._may_sign_in and self._sign_ins is not None and self.login is not None:
-            # Any key will do for an SSO login: a bound one proves the person, an unbound one
-            # (once its signature checks out) leads to a sign-in. asyncssh asks again for the
-            # signed attempt, so at auth_completed the last key offered is the one proven.
-            fingerprint = key.get_fingerprint("sha256")
+    def public_key_attempt(self, offered: OfferedKey) -> bool:
+        """A ``publickey`` request (asyncssh_auth.py): an unsigned query is answered, a refused
+        signed request is a failure, and a key is verified only when it would be accepted."""
+        method = "certificate" if offered.certificate is not None else "publickey"
+        self._begin_attempt(method)
+        fingerprint = offered.key.get_fingerprint("sha256") if offered.key is not None else None
+        refusal, proof = self._judge_key(offered)
+        if not offered.signed:
+            if refusal is None:
+                self._attempts -= 1  # as in OpenSSH, a query the key may answer is no attempt
+                return True
+            self.state.metrics.auth_attempt(method, "refused")
+            return False
+        if refusal is None and not offered.signature_ok():
+            refusal = "the signature does not verify"
+        if refusal is not None:
+            if self._failed(method, refusal, key_fingerprint=fingerprint):
+                raise self._lockout_error()
+            return False
+        self._proof = {"key_fingerprint": fingerprint, **proof}
+        if self._may_sign_in and self._sign_ins is not None and self.login is not None and fingerprint:
+            # A single sign-on login: auth_completed lets the person the key is bound to in, or
+            # signs in first with an unbound key.
             self._offered = (fingerprint, self._sign_ins.sso.bound(fingerprint, self.login))
-            return True
-        return False
+        else:
+            self.auth_method = method
+        return True
+
+    def _judge_key(self, offered: OfferedKey) -> tuple[str | None, dict[str, object]]:
+        """Why ``offered`` does not prove this login's identity (None: it does), and what proves it."""
+        if offered.key is None:
+            return "not a usable key or certificate", {}
+        if offered.certificate is None:
+            # A single sign-on login takes any key: bound, it proves the person; unbound, it
+            # leads to a sign-in.
+            if offered.key.public_data in self._authorized_keys or self._may_sign_in:
+                return None, {}
+            return self.credentials.unusable or "key not authorized for this identity", {}
+        if not self._ca_keys or self.identity is None:
+            return self.credentials.unusable or "no user certificate authority for this identity", {}
+        try:
+            facts = check_user_certificate(
+                offered.certificate,
+                self._ca_keys,
+                self.credentials.principal,
+                ignore_case=self.identity.type == "human",
+                client_ip=self.client_ip,
+            )
+        except CertificateRefused as exc:
+            return f"certificate refused: {exc}", {}
+        return None, {
+            "cert_key_id": facts.key_id,
+            "cert_serial": facts.serial,
+            "cert_ca_fingerprint": facts.ca_fingerprint,
+            "cert_principal": facts.principal,
+        }
 
     def kbdint_auth_supported(self) -> bool:
         """An SSO login signs in through keyboard-interactive; other logins keep asyncssh's
@@ -249,10 +359,9 @@ class GatewayConnection(asyncssh.SSHServer):
     async def get_kbdint_challenge(
         self, username: str, lang: str, submethods: str
     ) -> tuple[str, str, str, list[tuple[str, bool]]] | bool:
-        self._tried = True
-        self._last_method = "oidc"
         if not self._may_sign_in or self._sign_ins is None or self.login is None:
             return False
+        self._begin_attempt("oidc")
         self._arm_grace(self._sign_ins.sso.config.sign_in_timeout_s + 10)
         try:
             self._kbdint_flow = await self._sign_ins.begin(self.login.subject)
@@ -276,7 +385,7 @@ class GatewayConnection(asyncssh.SSHServer):
         except SignInError as exc:
             self._kbdint_error = exc
             return "", f"sshgate: {exc}\n", "", []  # shown to the person; the next answer fails
-        self._signed_in(person, None)
+        self._signed_in(self._sign_ins.sso, person, None)
         return True
 
     def _check_not_locked_out(self) -> None:
@@ -284,15 +393,14 @@ class GatewayConnection(asyncssh.SSHServer):
         if self.state.tracker.locked_for(self.client_ip):
             raise SignInError("refused", f"too many failed logins from {self.client_ip}", "locked out")
 
-    def _signed_in(self, person: SignedIn, fingerprint: str | None) -> None:
+    def _signed_in(self, sso: Sso, person: SignedIn, fingerprint: str | None) -> None:
         """Become the person the provider vouched for; bind the proven key, if there is one."""
-        assert self._sign_ins is not None
         self.identity = Identity(
             "human", person.email, person.provider, None, person.groups, signed_in_at=person.signed_in_at
         )
         self.auth_method = "oidc"
         if fingerprint is not None:
-            binding = self._sign_ins.sso.bind(fingerprint, person)
+            binding = sso.bind(fingerprint, person)
             self.sso_fingerprint = fingerprint
             self.log.info(
                 "oidc.key_bound",
@@ -304,19 +412,9 @@ class GatewayConnection(asyncssh.SSHServer):
     def _sign_in_failed(self, exc: SignInError | None, disconnect_after: float) -> None:
         """A failed sign-in is one failed attempt (an unreachable provider is nobody's fault and
         is not counted); the client is told why, then disconnected."""
-        self._tried = False  # counted here, not again when the connection ends
         line = f"sshgate: {exc}" if exc is not None else "sshgate: sign-in failed"
-        self.state.metrics.auth_attempt("oidc", "failure")
-        self.log.warning(
-            "auth.failure",
-            client_ip=self.client_ip,
-            method="oidc",
-            identity=self._who(),
-            reason=exc.reason if exc else "no sign-in in progress",
-        )
         counted = exc is None or exc.outcome != "unavailable"
-        if counted and self.state.tracker.failure(self.client_ip):
-            self.log.warning("auth.lockout", client_ip=self.client_ip, lockout_s=self.state.tracker.lockout_s)
+        self._failed("oidc", exc.reason if exc else "no sign-in in progress", counted=counted)
         if self.conn is not None:
             conn = self.conn
             asyncio.get_running_loop().call_later(
@@ -324,67 +422,67 @@ class GatewayConnection(asyncssh.SSHServer):
             )
 
     async def validate_password(self, username: str, password: str) -> bool:
-        self._tried = True
-        self._last_method = "password"
+        self._begin_attempt("password")
         hashes = list(self.credentials.token_hashes)
-        ok = bool(hashes) and await asyncio.get_running_loop().run_in_executor(
-            None, verify_token, password, hashes
-        )
+        # A login without tokens runs scrypt too (tokens.verify_token): same time either way.
+        ok = await asyncio.get_running_loop().run_in_executor(None, verify_token, password, hashes)
         if ok:
+            self._refuse_if_locked("password")  # locked out while the hash ran: the token no longer helps
             self.auth_method = "password"
             return True
-        self.state.metrics.auth_attempt("password", "failure")
-        self.log.warning("auth.failure", client_ip=self.client_ip, method="password", identity=self._who())
-        if self.state.tracker.failure(self.client_ip):
-            self.log.warning("auth.lockout", client_ip=self.client_ip, lockout_s=self.state.tracker.lockout_s)
-            if self.conn is not None:
-                self.conn.disconnect(
-                    asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
-                    f"too many failed logins from {self.client_ip}",
-                )
+        if self._failed("password", self.credentials.unusable or ("wrong token" if hashes else "no tokens")):
+            raise self._lockout_error()
         return False
 
     def _who(self) -> str:
         return self.identity.name if self.identity else ""
 
+    def _logged_in(self) -> tuple[Login, Identity]:
+        """The login and identity of an authenticated connection; anything else is a bug that must
+        not go on with an unknown principal."""
+        if not self.authenticated or self.login is None or self.identity is None:
+            raise RuntimeError("the connection is used before its authentication completed")
+        return self.login, self.identity
+
     def auth_completed(self) -> None:
         offered, self._offered = self._offered, None
         if not self.auth_method and offered is not None:
             fingerprint, binding = offered
-            if binding is None:
+            if binding is None and self._sign_ins is not None and self.login is not None:
                 # Signed with a key nobody is bound to: sign in first, still unauthenticated.
-                task = asyncio.get_running_loop().create_task(self._sign_in_after_auth(fingerprint))
+                task = asyncio.get_running_loop().create_task(
+                    self._sign_in_after_auth(self._sign_ins, self.login, fingerprint)
+                )
                 task.add_done_callback(lambda t: None if t.cancelled() else t.exception())
                 self._after_auth_sign_in = task
                 return
-            self.identity = Identity(
-                "human",
-                binding.email,
-                binding.provider,
-                None,
-                binding.groups,
-                signed_in_at=binding.signed_in_at,
-            )
-            self.auth_method = "oidc"
-            self.sso_fingerprint = fingerprint
+            if binding is not None:
+                self.identity = Identity(
+                    "human",
+                    binding.email,
+                    binding.provider,
+                    None,
+                    binding.groups,
+                    signed_in_at=binding.signed_in_at,
+                )
+                self.auth_method = "oidc"
+                self.sso_fingerprint = fingerprint
         self._authenticated()
 
-    async def _sign_in_after_auth(self, fingerprint: str) -> None:
+    async def _sign_in_after_auth(self, sign_ins: SignIns, login: Login, fingerprint: str) -> None:
         """The publickey path: the URL and code go to the first session channel's stderr."""
-        assert self._sign_ins is not None and self.login is not None
-        self._last_method = "oidc"
-        self._arm_grace(self._sign_ins.sso.config.sign_in_timeout_s + 10)
+        self._arm_grace(sign_ins.sso.config.sign_in_timeout_s + 10)
         try:
-            flow, authorization = await self._sign_ins.begin(self.login.subject)
+            flow, authorization = await sign_ins.begin(login.subject)
             for line in authorization.instruction():
                 self.notices.say(line)
-            person = await self._sign_ins.finish(flow, authorization)
+            person = await sign_ins.finish(flow, authorization)
             self._check_not_locked_out()
         except SignInError as exc:
             # The waiting session channel prints the line; the disconnect follows.
             self._sign_in_failed(exc, disconnect_after=0.5)
             raise
-        self._signed_in(person, fingerprint)
+        self._signed_in(sign_ins.sso, person, fingerprint)
         self._authenticated()
 
     async def signed_in(self) -> None:
@@ -398,14 +496,17 @@ class GatewayConnection(asyncssh.SSHServer):
             raise Refusal(str(exc), reason=exc.reason, event="oidc.sign_in") from None
 
     def _authenticated(self) -> None:
+        if self.login is None or self.identity is None or not self.auth_method:
+            # A bug, never a login: fail closed.
+            self.log.error("auth.error", client_ip=self.client_ip, reason="authenticated without an identity")
+            if self.conn is not None:
+                self.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "internal error")
+            return
         self.authenticated = True
         if self._grace is not None:
             self._grace.cancel()
         self._leave_unauthenticated()
-        self.state.tracker.success(self.client_ip)
-        self.auth_method = self.auth_method or "certificate"
         self.state.metrics.auth_attempt(self.auth_method, "success")
-        assert self.identity is not None and self.login is not None
         self.log.info(
             "auth.success",
             client_ip=self.client_ip,
@@ -414,7 +515,7 @@ class GatewayConnection(asyncssh.SSHServer):
             identity_type=self.identity.type,
             provider=self.identity.provider,
             client_version=self.client_version,
-            **({"key_fingerprint": self.sso_fingerprint} if self.sso_fingerprint else {}),
+            **self._proof,
         )
         if self.login.resource:
             request = RequestFacts("shell")
@@ -430,19 +531,17 @@ class GatewayConnection(asyncssh.SSHServer):
 
     def route_for(self, route: Route | None) -> Route:
         """Merge the login's ``+resource@native`` with a ``formal`` command's route."""
-        assert self.login is not None
+        login, _ = self._logged_in()
         if route is None:
-            if not self.login.resource:
+            if not login.resource:
                 raise Refusal(USAGE, exit_status=2, event="route.missing")
-            return Route(self.login.resource, self.login.native_user)
-        if self.login.native_user and route.native_user and self.login.native_user != route.native_user:
-            raise Refusal(
-                f"native user {route.native_user} conflicts with @{self.login.native_user} in the login"
-            )
-        if route.native_user is None and self.login.native_user:
+            return Route(login.resource, login.native_user)
+        if login.native_user and route.native_user and login.native_user != route.native_user:
+            raise Refusal(f"native user {route.native_user} conflicts with @{login.native_user} in the login")
+        if route.native_user is None and login.native_user:
             return Route(
                 route.resource,
-                self.login.native_user,
+                login.native_user,
                 route.shell,
                 route.container,
                 route.task,
@@ -478,22 +577,22 @@ class GatewayConnection(asyncssh.SSHServer):
         return ConnectionFacts(self.client_ip, self.client_version, self.auth_method)
 
     async def _bind(self, route: Route, request: RequestFacts) -> Binding:
-        assert self.identity is not None
+        _, identity = self._logged_in()
         started = time.monotonic()
         try:
             limit = self.ctx.config.limits.max_sessions_per_user
-            if self.state.bound_per_identity[self.identity.name] >= limit:
+            if self.state.bound_per_identity[identity.name] >= limit:
                 raise Refusal(
-                    f"too many open sessions for {self.identity.name} (limit {limit}); close one first",
+                    f"too many open sessions for {identity.name} (limit {limit}); close one first",
                     event="limit.sessions_per_user",
                 )
-            self.state.bound_per_identity[self.identity.name] += 1
-            self._counted_binding = True
+            self.state.bound_per_identity[identity.name] += 1
+            self._counted_binding = identity.name
             resource = find_resource(self.ctx.config, route.resource)
-            native = choose_native(resource, self.identity, route.native_user)
-            plan = await plan_upstream(self.ctx, resource, native, self.identity, route)
+            native = choose_native(resource, identity, route.native_user)
+            plan = await plan_upstream(self.ctx, resource, native, identity, route)
             decision, session_doc = await decide_session(
-                self.ctx, self.identity, resource, native, self._facts(), request, plan.policy_context
+                self.ctx, identity, resource, native, self._facts(), request, plan.policy_context
             )
             self._log_decision(decision, resource=resource.name, native_user=native.user.username)
             step_up: dict[str, Any] | None = None
@@ -501,18 +600,20 @@ class GatewayConnection(asyncssh.SSHServer):
                 step_up = await self._step_up(resource.name)
             elif not decision.allowed:
                 raise Refusal(decision.client_text(), reason=decision.reason, event="policy.block")
-            recording = await start_recording(
-                self.ctx,
-                self.session_id,
-                {
-                    "user": self.identity.as_policy_input(),
-                    "resource": resource.name,
-                    "resource_type": resource.type,
-                    "native_user": native.user.username,
-                    "client_ip": self.client_ip,
-                    "client_version": self.client_version,
-                    "auth_method": self.auth_method,
-                },
+            recording = await self._held.recording_from(
+                start_recording(
+                    self.ctx,
+                    self.session_id,
+                    {
+                        "user": identity.as_policy_input(),
+                        "resource": resource.name,
+                        "resource_type": resource.type,
+                        "native_user": native.user.username,
+                        "client_ip": self.client_ip,
+                        "client_version": self.client_version,
+                        "auth_method": self.auth_method,
+                    },
+                )
             )
             recording.note_decision(
                 {"stage": "session", "action": decision.action, "reason": decision.reason}
@@ -524,11 +625,11 @@ class GatewayConnection(asyncssh.SSHServer):
                 resource_type=resource.type,
                 native_user=native.user.username,
                 native_user_source=native.source,
-                identity=self.identity.name,
+                identity=identity.name,
                 client_ip=self.client_ip,
             )
             try:
-                upstream = await plan.connect()
+                upstream = await self._held.upstream_from(plan.connect())
             except Refusal as exc:
                 self.log.warning(
                     "upstream.connect",
@@ -537,7 +638,10 @@ class GatewayConnection(asyncssh.SSHServer):
                     reason=exc.reason,
                     seconds=round(time.monotonic() - started, 4),
                 )
-                await recording.close("closed")
+                await self._held.release("closed", "refused")
+                raise
+            except Exception:
+                await self._held.release("closed", "error")
                 raise
             if isinstance(resource, SshResource) and resource.host_key_policy.insecure_accept_any:
                 self.log.warning(
@@ -571,14 +675,14 @@ class GatewayConnection(asyncssh.SSHServer):
         """A session policy said ``mfa``: a fresh sign-in at the provider before it proceeds, unless
         this identity stepped up within ``mfa.max_age_s`` (docs/oidc.md). What happened, for the
         decision log and session.json."""
-        assert self.identity is not None
+        _, identity = self._logged_in()
         sso = self.state.sso
-        email = self.identity.email
+        email = identity.email
         if sso is None or email is None:
             why = "no identity provider is configured" if sso is None else "machines cannot sign in"
             self.log.warning("oidc.step_up", result="refused", resource=resource, reason=why)
             raise Refusal(f"this session needs a fresh sign-in, but {why}", reason=why, event="policy.mfa")
-        provider = self.identity.provider
+        provider = identity.provider
         at = sso.fresh_step_up(provider, email)
         if at is not None:
             self.log.info(
@@ -638,7 +742,8 @@ class GatewayConnection(asyncssh.SSHServer):
         )
 
     async def request_decision(self, binding: Binding, kind: PolicyRequestKind, **facts: Any) -> Decision:
-        """The request stage: one decision per exec, subsystem, sftp mutation or forward, audited."""
+        """The request stage: one decision per shell, exec, subsystem, sftp change or forward, audited."""
+        facts = {k: v for k, v in facts.items() if v is not None}
         decision = await self.ctx.policy.decide("request", request_input(binding.session_doc, kind, **facts))
         self._log_decision(decision, kind=kind, **facts)
         binding.recording.note_decision(
@@ -660,15 +765,15 @@ class GatewayConnection(asyncssh.SSHServer):
 
     async def list_resources(self) -> str:
         """``formal list``: resources with an assigned native user that policy does not block."""
-        assert self.identity is not None
+        _, identity = self._logged_in()
         lines = []
         for resource in self.ctx.config.resources:
             try:
-                native = choose_native(resource, self.identity, None)
+                native = choose_native(resource, identity, None)
             except Refusal:
                 continue
             decision, _ = await decide_session(
-                self.ctx, self.identity, resource, native, self._facts(), RequestFacts("shell")
+                self.ctx, identity, resource, native, self._facts(), RequestFacts("shell")
             )
             if decision.allowed or decision.action == "mfa":
                 lines.append(f"{resource.name}\t{resource.type}\t{native.user.username}\n")
@@ -677,23 +782,27 @@ class GatewayConnection(asyncssh.SSHServer):
     # Channels
 
     def session_requested(self) -> tuple[asyncssh.SSHServerChannel[bytes], ClientSession]:
-        assert self.conn is not None
+        if self.conn is None:
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, "connection not set up")
         return self.conn.create_server_channel(encoding=None), ClientSession(self)
 
     def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> Any:
         return self._open_forward(dest_host, dest_port)
 
     async def _open_forward(self, host: str, port: int) -> ClientTcp:
-        assert self.login is not None
-        if not self.login.resource and self._binding is None:
+        try:
+            await self.signed_in()  # a sign-in after authentication may still run
+        except Refusal as exc:
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(exc)) from None
+        login, _ = self._logged_in()
+        if not login.resource and self._binding is None:
             raise asyncssh.ChannelOpenError(
                 asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
                 "no resource selected: log in as LOGIN+resource to forward ports",
             )
         session = ClientTcp(self, host, port)
         try:
-            await self.signed_in()
-            route = self._binding_route()
+            route = await self._binding_route()
             binding = await self.binding(route, RequestFacts("port_forward", host=host, port=port))
             await self.check_request(binding, "port_forward", host=host, port=port)
             session.attach_upstream(await binding.upstream.open_tcp(host, port, session))
@@ -703,12 +812,14 @@ class GatewayConnection(asyncssh.SSHServer):
         session.opened(binding)
         return session
 
-    def _binding_route(self) -> Route:
-        assert self.login is not None
-        if self.login.resource:
-            return Route(self.login.resource, self.login.native_user)
-        assert self._binding is not None and self._binding.done()
-        return self._binding.result().route
+    async def _binding_route(self) -> Route:
+        """The login's route, else that of the binding a session channel started (waited for)."""
+        login, _ = self._logged_in()
+        if login.resource:
+            return Route(login.resource, login.native_user)
+        if self._binding is None:
+            raise Refusal("no resource selected: log in as LOGIN+resource to forward ports")
+        return (await self._binding).route
 
 
 class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
@@ -721,6 +832,7 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         self._subsystem: str | None = None
         self._term: tuple[str, tuple[int, int, int, int], Mapping[int, int]] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._lost = False
 
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         self._chan = chan
@@ -795,6 +907,14 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         chan.write_stderr(("sshgate: " + text).encode() if exit_status != 2 else text.encode())
         chan.exit(exit_status)
 
+    def _channel(self) -> asyncssh.SSHServerChannel[bytes]:
+        """The client channel, which asyncssh sets before the session starts (a bug otherwise:
+        the session fails as an internal error instead of going on unchecked)."""
+        chan: asyncssh.SSHServerChannel[bytes] | None = self._chan
+        if chan is None:
+            raise RuntimeError("session started without its channel")
+        return chan
+
     def _failed(self, exc: BaseException) -> None:
         self.owner.log.error("channel.error", error=repr(exc))
         self._refuse("internal error; the gateway's audit log has the details", 1)
@@ -812,9 +932,9 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
             self._refuse(str(exc), 2)
             return
         if isinstance(parsed, ListResources):
-            assert self._chan is not None
-            self._chan.write((await owner.list_resources()).encode())
-            self._chan.exit(0)
+            chan = self._channel()
+            chan.write((await owner.list_resources()).encode())
+            chan.exit(0)
             self._closed = True
             return
         try:
@@ -824,13 +944,18 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
             return
         command = route.command if parsed is not None else self._command
         kind: Literal["shell", "exec", "subsystem"] = "exec" if command is not None else "shell"
-        if self._subsystem is not None:
+        subsystem = self._subsystem
+        if subsystem is not None:
             kind, command = "subsystem", None
-        facts = RequestFacts(kind, command, self._subsystem, self._term is not None)
+        elif command is not None and is_sftp_server(command):
+            subsystem = "sftp"  # sftp over an exec channel: gated and recorded as the subsystem
+        # What policies and the recording see: ``--shell CMD`` is a command too (DESIGN §2).
+        shown = route.shell if kind == "shell" else command
+        asked: Literal["shell", "exec", "subsystem"] = "subsystem" if subsystem else kind
+        facts = RequestFacts(asked, shown, subsystem, self._term is not None)
         try:
             binding = await owner.binding(route, facts)
-            if kind != "shell":
-                await owner.check_request(binding, kind, command=command, subsystem=self._subsystem)
+            await owner.check_request(binding, asked, command=shown, subsystem=subsystem)
             request = SessionRequest(
                 kind=kind,
                 command=command,
@@ -849,12 +974,12 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
             owner.log.warning("channel.refused", kind=kind, reason=getattr(exc, "reason", None) or str(exc))
             self._refuse(str(exc), getattr(exc, "exit_status", 1))
             return
-        channel_kind: ChannelKind = "sftp" if kind == "subsystem" else kind
+        channel_kind: ChannelKind = "sftp" if subsystem is not None else "exec" if kind == "exec" else "shell"
         self.recording = binding.recording.open_channel(
             channel_kind,
             {
-                "command": command,
-                "subsystem": request.subsystem,
+                "command": shown,
+                "subsystem": subsystem,
                 "pty": request.pty,
                 "term": request.term_type,
                 "size": list(request.term_size[:2]) if request.term_size else None,
@@ -863,12 +988,12 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         owner.log.info(
             "channel.open",
             kind=request.kind,
-            command=command,
-            subsystem=request.subsystem,
+            command=shown,
+            subsystem=subsystem,
             pty=request.pty,
             resource=binding.resource.name,
         )
-        if request.subsystem == "sftp":
+        if subsystem == "sftp":
             self._follow_sftp(binding, up)
         self.attach_upstream(up)
 
@@ -886,33 +1011,75 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         return path
 
     def _follow_sftp(self, binding: Binding, up: UpstreamChannel) -> None:
-        """Record every sftp file operation; with a ``request`` rule, also gate the mutating ones."""
+        """Record every sftp file operation; with a ``request`` rule, also gate every request
+        that can change something. A stream that can no longer be followed ends the channel:
+        what it did next could be neither recorded nor gated."""
         tracker = SftpTracker(emit=self.recording.event)
-        self.server_tap = tracker.server_data
         self.on_close = tracker.close
+
+        def deliver(data: bytes) -> None:
+            tracker.server_data(data)
+            self.to_client(data)
+            if tracker.failure:
+                self._lost_track(f"sftp stream not understood: {tracker.failure}")
+
         if not self.owner.ctx.policy.has_rule("request"):
 
             def observe(data: bytes) -> None:
-                up.write(data)
                 tracker.client_data(data)
+                if tracker.failure:
+                    self._lost_track(f"sftp stream not understood: {tracker.failure}")
+                else:
+                    up.write(data)
 
-            self.client_filter = observe
+            self.client_filter, self.server_filter = observe, deliver
             return
-        chan = self._chan
-        assert chan is not None
+        chan = self._channel()
 
         async def decide(change: Mutation) -> Decision:
             return await self.owner.request_decision(
                 binding, "sftp", operation=change.operation, path=change.path, target_path=change.target
             )
 
-        gate = SftpGate(tracker, up.write, chan.write, decide, chan.pause_reading, chan.resume_reading,
-                        lambda reason: self._refuse(reason, 1))  # fmt: skip
-        self.client_filter = gate.feed
+        def refused(request: Request, reason: str) -> None:
+            self.owner.log.warning(
+                "request.blocked", kind="sftp", operation=request.name, path=request.path, reason=reason
+            )
+
+        gate = SftpGate(tracker, up.write, deliver, chan.write, decide, refused, chan.pause_reading,
+                        chan.resume_reading, self._lost_track)  # fmt: skip
+        self.client_filter, self.server_filter = gate.feed, gate.server_data
+
+        def closed() -> None:
+            gate.close()
+            tracker.close()
+
+        self.on_close = closed
+
+    def _lost_track(self, reason: str) -> None:
+        """End a followed channel whose stream the gateway cannot follow (once)."""
+        if self._lost:
+            return
+        self._lost = True
+        self.owner.log.warning("channel.error", kind="sftp", reason=reason)
+        self.end_with_notice(f"{reason}; the channel is closed")
 
 
 def _forwarded_env(env: Any) -> dict[str, str]:
     return {k: v for k, v in dict(env).items() if k in _FORWARDED_ENV or k.startswith("LC_")}
+
+
+def _keys(lines: Iterable[str]) -> Iterator[asyncssh.SSHKey]:
+    """The configured public keys that parse (config validation reports the others)."""
+    for line in lines:
+        try:
+            yield asyncssh.import_public_key(line)
+        except (asyncssh.KeyImportError, ValueError):
+            continue
+
+
+def _public_data(lines: Iterable[str]) -> Iterator[bytes]:
+    return (key.public_data for key in _keys(lines))
 
 
 class ClientTcp(ChannelRelay, asyncssh.SSHTCPSession[bytes]):

@@ -91,8 +91,7 @@ def identity_key(doc: Mapping[str, Any]) -> str | None:
     return f"{user.get('type')}:{name}" if isinstance(name, str) else None
 
 
-PolicyRequestKind = Literal["exec", "subsystem", "sftp", "port_forward"]
-SftpOperation = Literal["write", "remove", "rename", "mkdir", "rmdir", "setstat"]
+PolicyRequestKind = Literal["shell", "exec", "subsystem", "sftp", "port_forward"]
 
 
 def request_input(
@@ -101,7 +100,7 @@ def request_input(
     *,
     command: str | None = None,
     subsystem: str | None = None,
-    operation: SftpOperation | None = None,
+    operation: str | None = None,
     path: str | None = None,
     target_path: str | None = None,
     host: str | None = None,

@@ -20,14 +20,20 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sshgate.recording.channels import Channel, Item, make_channel, utc_now
 from sshgate.recording.manifest import SESSION_FILE, seal
-from sshgate.recording.recorder import ChannelKind, ChannelRecording, RecordingError, SessionRecording
+from sshgate.recording.recorder import (
+    ChannelKind,
+    ChannelRecording,
+    EndStatus,
+    RecordingError,
+    SessionRecording,
+)
 from sshgate.recording.writer import Op, WriterGone, WriterProcess
 
 if TYPE_CHECKING:
@@ -98,13 +104,13 @@ class _Session:
         self.doc["decisions"].append({"at": utc_now(), **decision})
         self.dirty = True
 
-    async def close(self, status: Literal["closed", "interrupted"] = "closed") -> None:
+    async def close(self, status: EndStatus = "closed", *, end_reason: str | None = None) -> None:
         if self.closed:
             return
         self.closed = True
         for channel in self.channels:
             channel.close()
-        await self.recorder.finish(self, status)
+        await self.recorder.finish(self, status, end_reason)
 
     def snapshot(self) -> dict[str, Any]:
         self.dirty, self.counted_at = False, time.monotonic()
@@ -205,12 +211,12 @@ class FileRecorder:
                 if self.sink is not None:
                     self.sink.put(session.dir / channel.file)
 
-    async def finish(self, session: _Session, status: str) -> None:
+    async def finish(self, session: _Session, status: str, end_reason: str | None = None) -> None:
         """Final flush, then seal and write session.json and release the session's marker."""
         await self.flush()
         async with self._lock:
             self._sessions.discard(session)
-            doc = {**session.snapshot(), "status": status, "ended_at": utc_now()}
+            doc = {**session.snapshot(), "status": status, "ended_at": utc_now(), "end_reason": end_reason}
             try:
                 await asyncio.to_thread(self._seal, session, doc)
             except OSError as exc:

@@ -10,6 +10,8 @@ import asyncio
 from typing import Any, Literal, Protocol
 
 ChannelKind = Literal["shell", "exec", "sftp", "forward"]
+EndStatus = Literal["closed", "aborted", "interrupted"]
+"""``aborted``: the client left while the session was being set up (DESIGN §7)."""
 
 
 class RecordingError(Exception):
@@ -33,7 +35,7 @@ class SessionRecording(Protocol):
 
     def open_channel(self, kind: ChannelKind, meta: dict[str, Any]) -> ChannelRecording: ...
     def note_decision(self, decision: dict[str, Any]) -> None: ...
-    async def close(self, status: Literal["closed", "interrupted"] = "closed") -> None: ...
+    async def close(self, status: EndStatus = "closed", *, end_reason: str | None = None) -> None: ...
 
 
 class Recorder(Protocol):
@@ -82,7 +84,7 @@ class _NullSession:
     def note_decision(self, decision: dict[str, Any]) -> None:
         pass
 
-    async def close(self, status: Literal["closed", "interrupted"] = "closed") -> None:
+    async def close(self, status: EndStatus = "closed", *, end_reason: str | None = None) -> None:
         pass
 
 
