@@ -7,6 +7,7 @@ SIGHUP) instead of failing half-way through a user's session.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -18,6 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sshgate.login import NAME_PATTERN
 
 Name = Annotated[str, Field(pattern=f"^{NAME_PATTERN}$")]
+# Words of the remote command (DESIGN §1): `formal list` must never mean a resource.
+RESERVED_RESOURCE_NAMES = frozenset({"list", "ssh-config"})
+# `host`, `host:port` or `[v6]:port`: it is printed into users' ssh_config, so nothing else.
+_PUBLIC_ADDRESS = re.compile(
+    r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9][A-Za-z0-9.-]{0,252}))(?::(?P<port>\d{1,5}))?"
+)
 
 
 class ConfigError(Exception):
@@ -170,8 +177,17 @@ class NativeUser(_Model):
 class _ResourceBase(_Model):
     name: Name
     tags: dict[str, str] = {}
-    native_users: list[NativeUser]
+    native_users: list[NativeUser] = []
     allow_agent_forwarding: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in RESERVED_RESOURCE_NAMES:
+            raise ValueError(
+                f"{value!r} is a word of the remote command (formal {value}), not a resource name"
+            )
+        return value
 
     @model_validator(mode="after")
     def _native_users_consistent(self) -> _ResourceBase:
@@ -193,6 +209,7 @@ class SshSettings(_Model):
 
 class SshResource(_ResourceBase):
     type: Literal["ssh"]
+    native_users: list[NativeUser]  # required: an sshd has no ambient identity (DESIGN §5)
     hostname: str
     port: int = Field(22, ge=1, le=65535)
     host_key_policy: HostKeyPolicy
@@ -206,6 +223,8 @@ class Ec2Resource(_ResourceBase):
     instance_name: str | None = None
     region: str | None = None
     start_if_stopped: bool = False
+    start_timeout_s: float = Field(300.0, gt=0)
+    select: Literal["one", "newest", "any"] = "one"
     ssh: SshSettings | None = None
     command_document: str = "SSHGate-NonInteractiveCommands"
 
@@ -246,20 +265,35 @@ Resource = Annotated[SshResource | Ec2Resource | EcsResource, Field(discriminato
 
 
 class EcsDiscovery(_Model):
+    """One resource per ACTIVE service of ``clusters`` (every cluster when empty)."""
+
     enabled: bool = False
     clusters: list[str] = []
     region: str | None = None
+    container: str | None = None
+    shell: str = "/bin/sh"
 
 
 class Ec2Discovery(_Model):
+    """One resource per instance whose tags match every ``tag_filters`` entry."""
+
     enabled: bool = False
     region: str | None = None
     tag_filters: dict[str, str] = {}
 
 
 class Discovery(_Model):
+    interval_s: float = Field(60.0, ge=1)
     ecs: EcsDiscovery = Field(default_factory=EcsDiscovery)
     ec2: Ec2Discovery = Field(default_factory=Ec2Discovery)
+    native_users: list[NativeUser] = []
+
+    @model_validator(mode="after")
+    def _one_default(self) -> Discovery:
+        _require_unique((n.username for n in self.native_users), "native user of discovered resources")
+        if sum(n.default for n in self.native_users) > 1:
+            raise ValueError("discovery.native_users has more than one default")
+        return self
 
 
 class Policies(_Model):
@@ -281,7 +315,10 @@ class Recording(_Model):
     dir: str | None = None
     s3: S3Recording | None = None
     capture_input: bool = False
+    forward_data: bool = False
+    transfer_data: bool = False
     signing_key: str | None = None
+    retention_days: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _s3_needs_bucket(self) -> Recording:
@@ -313,6 +350,7 @@ class Metrics(_Model):
 
 class Config(_Model):
     listen: Listen = Field(default_factory=lambda: Listen())
+    public_address: str | None = None
     host_keys: list[str] = []
     data_dir: str = "/var/lib/sshgate"
     workers: int = Field(1, ge=1, le=64)
@@ -326,6 +364,24 @@ class Config(_Model):
     metrics: Metrics = Field(default_factory=Metrics)
     shutdown_grace_s: float = Field(30, ge=0)
 
+    @field_validator("public_address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None:
+            match = _PUBLIC_ADDRESS.fullmatch(value)
+            if match is None or not 0 < int(match.group("port") or 22) < 65536:
+                raise ValueError("public_address is HOST, HOST:PORT or [IPv6]:PORT")
+        return value
+
+    @property
+    def public_host_port(self) -> tuple[str, int] | None:
+        """``public_address`` split; None when it is not set."""
+        if self.public_address is None:
+            return None
+        match = _PUBLIC_ADDRESS.fullmatch(self.public_address)
+        assert match is not None
+        return match.group("v6") or match.group("host"), int(match.group("port") or 22)
+
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
         _require_unique((r.name for r in self.resources), "resource name")
@@ -333,7 +389,9 @@ class Config(_Model):
             raise ValueError("workers > 1 share listen.port with SO_REUSEPORT: set a fixed port, not 0")
         for resource in self.resources:
             for user in self.identities.users:
-                _check_assignments(resource, user)
+                _check_assignments(resource.name, resource.native_users, user)
+        for user in self.identities.users:
+            _check_assignments("discovered resources", self.discovery.native_users, user)
         return self
 
     def resource(self, name: str) -> SshResource | Ec2Resource | EcsResource | None:
@@ -361,24 +419,24 @@ def _require_unique(values: Iterator[str] | Any, what: str) -> None:
         seen.add(value)
 
 
-def _check_assignments(resource: SshResource | Ec2Resource | EcsResource, user: UserConfig) -> None:
+def _check_assignments(where: str, native_users: list[NativeUser], user: UserConfig) -> None:
     """DESIGN §5: a direct assignment excludes a *different* group one, and groups must agree.
 
     The same native user reached both directly and through a group (as in DESIGN §3's own
     example) is not ambiguous, so it is allowed.
     """
-    direct = [n.username for n in resource.native_users if user.email in n.users]
-    via_groups = {n.username for n in resource.native_users if set(n.groups) & set(user.groups)}
+    direct = [n.username for n in native_users if user.email in n.users]
+    via_groups = {n.username for n in native_users if set(n.groups) & set(user.groups)}
     if len(direct) > 1:
-        raise ValueError(f"{user.email} is assigned several native users on {resource.name}: {direct}")
+        raise ValueError(f"{user.email} is assigned several native users on {where}: {direct}")
     if direct and via_groups - {direct[0]}:
         raise ValueError(
-            f"{user.email} is assigned {direct[0]} directly on {resource.name} and also through a group "
+            f"{user.email} is assigned {direct[0]} directly on {where} and also through a group "
             f"({', '.join(sorted(via_groups - {direct[0]}))}); remove one of the two"
         )
     if len(via_groups) > 1:
         raise ValueError(
-            f"{user.email} gets different native users on {resource.name} through groups: "
+            f"{user.email} gets different native users on {where} through groups: "
             f"{', '.join(sorted(via_groups))}"
         )
 

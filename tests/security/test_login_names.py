@@ -92,4 +92,4 @@ def test_the_provider_in_policy_input_and_recordings_is_the_identitys(
     session_id = gateway.wait_event("auth.success", identity="alice@corp.com")["session_id"]
     recordings = Path(gateway.config["data_dir"]) / "recordings"
     (manifest,) = recordings.glob(f"[0-9]*/{session_id}/session.json")
-    assert json.loads(manifest.read_text())["user"]["provider"] == "formal"
+    assert json.loads(manifest.read_text())["identity"] == "idp:formal:human:alice@corp.com"

@@ -97,7 +97,7 @@ def _assert_clean(s: Setup) -> list[dict[str, object]]:
     assert len(fds) <= s.baseline, sorted(fds)
     docs = recording_docs(s.gw)
     ended = {e["session_id"] for e in s.gw.events("session.end")}
-    assert {d["session_id"] for d in docs} <= ended  # every recorded session has its audit end
+    assert {d["id"] for d in docs} <= ended  # every recorded session has its audit end
     # The per-user cap counts no session of the aborted logins.
     ok = s.alice.ssh("alice+web-1", "echo fine")
     assert ok.stdout == b"fine\n", ok.stderr
@@ -137,6 +137,6 @@ def test_left_at_random_moments(setup: Setup) -> None:
     docs = [d for d in _assert_clean(setup) if d["resource"] == "slow-upstream"]
     # A client may leave while its recording is being created, before session.start is logged.
     started = {e["session_id"] for e in gw.events("session.start", resource="slow-upstream")}
-    assert started <= {d["session_id"] for d in docs}
+    assert started <= {d["id"] for d in docs}
     assert {d["status"] for d in docs} <= {"aborted", "closed"}
     assert all(d.get("end_reason") == "client" for d in docs if d["status"] == "aborted")

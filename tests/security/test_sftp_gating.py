@@ -54,7 +54,7 @@ def _untouched(protected: Path) -> None:
 def _sftp_events(gw: GatewayProcess, session_id: str) -> list[dict[str, Any]]:
     doc = recording(gw, session_id)
     [channel] = [c for c in doc["channels"] if c["kind"] == "sftp"]
-    return [json.loads(line) for line in (Path(doc["dir"]) / channel["file"]).read_text().splitlines()]
+    return [json.loads(line) for line in (Path(doc["dir"]) / channel["files"][0]).read_text().splitlines()]
 
 
 def _blocked(gw: GatewayProcess, session_id: str) -> list[tuple[str, str, str | None]]:

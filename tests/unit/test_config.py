@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,9 @@ def test_design_example_parses() -> None:
     assert config.policies.engine == "embedded"
     assert config.limits.lockout_s == 300
     assert config.recording.s3 is not None and config.recording.s3.bucket == "my-recordings"
+    assert config.recording.retention_days == 0 and not config.recording.transfer_data
+    assert config.public_host_port == ("gw.corp.com", 22)
+    assert config.discovery.interval_s == 60 and config.discovery.native_users[0].username == "ops"
     assert config.identities.oidc is not None and config.identities.oidc.mfa.max_age_s == 300
 
 
@@ -136,3 +140,52 @@ def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     bad.write_text(RESOURCE + "    port: nope\n")
     assert main(["check-config", "--config", str(bad)]) == 2
     assert "bad.yaml:9: resources.0.port" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["list", "ssh-config"])
+def test_reserved_resource_names(name: str) -> None:
+    with pytest.raises(ConfigError, match=f"'{name}' is a word of the remote command"):
+        parse_config(RESOURCE.replace("name: web-1", f"name: {name}"))
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("gw.corp.com", ("gw.corp.com", 22)),
+        ("gw.corp.com:2222", ("gw.corp.com", 2222)),
+        ("[2001:db8::1]:22", ("2001:db8::1", 22)),
+        ("10.0.0.1:0", None),
+        ("gw corp", None),
+        ("gw.corp.com:22\nHost *", None),
+        ("-oProxyCommand=x", None),
+    ],
+)
+def test_public_address(address: str, expected: tuple[str, int] | None) -> None:
+    text = f"public_address: {json.dumps(address)}\n"
+    if expected is None:
+        with pytest.raises(ConfigError, match="public_address is HOST"):
+            parse_config(text)
+    else:
+        assert parse_config(text).public_host_port == expected
+
+
+def test_native_users_may_be_left_out_only_where_there_is_an_ambient_identity() -> None:
+    with pytest.raises(ConfigError, match=r"resources.0.native_users: Field required"):
+        parse_config(
+            RESOURCE.replace(
+                '    native_users:\n      - {username: ubuntu, secret: "ENV:WEB1_KEY", default: true}\n', ""
+            )
+        )
+    config = parse_config(
+        "resources: [{name: app, type: ec2, instance_id: i-1}, {name: api, type: ecs, cluster: c, task: t}]"
+    )
+    assert [r.native_users for r in config.resources] == [[], []]
+
+
+def test_discovery_native_users_are_checked_like_a_resource_s() -> None:
+    text = (
+        "identities: {users: [{email: a@x.io, groups: [dev, ops]}]}\n"
+        "discovery: {native_users: [{username: ro, secret: iam, groups: [dev]}, {username: rw, secret: iam, groups: [ops]}]}\n"
+    )
+    with pytest.raises(ConfigError, match="different native users on discovered resources through groups"):
+        parse_config(text)

@@ -12,7 +12,7 @@ from typing import Any, Literal, NoReturn
 import asyncssh
 
 from sshgate import audit
-from sshgate.command import USAGE, CommandError, ListResources, Route, parse_command
+from sshgate.command import USAGE, CommandError, ListResources, Route, SshConfig, parse_command
 from sshgate.config import SshResource
 from sshgate.gateway import asyncssh_auth
 from sshgate.gateway.asyncssh_auth import OfferedKey
@@ -27,6 +27,7 @@ from sshgate.gateway.binding import (
     selection_conflict,
     start_recording,
 )
+from sshgate.gateway.directory import list_output, ssh_config_output
 from sshgate.gateway.lockout import FailureTracker
 from sshgate.gateway.refusal import Refusal
 from sshgate.gateway.relay import ChannelRelay, start_task
@@ -42,7 +43,7 @@ from sshgate.oidc.errors import SignInError
 from sshgate.oidc.signin import SignedIn, SignIn
 from sshgate.policy.decision import Decision
 from sshgate.policy.input import ConnectionFacts, PolicyRequestKind, RequestFacts, request_input
-from sshgate.recording.recorder import ChannelKind
+from sshgate.recording.recorder import ChannelKind, EndReason
 from sshgate.sftp.programs import is_sftp_server
 from sshgate.sftp.protocol import Mutation, Request
 from sshgate.sftp.tracker import SftpTracker
@@ -72,7 +73,9 @@ class GatewayState:
         """Close the connections that authenticated with a key whose sign-in was just revoked."""
         for conn in list(self.connections):
             if conn.sso_fingerprint in fingerprints:
-                conn.close_with_notice("your key's sign-in was revoked; sign in again", "oidc.revoked")
+                conn.close_with_notice(
+                    "your key's sign-in was revoked; sign in again", "oidc.revoked", "terminated"
+                )
 
 
 class GatewayConnection(asyncssh.SSHServer):
@@ -101,6 +104,8 @@ class GatewayConnection(asyncssh.SSHServer):
         self.channels: set[ChannelRelay] = set()
         self._last_bytes = 0
         self.last_activity = self.started
+        self.end_reason: EndReason | None = None  # why the gateway ended it, when it did
+        self.last_closed_by_upstream = False
         # Single sign-on (docs/oidc.md): the sign-ins of an SSO login, where their lines go, the
         # last key offered for it (with its binding, if any), and the bound key that let it in.
         self.notices = Notices()
@@ -199,7 +204,8 @@ class GatewayConnection(asyncssh.SSHServer):
             else:
                 bound = binding.result()
                 self.state.metrics.session_ended(bound.resource.name, bound.resource.type, "closed")
-                await self._held.release("closed", None)
+                reason = self.end_reason or ("upstream" if self.last_closed_by_upstream else "client")
+                await self._held.release("closed", reason)
         finally:
             if self._counted_binding is not None:
                 self.state.bound_per_identity[self._counted_binding] -= 1
@@ -588,9 +594,9 @@ class GatewayConnection(asyncssh.SSHServer):
                 )
             self.state.bound_per_identity[identity.name] += 1
             self._counted_binding = identity.name
-            resource = find_resource(self.ctx.config, route.resource)
+            resource = find_resource(self.ctx, route.resource)
             native = choose_native(resource, identity, route.native_user)
-            plan = await plan_upstream(self.ctx, resource, native, identity, route)
+            plan = await plan_upstream(self.ctx, resource, native, identity, route, self._progress)
             decision, session_doc = await decide_session(
                 self.ctx, identity, resource, native, self._facts(), request, plan.policy_context
             )
@@ -664,12 +670,16 @@ class GatewayConnection(asyncssh.SSHServer):
             self.log.warning(
                 "session.refused", resource=route.resource, reason=exc.reason, event_kind=exc.event
             )
-            known = self.ctx.config.resource(route.resource)
+            known = self.ctx.resource(route.resource)
             outcome = "blocked" if exc.event == "policy.block" else "refused"
             self.state.metrics.session_refused(
                 route.resource if known else "", known.type if known else "", outcome
             )
             raise
+
+    def _progress(self, text: str) -> None:
+        self.log.info("session.progress", message=text)
+        self.notices.say(text)
 
     async def _step_up(self, resource: str) -> dict[str, Any]:
         """A session policy said ``mfa``: a fresh sign-in at the provider before it proceeds, unless
@@ -719,9 +729,10 @@ class GatewayConnection(asyncssh.SSHServer):
             self.last_activity = now
         return now - self.last_activity
 
-    def close_with_notice(self, message: str, event: str) -> None:
+    def close_with_notice(self, message: str, event: str, end_reason: EndReason) -> None:
         """Tell every open session why, then close the connection (its recordings are finalized)."""
         self.log.info(event, reason=message)
+        self.end_reason = self.end_reason or end_reason
         for channel in list(self.channels):
             channel.end_with_notice(message)
         if self.conn is not None:
@@ -763,21 +774,16 @@ class GatewayConnection(asyncssh.SSHServer):
         if not decision.allowed:
             raise Refusal(decision.client_text(), reason=decision.reason, event="request.blocked")
 
-    async def list_resources(self) -> str:
-        """``formal list``: resources with an assigned native user that policy does not block."""
-        _, identity = self._logged_in()
-        lines = []
-        for resource in self.ctx.config.resources:
-            try:
-                native = choose_native(resource, identity, None)
-            except Refusal:
-                continue
-            decision, _ = await decide_session(
-                self.ctx, identity, resource, native, self._facts(), RequestFacts("shell")
-            )
-            if decision.allowed or decision.action == "mfa":
-                lines.append(f"{resource.name}\t{resource.type}\t{native.user.username}\n")
-        return "".join(lines)
+    async def directory(self, command: ListResources | SshConfig) -> str:
+        """``formal list`` / ``formal ssh-config``: what this identity may use, nothing bound."""
+        login, identity = self._logged_in()
+        if isinstance(command, ListResources):
+            return await list_output(self.ctx, identity, login, self._facts(), command)
+        if self.conn is None:
+            raise RuntimeError("ssh-config asked for without a connection")
+        host, port = self.conn.get_extra_info("sockname")[:2]
+        key = self.conn.get_server_host_key()
+        return await ssh_config_output(self.ctx, identity, login, self._facts(), command, (host, port), key)
 
     # Channels
 
@@ -887,6 +893,7 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         self.owner.channels.discard(self)
         self.owner.count_bytes(self)
         self.client_gone()
+        self.owner.last_closed_by_upstream = self.closed_by_upstream
         self.owner.log.info(
             "channel.close",
             kind=self._subsystem or ("exec" if self._command else "shell"),
@@ -931,9 +938,10 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         except CommandError as exc:
             self._refuse(str(exc), 2)
             return
-        if isinstance(parsed, ListResources):
+        if isinstance(parsed, ListResources | SshConfig):
             chan = self._channel()
-            chan.write((await owner.list_resources()).encode())
+            chan.write((await owner.directory(parsed)).encode())
+            owner.log.info("directory.listed", command=self._command)
             chan.exit(0)
             self._closed = True
             return
@@ -1105,6 +1113,7 @@ class ClientTcp(ChannelRelay, asyncssh.SSHTCPSession[bytes]):
         self.owner.channels.discard(self)
         self.owner.count_bytes(self)
         self.client_gone()
+        self.owner.last_closed_by_upstream = self.closed_by_upstream
         self.owner.log.info(
             "channel.close",
             kind="forward",

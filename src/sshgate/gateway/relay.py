@@ -54,6 +54,7 @@ class ChannelRelay:
         self.recording: ChannelRecording = NULL_CHANNEL
         self.bytes_in = 0
         self.bytes_out = 0
+        self.closed_by_upstream = False  # the upstream ended it first (the recording's end_reason)
         self._client_full = False
         self._recording_full = False
         self._client_held = False  # we paused reading the client: asyncssh may hold its data
@@ -189,6 +190,7 @@ class ChannelRelay:
         if self._closed:
             return
         self._closed = True
+        self.closed_by_upstream = True
         self._finish_recording()
         chan = self._chan
         signal = self._exit_signal

@@ -12,6 +12,7 @@ from pathlib import Path
 import asyncssh
 
 from sshgate import asyncssh_tuning, audit
+from sshgate.aws.discovery import Discoverer
 from sshgate.config import Config, ConfigError, load_config
 from sshgate.gateway.binding import AwsAccess, BindContext
 from sshgate.gateway.connection import GatewayConnection, GatewayState
@@ -38,6 +39,7 @@ class Gateway:
         self.recorder: Recorder = NullRecorder()
         self._initial = config
         self.ctx: BindContext | None = None
+        self.discovery = Discoverer(config)
         limits = config.limits
         self.metrics = Metrics()
         self.state = GatewayState(
@@ -69,11 +71,12 @@ class Gateway:
         if interrupted:
             self.log.warning("recording.interrupted", sessions=interrupted)
         self.policy = await ReloadableDecisionPoint.open(config.policies)
-        self.ctx = BindContext(config, self.policy, self.recorder, AwsAccess(config.aws))
+        self.ctx = self._bind_context(config)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(watch_policies(self.policy, self._stopped)),
             loop.create_task(self._housekeeping()),
+            loop.create_task(self.discovery.run(self._stopped)),
         ]
         self._use_sso(config)
         keys = load_or_create_host_keys(config.host_key_paths)
@@ -143,13 +146,19 @@ class Gateway:
         if recorder is not self.recorder:
             self._tasks.append(asyncio.get_running_loop().create_task(self.recorder.retire(self._stopped)))
             self.recorder = recorder
-        self.ctx = BindContext(config, self.policy, self.recorder, AwsAccess(config.aws))
+        self.discovery.configure(config)
+        self.ctx = self._bind_context(config)
         self._use_sso(config)
         limits = config.limits
         self.state.tracker.limit = limits.auth_failures_before_lockout
         self.state.tracker.lockout_s = limits.lockout_s
         self.log.info("config.reload", result="ok", resources=len(config.resources))
         return True
+
+    def _bind_context(self, config: Config) -> BindContext:
+        return BindContext(
+            config, self.policy, self.recorder, AwsAccess(config.aws), lambda: self.discovery.resources
+        )
 
     def _use_sso(self, config: Config) -> None:
         """Start, change or stop single sign-on; a new provider client only when its block changed.
@@ -185,10 +194,13 @@ class Gateway:
                     conn.close_with_notice(
                         f"session closed: it reached the maximum length of {limits.max_session_s:g} s",
                         "limit.max_session",
+                        "max_session",
                     )
                 elif conn.idle_for(now) >= limits.idle_timeout_s:
                     conn.close_with_notice(
-                        f"session closed after {limits.idle_timeout_s:g} s without activity", "limit.idle"
+                        f"session closed after {limits.idle_timeout_s:g} s without activity",
+                        "limit.idle",
+                        "idle_timeout",
                     )
 
     async def stop(self, grace_s: float = 0.0) -> None:
@@ -207,7 +219,7 @@ class Gateway:
         while self.state.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         for conn in list(self.state.connections):
-            conn.close_with_notice("the gateway is restarting; please reconnect", "session.drained")
+            conn.close_with_notice("the gateway is restarting; please reconnect", "session.drained", "drain")
         deadline = time.monotonic() + 10
         while (self.state.connections or self.state.unbinding) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
