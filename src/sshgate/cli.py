@@ -1,4 +1,4 @@
-"""The ``sshgate`` command line (DESIGN §9)."""
+"""The ``sshgate`` command line (docs/cli.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The policy input of DESIGN §6 for the request stage and the ec2/ecs sections."""
+"""The policy input of docs/policy.md for the request stage and the ec2/ecs sections."""
 
 from sshgate.config import HostKeyPolicy, NativeUser, SshResource
 from sshgate.identity import Identity

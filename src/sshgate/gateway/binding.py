@@ -4,13 +4,14 @@ recording and upstream, and every later channel of the connection shares them.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sshgate.aws.clients import AwsClients, Credentials
 from sshgate.aws.credentials import RoleCache
 from sshgate.aws.errors import AwsError
+from sshgate.aws.start import InstanceStarter, Progress
 from sshgate.aws.targets import Ec2Target, EcsTarget, TargetLookup, task_id
 from sshgate.command import Route
 from sshgate.config import Aws, Config, Ec2Resource, EcsResource, SshResource
@@ -108,12 +109,17 @@ def _settled(task: asyncio.Task[Any]) -> None:
 
 
 class AwsAccess:
-    """The gateway's AWS clients, per-person role credentials and target lookups."""
+    """The gateway's AWS clients, per-person role credentials, target lookups and starts."""
 
     def __init__(self, config: Aws) -> None:
         self.clients = AwsClients(config)
         self.roles = RoleCache(self.clients)
         self.targets = TargetLookup(self.clients)
+        self.starter = InstanceStarter(self.clients)
+
+
+def _nothing_discovered() -> Sequence[AnyResource]:
+    return ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +130,14 @@ class BindContext:
     policy: DecisionPoint
     recorder: Recorder
     aws: AwsAccess
+    discovered: Callable[[], Sequence[AnyResource]] = _nothing_discovered  # the last discovery round
+
+    def resources(self) -> list[AnyResource]:
+        """Configured resources, then discovered ones (whose names never repeat a configured one)."""
+        return [*self.config.resources, *self.discovered()]
+
+    def resource(self, name: str) -> AnyResource | None:
+        return next((r for r in self.resources() if r.name == name), None)
 
 
 @dataclass(slots=True)
@@ -134,8 +148,8 @@ class UpstreamPlan:
     connect: Callable[[], Awaitable[Upstream]]
 
 
-def find_resource(config: Config, name: str) -> AnyResource:
-    resource = config.resource(name)
+def find_resource(ctx: BindContext, name: str) -> AnyResource:
+    resource = ctx.resource(name)
     if resource is None:
         raise Refusal(f"unknown resource {name}; run 'formal list' to see yours", event="resource.unknown")
     return resource
@@ -143,7 +157,8 @@ def find_resource(config: Config, name: str) -> AnyResource:
 
 def choose_native(resource: AnyResource, identity: Identity, requested: str | None) -> NativeChoice:
     try:
-        return resolve_native_user(resource.name, resource.native_users, identity, requested)
+        ambient = not isinstance(resource, SshResource)
+        return resolve_native_user(resource.name, resource.native_users, identity, requested, ambient)
     except NoNativeUser as exc:
         raise Refusal(str(exc), event="native_user.none") from None
 
@@ -172,6 +187,21 @@ def _credential(resource: AnyResource, native: NativeChoice) -> NativeCredential
         ) from None
 
 
+async def aws_credentials(
+    ctx: BindContext, resource: Ec2Resource | EcsResource, native: NativeChoice, identity: Identity
+) -> Credentials | None:
+    """The credentials AWS calls for this resource use: an assumed role, or None for the gateway's own."""
+    credential = _credential(resource, native)
+    if isinstance(credential, AssumeRole):
+        return await ctx.aws.roles.credentials(credential.role_arn, identity.name, resource.region)
+    if isinstance(credential, AmbientIam) or (isinstance(resource, Ec2Resource) and resource.ssh):
+        return None  # a key or password secret is for the sshd; AWS calls use the gateway's own
+    raise Refusal(
+        f"native user {native.user.username} on {resource.name} needs 'iam' or a role ARN secret",
+        event="secret.error",
+    )
+
+
 def selection_conflict(resource: AnyResource, reached: Mapping[str, Any] | None, route: Route) -> str | None:
     """Why a channel's ``--task`` / ``--container`` cannot be served: they apply to ECS resources
     only, and a later channel may not name another task or container than the connection reached
@@ -193,9 +223,16 @@ def selection_conflict(resource: AnyResource, reached: Mapping[str, Any] | None,
 
 
 async def plan_upstream(
-    ctx: BindContext, resource: AnyResource, native: NativeChoice, identity: Identity, route: Route
+    ctx: BindContext,
+    resource: AnyResource,
+    native: NativeChoice,
+    identity: Identity,
+    route: Route,
+    progress: Progress,
 ) -> UpstreamPlan:
-    """Resolve credentials and, for EC2/ECS, the target and the facts policies see about it."""
+    """Resolve credentials and, for EC2/ECS, the target and the facts policies see about it.
+
+    ``progress`` tells the client what takes time after the decision (starting an instance)."""
     if (conflict := selection_conflict(resource, None, route)) is not None:
         raise Refusal(conflict, event="route.invalid")
     if isinstance(resource, SshResource):
@@ -213,17 +250,7 @@ async def plan_upstream(
         return UpstreamPlan({}, connect_sshd)
     credential = _credential(resource, native)
     try:
-        if isinstance(credential, AssumeRole):
-            credentials: Credentials | None = await ctx.aws.roles.credentials(
-                credential.role_arn, identity.name, resource.region
-            )
-        elif isinstance(credential, AmbientIam) or (isinstance(resource, Ec2Resource) and resource.ssh):
-            credentials = None  # a key or password secret is for the sshd; AWS calls use the gateway's own
-        else:
-            raise Refusal(
-                f"native user {native.user.username} on {resource.name} needs 'iam' or a role ARN secret",
-                event="secret.error",
-            )
+        credentials = await aws_credentials(ctx, resource, native, identity)
         target: Ec2Target | EcsTarget
         if isinstance(resource, Ec2Resource):
             target = await ctx.aws.targets.ec2(resource, credentials)
@@ -235,6 +262,13 @@ async def plan_upstream(
         raise Refusal(str(exc), reason=exc.detail, event="upstream.error") from None
 
     async def connect_ssm() -> Upstream:
+        nonlocal target
+        if isinstance(resource, Ec2Resource):
+            assert isinstance(target, Ec2Target)
+            try:
+                target = await ctx.aws.starter.ensure_running(resource, target, credentials, progress)
+            except AwsError as exc:
+                raise Refusal(str(exc), reason=exc.detail, event="upstream.error") from None
         if isinstance(resource, Ec2Resource) and resource.ssh is not None:
             assert isinstance(target, Ec2Target)
             try:

@@ -12,7 +12,7 @@ from typing import Any, Literal, NoReturn
 import asyncssh
 
 from sshgate import audit
-from sshgate.command import USAGE, CommandError, ListResources, Route, parse_command
+from sshgate.command import USAGE, CommandError, ListResources, Route, SshConfig, parse_command
 from sshgate.config import SshResource
 from sshgate.gateway import asyncssh_auth
 from sshgate.gateway.asyncssh_auth import OfferedKey
@@ -27,6 +27,7 @@ from sshgate.gateway.binding import (
     selection_conflict,
     start_recording,
 )
+from sshgate.gateway.directory import list_output, ssh_config_output
 from sshgate.gateway.lockout import FailureTracker
 from sshgate.gateway.refusal import Refusal
 from sshgate.gateway.relay import ChannelRelay, start_task
@@ -593,9 +594,9 @@ class GatewayConnection(asyncssh.SSHServer):
                 )
             self.state.bound_per_identity[identity.name] += 1
             self._counted_binding = identity.name
-            resource = find_resource(self.ctx.config, route.resource)
+            resource = find_resource(self.ctx, route.resource)
             native = choose_native(resource, identity, route.native_user)
-            plan = await plan_upstream(self.ctx, resource, native, identity, route)
+            plan = await plan_upstream(self.ctx, resource, native, identity, route, self._progress)
             decision, session_doc = await decide_session(
                 self.ctx, identity, resource, native, self._facts(), request, plan.policy_context
             )
@@ -669,12 +670,16 @@ class GatewayConnection(asyncssh.SSHServer):
             self.log.warning(
                 "session.refused", resource=route.resource, reason=exc.reason, event_kind=exc.event
             )
-            known = self.ctx.config.resource(route.resource)
+            known = self.ctx.resource(route.resource)
             outcome = "blocked" if exc.event == "policy.block" else "refused"
             self.state.metrics.session_refused(
                 route.resource if known else "", known.type if known else "", outcome
             )
             raise
+
+    def _progress(self, text: str) -> None:
+        self.log.info("session.progress", message=text)
+        self.notices.say(text)
 
     async def _step_up(self, resource: str) -> dict[str, Any]:
         """A session policy said ``mfa``: a fresh sign-in at the provider before it proceeds, unless
@@ -769,21 +774,16 @@ class GatewayConnection(asyncssh.SSHServer):
         if not decision.allowed:
             raise Refusal(decision.client_text(), reason=decision.reason, event="request.blocked")
 
-    async def list_resources(self) -> str:
-        """``formal list``: resources with an assigned native user that policy does not block."""
-        _, identity = self._logged_in()
-        lines = []
-        for resource in self.ctx.config.resources:
-            try:
-                native = choose_native(resource, identity, None)
-            except Refusal:
-                continue
-            decision, _ = await decide_session(
-                self.ctx, identity, resource, native, self._facts(), RequestFacts("shell")
-            )
-            if decision.allowed or decision.action == "mfa":
-                lines.append(f"{resource.name}\t{resource.type}\t{native.user.username}\n")
-        return "".join(lines)
+    async def directory(self, command: ListResources | SshConfig) -> str:
+        """``formal list`` / ``formal ssh-config``: what this identity may use, nothing bound."""
+        login, identity = self._logged_in()
+        if isinstance(command, ListResources):
+            return await list_output(self.ctx, identity, login, self._facts(), command)
+        if self.conn is None:
+            raise RuntimeError("ssh-config asked for without a connection")
+        host, port = self.conn.get_extra_info("sockname")[:2]
+        key = self.conn.get_server_host_key()
+        return await ssh_config_output(self.ctx, identity, login, self._facts(), command, (host, port), key)
 
     # Channels
 
@@ -938,9 +938,10 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         except CommandError as exc:
             self._refuse(str(exc), 2)
             return
-        if isinstance(parsed, ListResources):
+        if isinstance(parsed, ListResources | SshConfig):
             chan = self._channel()
-            chan.write((await owner.list_resources()).encode())
+            chan.write((await owner.directory(parsed)).encode())
+            owner.log.info("directory.listed", command=self._command)
             chan.exit(0)
             self._closed = True
             return
@@ -956,7 +957,7 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
             kind, command = "subsystem", None
         elif command is not None and is_sftp_server(command):
             subsystem = "sftp"  # sftp over an exec channel: gated and recorded as the subsystem
-        # What policies and the recording see: ``--shell CMD`` is a command too (DESIGN §2).
+        # What policies and the recording see: ``--shell CMD`` is a command too (docs/login.md).
         shown = route.shell if kind == "shell" else command
         asked: Literal["shell", "exec", "subsystem"] = "subsystem" if subsystem else kind
         facts = RequestFacts(asked, shown, subsystem, self._term is not None)

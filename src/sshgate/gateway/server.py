@@ -12,6 +12,7 @@ from pathlib import Path
 import asyncssh
 
 from sshgate import asyncssh_tuning, audit
+from sshgate.aws.discovery import Discoverer
 from sshgate.config import Config, ConfigError, load_config
 from sshgate.gateway.binding import AwsAccess, BindContext
 from sshgate.gateway.connection import GatewayConnection, GatewayState
@@ -27,8 +28,6 @@ from sshgate.recording.build import build_recorder
 from sshgate.recording.recorder import NullRecorder, Recorder, RecordingError
 from sshgate.upstream.ssh import ENCRYPTION_ALGS
 
-asyncssh_tuning.apply()
-
 
 class Gateway:
     """Serves SSH on ``config.listen``; each new connection sees the configuration of its moment."""
@@ -38,6 +37,7 @@ class Gateway:
         self.recorder: Recorder = NullRecorder()
         self._initial = config
         self.ctx: BindContext | None = None
+        self.discovery = Discoverer(config)
         limits = config.limits
         self.metrics = Metrics()
         self.state = GatewayState(
@@ -69,11 +69,12 @@ class Gateway:
         if interrupted:
             self.log.warning("recording.interrupted", sessions=interrupted)
         self.policy = await ReloadableDecisionPoint.open(config.policies)
-        self.ctx = BindContext(config, self.policy, self.recorder, AwsAccess(config.aws))
+        self.ctx = self._bind_context(config)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(watch_policies(self.policy, self._stopped)),
             loop.create_task(self._housekeeping()),
+            loop.create_task(self.discovery.run(self._stopped)),
         ]
         self._use_sso(config)
         keys = load_or_create_host_keys(config.host_key_paths)
@@ -143,13 +144,19 @@ class Gateway:
         if recorder is not self.recorder:
             self._tasks.append(asyncio.get_running_loop().create_task(self.recorder.retire(self._stopped)))
             self.recorder = recorder
-        self.ctx = BindContext(config, self.policy, self.recorder, AwsAccess(config.aws))
+        self.discovery.configure(config)
+        self.ctx = self._bind_context(config)
         self._use_sso(config)
         limits = config.limits
         self.state.tracker.limit = limits.auth_failures_before_lockout
         self.state.tracker.lockout_s = limits.lockout_s
         self.log.info("config.reload", result="ok", resources=len(config.resources))
         return True
+
+    def _bind_context(self, config: Config) -> BindContext:
+        return BindContext(
+            config, self.policy, self.recorder, AwsAccess(config.aws), lambda: self.discovery.resources
+        )
 
     def _use_sso(self, config: Config) -> None:
         """Start, change or stop single sign-on; a new provider client only when its block changed.
@@ -256,6 +263,7 @@ async def serve(config_path: str) -> int:
         return await Supervisor(config, config_path).run()
     if WORKER_ENV in os.environ:
         use_multiprocess_dir(Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
+    asyncssh_tuning.apply()
     gateway = Gateway(config, config_path)
     await gateway.serve_forever()
     return 0

@@ -1,4 +1,4 @@
-"""The policy input document of DESIGN §6, built from what the gateway knows (no I/O)."""
+"""The policy input document of docs/policy.md, built from what the gateway knows (no I/O)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""From a rule's value to a :class:`Decision` (DESIGN §6), the same for every engine.
+"""From a rule's value to a :class:`Decision` (docs/policy.md), the same for every engine.
 
 Anything the gateway cannot read as a decision denies: the client only learns that the policy is
 unavailable, the audit log gets the reason.

@@ -1,4 +1,4 @@
-"""Recordings written to a directory (DESIGN §7, docs/recordings.md), optionally shipped to S3.
+"""Recordings written to a directory (docs/recordings.md), optionally shipped to S3.
 
 The relay's calls append references to the bytes to memory (channels.py). The recorder's flush
 task visits the channels that have something, at least every ``flush_interval`` seconds, on a
@@ -62,7 +62,7 @@ def write_json(path: Path, doc: dict[str, Any]) -> None:
 
 
 def _identity(user: dict[str, Any]) -> str:
-    """``idp:<provider>:<type>:<name>``, as a login names it (DESIGN §1)."""
+    """``idp:<provider>:<type>:<name>``, as a login names it (docs/login.md)."""
     name = user.get("email") or user.get("name") or "?"
     return f"idp:{user.get('provider') or 'formal'}:{user.get('type') or 'human'}:{name}"
 
