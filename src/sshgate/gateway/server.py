@@ -16,6 +16,7 @@ from sshgate.config import Config, ConfigError, load_config
 from sshgate.gateway.binding import AwsAccess, BindContext
 from sshgate.gateway.connection import GatewayConnection, GatewayState
 from sshgate.gateway.lockout import FailureTracker
+from sshgate.gateway.proxy_listener import ProxyProtocolListener
 from sshgate.gateway.sso import Sso
 from sshgate.gateway.workers import WORKER_ENV, Supervisor, ready_marker
 from sshgate.hostkey import load_or_create_host_keys
@@ -78,6 +79,14 @@ class Gateway:
         ]
         self._use_sso(config)
         keys = load_or_create_host_keys(config.host_key_paths)
+        listen: dict[str, object] = {"reuse_port": config.workers > 1}
+        if config.listen.proxy_protocol:
+            # Behind a load balancer: the PROXY header names the client (docs/operations.md).
+            listen = {
+                "tunnel": ProxyProtocolListener(
+                    config.listen.trusted_proxies, config.limits.max_unauthenticated, config.workers > 1
+                )
+            }
         self._server = await asyncssh.create_server(
             lambda: GatewayConnection(self._context(), self.state),
             config.listen.host,
@@ -96,7 +105,7 @@ class Gateway:
             allow_scp=False,
             line_editor=False,
             keepalive_interval=60,
-            reuse_port=config.workers > 1,
+            **listen,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self._set_worker_ready(True)
