@@ -233,6 +233,7 @@ class EcsResource(_ResourceBase):
     service: str | None = None
     task: str | None = None
     container: str | None = None
+    containers: list[str] = []
     region: str | None = None
     shell: str = "/bin/sh"
 
@@ -240,7 +241,16 @@ class EcsResource(_ResourceBase):
     def _one_target(self) -> EcsResource:
         if (self.service is None) == (self.task is None):
             raise ValueError(f"resource {self.name}: set exactly one of service or task")
+        if self.container is not None and self.containers:
+            raise ValueError(f"resource {self.name}: set container or containers, not both")
+        _require_unique(self.containers, f"container of {self.name}")
         return self
+
+    @property
+    def container_names(self) -> tuple[str, ...]:
+        """The containers ``--container`` may choose, the default first. Empty: the task's first
+        container only (DESIGN §2 "ECS targets")."""
+        return tuple(self.containers) or ((self.container,) if self.container else ())
 
 
 Resource = Annotated[SshResource | Ec2Resource | EcsResource, Field(discriminator="type")]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -10,17 +11,19 @@ import os
 import socket
 import subprocess
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncssh
 import pytest
 
 from tests.conftest import Keys, Upstream, base_config
 from tests.e2e.test_forward import BOOTSTRAP, ssh_background
-from tests.support.emulator import REGION, aws_client, emulator_process
+from tests.support.emulator import REGION, aws_client, create_command_document, emulator_process
 from tests.support.gateway import Client, GatewayProcess
 from tests.support.net import free_port, wait_port
 from tests.support.sshd import keygen
@@ -67,14 +70,7 @@ class AwsWorld:
 def world() -> Iterator[AwsWorld]:
     with emulator_process() as url:
         ec2, ecs = aws_client(url, "ec2"), aws_client(url, "ecs")
-        aws_client(url, "ssm").create_document(
-            Name="SSHGate-NonInteractiveCommands",
-            DocumentType="Session",
-            DocumentFormat="JSON",
-            Content=(
-                Path(__file__).parents[2] / "deploy/ssm/SSHGate-NonInteractiveCommands.json"
-            ).read_text(),
-        )
+        create_command_document(url)
         tags = [
             {
                 "ResourceType": "instance",
@@ -212,8 +208,18 @@ def alice_aws(aws_gateway: GatewayProcess, keys: Keys, tmp_path_factory: pytest.
     return Client(aws_gateway, keys.alice, tmp_path_factory.mktemp("alice-aws"))
 
 
+def wait_agent_size(world: AwsWorld, cols: int, rows: int) -> None:
+    """Wait until a live session's agent got this terminal size (the emulator lists them)."""
+    deadline = time.monotonic() + 10
+    while not any(
+        s["TerminalSizes"][-1][:2] == [cols, rows] for s in world.live_sessions() if s["TerminalSizes"]
+    ):
+        assert time.monotonic() < deadline, f"no agent got the size {cols}x{rows}"
+        time.sleep(0.02)
+
+
 @pytest.mark.parametrize("resource", ["app-prod", "app-id"])
-def test_ec2_pty_shell(alice_aws: Client, resource: str) -> None:
+def test_ec2_pty_shell(alice_aws: Client, world: AwsWorld, resource: str) -> None:
     term = Terminal(alice_aws.ssh_argv(f"alice+{resource}", options=["-tt"]), rows=30, cols=100)
     try:
         term.write("PS1='ssm> '; echo via-$((6*7))\n")
@@ -221,12 +227,70 @@ def test_ec2_pty_shell(alice_aws: Client, resource: str) -> None:
         term.write("stty size\n")
         term.read_until(r"30 100")
         term.resize(40, 120)
+        # OpenSSH itself may send input typed right after a SIGWINCH ahead of the window change
+        # (both land in one turn of its loop, and it flushes input before checking the size):
+        # type only once the resize has crossed the gateway. The gateway's own ordering is
+        # test_window_changes_and_input_reach_the_agent_in_order's.
+        wait_agent_size(world, 120, 40)
         term.write("stty size\n")
         term.read_until(r"40 120")
         term.write("exit\n")
         assert term.wait(timeout=15) == 0
     finally:
         term.close()
+
+
+class _Collect(asyncssh.SSHClientSession[bytes]):
+    """A client session that keeps what it received, to wait for markers in it."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self._changed = asyncio.Event()
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        self.text += data.decode(errors="replace")
+        self._changed.set()
+
+    async def wait_for(self, marker: str, timeout: float = 20.0) -> str:
+        """Everything up to and including ``marker`` (consumed)."""
+        async with asyncio.timeout(timeout):
+            while marker not in self.text:
+                self._changed.clear()
+                await self._changed.wait()
+        end = self.text.index(marker) + len(marker)
+        seen, self.text = self.text[:end], self.text[end:]
+        return seen
+
+
+async def test_window_changes_and_input_reach_the_agent_in_order(
+    aws_gateway: GatewayProcess, keys: Keys, world: AwsWorld
+) -> None:
+    """Window changes and input sent back to back, ten times over, reach the agent in the order
+    sent: the emulator's agent notes how much input it had taken when each size arrived."""
+    conn = await asyncssh.connect(
+        "127.0.0.1",
+        aws_gateway.port,
+        username="alice+app-prod",
+        client_keys=[str(keys.alice)],
+        known_hosts=None,
+    )
+    async with conn:
+        chan, session = await conn.create_session(
+            _Collect, term_type="xterm", term_size=(100, 30), encoding=None
+        )
+        first = b"stty -echo; echo $((6*7))-ready\n"
+        chan.write(first)
+        await session.wait_for("42-ready")
+        sizes = [(81 + i, 21 + i) for i in range(10)]
+        for cols, rows in sizes:
+            chan.change_terminal_size(cols, rows)
+            chan.write(b"true\n")
+        chan.write(b"echo $((6*8))-done\n")
+        await session.wait_for("48-done")
+        (agent,) = [s for s in world.live_sessions() if s["TerminalSizes"][:1] == [[100, 30, 0]]]
+        expected = [[cols, rows, len(first) + 5 * i] for i, (cols, rows) in enumerate(sizes)]
+        assert agent["TerminalSizes"][1:] == expected
+        chan.close()
 
 
 def test_ec2_exec_keeps_stdout_stderr_and_status_apart(alice_aws: Client) -> None:
@@ -348,7 +412,6 @@ def test_ec2_lookup_errors(alice_aws: Client, resource: str, message: bytes) -> 
 
 
 def test_no_orphaned_ssm_sessions(alice_aws: Client, world: AwsWorld) -> None:
-    import time
 
     assert alice_aws.ssh("alice", "formal api -- true").returncode == 0
     deadline = time.monotonic() + 10

@@ -8,11 +8,12 @@ import re
 import time
 
 import aiohttp
+import pytest
 
-from sshgate.ssm.client import PortMode, PortSession, open_port, open_shell
+from sshgate.ssm.client import MAX_MESSAGE, AgentProtocolError, PortMode, PortSession, open_port, open_shell
 from sshgate.ssm.codec import ClientMessage, OpenDataChannel, PayloadType
 from sshgate.ssm.emulator import Emulator
-from sshgate.ssm.reliable import CLIENT, DataChannel
+from sshgate.ssm.reliable import CLIENT, DataChannel, IncomingBuffer
 from tests.ssm.conftest import Aws, TcpServer
 from tests.ssm.test_sessions import read_until, roundtrip
 
@@ -137,3 +138,42 @@ async def test_port_data_before_the_agent_dialled_is_retransmitted(
     assert got == payload
     assert port.stats["retransmits"] >= 1
     await port.close()
+
+
+async def test_hostile_agent_message_over_the_size_limit_ends_the_session(
+    aws: Aws, emulator: Emulator
+) -> None:
+    """A frame the agent could never legitimately send is not buffered: the session ends, and is
+    terminated on the service, instead of being resumed over and over."""
+    emulator.faults.configure(tamper="output", tamper_payload="x" * (MAX_MESSAGE + 1))
+    shell = await open_shell(await aws.start(), control=aws.control, no_handshake=True)
+    async with asyncio.timeout(20):
+        with pytest.raises(AgentProtocolError):  # the input waited for the agent's first message
+            await shell.write(b"echo hi\n")
+        assert await shell.read() == b""
+        await shell.wait_closed()
+    assert shell.violation is not None and shell.violation.what == "message"
+    assert shell.close_reason is not None and "over" in shell.close_reason
+    async with asyncio.timeout(10):
+        while emulator.session(shell.session_id).status != "Terminated":
+            await asyncio.sleep(0.05)
+    assert emulator.session(shell.session_id).connections == 1  # not resumed
+
+
+async def test_malformed_ack_ends_the_session(aws: Aws, emulator: Emulator) -> None:
+    emulator.faults.configure(
+        tamper="acknowledge", tamper_payload='{"AcknowledgedMessageSequenceNumber": 1e999}'
+    )
+    shell = await open_shell(await aws.start(), control=aws.control)
+    async with asyncio.timeout(20):
+        await shell.write(b"echo hi\n")
+        await shell.wait_closed()
+    assert shell.violation is not None and shell.violation.what == "acknowledge"
+
+
+def test_out_of_order_buffer_is_bounded_in_bytes() -> None:
+    buffer = IncomingBuffer(capacity=1000, byte_capacity=4096)
+    buffer.expected = 0
+    stored = [buffer.store(ClientMessage("output_stream_data", seq, 1, b"x" * 1024)) for seq in range(1, 10)]
+    assert stored == [True] * 4 + [False] * 5
+    assert buffer.pop_expected() is None

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,4 +40,29 @@ def aws_client(url: str, service: str) -> Any:
         region_name=REGION,
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
+    )
+
+
+def emulator_sessions(url: str) -> list[dict[str, Any]]:
+    """Every session the emulator has served (``SessionId``, ``Target``, ``Status``, ...)."""
+    with urllib.request.urlopen(f"{url}/_emulator/sessions", timeout=5) as response:
+        sessions: list[dict[str, Any]] = json.load(response)["Sessions"]
+    return sessions
+
+
+def configure_faults(url: str, **settings: Any) -> None:
+    """Flip the emulator's fault switch (``Faults.configure``) from outside its process."""
+    body = json.dumps(settings).encode()
+    request = urllib.request.Request(f"{url}/_emulator/faults", data=body, method="POST")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert json.load(response)["ok"]
+
+
+def create_command_document(url: str) -> None:
+    """The NonInteractiveCommands session document EC2 exec needs (``deploy/ssm/``)."""
+    aws_client(url, "ssm").create_document(
+        Name="SSHGate-NonInteractiveCommands",
+        DocumentType="Session",
+        DocumentFormat="JSON",
+        Content=(Path(__file__).parents[2] / "deploy/ssm/SSHGate-NonInteractiveCommands.json").read_text(),
     )

@@ -9,7 +9,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -181,3 +182,24 @@ def user_key(root: Path, name: str) -> Path:
 
 def pub(path: Path) -> str:
     return Path(str(path) + ".pub").read_text().strip()
+
+
+@contextmanager
+def control_master(argv: Callable[..., list[str]], sock: Path) -> Iterator[list[str]]:
+    """An OpenSSH ControlMaster (``argv(login, options=...)`` builds its command); yields the
+    options that multiplex later ``ssh`` runs over its one connection."""
+    mux = ["-o", f"ControlPath={sock}"]
+    master = subprocess.Popen(argv("alice", options=[*mux, "-M", "-N"]), stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sock.exists(), "the ControlMaster did not come up"
+        yield mux
+    finally:
+        subprocess.run(argv("alice", options=[*mux, "-O", "exit"]), capture_output=True, timeout=10)
+        try:
+            master.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            master.kill()
+            master.wait()

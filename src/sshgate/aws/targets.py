@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -95,9 +96,15 @@ class TargetLookup:
     async def ecs(
         self, resource: EcsResource, credentials: Credentials | None, task: str | None, container: str | None
     ) -> EcsTarget:
+        """The task and container a session reaches: only what the resource allows (DESIGN §2 "ECS
+        targets"), described by the task found, never by the config's guess."""
         client = self._clients.client("ecs", resource.region, credentials)
-        task_ref = task or resource.task
-        if task_ref is None:
+        if task is not None and task_id(task) is None:
+            raise AwsError(f"--task {task!r} is not an ECS task id or ARN")
+        if task is not None and resource.task is not None and task_id(task) != task_id(resource.task):
+            raise AwsError(f"{resource.name} reaches task {resource.task} only", f"asked for task {task}")
+        requested = task or resource.task
+        if requested is None:
             listed = await call(
                 f"listing tasks of service {resource.service}",
                 client.list_tasks,
@@ -105,47 +112,94 @@ class TargetLookup:
                 serviceName=resource.service,
                 desiredStatus="RUNNING",
             )
-            arns = listed.get("taskArns", [])
-            if not arns:
+            refs = sorted(listed.get("taskArns", []))[:MAX_DESCRIBED]
+            if not refs:
                 raise AwsError(
                     f"service {resource.service} in cluster {resource.cluster} has no running task"
                 )
-            task_ref = sorted(arns)[0]
+        else:
+            refs = [task_id(requested) or requested]
         described = await call(
-            f"describing task {task_ref}",
+            f"describing tasks of {resource.name}",
             client.describe_tasks,
             cluster=resource.cluster,
-            tasks=[task_ref],
+            tasks=refs,
             include=["TAGS"],
         )
-        tasks = described.get("tasks", [])
-        if not tasks:
-            raise AwsError(f"task {task_ref} not found in cluster {resource.cluster}")
-        found = tasks[0]
-        if found.get("lastStatus") not in (None, "RUNNING"):
-            raise AwsError(f"task {task_ref} is {found.get('lastStatus')}, not running")
-        if found.get("enableExecuteCommand") is False:
-            raise AwsError(f"ECS exec is not enabled on task {task_ref} (run it with enableExecuteCommand)")
-        wanted = container or resource.container
-        containers = found.get("containers", [])
-        match = next((c for c in containers if wanted is None or c.get("name") == wanted), None)
-        if match is None:
-            names = ", ".join(c.get("name", "?") for c in containers)
-            raise AwsError(f"task {task_ref} has no container {wanted} (it has {names})")
+        wanted = {task_id(ref) for ref in refs}
+        found = [t for t in described.get("tasks", []) if _arn_id(t.get("taskArn")) in wanted]
+        verdicts = [(t, out_of_scope(resource, t)) for t in found]
+        reachable = sorted((t for t, why in verdicts if why is None), key=lambda t: str(t["taskArn"]))
+        if not reachable:
+            detail = "; ".join(why for _, why in verdicts if why) or "no such task in the cluster"
+            if requested:
+                raise AwsError(f"task {requested} is not a running task of {resource.name}", detail)
+            raise AwsError(
+                f"service {resource.service} has no running task {resource.name} may reach", detail
+            )
+        chosen = reachable[0]
+        if chosen.get("enableExecuteCommand") is False:
+            chosen_id = _arn_id(chosen["taskArn"])
+            raise AwsError(f"ECS exec is not enabled on task {chosen_id} (run it with enableExecuteCommand)")
+        match = _container(resource, chosen, container)
         runtime_id = match.get("runtimeId")
+        task_arn = str(chosen["taskArn"])
         if not runtime_id:
-            raise AwsError(f"container {match.get('name')} of task {task_ref} has no runtime id yet")
-        task_arn = found["taskArn"]
-        task_id = task_arn.rsplit("/", 1)[-1]
-        cluster_arn = found.get("clusterArn", resource.cluster)
+            raise AwsError(f"container {match.get('name')} of task {_arn_id(task_arn)} has no runtime id yet")
+        cluster_arn = str(chosen.get("clusterArn", resource.cluster))
+        group = str(chosen.get("group", ""))
         service_arn = None
-        if resource.service:
-            service_arn = cluster_arn.replace(":cluster/", ":service/") + f"/{resource.service}"
+        if group.startswith("service:"):
+            service_arn = cluster_arn.replace(":cluster/", ":service/", 1) + "/" + group[len("service:") :]
         facts = EcsFacts(
             cluster_arn=cluster_arn,
             task_arn=task_arn,
             container_name=str(match.get("name")),
             service_arn=service_arn,
-            task_tags=_tags(found.get("tags")),
+            task_tags=_tags(chosen.get("tags")),
         )
-        return EcsTarget(facts, cluster_arn.rsplit("/", 1)[-1], task_id, str(runtime_id))
+        return EcsTarget(facts, _arn_id(cluster_arn), _arn_id(task_arn), str(runtime_id))
+
+
+MAX_DESCRIBED = 100  # DescribeTasks takes at most 100 tasks
+_TASK_REF = re.compile(
+    r"(?:arn:aws[a-z-]*:ecs:[a-z0-9-]+:\d{12}:task/(?:[A-Za-z0-9_-]{1,255}/)?)?([A-Za-z0-9-]{1,64})"
+)
+
+
+def task_id(ref: str) -> str | None:
+    """The id of a task named by id or ARN; None for anything else (a client's ``--task``)."""
+    match = _TASK_REF.fullmatch(ref)
+    return match.group(1) if match else None
+
+
+def _arn_id(arn: object) -> str:
+    return str(arn or "").rsplit("/", 1)[-1]
+
+
+def out_of_scope(resource: EcsResource, task: dict[str, Any]) -> str | None:
+    """Why a described task is not one ``resource`` may reach (for the audit log), or None."""
+    cluster_arn = str(task.get("clusterArn", ""))
+    if _arn_id(cluster_arn) != _arn_id(resource.cluster) or (
+        resource.cluster.startswith("arn:") and cluster_arn != resource.cluster
+    ):
+        return f"task {task.get('taskArn')} runs in cluster {cluster_arn}"
+    if resource.service is not None and task.get("group") != f"service:{_arn_id(resource.service)}":
+        return f"task {task.get('taskArn')} is not of service {resource.service} (group {task.get('group')})"
+    if task.get("lastStatus") != "RUNNING" or task.get("desiredStatus", "RUNNING") != "RUNNING":
+        return f"task {task.get('taskArn')} is {task.get('lastStatus')} (desired {task.get('desiredStatus')})"
+    return None
+
+
+def _container(resource: EcsResource, task: dict[str, Any], container: str | None) -> dict[str, Any]:
+    """The container asked for, if the resource offers it; else its default."""
+    containers: list[dict[str, Any]] = task.get("containers", [])
+    offered = resource.container_names or tuple(str(c.get("name")) for c in containers[:1])
+    choice = container if container is not None else (offered[0] if offered else None)
+    if choice is None or choice not in offered:
+        raise AwsError(f"{resource.name} offers container {' or '.join(offered) or '(none)'}, not {choice}")
+    match = next((c for c in containers if c.get("name") == choice), None)
+    if match is None:
+        names = ", ".join(str(c.get("name", "?")) for c in containers)
+        raise AwsError(f"task {_arn_id(task.get('taskArn'))} has no container {choice} (it has {names})")
+    return match

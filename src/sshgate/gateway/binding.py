@@ -3,14 +3,14 @@ recording and upstream, and every later channel of the connection shares them.""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from sshgate.aws.clients import AwsClients, Credentials
 from sshgate.aws.credentials import RoleCache
 from sshgate.aws.errors import AwsError
-from sshgate.aws.targets import Ec2Target, EcsTarget, TargetLookup
+from sshgate.aws.targets import Ec2Target, EcsTarget, TargetLookup, task_id
 from sshgate.command import Route
 from sshgate.config import Aws, Config, Ec2Resource, EcsResource, SshResource
 from sshgate.gateway.refusal import Refusal
@@ -103,10 +103,32 @@ def _credential(resource: AnyResource, native: NativeChoice) -> NativeCredential
         ) from None
 
 
+def selection_conflict(resource: AnyResource, reached: Mapping[str, Any] | None, route: Route) -> str | None:
+    """Why a channel's ``--task`` / ``--container`` cannot be served: they apply to ECS resources
+    only, and a later channel may not name another task or container than the connection reached
+    (``reached``: the ``ecs`` policy input of the binding; None while binding)."""
+    if not isinstance(resource, EcsResource):
+        return "--task and --container apply to ECS resources only" if route.task or route.container else None
+    if reached is None:
+        return None
+    if route.task is not None and task_id(route.task) != reached["task_id"]:
+        return (
+            f"this connection reaches task {reached['task_id']}; open a new connection for task {route.task}"
+        )
+    if route.container is not None and route.container != reached["container_name"]:
+        return (
+            f"this connection reaches container {reached['container_name']}; open a new connection for "
+            f"container {route.container}"
+        )
+    return None
+
+
 async def plan_upstream(
     ctx: BindContext, resource: AnyResource, native: NativeChoice, identity: Identity, route: Route
 ) -> UpstreamPlan:
     """Resolve credentials and, for EC2/ECS, the target and the facts policies see about it."""
+    if (conflict := selection_conflict(resource, None, route)) is not None:
+        raise Refusal(conflict, event="route.invalid")
     if isinstance(resource, SshResource):
 
         async def connect_sshd() -> Upstream:

@@ -21,6 +21,7 @@ from sshgate.gateway.binding import (
     decide_session,
     find_resource,
     plan_upstream,
+    selection_conflict,
     start_recording,
 )
 from sshgate.gateway.lockout import FailureTracker
@@ -469,6 +470,8 @@ class GatewayConnection(asyncssh.SSHServer):
                 f"{binding.resource.name}; open a new connection for {route.native_user}",
                 event="binding.conflict",
             )
+        if conflict := selection_conflict(binding.resource, binding.session_doc.get("ecs"), route):
+            raise Refusal(conflict, event="binding.conflict")
         return binding
 
     def _facts(self) -> ConnectionFacts:
@@ -757,9 +760,7 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
             self._chan.write_stderr(f"sshgate: {line}{end}".encode())
 
     def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
-        if self._up is not None:
-            self._up.resize(width, height, pixwidth, pixheight)
-        self.recording.resize(width, height)
+        self.client_resized(width, height, pixwidth, pixheight)
 
     def signal_received(self, signal: str) -> None:
         if self._up is not None:
@@ -780,6 +781,7 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
             bytes_in=self.bytes_in,
             bytes_out=self.bytes_out,
             exit_status=self._exit_status,
+            **({"upstream_error": self.upstream_error} if self.upstream_error else {}),
         )
 
     def _refuse(self, message: str, exit_status: int) -> None:
@@ -844,6 +846,7 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
             )
             up = await binding.upstream.open_session(request, self)
         except (Refusal, UpstreamError) as exc:
+            owner.log.warning("channel.refused", kind=kind, reason=getattr(exc, "reason", None) or str(exc))
             self._refuse(str(exc), getattr(exc, "exit_status", 1))
             return
         channel_kind: ChannelKind = "sftp" if kind == "subsystem" else kind
@@ -942,4 +945,5 @@ class ClientTcp(ChannelRelay, asyncssh.SSHTCPSession[bytes]):
             port=self.port,
             bytes_in=self.bytes_in,
             bytes_out=self.bytes_out,
+            **({"upstream_error": self.upstream_error} if self.upstream_error else {}),
         )

@@ -4,6 +4,10 @@ Client data that arrives before the upstream channel exists is buffered with the
 paused (asyncssh resumes reading right after ``session_started``, so the first sftp packet
 would otherwise be lost); upstream data that arrives before the client channel is accepted
 is buffered the same way. After that each packet costs one call in each direction.
+
+A window change keeps its place among the client's data: asyncssh reports it at once even while
+reading is paused and the data sent before it is still held, so it waits until that data has
+been passed on (``client_resized``).
 """
 
 from __future__ import annotations
@@ -44,12 +48,15 @@ class ChannelRelay:
         self._upstream_eof = False
         self._exit_status: int | None = None
         self._exit_signal: ExitSignal | None = None
+        self.upstream_error: str | None = None  # why the upstream side ended abnormally (audit log)
         self._closed = False
         self.recording: ChannelRecording = NULL_CHANNEL
         self.bytes_in = 0
         self.bytes_out = 0
         self._client_full = False
         self._recording_full = False
+        self._client_held = False  # we paused reading the client: asyncssh may hold its data
+        self._pending_size: tuple[int, int, int, int] | None = None
 
     # Client → upstream
 
@@ -58,8 +65,7 @@ class ChannelRelay:
         up = self._up
         if up is None:
             self._client_backlog.append(data)
-            if self._chan is not None:
-                self._chan.pause_reading()
+            self._hold_client()
             return
         self.recording.input(data)
         if self.client_filter is None:
@@ -104,8 +110,31 @@ class ChannelRelay:
         self._client_backlog.clear()
         if self._client_eof:
             up.write_eof()
+        self._release_client()
+
+    def client_resized(self, cols: int, rows: int, width: int, height: int) -> None:
+        """A window change, passed on after every byte the client sent before it."""
+        self.recording.resize(cols, rows)
+        if self._up is None or self._client_held:
+            self._pending_size = (cols, rows, width, height)
+        else:
+            self._up.resize(cols, rows, width, height)
+
+    def _hold_client(self) -> None:
+        self._client_held = True
+        if self._chan is not None:
+            self._chan.pause_reading()
+
+    def _release_client(self) -> None:
+        """Resume reading; asyncssh hands over the data it held at once, then a held resize follows
+        (unless that data filled the upstream again)."""
+        self._client_held = False
         if self._chan is not None:
             self._chan.resume_reading()
+        size, up = self._pending_size, self._up
+        if size is not None and up is not None and not self._client_held:
+            self._pending_size = None
+            up.resize(*size)
 
     def attach_client(self, chan: Any) -> None:
         self._chan = chan
@@ -151,6 +180,7 @@ class ChannelRelay:
         self._exit_signal = signal
 
     def upstream_closed(self, error: str | None) -> None:
+        self.upstream_error = self.upstream_error or error
         if self._closed:
             return
         self._closed = True
@@ -167,12 +197,10 @@ class ChannelRelay:
             chan.close()
 
     def pause_reading(self) -> None:
-        if self._chan is not None:
-            self._chan.pause_reading()
+        self._hold_client()
 
     def resume_reading(self) -> None:
-        if self._chan is not None:
-            self._chan.resume_reading()
+        self._release_client()
 
     # Shared end of life
 

@@ -29,6 +29,12 @@ with backpressure: unread output stays unacknowledged once ~2 MiB are queued, so
 down instead of this process buffering without bound. If the websocket drops, the session resumes
 on its own through ``control.resume`` (``ssm:ResumeSession``) with the same sequence state.
 The agent requesting KMS encryption (§10) fails ``connect`` with ``KmsEncryptionUnsupported``.
+
+A malformed payload from the agent (acknowledge, handshake, exit code, channel_closed: anything
+the codec refuses, or a message over ``MAX_MESSAGE``) ends the session at once with an
+``AgentProtocolError`` in ``violation`` and ``close_reason``, and the session is terminated on
+the service: a broken or hostile agent cannot leave it hanging. Malformed frames (a bad header or
+digest) are dropped unacknowledged, as the plugin drops them, and the agent resends.
 """
 
 from __future__ import annotations
@@ -73,6 +79,7 @@ SMUX_KEEPALIVE_UNTIL_AGENT = "3.1.1511.0"
 INBOX_LIMIT = 2 * 1024 * 1024
 PING_INTERVAL = 300.0
 RESUME_ATTEMPTS = 5
+MAX_MESSAGE = 1 << 20  # the agent's messages carry at most 1 KiB of data (handshakes a few KiB)
 
 
 class SsmSessionError(Exception):
@@ -85,6 +92,14 @@ class KmsEncryptionUnsupported(SsmSessionError):
 
 class ConnectToPortError(SsmSessionError):
     """The agent could not connect to the port-forwarding destination."""
+
+
+class AgentProtocolError(SsmSessionError):
+    """The agent sent what the protocol does not allow; ``what`` names the message."""
+
+    def __init__(self, what: str, detail: str) -> None:
+        super().__init__(f"the agent sent a malformed {what}: {detail}")
+        self.what = what
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +211,11 @@ class _Connection:
         self._own_http = http is None
         self._http = http
         self.channel = DataChannel(
-            CLIENT, deliver=self._deliver, on_control=self._on_control, on_failure=self._on_failure
+            CLIENT,
+            deliver=self._deliver,
+            on_control=self._on_control,
+            on_failure=self._on_failure,
+            on_malformed=self._violated,
         )
         self.inbox = Inbox(INBOX_LIMIT, self.channel.redeliver)
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -207,6 +226,7 @@ class _Connection:
         self.agent_version: str | None = None
         self.customer_message = ""
         self.exit_code: int | None = None
+        self.violation: AgentProtocolError | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
@@ -215,7 +235,7 @@ class _Connection:
     async def open(self, token: str) -> None:
         if self._http is None:
             self._http = aiohttp.ClientSession()
-        ws = await self._http.ws_connect(self.target.stream_url, autoping=True, max_msg_size=0)
+        ws = await self._http.ws_connect(self.target.stream_url, autoping=True, max_msg_size=MAX_MESSAGE)
         opening = OpenDataChannel(token, self.client_id, self.client_version)
         await ws.send_str(opening.to_json())
         self._ws = ws
@@ -241,6 +261,9 @@ class _Connection:
                     await self.channel.feed(msg.data.encode())
                 elif msg.type == aiohttp.WSMsgType.CLOSE:
                     close_text = f"code {msg.data}: {msg.extra}"
+                elif msg.type == aiohttp.WSMsgType.ERROR and _too_big(msg.data):
+                    self._violated("message", CodecError(f"a message over {MAX_MESSAGE} bytes"))
+                    break
                 elif msg.type in (
                     aiohttp.WSMsgType.CLOSED,
                     aiohttp.WSMsgType.CLOSING,
@@ -249,6 +272,8 @@ class _Connection:
                     break
         except (aiohttp.ClientError, ConnectionError, OSError):
             pass
+        except Exception as exc:  # a message this client cannot handle ends the session, never hangs it
+            self._violated("message", exc)
         finally:
             ping.cancel()
         if self._ws is not ws or self.closed.is_set() or self._closing:
@@ -295,15 +320,20 @@ class _Connection:
             self._spawn(self._answer_handshake(message.payload))
             return True
         if ptype == PayloadType.HANDSHAKE_COMPLETE:
-            with contextlib.suppress(CodecError):
+            try:
                 self.customer_message = HandshakeComplete.from_json(message.payload).customer_message
+            except CodecError as exc:
+                self._violated("handshake complete", exc)
+                return True
             self._set_ready()
             return True
         if ptype in (PayloadType.ENC_CHALLENGE_REQUEST, PayloadType.ENC_CHALLENGE_RESPONSE):
             return True
         if ptype == PayloadType.EXIT_CODE:
-            with contextlib.suppress(CodecError):
+            try:
                 self.exit_code = parse_exit_code(message.payload)
+            except CodecError as exc:
+                self._violated("exit code", exc)
             return True
         if not self.ready.done() and self.session_type is None:
             # No handshake: the first output tells us it is a shell (plugin ProcessFirstMessage).
@@ -319,7 +349,7 @@ class _Connection:
         try:
             request = HandshakeRequest.from_json(payload)
         except CodecError as exc:
-            self._fail(SsmSessionError(f"malformed handshake request: {exc}"))
+            self._violated("handshake request", exc)
             return
         self.agent_version = request.agent_version
         processed: list[ProcessedAction] = []
@@ -351,13 +381,29 @@ class _Connection:
 
     def _on_control(self, message: ClientMessage) -> None:
         if message.message_type == "channel_closed":
-            reason = ""
-            with contextlib.suppress(CodecError):
+            try:
                 reason = ChannelClosed.from_json(message.payload).output
+            except CodecError as exc:
+                self._violated("channel_closed", exc)
+                return
             self._finish(reason)
 
     def _on_failure(self, exc: BaseException) -> None:
         self._fail(SsmSessionError(str(exc)))
+
+    def _violated(self, what: str, exc: BaseException) -> None:
+        """The agent broke the protocol: end the session here and on the service."""
+        if self.closed.is_set():
+            return
+        self.violation = AgentProtocolError(what, f"{type(exc).__name__}: {exc}")
+        self._fail(self.violation)
+        if self.control is not None:
+            self._spawn(self._terminate_remote())
+
+    async def _terminate_remote(self) -> None:
+        assert self.control is not None
+        with contextlib.suppress(Exception):
+            await self.control.terminate(self.target.session_id)
 
     def _fail(self, exc: SsmSessionError) -> None:
         if not self.ready.done():
@@ -436,6 +482,11 @@ class Session:
     @property
     def close_reason(self) -> str | None:
         return self._conn.close_reason
+
+    @property
+    def violation(self) -> AgentProtocolError | None:
+        """Why the session was ended, if the agent broke the protocol."""
+        return self._conn.violation
 
     @property
     def stats(self) -> dict[str, int]:
@@ -615,6 +666,10 @@ class PortSession(Session):
 
     async def close(self) -> None:
         await self._conn.terminate(flag=True)
+
+
+def _too_big(error: object) -> bool:
+    return isinstance(error, aiohttp.WebSocketError) and error.code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
 
 
 async def connect(

@@ -13,6 +13,12 @@ Public API:
     ``HandshakeResponse`` / ``ProcessedAction``, ``HandshakeComplete``, ``SizeData``,
     ``ChannelClosed``, ``OpenDataChannel``; helpers ``flag_payload`` / ``parse_flag`` and
     ``exit_code_payload`` / ``parse_exit_code``; ``version_gt`` for dotted version comparisons.
+
+Everything that reads bytes from the peer (``decode``, every ``from_json``, ``parse_flag``,
+``parse_exit_code``) raises ``CodecError`` and nothing else on malformed input, whatever it is:
+the peer may be hostile. JSON fields are typed as the Go structs on both AWS sides type them (a
+wrong type fails there too), integers are range-checked and JSON nested deeper than
+``MAX_JSON_DEPTH`` is refused, so nothing built from a payload can overflow or recurse later.
 """
 
 from __future__ import annotations
@@ -187,21 +193,63 @@ def _json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
+MAX_JSON_DEPTH = 16  # real payloads nest 4 deep (handshake properties)
+INT64 = (-(2**63), 2**63 - 1)
+UINT32 = (0, 2**32 - 1)
+
+
 def _load_object(payload: bytes, what: str) -> dict[str, Any]:
     try:
         value = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CodecError(f"{what}: invalid JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise CodecError(f"{what}: invalid JSON ({type(exc).__name__})") from None
     if not isinstance(value, dict):
         raise CodecError(f"{what}: expected a JSON object")
+    _check_depth(value, what)
     return value
 
 
-def _field(obj: dict[str, Any], key: str, kind: type, what: str) -> Any:
+def _check_depth(value: Any, what: str) -> None:
+    """Refuse deep nesting without recursing (``str()`` or ``==`` of such a value would)."""
+    level: list[Any] = [value]
+    for _ in range(MAX_JSON_DEPTH):
+        level = [
+            child
+            for item in level
+            if isinstance(item, dict | list)
+            for child in (item.values() if isinstance(item, dict) else item)
+        ]
+        if not level:
+            return
+    raise CodecError(f"{what}: JSON nested deeper than {MAX_JSON_DEPTH}")
+
+
+_MISSING: Any = object()
+
+
+def _field(obj: dict[str, Any], key: str, kind: type, what: str, default: Any = _MISSING) -> Any:
+    """``obj[key]`` of type ``kind``; an absent or null field is ``default`` when one is given."""
     value = obj.get(key)
+    if value is None and default is not _MISSING:
+        return default
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise CodecError(f"{what}: field {key} must be {kind.__name__}")
     return value
+
+
+def _int(obj: dict[str, Any], key: str, what: str, bounds: tuple[int, int], default: Any = _MISSING) -> int:
+    value: int = _field(obj, key, int, what, default)
+    if not bounds[0] <= value <= bounds[1]:
+        raise CodecError(f"{what}: field {key} is out of range")
+    return value
+
+
+def _objects(obj: dict[str, Any], key: str, what: str) -> list[dict[str, Any]]:
+    """A list of JSON objects (absent or null: empty)."""
+    items: list[Any] = _field(obj, key, list, what, [])
+    if not all(isinstance(item, dict) for item in items):
+        raise CodecError(f"{what}: {key} must be a list of objects")
+    return items
 
 
 _ACK_FORMAT = re.compile(
@@ -232,12 +280,13 @@ class Acknowledge:
         if fast is not None:  # the exact form both AWS sides emit: skip the JSON parser
             kind, mid, seq, sequential = fast.groups()
             return cls(kind.decode(), mid.decode(), int(seq), sequential == b"true")
-        obj = _load_object(payload, "acknowledge")
+        what = "acknowledge"
+        obj = _load_object(payload, what)
         return cls(
-            _field(obj, "AcknowledgedMessageType", str, "acknowledge"),
-            _field(obj, "AcknowledgedMessageId", str, "acknowledge"),
-            _field(obj, "AcknowledgedMessageSequenceNumber", int, "acknowledge"),
-            bool(obj.get("IsSequentialMessage", True)),
+            _field(obj, "AcknowledgedMessageType", str, what),
+            _field(obj, "AcknowledgedMessageId", str, what),
+            _int(obj, "AcknowledgedMessageSequenceNumber", what, INT64),
+            _field(obj, "IsSequentialMessage", bool, what, True),
         )
 
 
@@ -277,12 +326,13 @@ class HandshakeRequest:
 
     @classmethod
     def from_json(cls, payload: bytes) -> HandshakeRequest:
-        obj = _load_object(payload, "handshake request")
-        raw = obj.get("RequestedClientActions") or []
-        if not isinstance(raw, list) or not all(isinstance(a, dict) for a in raw):
-            raise CodecError("handshake request: RequestedClientActions must be a list of objects")
-        actions = tuple(RequestedAction(str(a.get("ActionType", "")), a.get("ActionParameters")) for a in raw)
-        return cls(str(obj.get("AgentVersion", "")), actions)
+        what = "handshake request"
+        obj = _load_object(payload, what)
+        actions = tuple(
+            RequestedAction(_field(a, "ActionType", str, what, ""), a.get("ActionParameters"))
+            for a in _objects(obj, "RequestedClientActions", what)
+        )
+        return cls(_field(obj, "AgentVersion", str, what, ""), actions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,27 +368,23 @@ class HandshakeResponse:
 
     @classmethod
     def from_json(cls, payload: bytes) -> HandshakeResponse:
-        obj = _load_object(payload, "handshake response")
-        raw = obj.get("ProcessedClientActions") or []
-        if not isinstance(raw, list) or not all(isinstance(a, dict) for a in raw):
-            raise CodecError("handshake response: ProcessedClientActions must be a list of objects")
-        try:
-            actions = tuple(
-                ProcessedAction(
-                    str(a.get("ActionType", "")),
-                    ActionStatus(a.get("ActionStatus")),
-                    a.get("ActionResult"),
-                    str(a.get("Error") or ""),
-                )
-                for a in raw
+        what = "handshake response"
+        obj = _load_object(payload, what)
+        statuses = (min(ActionStatus), max(ActionStatus))
+        actions = tuple(
+            ProcessedAction(
+                _field(a, "ActionType", str, what, ""),
+                ActionStatus(_int(a, "ActionStatus", what, statuses)),
+                a.get("ActionResult"),
+                _field(a, "Error", str, what, ""),
             )
-        except ValueError as exc:
-            raise CodecError(f"handshake response: {exc}") from None
-        errors = obj.get("Errors")
+            for a in _objects(obj, "ProcessedClientActions", what)
+        )
+        errors: list[Any] | None = _field(obj, "Errors", list, what, None)
+        if errors is not None and not all(isinstance(e, str) for e in errors):
+            raise CodecError(f"{what}: Errors must be a list of strings")
         return cls(
-            str(obj.get("ClientVersion", "")),
-            actions,
-            None if errors is None else tuple(str(e) for e in errors),
+            _field(obj, "ClientVersion", str, what, ""), actions, None if errors is None else tuple(errors)
         )
 
 
@@ -354,8 +400,12 @@ class HandshakeComplete:
 
     @classmethod
     def from_json(cls, payload: bytes) -> HandshakeComplete:
-        obj = _load_object(payload, "handshake complete")
-        return cls(int(obj.get("HandshakeTimeToComplete") or 0), str(obj.get("CustomerMessage") or ""))
+        what = "handshake complete"
+        obj = _load_object(payload, what)
+        return cls(
+            _int(obj, "HandshakeTimeToComplete", what, INT64, 0),
+            _field(obj, "CustomerMessage", str, what, ""),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,10 +419,7 @@ class SizeData:
     @classmethod
     def from_json(cls, payload: bytes) -> SizeData:
         obj = _load_object(payload, "size")
-        cols, rows = _field(obj, "cols", int, "size"), _field(obj, "rows", int, "size")
-        if not (0 <= cols < 2**32 and 0 <= rows < 2**32):
-            raise CodecError("size: cols and rows must be uint32")
-        return cls(cols, rows)
+        return cls(_int(obj, "cols", "size", UINT32), _int(obj, "rows", "size", UINT32))
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,14 +446,15 @@ class ChannelClosed:
 
     @classmethod
     def from_json(cls, payload: bytes) -> ChannelClosed:
-        obj = _load_object(payload, "channel_closed")
+        what = "channel_closed"
+        obj = _load_object(payload, what)
         return cls(
-            str(obj.get("MessageId", "")),
-            str(obj.get("CreatedDate", "")),
-            str(obj.get("DestinationId", "")),
-            str(obj.get("SessionId", "")),
-            str(obj.get("Output") or ""),
-            int(obj.get("SchemaVersion") or SCHEMA_VERSION),
+            _field(obj, "MessageId", str, what, ""),
+            _field(obj, "CreatedDate", str, what, ""),
+            _field(obj, "DestinationId", str, what, ""),
+            _field(obj, "SessionId", str, what, ""),
+            _field(obj, "Output", str, what, ""),
+            _int(obj, "SchemaVersion", what, UINT32, SCHEMA_VERSION),
         )
 
 
@@ -466,7 +514,8 @@ def parse_flag(payload: bytes) -> int:
     return value
 
 
-_EXIT_CODE = re.compile(rb"\s*EXIT_CODE:\s*(-?\d+)\s*")
+_EXIT_CODE = re.compile(rb"\s*EXIT_CODE:\s*(-?\d{1,10})\s*")
+INT32 = (-(2**31), 2**31 - 1)
 
 
 def exit_code_payload(code: int) -> bytes:
@@ -477,7 +526,10 @@ def parse_exit_code(payload: bytes) -> int:
     match = _EXIT_CODE.fullmatch(payload)
     if match is None:
         raise CodecError(f"exit code payload {payload[:40]!r} is not 'EXIT_CODE: <n>'")
-    return int(match.group(1))
+    code = int(match.group(1))
+    if not INT32[0] <= code <= INT32[1]:
+        raise CodecError(f"exit code {code} is out of range")
+    return code
 
 
 def version_gt(version: str, other: str) -> bool:

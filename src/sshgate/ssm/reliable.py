@@ -11,7 +11,9 @@ uncounted ("handler not ready"), so the peer retransmits it later.
 
 Public API:
     ``ChannelConfig`` with the two presets ``CLIENT`` and ``AGENT``.
-    ``DataChannel(config, deliver=..., on_control=..., on_failure=None)``:
+    ``DataChannel(config, deliver=..., on_control=..., on_failure=None, on_malformed=None)``
+        (``on_malformed(what, error)``: an acknowledge whose payload the codec refuses; without
+        it such acks are dropped, as AWS's agent and plugin drop them):
         ``attach(transport)`` / ``detach()``, ``await feed(raw)`` for each received frame,
         ``await send(payload_type, payload)``, ``await send_data(data, payload_type)`` (≤1024-byte
         chunks), ``await send_control(raw)``, ``redeliver()``, ``await wait_drained(timeout)``,
@@ -49,6 +51,7 @@ MAX_RTO = 1.0
 MIN_RTO_MARGIN = 0.01
 MAX_RESENDS = 3000
 CHUNK_SIZE = 1024
+INCOMING_BYTES = 32 * 1024 * 1024  # out-of-order payload bytes held per channel
 
 Transport = Callable[[bytes], Awaitable[None]]
 
@@ -182,27 +185,36 @@ class OutgoingBuffer:
 
 
 class IncomingBuffer:
-    """Out-of-order stream messages waiting for the gap before them to fill."""
+    """Out-of-order stream messages waiting for the gap before them to fill, bounded in count and
+    in payload bytes (a hostile peer's far-ahead messages must not fill memory)."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, byte_capacity: int = INCOMING_BYTES) -> None:
         self.capacity = capacity
+        self.byte_capacity = byte_capacity
         self.expected = 0
         self._items: dict[int, ClientMessage] = {}
+        self._bytes = 0
 
     def __len__(self) -> int:
         return len(self._items)
 
     def store(self, message: ClientMessage) -> bool:
-        if len(self._items) >= self.capacity:
+        if len(self._items) >= self.capacity or self._bytes >= self.byte_capacity:
             return False
-        self._items.setdefault(message.sequence_number, message)
+        if message.sequence_number not in self._items:
+            self._items[message.sequence_number] = message
+            self._bytes += len(message.payload)
         return True
 
     def pop_expected(self) -> ClientMessage | None:
-        return self._items.pop(self.expected, None)
+        message = self._items.pop(self.expected, None)
+        if message is not None:
+            self._bytes -= len(message.payload)
+        return message
 
     def put_back(self, message: ClientMessage) -> None:
         self._items[message.sequence_number] = message
+        self._bytes += len(message.payload)
 
 
 class ChannelFailed(ConnectionError):
@@ -217,11 +229,13 @@ class DataChannel:
         deliver: Callable[[ClientMessage], bool],
         on_control: Callable[[ClientMessage], None],
         on_failure: Callable[[BaseException], None] | None = None,
+        on_malformed: Callable[[str, CodecError], None] | None = None,
     ) -> None:
         self.config = config
         self._deliver = deliver
         self._on_control = on_control
         self._on_failure = on_failure
+        self._on_malformed = on_malformed
         self.outgoing = OutgoingBuffer(config.outgoing_capacity)
         self.incoming = IncomingBuffer(config.incoming_capacity)
         self._next_seq = 0
@@ -309,8 +323,10 @@ class DataChannel:
             self._unpause()
             try:
                 ack = Acknowledge.from_json(message.payload)
-            except CodecError:
+            except CodecError as exc:
                 self.dropped += 1
+                if self._on_malformed is not None:
+                    self._on_malformed("acknowledge", exc)
                 return
             if self.outgoing.ack(ack.sequence_number, time.monotonic()):
                 if not self.outgoing.full:

@@ -26,6 +26,7 @@ import contextlib
 import os
 import shlex
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -37,6 +38,7 @@ from sshgate.aws.targets import Ec2Target, EcsTarget
 from sshgate.config import Ec2Resource, EcsResource
 from sshgate.native_secret import AmbientIam, AssumeRole, NativeCredential, PrivateKey
 from sshgate.ssm.client import (
+    AgentProtocolError,
     Boto3Control,
     CommandSession,
     PortSession,
@@ -93,6 +95,8 @@ class SsmUpstream:
                 http=self._http,
                 no_handshake=no_handshake,
             )
+        except AgentProtocolError as exc:
+            raise UpstreamError(_violation_text(self._resource.name, exc)) from None
         except (SsmSessionError, aiohttp.ClientError, TimeoutError) as exc:
             raise UpstreamError(f"SSM session to {self._resource.name} failed: {exc}") from None
         self._sessions.append(session)
@@ -180,6 +184,8 @@ class SsmUpstream:
         try:
             first = await asyncio.wait_for(piped.wait_ready(shell.read), READY_TIMEOUT)
         except (ConnectionError, TimeoutError) as exc:
+            if shell.violation is not None:
+                raise UpstreamError(_violation_text(self._resource.name, shell.violation)) from None
             raise UpstreamError(f"the shell on {self._resource.name} did not start: {exc}") from None
         return _shell_pump(shell, downstream, piped.exit, self._resource.name, piped=piped, first=first)
 
@@ -250,7 +256,25 @@ def _command_pump(session: CommandSession, downstream: Downstream, resource: str
         session.close,
         lambda: session.exit_code,
         missing_status=_missing_status(resource),
+        broken=_broken(session, resource),
     )
+
+
+def _violation_text(resource: str, violation: AgentProtocolError) -> str:
+    return f"the SSM agent on {resource} sent a malformed {violation.what}; the session was ended"
+
+
+def _broken(session: Session, resource: str) -> Callable[[], tuple[bytes, str] | None]:
+    """The client's line and the audit reason once the agent broke the protocol (else None)."""
+
+    def broken() -> tuple[bytes, str] | None:
+        violation = session.violation
+        if violation is None:
+            return None
+        line = f"sshgate: {_violation_text(resource, violation)}\n"
+        return line.encode(), f"SSM session {session.session_id}: {violation}"
+
+    return broken
 
 
 def _missing_status(resource: str) -> bytes:
@@ -328,6 +352,7 @@ def _shell_pump(
         session.resize if piped is None else None,
         signals=SIGNAL_BYTES if piped is None else {},
         missing_status=missing,
+        broken=_broken(session, resource),
     )
 
 

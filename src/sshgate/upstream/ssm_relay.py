@@ -25,7 +25,10 @@ class SessionPump:
     once reading ended; ``on_eof`` runs when the client sends EOF (after queued writes);
     ``signals`` maps the signals the client may send to the bytes that stand for them in-band;
     ``missing_status`` is told to the client on stderr when a session that owes an exit status
-    ends without one (the agent closed before its last output: that output is lost too).
+    ends without one (the agent closed before its last output: that output is lost too);
+    ``broken`` says, once reading ended, whether the session was ended for a fault: then its
+    ``(line, reason)`` replaces all that, the line told to the client on stderr, the reason
+    passed on as the channel's upstream error (the audit log's).
     """
 
     def __init__(
@@ -40,9 +43,11 @@ class SessionPump:
         *,
         signals: Mapping[str, bytes] = SIGNAL_BYTES,
         missing_status: bytes | None = None,
+        broken: Callable[[], tuple[bytes, str] | None] = lambda: None,
     ) -> None:
         self._down = downstream
         self._missing_status = missing_status
+        self._broken = broken
         self._signals = signals
         self._read = read
         self._write = write
@@ -52,7 +57,8 @@ class SessionPump:
         self._resize = resize
         self._may_read = asyncio.Event()
         self._may_read.set()
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        # Data and window sizes share one queue: the agent gets them in the client's order.
+        self._queue: asyncio.Queue[bytes | tuple[int, int] | None] = asyncio.Queue()
         self._queued = 0
         self._client_paused = False
         self._closed = False
@@ -71,6 +77,9 @@ class SessionPump:
                     self._down.upstream_data(*chunk)
         except Exception as exc:  # reported to the client channel, which then closes
             error = str(exc) or type(exc).__name__
+        if error is None and (broken := self._broken()) is not None:
+            line, error = broken
+            self._down.upstream_data(line, True)
         if error is None:
             status = self._finish()
             if status is None and self._missing_status is not None:
@@ -82,6 +91,10 @@ class SessionPump:
 
     async def _writer(self) -> None:
         while (data := await self._queue.get()) is not None:
+            if isinstance(data, tuple):
+                if self._resize is not None:
+                    await self._resize(*data)
+                continue
             self._queued -= len(data)
             if self._client_paused and self._queued < _LOW_WATER:
                 self._client_paused = False
@@ -102,7 +115,7 @@ class SessionPump:
 
     def resize(self, cols: int, rows: int, width: int, height: int) -> None:
         if self._resize is not None:
-            asyncio.get_running_loop().create_task(self._resize(cols, rows))
+            self._queue.put_nowait((cols, rows))
 
     def send_signal(self, name: str) -> None:
         if name in self._signals:

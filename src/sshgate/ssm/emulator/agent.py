@@ -135,6 +135,7 @@ class AgentSession:
             "Connected": self._ws is not None,
             "Retransmits": self.channel.retransmits,
             "OutOfOrder": self.channel.out_of_order,
+            "TerminalSizes": list(self.plugin.sizes) if self.plugin is not None else [],
         }
 
     # -- websocket -----------------------------------------------------------------------------

@@ -2,9 +2,11 @@
 
 Targets come from the in-process moto backends, so whatever a test creates through the emulator's
 endpoint is reachable: every running EC2 instance (``i-…``) is an online managed instance, and every
-ECS task container is an exec target ``ecs:<cluster>_<taskId>_<runtimeId>``. moto gives containers
-no ``runtimeId`` and no exec agent, so ``patch_ecs_tasks`` adds them to RunTask / DescribeTasks
-responses; ``runtime_id`` makes the id stable across calls.
+ECS task container is an exec target ``ecs:<cluster>_<taskId>_<runtimeId>``. Where moto's ECS
+differs from ECS, ``patch_ecs_answer`` mends its answers: containers get a ``runtimeId`` (stable
+across calls, ``runtime_id``) and a running exec agent, a task runs every container of its task
+definition (moto starts only the first), and ListTasks honours ``serviceName`` (a service's tasks
+are those whose ``group`` is ``service:NAME``, as ECS sets it; moto ignores the filter).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
-from moto.ecs.models import ecs_backends
+from moto.ecs.models import Container, ecs_backends
 from moto.iam.models import get_account_id_from
 from moto.ssm.models import ssm_backends
 
@@ -90,8 +92,24 @@ def _ec2_target(caller: Caller, instance_id: str) -> Any:
     return instance
 
 
+def _complete_containers(backend: Any) -> None:
+    """Give every task each container of its task definition (moto gives it only the first)."""
+    for tasks in backend.tasks.values():
+        for task in tasks.values():
+            have = {c.name for c in task.containers}
+            definition = backend.describe_task_definition(task.task_definition_arn)
+            for spec in definition.container_definitions:
+                if spec.get("name") not in have:
+                    extra = Container(definition)  # type: ignore[abstract]  # moto marks it so, wrongly
+                    extra.name, extra.image = spec.get("name"), spec.get("image")
+                    extra.cpu, extra.memory = spec.get("cpu", 0), spec.get("memory")
+                    extra.environment, extra.command = spec.get("environment"), spec.get("command")
+                    task.containers.append(extra)
+
+
 def _ecs_task(caller: Caller, cluster: str, task: str) -> Any:
     backend = ecs_backends[caller.account][caller.region]
+    _complete_containers(backend)
     cluster_name = cluster.rsplit("/", 1)[-1]
     if cluster_name not in backend.clusters:
         raise ApiError("ClusterNotFoundException", "Cluster not found.")
@@ -202,10 +220,38 @@ def execute_command_spec(
     return spec, fields
 
 
-def patch_ecs_tasks(response: dict[str, Any], agent_version: str) -> dict[str, Any]:
-    """Give every task container a runtimeId and a running ExecuteCommandAgent, as ECS Exec needs."""
+def patch_ecs_answer(
+    caller: Caller, action: str, request: Mapping[str, Any], response: dict[str, Any], agent_version: str
+) -> dict[str, Any]:
+    """moto's answer to an ECS ``action`` as ECS would give it (see the module docstring)."""
+    backend = ecs_backends[caller.account][caller.region]
+    _complete_containers(backend)
+    if action == "ListTasks" and request.get("serviceName"):
+        group = "service:" + str(request["serviceName"]).rsplit("/", 1)[-1]
+        ours = {t.task_arn for tasks in backend.tasks.values() for t in tasks.values() if t.group == group}
+        response["taskArns"] = [arn for arn in response.get("taskArns", []) if arn in ours]
+    elif action in ("RunTask", "DescribeTasks"):
+        _patch_tasks(backend, response, agent_version)
+    return response
+
+
+def _patch_tasks(backend: Any, response: dict[str, Any], agent_version: str) -> None:
+    """Every container of a task, each with a runtimeId and a running ExecuteCommandAgent."""
     for task in response.get("tasks") or []:
         task_id = str(task.get("taskArn", "")).rsplit("/", 1)[-1]
+        model = next((t for ts in backend.tasks.values() for t in ts.values() if t.id == task_id), None)
+        listed = task.get("containers") or []
+        if model is not None and listed:
+            named = {c.get("name") for c in listed}
+            for extra in (c for c in model.containers if c.name not in named):
+                listed.append(
+                    {
+                        **listed[0],
+                        "name": extra.name,
+                        "image": extra.image,
+                        "containerArn": extra.container_arn,
+                    }
+                )
         task["enableExecuteCommand"] = True
         # moto walks a task through its whole lifecycle on successive describe calls; a task
         # nobody stopped stays RUNNING here, as it would on ECS.
@@ -222,7 +268,6 @@ def patch_ecs_tasks(response: dict[str, Any], agent_version: str) -> dict[str, A
                 }
             ]
             container["taskArn"] = task.get("taskArn")
-    return response
 
 
 def instance_information(caller: Caller, body: Mapping[str, Any], agent_version: str) -> dict[str, Any]:

@@ -5,17 +5,38 @@ to one websocket: it may drop outgoing or incoming messages (acks included), dro
 message back so it goes out after the next one, delay messages, or abort the socket after a given
 number of messages have crossed it. ``start_delay`` holds each session's process or TCP dial back,
 like a slow agent host, so input meets the agent's "handler not ready". A seeded RNG keeps runs reproducible.
+
+``tamper`` makes the agent hostile: every message it sends of that kind (a message type such as
+``acknowledge`` or ``channel_closed``, or the payload type of its stream data such as
+``handshake_request``, ``handshake_complete``, ``exit_code``, ``output``) goes out in a well-formed
+frame (right digest, same sequence number) around ``tamper_payload`` instead of its own payload.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from sshgate.ssm.codec import PayloadType, decode, encode
+
 ACK_MARK = b"acknowledge"
+SETTINGS = frozenset(
+    {
+        "drop_rate",
+        "drop_ack_rate",
+        "reorder_rate",
+        "delay",
+        "drop_socket_after",
+        "start_delay",
+        "seed",
+        "tamper",
+        "tamper_payload",
+    }
+)
 
 
 @dataclass
@@ -27,26 +48,35 @@ class Faults:
     drop_socket_after: int | None = None
     start_delay: float = 0.0
     seed: int = 0
+    tamper: str | None = None
+    tamper_payload: str = ""
     rng: random.Random = field(default_factory=random.Random, repr=False)
 
     def reset(self) -> None:
         self.drop_rate = self.drop_ack_rate = self.reorder_rate = self.delay = self.start_delay = 0.0
-        self.drop_socket_after = None
+        self.drop_socket_after = self.tamper = None
+        self.tamper_payload = ""
 
-    def configure(self, **settings: float | int | None) -> None:
+    def configure(self, **settings: float | int | str | None) -> None:
         for key, value in settings.items():
-            if key not in {
-                "drop_rate",
-                "drop_ack_rate",
-                "reorder_rate",
-                "delay",
-                "drop_socket_after",
-                "start_delay",
-                "seed",
-            }:
+            if key not in SETTINGS:
                 raise ValueError(f"unknown fault setting {key}")
             setattr(self, key, value)
         self.rng.seed(self.seed)
+
+    def tampered(self, raw: bytes) -> bytes:
+        """``raw``, or the hostile frame that replaces it (see the module docstring)."""
+        if self.tamper is None:
+            return raw
+        message = decode(raw, verify_digest=False)
+        kind = message.message_type
+        if kind.endswith("_stream_data"):
+            with contextlib.suppress(ValueError):
+                kind = PayloadType(message.payload_type).name.lower()
+        if kind != self.tamper:
+            return raw
+        message.payload, message.payload_digest = self.tamper_payload.encode(), b""
+        return encode(message)
 
 
 class FaultyLink:
@@ -88,6 +118,7 @@ class FaultyLink:
         f = self._faults
         if self._tick() or self._lost(raw):
             return
+        raw = f.tampered(raw)
         if f.delay:
             await asyncio.sleep(f.delay)
         if self._held is None and f.reorder_rate and f.rng.random() < f.reorder_rate:

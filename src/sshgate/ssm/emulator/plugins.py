@@ -121,6 +121,9 @@ class Plugin:
         self.channel = channel
         self.inbox = Inbox(INBOX_LIMIT, channel.redeliver)
         self.finished: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        # Each Size message as (cols, rows, input bytes handled before it): the order it came in.
+        self.sizes: list[tuple[int, int, int]] = []
+        self.input_bytes = 0
         self._tasks: list[asyncio.Task[Any]] = []
 
     def spawn(self, coro: Awaitable[Any]) -> None:
@@ -262,10 +265,12 @@ class PtyPlugin(Plugin):
         if message.payload_type == PayloadType.SIZE:
             with contextlib.suppress(CodecError, OSError):
                 size = SizeData.from_json(message.payload)
+                self.sizes.append((size.cols, size.rows, self.input_bytes))
                 winsize = struct.pack("HHHH", min(size.rows, 0xFFFF), min(size.cols, 0xFFFF), 0, 0)
                 fcntl.ioctl(self._master, termios.TIOCSWINSZ, winsize)
             return
         data = memoryview(message.payload)
+        self.input_bytes += len(data)
         while data and self._master >= 0:
             try:
                 data = data[os.write(self._master, data) :]

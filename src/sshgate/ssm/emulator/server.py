@@ -6,7 +6,7 @@
   ``DescribeSessions``, ``DescribeInstanceInformation`` and
   ``AmazonEC2ContainerServiceV20141113.ExecuteCommand`` and EC2 Instance Connect's
   ``SendSSHPublicKey`` (see ``instance_connect``) are served here; every other request is
-  forwarded to an in-process moto server (ECS RunTask / DescribeTasks answers get runtime ids).
+  forwarded to an in-process moto server (ECS answers mended: ``patch_ecs_answer``).
 * ``/_emulator/sessions`` (GET), ``/_emulator/faults`` (POST JSON) and ``/_emulator/drop`` (POST)
   let outside tools inspect sessions and flip the fault switch;
   ``/_emulator/instances/<id>/latest/meta-data/managed-ssh-keys/active-keys/<user>/`` (GET) is the
@@ -43,7 +43,7 @@ from sshgate.ssm.emulator.aws import (
     Caller,
     execute_command_spec,
     instance_information,
-    patch_ecs_tasks,
+    patch_ecs_answer,
     start_session_spec,
 )
 from sshgate.ssm.emulator.faults import Faults
@@ -300,7 +300,7 @@ class Emulator:
         return web.json_response({"Calls": self.assume_role_calls})
 
     async def _forward(self, request: web.Request, target: str) -> web.StreamResponse:
-        """Pass a request to moto unchanged; patch ECS task answers for ECS Exec."""
+        """Pass a request to moto unchanged; mend its ECS answers (``patch_ecs_answer``)."""
         assert self._http is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
         data = await request.read()
@@ -310,7 +310,10 @@ class Emulator:
         ) as upstream:
             body = await upstream.read()
             out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS}
-            if upstream.status == 200 and target in (ECS_PREFIX + "RunTask", ECS_PREFIX + "DescribeTasks"):
+            if upstream.status == 200 and target.startswith(ECS_PREFIX):
                 with contextlib.suppress(ValueError):
-                    body = json.dumps(patch_ecs_tasks(json.loads(body), self.agent_version)).encode()
+                    caller = Caller.from_headers(request.headers, self.region)
+                    action, asked = target[len(ECS_PREFIX) :], json.loads(data or b"{}")
+                    answer = patch_ecs_answer(caller, action, asked, json.loads(body), self.agent_version)
+                    body = json.dumps(answer).encode()
             return web.Response(status=upstream.status, body=body, headers=out_headers)
