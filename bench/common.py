@@ -66,6 +66,7 @@ class BenchEnv:
         config["resources"] = config["resources"][:1]
         config["limits"] = {
             "max_unauthenticated": 1000,
+            "max_unauthenticated_per_source": 1000,
             "max_sessions_per_user": 100000,
             "auth_failures_before_lockout": 100000,
         }

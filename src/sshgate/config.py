@@ -312,6 +312,8 @@ class Limits(_Model):
     max_session_s: float = Field(43200, gt=0)
     login_grace_s: float = Field(30, gt=0)
     max_unauthenticated: int = Field(100, ge=1)
+    max_unauthenticated_per_source: int = Field(10, ge=1)
+    max_auth_tries: int = Field(6, ge=1)
     auth_failures_before_lockout: int = Field(10, ge=1)
     lockout_s: float = Field(300, ge=0)
 

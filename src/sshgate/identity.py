@@ -9,6 +9,9 @@ from typing import Literal
 from sshgate.config import Config, MachineConfig, UserConfig
 from sshgate.login import Login
 
+# The provider of identities configured in the file; the default in a login (README, "Security").
+CONFIGURED_PROVIDER = "formal"
+
 
 @dataclass(frozen=True, slots=True)
 class Identity:
@@ -45,18 +48,27 @@ def rfc3339(seconds: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    """What may prove an identity: public keys, CA keys (with the principal to match), token hashes."""
+    """What may prove an identity: public keys, CA keys (with the principal to match), token hashes.
+
+    ``unusable`` says, for the audit log only, why a login has nothing that could prove it.
+    """
 
     authorized_keys: tuple[str, ...] = ()
     ca_keys: tuple[str, ...] = ()
     principal: str = ""
     token_hashes: tuple[str, ...] = field(default=(), repr=False)
+    unusable: str = ""
 
 
 def lookup(config: Config, login: Login) -> tuple[Identity, Credentials]:
-    """Map a parsed login to its identity and credentials. Unknown names get no credentials
-    (except CA-signed certificates for humans), so they fail authentication like a wrong key."""
-    provider = login.provider or "formal"
+    """Map a parsed login to its identity and credentials. Unknown names, and logins naming
+    another provider than the identity's, get no credentials (except CA-signed certificates for
+    unlisted humans), so they fail authentication like a wrong key."""
+    provider = CONFIGURED_PROVIDER
+    kind: Literal["human", "machine"] = "machine" if login.kind == "machine" else "human"
+    if login.provider not in (None, provider):
+        reason = f"the login names provider {login.provider}; configured identities are {provider}"
+        return Identity(kind, login.subject, login.provider, None, known=False), Credentials(unusable=reason)
     ca_keys = tuple(config.identities.user_ca_keys)
     if login.kind == "machine":
         machine = next((m for m in config.identities.machines if m.name == login.subject), None)
@@ -67,7 +79,10 @@ def lookup(config: Config, login: Login) -> tuple[Identity, Credentials]:
             (u for u in config.identities.users if u.login and u.login.lower() == login.subject), None
         )
         if user is None:
-            return Identity("human", login.subject, provider, login.subject, known=False), Credentials()
+            return (
+                Identity("human", login.subject, provider, login.subject, known=False),
+                Credentials(unusable="unknown user alias"),
+            )
     else:
         user = next((u for u in config.identities.users if u.email == login.subject), None)
     if user is None:
@@ -83,6 +98,9 @@ def _machine(
     machine: MachineConfig | None, name: str, provider: str, ca_keys: tuple[str, ...]
 ) -> tuple[Identity, Credentials]:
     if machine is None:
-        return Identity("machine", name, provider, None, known=False), Credentials()
+        return (
+            Identity("machine", name, provider, None, known=False),
+            Credentials(unusable="unknown machine"),
+        )
     identity = Identity("machine", machine.name, provider, None, tuple(machine.groups))
     return identity, Credentials(tuple(machine.authorized_keys), ca_keys, machine.name, tuple(machine.tokens))

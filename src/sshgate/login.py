@@ -14,11 +14,14 @@ from typing import Literal
 MAX_LOGIN_BYTES = 256
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}"
 _NAME = re.compile(NAME_PATTERN)
-_EMAIL_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}")
+_EMAIL_LOCAL = re.compile(r"[A-Za-z0-9._%+-]{1,64}")
 _DOMAIN = re.compile(
     r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
 )
 _KINDS = ("human", "machine")
+# Pattern characters of OpenSSH and asyncssh principal and user matching: a login holding one
+# could name several identities wherever something downstream treats it as a pattern.
+GLOB_CHARACTERS = "*?[!,"
 
 LoginKind = Literal["human", "machine", "alias"]
 
@@ -91,6 +94,8 @@ def parse_login(raw: str) -> Login:
         raise LoginError(f"login longer than {MAX_LOGIN_BYTES} bytes")
     if any(ord(ch) < 0x21 or ord(ch) == 0x7F or ord(ch) > 0x7E for ch in raw):
         raise LoginError("login contains a control, space or non-ASCII character")
+    if any(ch in GLOB_CHARACTERS for ch in raw):
+        raise LoginError("login contains a pattern character (* ? [ ! ,): a login names one identity")
     if not raw.startswith("idp:"):
         alias, native, resource = _name_then_suffix(raw, "user alias")
         return Login("alias", alias.lower(), None, native, resource)

@@ -125,26 +125,6 @@ def test_connection_binds_to_first_resource(alice: Client, tmp_path: Path) -> No
             master.wait()
 
 
-def test_lockout_after_repeated_failures(keys: Keys, upstream: Upstream, tmp_path: Path) -> None:
-    config = base_config(keys, upstream)
-    config["limits"] = {"auth_failures_before_lockout": 3, "lockout_s": 60}
-    gw = GatewayProcess(tmp_path / "gw", config).start()
-    try:
-        stranger = Client(gw, keys.stranger, tmp_path / "stranger")
-        alice = Client(gw, keys.alice, tmp_path / "alice")
-        bind = ["-o", "BindAddress=127.0.0.2"]
-        for _ in range(3):
-            assert stranger.ssh("alice+web-1", "true", options=bind).returncode == 255
-        locked = alice.ssh("alice+web-1", "true", options=bind)
-        assert locked.returncode == 255
-        assert b"too many failed logins from 127.0.0.2" in locked.stderr, locked.stderr
-        gw.wait_event("auth.lockout", client_ip="127.0.0.2")
-        # Other addresses are still served.
-        assert alice.ssh("alice+web-1", "echo fine").stdout == b"fine\n"
-    finally:
-        gw.stop()
-
-
 def test_sighup_reload_refuses_bad_config_and_applies_good(
     keys: Keys, upstream: Upstream, tmp_path: Path
 ) -> None:

@@ -8,6 +8,7 @@ import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,9 +54,12 @@ def keygen(path: Path, comment: str = "") -> Path:
     return path
 
 
-def sign_cert(ca: Path, pub: Path, identity: str, principals: str, validity: str = "-5m:+1h") -> Path:
+def sign_cert(
+    ca: Path, pub: Path, identity: str, principals: str, validity: str = "-5m:+1h", extra: Sequence[str] = ()
+) -> Path:
+    """``extra``: more ssh-keygen options, e.g. ``-z SERIAL`` or ``-O source-address=...``."""
     subprocess.run(
-        ["ssh-keygen", "-q", "-s", str(ca), "-I", identity, "-n", principals, "-V", validity, str(pub)],
+        ["ssh-keygen", "-q", "-s", str(ca), "-I", identity, "-n", principals, "-V", validity, *extra, str(pub)],
         check=True,
         capture_output=True,
     )

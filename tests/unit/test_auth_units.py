@@ -35,9 +35,17 @@ def test_lockout_counts_and_expires() -> None:
     assert tracker.locked_for("5.6.7.8") == 0
     now[0] = 61
     assert tracker.locked_for("1.2.3.4") == 0
+
+
+def test_lockout_forgets_failures_after_the_window_only() -> None:
+    now = [0.0]
+    tracker = FailureTracker(3, 60, clock=lambda: now[0])
     tracker.failure("9.9.9.9")
-    tracker.success("9.9.9.9")
-    assert not tracker.failure("9.9.9.9")
+    tracker.failure("9.9.9.9")
+    now[0] = 61  # the run started more than lockout_s ago: it starts over
+    assert not tracker.failure("9.9.9.9") and not tracker.failure("9.9.9.9")
+    now[0] = 100
+    assert tracker.failure("9.9.9.9")
 
 
 NATIVES = [

@@ -139,7 +139,7 @@ async def plan_upstream(
                     credential = await _instance_connect_key(ctx, resource, user, identity, credential)
                 return await connect_ssh(resource, user, credential)
             except (UpstreamError, AwsError) as exc:
-                raise Refusal(str(exc), event="upstream.error") from None
+                raise Refusal(str(exc), reason=exc.detail, event="upstream.error") from None
 
         return UpstreamPlan({}, connect_sshd)
     credential = _credential(resource, native)
@@ -173,7 +173,7 @@ async def plan_upstream(
                     ctx.aws.clients, resource, target, credentials, native.user.username, credential
                 )
             except UpstreamError as exc:
-                raise Refusal(str(exc), event="upstream.error") from None
+                raise Refusal(str(exc), reason=exc.detail, event="upstream.error") from None
         return SsmUpstream(ctx.aws.clients, resource, target, credentials)
 
     return UpstreamPlan(context, connect_ssm)

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Literal, NoReturn
 
 import asyncssh
 
 from sshgate import audit
 from sshgate.command import USAGE, CommandError, ListResources, Route, parse_command
 from sshgate.config import SshResource
+from sshgate.gateway import asyncssh_auth
+from sshgate.gateway.asyncssh_auth import OfferedKey
 from sshgate.gateway.binding import (
     BindContext,
     Binding,
@@ -24,7 +27,6 @@ from sshgate.gateway.binding import (
     selection_conflict,
     start_recording,
 )
-from sshgate.gateway.lockout import FailureTracker
 from sshgate.gateway.refusal import Refusal
 from sshgate.gateway.relay import ChannelRelay, start_task
 from sshgate.gateway.sftp_gate import SftpGate
@@ -42,21 +44,26 @@ from sshgate.policy.input import ConnectionFacts, PolicyRequestKind, RequestFact
 from sshgate.recording.recorder import ChannelKind
 from sshgate.sftp.protocol import Mutation
 from sshgate.sftp.tracker import SftpTracker
+from sshgate.state.base import LiveSession, SharedState
 from sshgate.tokens import verify_token
 from sshgate.upstream.base import SessionRequest, UpstreamChannel, UpstreamError
+from sshgate.user_certificates import CertificateRefused, check_user_certificate
 
 _FORWARDED_ENV = ("LANG", "LANGUAGE", "TZ")
 
+asyncssh_auth.install()
+
 
 class GatewayState:
-    """Process-wide state shared by connections: counters and the lockout table."""
+    """Process-wide state shared by connections; what other processes and replicas must agree
+    on (lockouts, session counts, bindings) lives behind ``shared`` (sshgate.state)."""
 
-    def __init__(self, tracker: FailureTracker, metrics: Metrics) -> None:
-        self.tracker = tracker
+    def __init__(self, shared: SharedState, metrics: Metrics) -> None:
+        self.shared = shared
         self.metrics = metrics
         self.unauthenticated = 0
+        self.unauthenticated_per_source: Counter[str] = Counter()
         self.connections: set[GatewayConnection] = set()
-        self.bound_per_identity: Counter[str] = Counter()
         self.unbinding: set[asyncio.Task[None]] = set()
         self.sso: Sso | None = None
 
@@ -65,6 +72,14 @@ class GatewayState:
         for conn in list(self.connections):
             if conn.sso_fingerprint in fingerprints:
                 conn.close_with_notice("your key's sign-in was revoked; sign in again", "oidc.revoked")
+
+    def terminate(self, session_id: str, by: str) -> bool:
+        """A terminate request for a session of this process (from the web app, on any replica)."""
+        for conn in list(self.connections):
+            if conn.session_id == session_id:
+                conn.close_with_notice(f"session terminated by {by}", "session.terminated")
+                return True
+        return False
 
 
 class GatewayConnection(asyncssh.SSHServer):
@@ -80,12 +95,14 @@ class GatewayConnection(asyncssh.SSHServer):
         self.credentials = Credentials()
         self.auth_method = ""
         self.authenticated = False
+        self._authorized_keys: frozenset[bytes] = frozenset()
+        self._ca_keys: tuple[asyncssh.SSHKey, ...] = ()
+        self._attempts = 0
+        self._proof: dict[str, object] = {}
         self._counted_unauth = False
         self._over_unauth_cap = False
-        self._tried = False
-        self._last_method = "publickey"
         self._binding: asyncio.Task[Binding] | None = None
-        self._counted_binding = False
+        self._live: LiveSession | None = None
         self.started = time.monotonic()
         self.channels: set[ChannelRelay] = set()
         self._last_bytes = 0
@@ -108,11 +125,24 @@ class GatewayConnection(asyncssh.SSHServer):
         self.conn = conn
         peer = conn.get_extra_info("peername")
         self.client_ip = peer[0] if peer else ""
+        limits = self.ctx.config.limits
+        if self.state.unauthenticated_per_source[self.client_ip] >= limits.max_unauthenticated_per_source:
+            # Dropped before the banner, as OpenSSH's PerSourceMaxStartups does: one address's idle
+            # connections must not use up max_unauthenticated for everyone else.
+            self.log.warning(
+                "connection.dropped",
+                client_ip=self.client_ip,
+                reason="too many unauthenticated connections from this address",
+                limit=limits.max_unauthenticated_per_source,
+            )
+            conn.abort()
+            return
         self.state.connections.add(self)
-        # Over the cap, the connection is refused once key exchange is done (in begin_auth), so
-        # the client can read why instead of seeing a bare reset.
-        self._over_unauth_cap = self.state.unauthenticated >= self.ctx.config.limits.max_unauthenticated
+        # Over the total cap, the connection is refused once key exchange is done (in begin_auth),
+        # so the client can read why instead of seeing a bare reset.
+        self._over_unauth_cap = self.state.unauthenticated >= limits.max_unauthenticated
         self.state.unauthenticated += 1
+        self.state.unauthenticated_per_source[self.client_ip] += 1
         self._counted_unauth = True
         self._arm_grace(self.ctx.config.limits.login_grace_s)
 
@@ -132,47 +162,55 @@ class GatewayConnection(asyncssh.SSHServer):
         if self._counted_unauth:
             self._counted_unauth = False
             self.state.unauthenticated -= 1
+            per_source = self.state.unauthenticated_per_source
+            per_source[self.client_ip] -= 1
+            if per_source[self.client_ip] <= 0:
+                del per_source[self.client_ip]
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if isinstance(exc, asyncssh.IllegalUserName):
+            # asyncssh refuses a name it cannot decode, or of 1024 bytes or more, before begin_auth.
+            self.log.warning("login.invalid", client_ip=self.client_ip, reason=exc.reason)
         self._leave_unauthenticated()
         if self._grace is not None:
             self._grace.cancel()
         if self._after_auth_sign_in is not None:
             self._after_auth_sign_in.cancel()
         self.state.connections.discard(self)
-        if not self.authenticated and self._tried:
-            self.state.metrics.auth_attempt(self._last_method, "failure")
-        if not self.authenticated and self._tried and self.state.tracker.failure(self.client_ip):
-            self.log.warning("auth.lockout", client_ip=self.client_ip, lockout_s=self.state.tracker.lockout_s)
         if self._binding is not None:
-            task = asyncio.get_running_loop().create_task(self._unbind())
+            task = asyncio.get_running_loop().create_task(self._unbind(self._binding))
             self.state.unbinding.add(task)
             task.add_done_callback(self.state.unbinding.discard)
-        if self._counted_binding:
-            assert self.identity is not None
-            self.state.bound_per_identity[self.identity.name] -= 1
+        if self._live is not None:
+            task = asyncio.get_running_loop().create_task(self.state.shared.close_session(self._live))
+            self.state.unbinding.add(task)
+            task.add_done_callback(self.state.unbinding.discard)
         if self.authenticated:
             self.log.info(
                 "session.end",
                 duration_s=round(time.monotonic() - self.started, 3),
                 error=str(exc) if exc else None,
             )
+        elif self.login is not None:
+            self.log.info(
+                "auth.abandoned", client_ip=self.client_ip, identity=self._who(), attempts=self._attempts
+            )
 
-    async def _unbind(self) -> None:
-        assert self._binding is not None
-        if not self._binding.done():
-            self._binding.cancel()
+    async def _unbind(self, pending: asyncio.Task[Binding]) -> None:
+        if not pending.done():
+            pending.cancel()
         try:
-            binding = await self._binding
+            binding = await pending
         except (asyncio.CancelledError, Exception):
             return
         self.state.metrics.session_ended(binding.resource.name, binding.resource.type, "closed")
         await binding.upstream.close()
         await binding.recording.close("closed")
 
-    # Authentication
+    # Authentication: begin_auth fixes the login; every attempt passes _begin_attempt and every
+    # failed one _failed (README, "Security").
 
-    def begin_auth(self, username: str) -> bool:
+    async def begin_auth(self, username: str) -> bool:
         if self._over_unauth_cap:
             self.log.warning(
                 "connection.refused", client_ip=self.client_ip, reason="too many unauthenticated connections"
@@ -180,21 +218,14 @@ class GatewayConnection(asyncssh.SSHServer):
             raise asyncssh.DisconnectError(
                 asyncssh.DISC_TOO_MANY_CONNECTIONS, "gateway busy: too many connections are logging in"
             )
-        locked = self.state.tracker.locked_for(self.client_ip)
-        if locked:
-            self.state.metrics.auth_attempt("publickey", "locked_out")
-            self.log.warning(
-                "auth.failure", client_ip=self.client_ip, reason="address locked out", method="none"
-            )
-            raise asyncssh.DisconnectError(
-                asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
-                f"too many failed logins from {self.client_ip}; try again in {int(locked) + 1} s",
-            )
+        await self._refuse_if_locked("none")
+        if self.login is not None:
+            # As OpenSSH: one connection authenticates one login.
+            self._invalid_login(username, "the login changed during authentication")
         try:
             self.login = parse_login(username)
         except LoginError as exc:
-            self.log.warning("login.invalid", client_ip=self.client_ip, reason=str(exc), login=username[:300])
-            raise asyncssh.DisconnectError(asyncssh.DISC_ILLEGAL_USER_NAME, f"invalid login: {exc}") from None
+            self._invalid_login(username, str(exc))
         sso = self.state.sso
         self._may_sign_in = False
         if sso is not None and self.login.provider == sso.config.name:
@@ -204,17 +235,62 @@ class GatewayConnection(asyncssh.SSHServer):
                 Credentials(),
             )
             self._may_sign_in = sso.may_sign_in(self.login)
-            if self._sign_ins is None:  # one per connection, whatever logins it tries
-                self._sign_ins = SignIns(sso, self.log)
+            self._sign_ins = SignIns(sso, self.log)
         else:
             self.identity, self.credentials = lookup(self.ctx.config, self.login)
-        if self.credentials.ca_keys and self.conn is not None:
-            principal = self.credentials.principal.replace('"', "")
-            lines = "".join(
-                f'cert-authority,principals="{principal}" {key}\n' for key in self.credentials.ca_keys
-            )
-            self.conn.set_authorized_keys(asyncssh.import_authorized_keys(lines))
+        self._authorized_keys = frozenset(_public_data(self.credentials.authorized_keys))
+        self._ca_keys = tuple(_keys(self.credentials.ca_keys))
         return True
+
+    def _invalid_login(self, username: str, reason: str) -> NoReturn:
+        self.log.warning("login.invalid", client_ip=self.client_ip, reason=reason, login=username[:300])
+        raise asyncssh.DisconnectError(asyncssh.DISC_ILLEGAL_USER_NAME, f"invalid login: {reason}")
+
+    async def _refuse_if_locked(self, method: str) -> None:
+        locked = await self.state.shared.locked_for(self.client_ip)
+        if locked:
+            self.state.metrics.auth_attempt(method, "locked_out")
+            self.log.warning("auth.locked_out", client_ip=self.client_ip, method=method, identity=self._who())
+            raise asyncssh.DisconnectError(
+                asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
+                f"too many failed logins from {self.client_ip}; try again in {int(locked) + 1} s",
+            )
+
+    async def _begin_attempt(self, method: str) -> None:
+        """The one place that decides whether an authentication attempt may proceed: the address
+        is not locked out and this connection has tries left. An attempt counts toward
+        ``max_auth_tries`` as it starts, so requests sent ahead of the answers cannot exceed it."""
+        await self._refuse_if_locked(method)
+        self._attempts += 1
+        limit = self.ctx.config.limits.max_auth_tries
+        if self._attempts > limit:
+            self.state.metrics.auth_attempt(method, "too_many_tries")
+            self.log.warning(
+                "auth.max_tries", client_ip=self.client_ip, method=method, identity=self._who(), limit=limit
+            )
+            raise asyncssh.DisconnectError(
+                asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "too many authentication attempts"
+            )
+
+    async def _failed(self, method: str, reason: str, **fields: Any) -> None:
+        """The one place that counts a failed attempt: audit event, metric, the address's lockout
+        (shared by every worker and replica: docs/operations.md, "Replicas")."""
+        self.state.metrics.auth_attempt(method, "failure")
+        self.log.warning(
+            "auth.failure",
+            client_ip=self.client_ip,
+            method=method,
+            identity=self._who(),
+            reason=reason,
+            **fields,
+        )
+        limits = self.ctx.config.limits
+        shared = self.state.shared
+        if await shared.failure(self.client_ip, limits.auth_failures_before_lockout, limits.lockout_s):
+            self.log.warning("auth.lockout", client_ip=self.client_ip, lockout_s=limits.lockout_s)
+            raise asyncssh.DisconnectError(
+                asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, f"too many failed logins from {self.client_ip}"
+            )
 
     def public_key_auth_supported(self) -> bool:
         return True
@@ -222,24 +298,64 @@ class GatewayConnection(asyncssh.SSHServer):
     def password_auth_supported(self) -> bool:
         return True
 
-    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
-        self._tried = True
-        wanted = key.public_data
-        for line in self.credentials.authorized_keys:
-            try:
-                if asyncssh.import_public_key(line).public_data == wanted:
-                    self.auth_method = "publickey"
-                    return True
-            except (asyncssh.KeyImportError, ValueError):
-                continue
-        if self._may_sign_in and self._sign_ins is not None and self.login is not None:
-            # Any key will do for an SSO login: a bound one proves the person, an unbound one
-            # (once its signature checks out) leads to a sign-in. asyncssh asks again for the
-            # signed attempt, so at auth_completed the last key offered is the one proven.
-            fingerprint = key.get_fingerprint("sha256")
-            self._offered = (fingerprint, self._sign_ins.sso.bound(fingerprint, self.login))
+    async def public_key_attempt(self, offered: OfferedKey) -> bool:
+        """A ``publickey`` request (asyncssh_auth.py): an unsigned query is answered, a refused
+        signed request is a failure, and a key is verified only when it would be accepted.
+
+        Any plain key will do for an SSO login: once its signature checks out, a bound one
+        proves the person and an unbound one leads to a sign-in (auth_completed)."""
+        method = "certificate" if offered.certificate is not None else "publickey"
+        await self._begin_attempt(method)
+        fingerprint = offered.key.get_fingerprint() if offered.key is not None else None
+        refusal, proof = self._judge_key(offered)
+        sso_key = refusal is not None and self._may_sign_in and offered.certificate is None
+        if sso_key and offered.key is not None:
+            refusal = None
+        if not offered.signed:
+            if refusal is None:
+                self._attempts -= 1  # as in OpenSSH, a query the key may answer is no attempt
+                return True
+            self.state.metrics.auth_attempt(method, "refused")
+            return False
+        if refusal is None and not offered.signature_ok():
+            refusal = "the signature does not verify"
+        if refusal is not None:
+            await self._failed(method, refusal, key_fingerprint=fingerprint)
+            return False
+        self._proof = {"key_fingerprint": fingerprint, **proof}
+        if sso_key and fingerprint is not None and self._sign_ins is not None and self.login is not None:
+            # Proven, but not yet anyone's: auth_completed decides (bound, or sign in first).
+            self._offered = (fingerprint, await self._sign_ins.sso.bound(fingerprint, self.login))
             return True
-        return False
+        self.auth_method = method
+        return True
+
+    def _judge_key(self, offered: OfferedKey) -> tuple[str | None, dict[str, object]]:
+        """Why ``offered`` does not prove this login's identity (None: it does), and what proves it."""
+        if offered.key is None:
+            return "not a usable key or certificate", {}
+        if offered.certificate is None:
+            if offered.key.public_data in self._authorized_keys:
+                return None, {}
+            return self.credentials.unusable or "key not authorized for this identity", {}
+        if not self._ca_keys or self.identity is None:
+            return self.credentials.unusable or "no user certificate authority for this identity", {}
+        try:
+            facts = check_user_certificate(
+                offered.certificate,
+                self._ca_keys,
+                self.credentials.principal,
+                ignore_case=self.identity.type == "human",
+                client_ip=self.client_ip,
+            )
+        except CertificateRefused as exc:
+            return f"certificate refused: {exc}", {}
+        return None, {
+            "cert_key_id": facts.key_id,
+            "cert_serial": facts.serial,
+            "cert_ca_fingerprint": facts.ca_fingerprint,
+            "cert_principal": facts.principal,
+        }
 
     def kbdint_auth_supported(self) -> bool:
         """An SSO login signs in through keyboard-interactive; other logins keep asyncssh's
@@ -249,8 +365,7 @@ class GatewayConnection(asyncssh.SSHServer):
     async def get_kbdint_challenge(
         self, username: str, lang: str, submethods: str
     ) -> tuple[str, str, str, list[tuple[str, bool]]] | bool:
-        self._tried = True
-        self._last_method = "oidc"
+        await self._begin_attempt("oidc")
         if not self._may_sign_in or self._sign_ins is None or self.login is None:
             return False
         self._arm_grace(self._sign_ins.sso.config.sign_in_timeout_s + 10)
@@ -268,23 +383,23 @@ class GatewayConnection(asyncssh.SSHServer):
     ) -> tuple[str, str, str, list[tuple[str, bool]]] | bool:
         flow, self._kbdint_flow = self._kbdint_flow, None
         if flow is None or self._sign_ins is None:
-            self._sign_in_failed(self._kbdint_error, disconnect_after=0.0)
+            await self._sign_in_failed(self._kbdint_error, disconnect_after=0.0)
             return False
         try:
             person = await self._sign_ins.finish(*flow)
-            self._check_not_locked_out()
+            await self._check_not_locked_out()
         except SignInError as exc:
             self._kbdint_error = exc
             return "", f"sshgate: {exc}\n", "", []  # shown to the person; the next answer fails
-        self._signed_in(person, None)
+        await self._signed_in(person, None)
         return True
 
-    def _check_not_locked_out(self) -> None:
+    async def _check_not_locked_out(self) -> None:
         """An address locked out while its sign-in ran gets no session out of that sign-in."""
-        if self.state.tracker.locked_for(self.client_ip):
+        if await self.state.shared.locked_for(self.client_ip):
             raise SignInError("refused", f"too many failed logins from {self.client_ip}", "locked out")
 
-    def _signed_in(self, person: SignedIn, fingerprint: str | None) -> None:
+    async def _signed_in(self, person: SignedIn, fingerprint: str | None) -> None:
         """Become the person the provider vouched for; bind the proven key, if there is one."""
         assert self._sign_ins is not None
         self.identity = Identity(
@@ -292,7 +407,7 @@ class GatewayConnection(asyncssh.SSHServer):
         )
         self.auth_method = "oidc"
         if fingerprint is not None:
-            binding = self._sign_ins.sso.bind(fingerprint, person)
+            binding = await self._sign_ins.sso.bind(fingerprint, person)
             self.sso_fingerprint = fingerprint
             self.log.info(
                 "oidc.key_bound",
@@ -301,22 +416,19 @@ class GatewayConnection(asyncssh.SSHServer):
                 expires_at=int(binding.expires_at),
             )
 
-    def _sign_in_failed(self, exc: SignInError | None, disconnect_after: float) -> None:
+    async def _sign_in_failed(self, exc: SignInError | None, disconnect_after: float) -> None:
         """A failed sign-in is one failed attempt (an unreachable provider is nobody's fault and
         is not counted); the client is told why, then disconnected."""
-        self._tried = False  # counted here, not again when the connection ends
         line = f"sshgate: {exc}" if exc is not None else "sshgate: sign-in failed"
-        self.state.metrics.auth_attempt("oidc", "failure")
-        self.log.warning(
-            "auth.failure",
-            client_ip=self.client_ip,
-            method="oidc",
-            identity=self._who(),
-            reason=exc.reason if exc else "no sign-in in progress",
-        )
-        counted = exc is None or exc.outcome != "unavailable"
-        if counted and self.state.tracker.failure(self.client_ip):
-            self.log.warning("auth.lockout", client_ip=self.client_ip, lockout_s=self.state.tracker.lockout_s)
+        reason = exc.reason if exc else "no sign-in in progress"
+        if exc is None or exc.outcome != "unavailable":
+            with contextlib.suppress(asyncssh.DisconnectError):  # the sign-in's own line says why
+                await self._failed("oidc", reason)
+        else:
+            self.state.metrics.auth_attempt("oidc", "failure")
+            self.log.warning(
+                "auth.failure", client_ip=self.client_ip, method="oidc", identity=self._who(), reason=reason
+            )
         if self.conn is not None:
             conn = self.conn
             asyncio.get_running_loop().call_later(
@@ -324,28 +436,28 @@ class GatewayConnection(asyncssh.SSHServer):
             )
 
     async def validate_password(self, username: str, password: str) -> bool:
-        self._tried = True
-        self._last_method = "password"
+        await self._begin_attempt("password")
         hashes = list(self.credentials.token_hashes)
-        ok = bool(hashes) and await asyncio.get_running_loop().run_in_executor(
-            None, verify_token, password, hashes
-        )
+        # A login without tokens runs scrypt too (tokens.verify_token): same time either way.
+        ok = await asyncio.get_running_loop().run_in_executor(None, verify_token, password, hashes)
         if ok:
+            # Locked out while the hash ran: the token no longer helps.
+            await self._refuse_if_locked("password")
             self.auth_method = "password"
             return True
-        self.state.metrics.auth_attempt("password", "failure")
-        self.log.warning("auth.failure", client_ip=self.client_ip, method="password", identity=self._who())
-        if self.state.tracker.failure(self.client_ip):
-            self.log.warning("auth.lockout", client_ip=self.client_ip, lockout_s=self.state.tracker.lockout_s)
-            if self.conn is not None:
-                self.conn.disconnect(
-                    asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
-                    f"too many failed logins from {self.client_ip}",
-                )
+        reason = self.credentials.unusable or ("wrong token" if hashes else "no tokens")
+        await self._failed("password", reason)
         return False
 
     def _who(self) -> str:
         return self.identity.name if self.identity else ""
+
+    def _logged_in(self) -> tuple[Login, Identity]:
+        """The login and identity of an authenticated connection; anything else is a bug that must
+        not go on with an unknown principal."""
+        if not self.authenticated or self.login is None or self.identity is None:
+            raise RuntimeError("the connection is used before its authentication completed")
+        return self.login, self.identity
 
     def auth_completed(self) -> None:
         offered, self._offered = self._offered, None
@@ -372,19 +484,18 @@ class GatewayConnection(asyncssh.SSHServer):
     async def _sign_in_after_auth(self, fingerprint: str) -> None:
         """The publickey path: the URL and code go to the first session channel's stderr."""
         assert self._sign_ins is not None and self.login is not None
-        self._last_method = "oidc"
         self._arm_grace(self._sign_ins.sso.config.sign_in_timeout_s + 10)
         try:
             flow, authorization = await self._sign_ins.begin(self.login.subject)
             for line in authorization.instruction():
                 self.notices.say(line)
             person = await self._sign_ins.finish(flow, authorization)
-            self._check_not_locked_out()
+            await self._check_not_locked_out()
         except SignInError as exc:
             # The waiting session channel prints the line; the disconnect follows.
-            self._sign_in_failed(exc, disconnect_after=0.5)
+            await self._sign_in_failed(exc, disconnect_after=0.5)
             raise
-        self._signed_in(person, fingerprint)
+        await self._signed_in(person, fingerprint)
         self._authenticated()
 
     async def signed_in(self) -> None:
@@ -398,14 +509,14 @@ class GatewayConnection(asyncssh.SSHServer):
             raise Refusal(str(exc), reason=exc.reason, event="oidc.sign_in") from None
 
     def _authenticated(self) -> None:
+        if self.login is None or self.identity is None or not self.auth_method:
+            self.log.error("auth.error", client_ip=self.client_ip, reason="authenticated without a login")
+            raise asyncssh.DisconnectError(asyncssh.DISC_BY_APPLICATION, "internal error")
         self.authenticated = True
         if self._grace is not None:
             self._grace.cancel()
         self._leave_unauthenticated()
-        self.state.tracker.success(self.client_ip)
-        self.auth_method = self.auth_method or "certificate"
         self.state.metrics.auth_attempt(self.auth_method, "success")
-        assert self.identity is not None and self.login is not None
         self.log.info(
             "auth.success",
             client_ip=self.client_ip,
@@ -414,7 +525,7 @@ class GatewayConnection(asyncssh.SSHServer):
             identity_type=self.identity.type,
             provider=self.identity.provider,
             client_version=self.client_version,
-            **({"key_fingerprint": self.sso_fingerprint} if self.sso_fingerprint else {}),
+            **self._proof,
         )
         if self.login.resource:
             request = RequestFacts("shell")
@@ -430,19 +541,17 @@ class GatewayConnection(asyncssh.SSHServer):
 
     def route_for(self, route: Route | None) -> Route:
         """Merge the login's ``+resource@native`` with a ``formal`` command's route."""
-        assert self.login is not None
+        login, _ = self._logged_in()
         if route is None:
-            if not self.login.resource:
+            if not login.resource:
                 raise Refusal(USAGE, exit_status=2, event="route.missing")
-            return Route(self.login.resource, self.login.native_user)
-        if self.login.native_user and route.native_user and self.login.native_user != route.native_user:
-            raise Refusal(
-                f"native user {route.native_user} conflicts with @{self.login.native_user} in the login"
-            )
-        if route.native_user is None and self.login.native_user:
+            return Route(login.resource, login.native_user)
+        if login.native_user and route.native_user and login.native_user != route.native_user:
+            raise Refusal(f"native user {route.native_user} conflicts with @{login.native_user} in the login")
+        if route.native_user is None and login.native_user:
             return Route(
                 route.resource,
-                self.login.native_user,
+                login.native_user,
                 route.shell,
                 route.container,
                 route.task,
@@ -478,22 +587,25 @@ class GatewayConnection(asyncssh.SSHServer):
         return ConnectionFacts(self.client_ip, self.client_version, self.auth_method)
 
     async def _bind(self, route: Route, request: RequestFacts) -> Binding:
-        assert self.identity is not None
+        _, identity = self._logged_in()
         started = time.monotonic()
         try:
             limit = self.ctx.config.limits.max_sessions_per_user
-            if self.state.bound_per_identity[self.identity.name] >= limit:
+            # Registered before the answer: a connection lost meanwhile still unregisters it.
+            self._live = LiveSession(
+                self.session_id, self.state.shared.replica, identity.name, route.resource, time.time()
+            )
+            if not await self.state.shared.open_session(self._live, limit):
+                self._live = None
                 raise Refusal(
-                    f"too many open sessions for {self.identity.name} (limit {limit}); close one first",
+                    f"too many open sessions for {identity.name} (limit {limit}); close one first",
                     event="limit.sessions_per_user",
                 )
-            self.state.bound_per_identity[self.identity.name] += 1
-            self._counted_binding = True
             resource = find_resource(self.ctx.config, route.resource)
-            native = choose_native(resource, self.identity, route.native_user)
-            plan = await plan_upstream(self.ctx, resource, native, self.identity, route)
+            native = choose_native(resource, identity, route.native_user)
+            plan = await plan_upstream(self.ctx, resource, native, identity, route)
             decision, session_doc = await decide_session(
-                self.ctx, self.identity, resource, native, self._facts(), request, plan.policy_context
+                self.ctx, identity, resource, native, self._facts(), request, plan.policy_context
             )
             self._log_decision(decision, resource=resource.name, native_user=native.user.username)
             step_up: dict[str, Any] | None = None
@@ -505,7 +617,7 @@ class GatewayConnection(asyncssh.SSHServer):
                 self.ctx,
                 self.session_id,
                 {
-                    "user": self.identity.as_policy_input(),
+                    "user": identity.as_policy_input(),
                     "resource": resource.name,
                     "resource_type": resource.type,
                     "native_user": native.user.username,
@@ -524,7 +636,7 @@ class GatewayConnection(asyncssh.SSHServer):
                 resource_type=resource.type,
                 native_user=native.user.username,
                 native_user_source=native.source,
-                identity=self.identity.name,
+                identity=identity.name,
                 client_ip=self.client_ip,
             )
             try:
@@ -579,7 +691,7 @@ class GatewayConnection(asyncssh.SSHServer):
             self.log.warning("oidc.step_up", result="refused", resource=resource, reason=why)
             raise Refusal(f"this session needs a fresh sign-in, but {why}", reason=why, event="policy.mfa")
         provider = self.identity.provider
-        at = sso.fresh_step_up(provider, email)
+        at = await sso.fresh_step_up(provider, email)
         if at is not None:
             self.log.info(
                 "oidc.step_up", result="reused", resource=resource, email=email, signed_in_at=int(at)
@@ -599,7 +711,7 @@ class GatewayConnection(asyncssh.SSHServer):
             )
             raise Refusal(str(exc), reason=exc.reason, event="policy.mfa") from None
         at = float(person.auth_time or person.signed_in_at)
-        sso.record_step_up(provider, email, at)
+        await sso.record_step_up(provider, email, at)
         self.log.info("oidc.step_up", result="ok", resource=resource, email=email, auth_time=person.auth_time)
         return {"result": "ok", "auth_time": person.auth_time}
 
@@ -660,15 +772,15 @@ class GatewayConnection(asyncssh.SSHServer):
 
     async def list_resources(self) -> str:
         """``formal list``: resources with an assigned native user that policy does not block."""
-        assert self.identity is not None
+        _, identity = self._logged_in()
         lines = []
         for resource in self.ctx.config.resources:
             try:
-                native = choose_native(resource, self.identity, None)
+                native = choose_native(resource, identity, None)
             except Refusal:
                 continue
             decision, _ = await decide_session(
-                self.ctx, self.identity, resource, native, self._facts(), RequestFacts("shell")
+                self.ctx, identity, resource, native, self._facts(), RequestFacts("shell")
             )
             if decision.allowed or decision.action == "mfa":
                 lines.append(f"{resource.name}\t{resource.type}\t{native.user.username}\n")
@@ -677,15 +789,16 @@ class GatewayConnection(asyncssh.SSHServer):
     # Channels
 
     def session_requested(self) -> tuple[asyncssh.SSHServerChannel[bytes], ClientSession]:
-        assert self.conn is not None
+        if self.conn is None:
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, "connection not set up")
         return self.conn.create_server_channel(encoding=None), ClientSession(self)
 
     def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> Any:
         return self._open_forward(dest_host, dest_port)
 
     async def _open_forward(self, host: str, port: int) -> ClientTcp:
-        assert self.login is not None
-        if not self.login.resource and self._binding is None:
+        login, _ = self._logged_in()
+        if not login.resource and self._binding is None:
             raise asyncssh.ChannelOpenError(
                 asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
                 "no resource selected: log in as LOGIN+resource to forward ports",
@@ -693,7 +806,7 @@ class GatewayConnection(asyncssh.SSHServer):
         session = ClientTcp(self, host, port)
         try:
             await self.signed_in()
-            route = self._binding_route()
+            route = await self._binding_route()
             binding = await self.binding(route, RequestFacts("port_forward", host=host, port=port))
             await self.check_request(binding, "port_forward", host=host, port=port)
             session.attach_upstream(await binding.upstream.open_tcp(host, port, session))
@@ -703,12 +816,14 @@ class GatewayConnection(asyncssh.SSHServer):
         session.opened(binding)
         return session
 
-    def _binding_route(self) -> Route:
-        assert self.login is not None
-        if self.login.resource:
-            return Route(self.login.resource, self.login.native_user)
-        assert self._binding is not None and self._binding.done()
-        return self._binding.result().route
+    async def _binding_route(self) -> Route:
+        """The login's route, else that of the binding a session channel started (waited for)."""
+        login, _ = self._logged_in()
+        if login.resource:
+            return Route(login.resource, login.native_user)
+        if self._binding is None:
+            raise Refusal("no resource selected: log in as LOGIN+resource to forward ports")
+        return (await self._binding).route
 
 
 class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
@@ -795,6 +910,14 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         chan.write_stderr(("sshgate: " + text).encode() if exit_status != 2 else text.encode())
         chan.exit(exit_status)
 
+    def _channel(self) -> asyncssh.SSHServerChannel[bytes]:
+        """The client channel, which asyncssh sets before the session starts (a bug otherwise:
+        the session fails as an internal error instead of going on unchecked)."""
+        chan: asyncssh.SSHServerChannel[bytes] | None = self._chan
+        if chan is None:
+            raise RuntimeError("session started without its channel")
+        return chan
+
     def _failed(self, exc: BaseException) -> None:
         self.owner.log.error("channel.error", error=repr(exc))
         self._refuse("internal error; the gateway's audit log has the details", 1)
@@ -812,9 +935,9 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
             self._refuse(str(exc), 2)
             return
         if isinstance(parsed, ListResources):
-            assert self._chan is not None
-            self._chan.write((await owner.list_resources()).encode())
-            self._chan.exit(0)
+            chan = self._channel()
+            chan.write((await owner.list_resources()).encode())
+            chan.exit(0)
             self._closed = True
             return
         try:
@@ -898,8 +1021,7 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
 
             self.client_filter = observe
             return
-        chan = self._chan
-        assert chan is not None
+        chan = self._channel()
 
         async def decide(change: Mutation) -> Decision:
             return await self.owner.request_decision(
@@ -913,6 +1035,19 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
 
 def _forwarded_env(env: Any) -> dict[str, str]:
     return {k: v for k, v in dict(env).items() if k in _FORWARDED_ENV or k.startswith("LC_")}
+
+
+def _keys(lines: Iterable[str]) -> Iterator[asyncssh.SSHKey]:
+    """The configured public keys that parse (config validation reports the others)."""
+    for line in lines:
+        try:
+            yield asyncssh.import_public_key(line)
+        except (asyncssh.KeyImportError, ValueError):
+            continue
+
+
+def _public_data(lines: Iterable[str]) -> Iterator[bytes]:
+    return (key.public_data for key in _keys(lines))
 
 
 class ClientTcp(ChannelRelay, asyncssh.SSHTCPSession[bytes]):

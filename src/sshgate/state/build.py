@@ -12,9 +12,6 @@ from sshgate.native_secret import SecretError, read_indirect
 from sshgate.state.base import SharedState
 from sshgate.state.hosted import WORKER_STATE_FD, WorkerState
 from sshgate.state.local import LocalState
-from sshgate.state.redis_store import RedisStore, connect
-from sshgate.state.replicated import ReplicatedState
-from sshgate.state.seal import Sealer
 
 
 def state_secrets(state: State) -> tuple[str, str]:
@@ -33,6 +30,11 @@ def state_secrets(state: State) -> tuple[str, str]:
 
 def build_state(config: Config, set_gauge: Callable[[bool], None]) -> SharedState:
     if config.state is not None:
+        # Imported here: the Redis client costs every other gateway a second of start-up.
+        from sshgate.state.redis_store import RedisStore, connect
+        from sshgate.state.replicated import ReplicatedState
+        from sshgate.state.seal import Sealer
+
         url, key = state_secrets(config.state)
         timeout_s = config.state.timeout_ms / 1000
         store = RedisStore(connect(url, timeout_s), Sealer(key), config.state.key_prefix, uuid.uuid4().hex)

@@ -14,7 +14,12 @@ from typing import Literal, Protocol
 
 
 class UpstreamError(Exception):
-    """An upstream that cannot be used; the message is safe to show the client."""
+    """An upstream that cannot be used. ``str()`` is safe to show the client: it names the
+    resource, never its address or the gateway's files; ``detail`` is for the audit log."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail or message
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -30,7 +31,8 @@ def known_hosts_for(policy: HostKeyPolicy) -> Any:
             return asyncssh.read_known_hosts(policy.known_hosts)
         except OSError as exc:
             raise UpstreamError(
-                f"cannot read known_hosts file {policy.known_hosts}: {exc.strerror}"
+                "the upstream's known_hosts file cannot be read; ask an administrator",
+                f"cannot read known_hosts file {policy.known_hosts}: {exc.strerror}",
             ) from None
     if policy.host_keys is not None:
         return ([asyncssh.import_public_key(k) for k in policy.host_keys], [], [])
@@ -175,18 +177,20 @@ class SshUpstream:
 
 
 def _reason(exc: BaseException) -> str:
+    """A failure's cause without addresses (asyncio's OSError texts name the host and port)."""
     if isinstance(exc, asyncssh.Error):
         return exc.reason
     if isinstance(exc, socket.gaierror):
         return "host name not found"
-    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)
+    return type(exc).__name__
 
 
 async def connect_ssh(resource: SshResource, username: str, credential: NativeCredential) -> SshUpstream:
     """Log in to an ssh resource's sshd as ``username``."""
-    where = f"{resource.name} ({resource.hostname}:{resource.port})"
     return await ssh_login(
-        where,
+        resource.name,
         resource.host_key_policy,
         username,
         credential,
@@ -197,7 +201,7 @@ async def connect_ssh(resource: SshResource, username: str, credential: NativeCr
 
 
 async def ssh_login(
-    where: str,
+    name: str,
     host_key_policy: HostKeyPolicy,
     username: str,
     credential: NativeCredential,
@@ -208,7 +212,9 @@ async def ssh_login(
     sock: socket.socket | None = None,
     cleanup: Callable[[], Awaitable[None]] | None = None,
 ) -> SshUpstream:
-    """Log in to an sshd (over ``sock`` when given); every failure becomes one readable line."""
+    """Log in to an sshd (over ``sock`` when given) for the resource ``name``; every failure
+    becomes one readable line naming the resource, and its address goes to the audit detail."""
+    where = f"{name} ({host}:{port}{', through SSM' if sock is not None else ''})"
     options: dict[str, Any] = {}
     if isinstance(credential, Password):
         options["password"] = credential.password
@@ -220,7 +226,7 @@ async def ssh_login(
         options["client_keys"] = [key]
         options["preferred_auth"] = "publickey"
     else:
-        raise UpstreamError(f"the native secret of {username} on {where} is not usable for SSH")
+        raise UpstreamError(f"the native secret of {username} on {name} is not usable for SSH")
     if sock is not None:
         options["sock"] = sock
     try:
@@ -240,13 +246,18 @@ async def ssh_login(
             timeout=timeout,
         )
     except TimeoutError:
-        raise UpstreamError(f"upstream {where} did not answer within {timeout:g} s") from None
-    except asyncssh.HostKeyNotVerifiable:
         raise UpstreamError(
-            f"upstream {where} presented a host key that does not match its host_key_policy"
+            f"upstream {name} did not answer within {timeout:g} s", f"{where}: no answer in {timeout:g} s"
         ) from None
-    except asyncssh.PermissionDenied:
-        raise UpstreamError(f"upstream {where} refused the login of native user {username}") from None
+    except asyncssh.HostKeyNotVerifiable as exc:
+        raise UpstreamError(
+            f"upstream {name} presented a host key that does not match its host_key_policy",
+            f"{where}: {exc.reason}",
+        ) from None
+    except asyncssh.PermissionDenied as exc:
+        raise UpstreamError(
+            f"upstream {name} refused the login of native user {username}", f"{where}: {exc.reason}"
+        ) from None
     except (OSError, asyncssh.Error) as exc:
-        raise UpstreamError(f"cannot connect to upstream {where}: {_reason(exc)}") from None
+        raise UpstreamError(f"cannot connect to upstream {name}: {_reason(exc)}", f"{where}: {exc}") from None
     return SshUpstream(conn, cleanup)

@@ -418,10 +418,9 @@ async def ssh_through_ssm(
         theirs.close()
         await http.close()
 
-    where = f"{resource.name} ({target.target}, sshd through SSM)"
     try:
         return await ssh_login(
-            where,
+            resource.name,
             settings.host_key_policy,
             user,
             credential,
