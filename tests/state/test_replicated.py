@@ -200,3 +200,23 @@ async def test_a_hung_store_delays_no_call_beyond_the_bound(replicas: Any) -> No
                 pass
         finally:
             await replica.state.aclose()
+
+
+async def test_without_the_store_bindings_come_from_the_last_copy_for_a_bounded_time(
+    replicas: Any, redis_server: RedisServer, monkeypatch: Any
+) -> None:
+    import sshgate.state.replicated as replicated
+
+    monkeypatch.setattr(replicated, "CACHED_BINDINGS_S", 1.5)
+    a, b = await replicas(), await replicas()
+    await a.state.bind(binding("SHA256:k1"))
+    await asyncio.sleep(0.6)  # b's probe has taken its copy
+    redis_server.stop()
+    found = await b.state.binding("SHA256:k1")
+    assert found is not None and found.email == "alice@corp.com"
+    await b.state.bind(binding("SHA256:new", email="john@corp.com"))  # remembered, written later
+    await asyncio.sleep(1.6)
+    assert await b.state.binding("SHA256:k1") is None  # too long without the store
+    redis_server.start()
+    await until(lambda: asyncio.sleep(0, b.state.available), timeout=10)
+    assert (await a.state.binding("SHA256:new")) is not None  # replayed when the store came back
