@@ -134,14 +134,12 @@ class RedisStore:
     # Lockouts
 
     async def locked_for(self, address: str) -> float:
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.get(self.key("lock", address))
-            pipe.pttl(self.key("lock", address))
-            sealed, pttl = await pipe.execute()
+        """One GET: the sealed record says until when (a replayed old record has passed it)."""
+        sealed = await self.client.get(self.key("lock", address))
         doc = self._open("lock", f"lock:{address}", sealed)
-        if doc is None or doc.get("a") != address or int(pttl) <= 0:
+        if doc is None or doc.get("a") != address:
             return 0.0
-        return max(0.0, min(float(doc["until"]) - self._clock(), int(pttl) / 1000))
+        return max(0.0, float(doc["until"]) - self._clock())
 
     async def failure(self, address: str, limit: int, lockout_s: float, at: float | None = None) -> bool:
         """Count one failure (``at``: when it happened, for one replayed after an outage)."""
