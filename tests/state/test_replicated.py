@@ -218,5 +218,5 @@ async def test_without_the_store_bindings_come_from_the_last_copy_for_a_bounded_
     await asyncio.sleep(1.6)
     assert await b.state.binding("SHA256:k1") is None  # too long without the store
     redis_server.start()
-    await until(lambda: asyncio.sleep(0, b.state.available), timeout=10)
+    await until(lambda: asyncio.sleep(0, a.state.available and b.state.available), timeout=10)
     assert (await a.state.binding("SHA256:new")) is not None  # replayed when the store came back

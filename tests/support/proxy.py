@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
 from sshgate.proxy_header import V2_SIGNATURE
+from tests.support.tcp import tcp_server
 
 
 def v1_header(client: tuple[str, int], server: tuple[str, int] = ("127.0.0.1", 2222)) -> bytes:
@@ -35,11 +36,6 @@ def v2_header(
 @contextmanager
 def proxy(target_port: int, header: bytes) -> Iterator[int]:
     """Listen on 127.0.0.1; each connection gets ``header`` then is spliced to the target."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    listener.settimeout(0.2)
-    stop = threading.Event()
 
     def pipe(src: socket.socket, dst: socket.socket) -> None:
         try:
@@ -62,21 +58,5 @@ def proxy(target_port: int, header: bytes) -> Iterator[int]:
         client.close()
         upstream.close()
 
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield int(listener.getsockname()[1])
-    finally:
-        stop.set()
-        thread.join(2)
-        listener.close()
+    with tcp_server(serve) as port:
+        yield port

@@ -5,12 +5,12 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from tests.support.net import free_port, wait_port
+from tests.support.tcp import tcp_server
 
 
 class RedisServer:
@@ -57,29 +57,10 @@ class RedisServer:
 @contextmanager
 def silent_store() -> Iterator[int]:
     """A TCP listener that accepts connections and never answers: a hung store."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    listener.settimeout(0.2)
-    stop = threading.Event()
     held: list[socket.socket] = []
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                held.append(listener.accept()[0])
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
     try:
-        yield int(listener.getsockname()[1])
+        with tcp_server(held.append) as port:
+            yield port
     finally:
-        stop.set()
-        thread.join(2)
         for conn in held:
             conn.close()
-        listener.close()

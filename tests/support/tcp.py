@@ -5,23 +5,31 @@ from __future__ import annotations
 import socket
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 
 @contextmanager
 def echo_server() -> Iterator[int]:
     """A threaded TCP echo server on 127.0.0.1; yields its port and stops on exit."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    listener.settimeout(0.2)
-    stop = threading.Event()
 
     def serve(conn: socket.socket) -> None:
         with conn:
             while data := conn.recv(65536):
                 conn.sendall(data)
+
+    with tcp_server(serve) as port:
+        yield port
+
+
+@contextmanager
+def tcp_server(serve: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A threaded TCP server on 127.0.0.1, one ``serve`` thread per connection; yields its port."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    listener.settimeout(0.2)
+    stop = threading.Event()
 
     def accept_loop() -> None:
         while not stop.is_set():

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from sshgate.gateway.lockout import FailureTracker
-from sshgate.state.base import LiveSession
+from sshgate.state.base import LiveSession, StateUnavailable
 
 
 class LocalCounters:
@@ -36,6 +36,16 @@ class LocalCounters:
         self.sessions[session.session_id] = session
         self._per_user[session.user] += 1
         return True
+
+    async def admit(self, session: LiveSession, limit: int, shared: Awaitable[bool]) -> bool:
+        """What the shared count says about ``session``; without an answer, this process's own."""
+        try:
+            admitted = await shared
+        except StateUnavailable:
+            return self.open_session(session, limit)
+        if admitted:
+            self.open_session(session, None)
+        return admitted
 
     def close_session(self, session_id: str) -> LiveSession | None:
         session = self.sessions.pop(session_id, None)

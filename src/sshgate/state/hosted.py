@@ -216,13 +216,8 @@ class WorkerState(FileBindings):
             return locked_here
 
     async def open_session(self, session: LiveSession, limit: int) -> bool:
-        try:
-            admitted = bool(await self._call("open", session=asdict(session), limit=limit))
-        except StateUnavailable:
-            return self.local.open_session(session, limit)
-        if admitted:
-            self.local.open_session(session, None)
-        return admitted
+        shared = self._call("open", session=asdict(session), limit=limit)
+        return await self.local.admit(session, limit, shared)
 
     async def close_session(self, session: LiveSession) -> None:
         self.local.close_session(session.session_id)

@@ -32,45 +32,43 @@ from sshgate.oidc.bindings import KeyBinding
 from sshgate.state.base import LiveSession
 from sshgate.state.seal import Sealer
 
-# Adds one session entry, refreshes this replica's heartbeat, drops entries of replicas whose
-# heartbeat expired (a crashed replica's sessions), and returns the user's entries with their
-# order; the caller counts the ones that verify.
-_OPEN_SESSION = """
+# The entries of a session hash whose replica still heartbeats; the others (a crashed replica's
+# sessions) are dropped from it and from ``also``.
+_LIVE_ENTRIES = """
+local function live_entries(key, also, prefix)
+  local all = redis.call('HGETALL', key)
+  local out = {}
+  for i = 1, #all, 2 do
+    local rid = string.match(all[i + 1], '"r":"([0-9a-f]+)"')
+    if rid and redis.call('EXISTS', prefix .. rid) == 1 then
+      out[#out + 1] = all[i]
+      out[#out + 1] = all[i + 1]
+    else
+      redis.call('HDEL', key, all[i])
+      if also then redis.call('HDEL', also, all[i]) end
+    end
+  end
+  return out
+end
+"""
+
+# Adds one session entry and refreshes this replica's heartbeat; returns the entry's place in
+# line and the user's live entries (the caller counts the ones that verify).
+_OPEN_SESSION = (
+    _LIVE_ENTRIES
+    + """
 redis.call('SET', KEYS[4], ARGV[4], 'EX', ARGV[5])
 local seq = redis.call('INCR', KEYS[3])
 redis.call('HSET', KEYS[1], ARGV[1], seq .. '|' .. ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[6])
-local all = redis.call('HGETALL', KEYS[1])
-local out = {seq}
-for i = 1, #all, 2 do
-  local rid = string.match(all[i + 1], '"r":"([0-9a-f]+)"')
-  if rid and redis.call('EXISTS', ARGV[3] .. rid) == 1 then
-    out[#out + 1] = all[i]
-    out[#out + 1] = all[i + 1]
-  else
-    redis.call('HDEL', KEYS[1], all[i])
-    redis.call('HDEL', KEYS[2], all[i])
-  end
-end
+local out = live_entries(KEYS[1], KEYS[2], ARGV[3])
+table.insert(out, 1, seq)
 return out
 """
+)
 
-# The registry, less the entries of replicas whose heartbeat expired.
-_LIVE_SESSIONS = """
-local all = redis.call('HGETALL', KEYS[1])
-local out = {}
-for i = 1, #all, 2 do
-  local rid = string.match(all[i + 1], '"r":"([0-9a-f]+)"')
-  if rid and redis.call('EXISTS', ARGV[1] .. rid) == 1 then
-    out[#out + 1] = all[i]
-    out[#out + 1] = all[i + 1]
-  else
-    redis.call('HDEL', KEYS[1], all[i])
-  end
-end
-return out
-"""
+_LIVE_SESSIONS = _LIVE_ENTRIES + "return live_entries(KEYS[1], false, ARGV[1])\n"
 
 # One failed attempt; the run expires lockout_s after its first failure.
 _FAILURE = """

@@ -149,13 +149,8 @@ class ReplicatedState:
     # Sessions
 
     async def open_session(self, session: LiveSession, limit: int) -> bool:
-        try:
-            admitted = await self._try(lambda: self.store.open_session(session, limit, self.session_ttl_s))
-        except StateUnavailable:
-            return self.local.open_session(session, limit)
-        if admitted:
-            self.local.open_session(session, None)
-        return admitted
+        shared = self._try(lambda: self.store.open_session(session, limit, self.session_ttl_s))
+        return await self.local.admit(session, limit, shared)
 
     async def close_session(self, session: LiveSession) -> None:
         self.local.close_session(session.session_id)
