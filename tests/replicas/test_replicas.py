@@ -3,12 +3,17 @@ real redis-server, and one gateway of two workers without state:, behave as one 
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
+import uuid
 from pathlib import Path
 
+from sshgate.state.redis_store import RedisStore, connect
+from sshgate.state.replicated import ReplicatedState
+from sshgate.state.seal import Sealer
 from tests.conftest import Keys
-from tests.replicas.conftest import Factory, client, end, hold_session, metric, wait_open
+from tests.replicas.conftest import HMAC_KEY, Factory, client, end, hold_session, metric, wait_open
 from tests.support.gateway import Client
 from tests.support.net import free_port
 from tests.support.redis import RedisServer, silent_store
@@ -167,3 +172,32 @@ def test_a_forged_lockout_locks_nobody(
     result = client(a, keys.alice, tmp_path / "a", "127.0.0.27").ssh("alice+web-1", "echo in")
     assert result.stdout == b"in\n", result.stderr
     assert a.wait_event("state.forged_record", kind="lock")["result"] == "ignored"
+
+
+def test_terminate_from_another_replica_closes_the_session_with_who_did_it(
+    start_gateway: Factory, redis_server: RedisServer, keys: Keys, tmp_path: Path
+) -> None:
+    """The web app's terminate, asked on any replica (here: the state as a replica builds it)."""
+    a = start_gateway(redis_server.url)
+    held = hold_session(client(a, keys.alice, tmp_path / "a", "127.0.0.28"))
+    try:
+        wait_open(held)
+        started = a.wait_event("session.start", client_ip="127.0.0.28")
+
+        async def terminate() -> tuple[list[str], bool]:
+            store = RedisStore(connect(redis_server.url, 0.25), Sealer(HMAC_KEY), "sshgate:", uuid.uuid4().hex)
+            web = ReplicatedState(store, 0.25, 3, lambda _up: None)
+            try:
+                live = [s.session_id for s in await web.sessions() if s.user == "alice@corp.com"]
+                return live, await web.terminate(started["session_id"], "admin@corp.com")
+            finally:
+                await web.aclose()
+
+        live, sent = asyncio.run(terminate())
+        assert started["session_id"] in live and sent
+        assert held.wait(10) != 0
+        assert held.stderr is not None
+        assert b"sshgate: session terminated by admin@corp.com" in held.stderr.read()
+        assert a.wait_event("session.terminated", session_id=started["session_id"])
+    finally:
+        end(held)

@@ -63,16 +63,18 @@ class SharedState(Protocol):
     async def close_session(self, session: LiveSession) -> None: ...
 
     async def sessions(self) -> list[LiveSession]:
-        """Every live session known (all replicas while the store is reachable)."""
+        """Every replica's live sessions; only this process's own while ``available`` is False."""
 
     async def publish_output(self, session_id: str, data: bytes) -> None:
         """Live output of a session, for whoever subscribed (nobody: dropped)."""
 
     def subscribe_output(self, session_id: str) -> AsyncIterator[bytes]:
-        """The session's live output from now on, until the caller stops iterating."""
+        """The session's live output from now on, until the caller stops iterating; raises
+        :class:`StateUnavailable` for another replica's session while the store is away."""
 
     async def terminate(self, session_id: str, by: str) -> bool:
-        """Ask the owning replica to close a session; False when nobody holds it."""
+        """Ask the owning replica to close a session; False when nobody holds it, and
+        :class:`StateUnavailable` when it may be elsewhere and the store is away."""
 
     # SSO key bindings and step-up times (docs/oidc.md)
 
