@@ -36,6 +36,8 @@ CACHED_BINDINGS_S = 60.0
 # A terminate request older than this, or seen before, is ignored (replayed from the channel).
 _CONTROL_MAX_AGE_S = 30.0
 _FAULTS = (RedisError, OSError, TimeoutError, ConnectionError)
+# Addresses whose failures wait to be replayed after an outage; past this, new ones count here only.
+_PENDING_ADDRESSES = 10_000
 
 
 def _why(exc: BaseException) -> str:
@@ -141,9 +143,10 @@ class ReplicatedState:
         try:
             return await self._try(lambda: self.store.failure(address, limit, lockout_s, at))
         except StateUnavailable:
-            self._pending_failures.setdefault(address, deque(maxlen=limit)).append((at, limit, lockout_s))
-            if locked_here:
-                self._pending_locks[address] = at + lockout_s
+            if address in self._pending_failures or len(self._pending_failures) < _PENDING_ADDRESSES:
+                self._pending_failures.setdefault(address, deque(maxlen=limit)).append((at, limit, lockout_s))
+                if locked_here:
+                    self._pending_locks[address] = at + lockout_s
             return locked_here
 
     # Sessions
