@@ -2,9 +2,10 @@
 
 1. `ssh GW true` through a gateway with ``state:`` and one without, in one run, alternating, on
    loopback: medians and the difference (target: within +2 ms).
-2. Logins per second across two replicas sharing one redis-server pinned to one core: asyncssh
-   clients authenticate (and, with --sessions, run `true` on the resource) as fast as they can,
-   alternating replicas; also the store's CPU and commands per login.
+2. Logins per second across two replicas sharing one redis-server pinned to one core, and across
+   two gateways without state: for comparison: asyncssh clients authenticate (and, with
+   --sessions, run `true` on the resource) as fast as they can, alternating gateways; also the
+   store's CPU and commands per login.
 Run as root: .venv/bin/python -m bench.bench_state [--runs 40] [--seconds 10] [--concurrency 16]
 """
 
@@ -86,6 +87,7 @@ def main() -> None:
         secrets = {"SSHGATE_STATE_URL": redis.url, "SSHGATE_STATE_HMAC": HMAC}
         gateways = {
             "off": GatewayProcess(env.root / "off", env.config()),
+            "off-2": GatewayProcess(env.root / "off-2", env.config()),
             "on": GatewayProcess(env.root / "on", env.config(state=state), env=secrets),
             "on-2": GatewayProcess(env.root / "on-2", env.config(state=state), env=secrets),
         }
@@ -102,19 +104,22 @@ def main() -> None:
                 print(f"ssh alice+web-1 true, state {name}: median {value:.1f} ms over {args.runs} runs")
             print(f"state on - off: {medians['on'] - medians['off']:+.1f} ms (target: within +2 ms)")
 
-            ports = [gateways["on"].port, gateways["on-2"].port]
+            pairs = {"without state": ["off", "off-2"], "with state": ["on", "on-2"]}
             kinds = [("alice", "authentications")] + ([("alice+web-1", "sessions")] if args.sessions else [])
             for login, what in kinds:
-                calls0, cpu0 = store_stats(redis)
-                rate, done, failed = asyncio.run(
-                    login_rate(ports, env.keys.alice, login, args.seconds, args.concurrency)
-                )
-                calls1, cpu1 = store_stats(redis)
-                print(f"{what} across two replicas: {rate:.0f}/s ({done} done, {failed} failed, "
-                      f"{args.concurrency} at a time; target 200/s)")  # fmt: skip
-                print(f"  store: {(calls1 - calls0) / max(done, 1):.1f} commands and "
-                      f"{(cpu1 - cpu0) / max(done, 1) * 1e6:.0f} us CPU per login, "
-                      f"{(cpu1 - cpu0) / args.seconds * 100:.1f} % of its core")  # fmt: skip
+                for pair, names in pairs.items():
+                    ports = [gateways[name].port for name in names]
+                    calls0, cpu0 = store_stats(redis)
+                    rate, done, failed = asyncio.run(
+                        login_rate(ports, env.keys.alice, login, args.seconds, args.concurrency)
+                    )
+                    calls1, cpu1 = store_stats(redis)
+                    print(f"{what} across two gateways {pair}: {rate:.0f}/s ({done} done, {failed} failed, "
+                          f"{args.concurrency} at a time; target 200/s)")  # fmt: skip
+                    if pair == "with state":
+                        print(f"  store: {(calls1 - calls0) / max(done, 1):.1f} commands and "
+                              f"{(cpu1 - cpu0) / max(done, 1) * 1e6:.0f} us CPU per login, "
+                              f"{(cpu1 - cpu0) / args.seconds * 100:.1f} % of its core")  # fmt: skip
             print(f"store keys after the run: {redis.cli('DBSIZE')}")
         finally:
             for gateway in gateways.values():

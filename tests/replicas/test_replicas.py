@@ -169,6 +169,7 @@ def test_a_forged_lockout_locks_nobody(
     a = start_gateway(redis_server.url)
     forged = '{"a":"127.0.0.27","until":9999999999}'
     redis_server.cli("SET", "sshgate:lock:127.0.0.27", "0" * 64 + "." + forged, "EX", "60")
+    redis_server.cli("PUBLISH", "sshgate:locks", "127.0.0.27 " + "0" * 64 + "." + forged)
     result = client(a, keys.alice, tmp_path / "a", "127.0.0.27").ssh("alice+web-1", "echo in")
     assert result.stdout == b"in\n", result.stderr
     assert a.wait_event("state.forged_record", kind="lock")["result"] == "ignored"

@@ -35,6 +35,8 @@ async def test_failures_on_two_replicas_lock_the_address_on_both_until_it_expire
     for i in range(4):
         results.append(await (a if i % 2 else b).state.failure(ADDR, 4, 1.5))
     assert results == [False, False, False, True]
+    assert a.state._locks_live and b.state._locks_live  # answered from the mirrors, no round trip
+    await asyncio.sleep(0.05)  # the announcement's way to the other replica
     assert 1.0 < await a.state.locked_for(ADDR) <= 1.5
     assert 1.0 < await b.state.locked_for(ADDR) <= 1.5
     assert await a.state.locked_for("198.51.100.1") == 0
@@ -84,7 +86,12 @@ async def test_forged_records_lock_nothing_bind_nothing_and_take_no_slot(
     assert await forger.state.locked_for(ADDR) > 0  # the forger's own view, under its own key
     assert await a.state.locked_for(ADDR) == 0
     assert not await a.state.failure(ADDR, 3, 60)
-    redis_server.cli("SET", f"sg:lock:{ADDR}", '0123.{"a":"' + ADDR + '","until":9999999999}', "EX", "60")
+    forged = '0123.{"a":"' + ADDR + '","until":9999999999}'
+    redis_server.cli("SET", f"sg:lock:{ADDR}", forged, "EX", "60")
+    redis_server.cli("PUBLISH", "sg:locks", f"{ADDR} {forged}")
+    await asyncio.sleep(0.2)
+    assert await a.state.locked_for(ADDR) == 0
+    a.state._locks_live = False  # asked of the store itself, the forged record locks nobody either
     assert await a.state.locked_for(ADDR) == 0
     await forger.state.bind(binding("SHA256:forged"))
     assert await a.state.binding("SHA256:forged") is None

@@ -10,7 +10,8 @@ Keys under ``key_prefix`` (docs/operations.md, "Replicas"):
 ``lockout_s`` after the first of a run; ``replica:<id>`` a replica's heartbeat with the TTL
 ``session_ttl_s``; ``user:<hash>`` and ``live`` hashes of sealed session entries (the user's for
 counting, ``live`` for the registry); ``seq`` orders session entries; ``bindings``, ``stepups``
-and ``bindings:version`` the SSO records; channels ``ctl:<replica>`` (terminate) and
+and ``bindings:version`` the SSO records; channels ``locks`` (every new lockout, which replicas
+mirror so a login's lockout check needs no round trip), ``ctl:<replica>`` (terminate) and
 ``out:<session>`` (encrypted live output).
 """
 
@@ -91,7 +92,7 @@ def connect(url: str, timeout_s: float) -> aioredis.Redis:
     )
 
 
-def _text(value: bytes | str) -> str:
+def as_text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
@@ -127,17 +128,42 @@ class RedisStore:
     async def ping(self) -> str | None:
         """The bindings' version: a cheap health probe that also says when to re-read them."""
         version = await self.client.get(self.key("bindings", "version"))
-        return _text(version) if version is not None else None
+        return as_text(version) if version is not None else None
 
     # Lockouts
 
-    async def locked_for(self, address: str) -> float:
-        """One GET: the sealed record says until when (a replayed old record has passed it)."""
-        sealed = await self.client.get(self.key("lock", address))
+    def _lock_until(self, address: str, sealed: bytes | str | None) -> float | None:
         doc = self._open("lock", f"lock:{address}", sealed)
         if doc is None or doc.get("a") != address:
-            return 0.0
-        return max(0.0, float(doc["until"]) - self._clock())
+            return None
+        return float(doc["until"])
+
+    async def locked_for(self, address: str) -> float:
+        """One GET: the sealed record says until when (a replayed old record has passed it)."""
+        until = self._lock_until(address, await self.client.get(self.key("lock", address)))
+        return max(0.0, until - self._clock()) if until is not None else 0.0
+
+    async def all_locks(self) -> dict[str, float]:
+        """Every address locked now, and until when: a replica's mirror starts from this."""
+        keys = [k async for k in self.client.scan_iter(match=self.key("lock", "*"), count=1000)]
+        prefix, found = self.key("lock", ""), {}
+        for start in range(0, len(keys), 1000):
+            chunk = keys[start : start + 1000]
+            for key, sealed in zip(chunk, await self.client.mget(chunk), strict=True):
+                address = as_text(key).removeprefix(prefix)
+                until = self._lock_until(address, sealed)
+                if until is not None and until > self._clock():
+                    found[address] = until
+        return found
+
+    def lock_channel(self) -> str:
+        return self.key("locks")
+
+    def lock_message(self, data: bytes | str) -> tuple[str, float] | None:
+        """A lockout another replica announced: the address and its sealed record."""
+        address, _, sealed = as_text(data).partition(" ")
+        until = self._lock_until(address, sealed)
+        return (address, until) if until is not None else None
 
     async def failure(self, address: str, limit: int, lockout_s: float, at: float | None = None) -> bool:
         """Count one failure (``at``: when it happened, for one replayed after an outage)."""
@@ -162,7 +188,8 @@ class RedisStore:
         if ttl_ms <= 0:
             return
         sealed = self.sealer.seal(f"lock:{address}", {"a": address, "until": until})
-        await self.client.set(self.key("lock", address), sealed, px=ttl_ms, nx=only_if_unlocked)
+        if await self.client.set(self.key("lock", address), sealed, px=ttl_ms, nx=only_if_unlocked):
+            await self.client.publish(self.lock_channel(), f"{address} {sealed}")
 
     # Sessions
 
@@ -205,8 +232,8 @@ class RedisStore:
         mine, entries = int(result[0]), result[1:]
         before = 0
         for field, value in zip(entries[::2], entries[1::2], strict=True):
-            seq, _, sealed = _text(value).partition("|")
-            other = self._open_entry(_text(field), sealed)
+            seq, _, sealed = as_text(value).partition("|")
+            other = self._open_entry(as_text(field), sealed)
             if other is not None and other.user == session.user and int(seq) < mine:
                 before += 1
         if before < limit:
@@ -229,7 +256,7 @@ class RedisStore:
 
     async def live_sessions(self) -> list[LiveSession]:
         entries = await self._live(keys=[self.key("live")], args=[self.key("replica", "")])
-        found = (self._open_entry(_text(f), v) for f, v in zip(entries[::2], entries[1::2], strict=True))
+        found = (self._open_entry(as_text(f), v) for f, v in zip(entries[::2], entries[1::2], strict=True))
         return [s for s in found if s is not None]
 
     async def session(self, session_id: str) -> LiveSession | None:
@@ -290,7 +317,7 @@ class RedisStore:
         raw = await self.client.hgetall(self.key("bindings"))
         found = {}
         for field, value in raw.items():
-            fingerprint = _text(field)
+            fingerprint = as_text(field)
             binding = self._open_binding(fingerprint, value)
             if binding is not None:
                 found[fingerprint] = binding
@@ -321,7 +348,7 @@ class RedisStore:
     async def forget_step_ups(self, email: str) -> None:
         fields = [
             f
-            for f in map(_text, await self.client.hkeys(self.key("stepups")))
+            for f in map(as_text, await self.client.hkeys(self.key("stepups")))
             if f.split(":", 1)[-1] == email
         ]
         if fields:

@@ -1,12 +1,14 @@
 """Shared state in Redis or Valkey (``state:``), with this replica's own view as the fallback.
 
-Each call on a login's path waits at most ``state.timeout_ms``; once the store has failed one,
-calls go straight to the fallback until a background probe (every 0.25 s) gets an answer again,
-so an unreachable or hanging store costs a login nothing after the first timeout. While it is
-away: failed logins and sessions count on this replica alone, bindings come from the last copy
-(for at most 60 s), terminate and live output of other replicas' sessions are unavailable. When
-it answers again the replica converges: it registers its sessions again, forgets the ones that
-ended, replays its failures, lockouts, bindings and step-ups (docs/operations.md, "Replicas").
+Lockouts are mirrored from the store's ``locks`` channel, so checking one costs a login no
+round trip while that channel is up. Every other call on a login's path waits at most
+``state.timeout_ms``; once the store has failed one, calls go straight to the fallback until a
+background probe (every 0.25 s) gets an answer again, so an unreachable or hanging store costs
+a login nothing after the first timeout. While it is away: failed logins and sessions count on
+this replica alone, bindings come from the last copy (for at most 60 s), terminate and live
+output of other replicas' sessions are unavailable. When it answers again the replica
+converges: it registers its sessions again, forgets the ones that ended, replays its failures,
+lockouts, bindings and step-ups (docs/operations.md, "Replicas").
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from sshgate.state.availability import Availability
 from sshgate.state.base import LiveSession, RevokedHandler, StateUnavailable, TerminateHandler
 from sshgate.state.counters import LocalCounters
 from sshgate.state.outputs import OutputHub
-from sshgate.state.redis_store import RedisStore
+from sshgate.state.redis_store import RedisStore, as_text
 
 T = TypeVar("T")
 
@@ -77,6 +79,9 @@ class ReplicatedState:
         self._version: str | None = None
         self._heartbeat_at = -float("inf")
         self._seen_nonces: dict[str, float] = {}
+        # Every lockout in the store, while subscribed to its announcements (else: ask the store).
+        self._locks: dict[str, float] = {}
+        self._locks_live = False
         self._forged_logged: dict[str, float] = {}
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -132,6 +137,11 @@ class ReplicatedState:
     # Failed logins
 
     async def locked_for(self, address: str) -> float:
+        if self.available and self._locks_live:
+            left = self._locks.get(address, 0.0) - time.time()
+            if left <= 0:
+                self._locks.pop(address, None)
+            return max(0.0, left)
         try:
             return await self._try(lambda: self.store.locked_for(address))
         except StateUnavailable:
@@ -141,7 +151,10 @@ class ReplicatedState:
         locked_here = self.local.failure(address, limit, lockout_s)
         at = time.time()
         try:
-            return await self._try(lambda: self.store.failure(address, limit, lockout_s, at))
+            locked = await self._try(lambda: self.store.failure(address, limit, lockout_s, at))
+            if locked:
+                self._locks[address] = time.time() + lockout_s  # before its announcement arrives
+            return locked
         except StateUnavailable:
             if address in self._pending_failures or len(self._pending_failures) < _PENDING_ADDRESSES:
                 self._pending_failures.setdefault(address, deque(maxlen=limit)).append((at, limit, lockout_s))
@@ -316,21 +329,41 @@ class ReplicatedState:
             self._on_revoked(removed)
 
     async def _control(self) -> None:
-        """Terminate requests for this replica's sessions, from any replica."""
+        """Lockouts announced by any replica (the mirror), and terminate requests for this one."""
+        locks = self.store.lock_channel()
         while not self._stop.is_set():
             pubsub = self.store.client.pubsub()
             try:
-                await asyncio.wait_for(pubsub.subscribe(self.store.control_channel()), self.timeout_s)
+                await asyncio.wait_for(pubsub.subscribe(self.store.control_channel(), locks), self.timeout_s)
+                # Subscribed first, then read: a lockout set meanwhile is in one or the other.
+                self._locks = await asyncio.wait_for(self.store.all_locks(), self.timeout_s * 20)
+                self._locks_live = True
                 while not self._stop.is_set():
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if message is not None and message.get("type") == "message":
+                    if message is None or message.get("type") != "message":
+                        continue
+                    if as_text(message["channel"]) == locks:
+                        self._lock_announced(message["data"])
+                    else:
                         self._control_message(message["data"])
             except _FAULTS:
+                self._locks_live = False
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), 1.0)
             finally:
+                self._locks_live = False
                 with contextlib.suppress(*_FAULTS):
                     await asyncio.wait_for(pubsub.aclose(), self.timeout_s)
+
+    def _lock_announced(self, data: bytes) -> None:
+        announced = self.store.lock_message(data)
+        if announced is None:
+            return
+        address, until = announced
+        self._locks[address] = max(until, self._locks.get(address, 0.0))
+        if len(self._locks) > _PENDING_ADDRESSES:
+            now = time.time()
+            self._locks = {a: u for a, u in self._locks.items() if u > now}
 
     def _control_message(self, data: bytes) -> None:
         doc = self.store.sealer.open(f"ctl:{self.replica}", data)
