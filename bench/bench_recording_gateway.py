@@ -4,10 +4,10 @@ Exec streaming text (`yes`) and an scp upload, each through a gateway that recor
 and through one started with a recorder that keeps nothing (bench only: sshgate itself cannot
 turn recording off). Both gateways run side by side and each round measures both, so load from
 other work on the machine hits on and off alike; ratios are per round, reported as a range.
-Gateway CPU counts the gateway process and its children (the recording writer process); "all"
+Gateway CPU counts the gateway process (recording's flush thread included); "all"
 is every process on the machine while the transfer ran: on this 2-core VM exec `yes` is bound by
 it, so on/off cannot exceed all(off) / all(on) there.
-Targets: exec >= 0.9x, scp >= 0.97x.
+Targets (issue 12): exec `yes` >= 0.85x, scp >= 0.97x.
 Run as root: .venv/bin/python -m bench.bench_recording_gateway [--size-mb 512] [--rounds 3]
 """
 
@@ -100,15 +100,19 @@ def main() -> None:
         on, off = results["on"], results["off"]
         exec_ratio = [a[0][0] / b[0][0] for a, b in zip(on, off, strict=True)]
         scp_ratio = [a[1][0] / b[1][0] for a, b in zip(on, off, strict=True)]
-        print(f"recording on / off per round: exec {span(exec_ratio, 'x')} (target >= 0.9x), "
+        print(f"recording on / off per round: exec {span(exec_ratio, 'x')} (target >= 0.85x), "
               f"scp {span(scp_ratio, 'x')} (target >= 0.97x)")  # fmt: skip
         print(f"gateway CPU, exec yes: on {span([r[0][1] for r in on], ' s/GB')}, "
               f"off {span([r[0][1] for r in off], ' s/GB')}")  # fmt: skip
         print(f"machine CPU, exec yes: on {span([r[0][2] for r in on], ' s/GB')}, "
               f"off {span([r[0][2] for r in off], ' s/GB')}")  # fmt: skip
-        casts = (env.root / "on/data/recordings").rglob("*.cast")
-        size = sum(f.stat().st_size for f in casts)
-        print(f"recording size: {size / (args.rounds * args.size_mb << 20):.2f} MB per MB of terminal output")
+        own = [a[0][1] - b[0][1] for a, b in zip(on, off, strict=True)]
+        print(f"recording's own CPU, exec yes: {span(own, ' s/GB')} (target <= 0.8)")
+        kept = [
+            f for f in (env.root / "on/data/recordings").rglob("*-exec.*") if not f.name.endswith(".jsonl")
+        ]
+        size = sum(f.stat().st_size for f in kept)
+        print(f"recording size: {size / (args.rounds * args.size_mb << 20):.3f} MB per MB of terminal output")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def tree_cpu_seconds(pid: int) -> float:
-    """CPU of ``pid`` and its live descendants (the gateway and its recording writer)."""
+    """CPU of ``pid`` and its live descendants (a supervisor's workers)."""
     children = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         children += [int(c) for c in (task / "children").read_text().split()]

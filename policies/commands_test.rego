@@ -17,3 +17,9 @@ test_other_commands if {
 	request.action == "allow" with input as exec("uptime", ["dev"])
 	request.action == "allow" with input as exec("echo reboot", ["dev"])
 }
+
+test_shell_program_is_a_command if {
+	d := request with input as with_input({"user": {"groups": ["dev"]}, "request": {"kind": "shell", "command": "sudo poweroff"}})
+	d.message == `"sudo poweroff" needs the sre group`
+	request.action == "allow" with input as with_input({"user": {"groups": ["dev"]}, "request": {"kind": "shell"}})
+}

@@ -1,5 +1,5 @@
 # The one place that decides: every other file in this directory only adds messages to
-# `session_block` (checked once per session) or `request_block` (checked per exec command,
+# `session_block` (checked once per session) or `request_block` (checked per shell, exec command,
 # subsystem, mutating sftp operation and port forward). Files compose because none of them
 # defines `session` or `request` itself; add your own rules the same way.
 package formal.v2

@@ -33,3 +33,17 @@ test_auditor_may_not_exec if {
 	d := request with input as with_input({"user": {"groups": ["auditors"]}, "request": {"kind": "exec", "command": "ls"}})
 	d.message == "auditors may not run commands"
 }
+
+test_auditor_may_not_send_unknown_extended_requests if {
+	d := request with input as with_input({
+		"user": {"groups": ["auditors"]},
+		"request": {"kind": "sftp", "operation": "extended:copy-file"},
+	})
+	d.message == "auditors have read-only sftp (extended:copy-file refused)"
+}
+
+test_auditor_shell_only_without_a_program if {
+	request.action == "allow" with input as with_input({"user": {"groups": ["auditors"]}, "request": {"kind": "shell"}})
+	d := request with input as with_input({"user": {"groups": ["auditors"]}, "request": {"kind": "shell", "command": "rm -rf /srv"}})
+	d.message == "auditors may not run commands"
+}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -205,6 +206,16 @@ def alice(gateway: GatewayProcess, keys: Keys, tmp_path_factory: pytest.TempPath
 @pytest.fixture(scope="session")
 def john(gateway: GatewayProcess, keys: Keys, tmp_path_factory: pytest.TempPathFactory) -> Client:
     return Client(gateway, keys.john, tmp_path_factory.mktemp("john"))
+
+
+@pytest.fixture
+def remote_dir() -> Iterator[Path]:
+    """A fresh directory in the upstream account's home (same machine, so the test can look)."""
+    path = Path("/home/sgtest") / f"xfer-{secrets.token_hex(4)}"
+    path.mkdir()
+    shutil.chown(path, "sgtest", "sgtest")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def run_upstream(command: str, user: str = "sgtest") -> str:

@@ -13,6 +13,13 @@
 * asyncssh keeps received bytes in ``bytes`` and re-slices the remainder after every header and
   every packet, copying a 256 KB read several times over. :class:`RecvBuffer` consumes a prefix
   by moving an offset and compacts once per read.
+
+These reach into asyncssh's internals, so :func:`apply` installs them only on the asyncssh versions
+they were measured and tested on (``TESTED_ASYNCSSH``; pyproject.toml pins the same range); any
+other version runs unpatched, slower but correct, with one warning. The gateway calls it at start
+(``serve``, ``demo``); importing this module changes nothing. tests/unit/test_asyncssh_tuning.py
+fingerprints every asyncssh function named in ``REPLACED`` and ``RELIED_ON``, so an upgrade fails
+there until someone has read what changed.
 """
 
 from __future__ import annotations
@@ -20,11 +27,34 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+import asyncssh
 import asyncssh.encryption
 from asyncssh.connection import SSHConnection
 from asyncssh.packet import SSHPacketLogger
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from sshgate import audit
+
+TESTED_ASYNCSSH = ("2.24.1",)
+
+# What apply() replaces, as "module:qualified.name".
+REPLACED = (
+    "asyncssh.encryption:GCMCipher",
+    "asyncssh.connection:SSHConnection.send_packet",
+    "asyncssh.connection:SSHConnection._send",
+    "asyncssh.connection:SSHConnection.data_received",
+)
+# asyncssh code the replacements depend on: where the cipher class is looked up and called, and every
+# method that reads ``_inpbuf`` (RecvBuffer offers exactly the operations they use on it).
+RELIED_ON = (
+    "asyncssh.encryption:GCMEncryption",
+    "asyncssh.connection:SSHConnection._recv_data",
+    "asyncssh.connection:SSHConnection._recv_version",
+    "asyncssh.connection:SSHConnection._recv_pkthdr",
+    "asyncssh.connection:SSHConnection._recv_packet",
+    "asyncssh.connection:SSHConnection._finish_recv_packet",
+)
 
 _TAG_SIZE = 16
 _COUNTER_MASK = (1 << 64) - 1
@@ -141,10 +171,23 @@ def _collecting_send(self: Any, data: bytes) -> None:
         batch.append(data)
 
 
-def apply() -> None:
-    """Install both for every connection this process makes or accepts from now on."""
+_warned = False
+
+
+def apply() -> bool:
+    """Install the fixes for every connection this process makes or accepts from now on, if this
+    asyncssh is one they were tested on; else warn once and leave asyncssh as it is."""
+    global _warned
+    if asyncssh.__version__ not in TESTED_ASYNCSSH:
+        if not _warned:
+            _warned = True
+            audit.logger().warning(
+                "asyncssh.untuned", version=asyncssh.__version__, tested=list(TESTED_ASYNCSSH)
+            )
+        return False
     asyncssh.encryption.GCMCipher = KeyedGCMCipher  # type: ignore[assignment,attr-defined]
     SSHConnection._sshgate_batch = None  # type: ignore[attr-defined]
     SSHConnection.send_packet = _batched_send_packet  # type: ignore[method-assign]
     SSHConnection._send = _collecting_send  # type: ignore[method-assign]
     SSHConnection.data_received = _data_received  # type: ignore[method-assign]
+    return True

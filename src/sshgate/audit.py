@@ -1,4 +1,4 @@
-"""The audit log: structlog JSON lines on stdout, one event name per decision (DESIGN §8).
+"""The audit log: structlog JSON lines on stdout, one event name per decision (docs/operations.md).
 
 Secrets are kept out by construction (they are never passed to a log call); the scrubber is a
 second line of defence for field names that could carry one.

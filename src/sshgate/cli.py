@@ -1,4 +1,4 @@
-"""The ``sshgate`` command line (DESIGN §9)."""
+"""The ``sshgate`` command line (docs/cli.md)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from sshgate.oidc.cli import add_keys_commands
 from sshgate.policy.cli import add_policy_commands
 from sshgate.recording.cli import add_recording_commands
 from sshgate.recording.recorder import RecordingError
-from sshgate.state.build import state_secrets
 from sshgate.tokens import new_token
 
 T = TypeVar("T")
@@ -48,8 +47,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     path = config_path_from_env(args.config)
     config = load_config(path)
-    if config.state is not None:
-        state_secrets(config.state)  # the URL and HMAC key can be read and are long enough
     print(
         f"{path}: OK ({len(config.resources)} resources, {len(config.identities.users)} users, "
         f"{len(config.identities.machines)} machines)"

@@ -1,18 +1,21 @@
-"""The remote command grammar of DESIGN.md §2 (``formal <resource> ...``), parsed without I/O."""
+"""The remote command grammar of docs/login.md (``formal <resource> ...``), parsed without I/O."""
 
 from __future__ import annotations
 
 import io
 import shlex
 from dataclasses import dataclass
+from typing import Any
 
 from sshgate.login import is_name
 
 COMMAND_WORDS = ("formal", "sshgate")
 
+DEFAULT_PREFIX = "sshgate-"
 USAGE = """usage: formal <resource> [--native-user NAME] [--shell CMD] [--container NAME] [--task ID]
                          [-- COMMAND ...]
-       formal list
+       formal list [--detailed]
+       formal ssh-config [--prefix P] [--vscode]
 No resource was selected. Run `ssh <gateway> formal list` to see the resources you may use,
 or log in as LOGIN+<resource>."""
 
@@ -23,7 +26,17 @@ class CommandError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class ListResources:
-    """``formal list``."""
+    """``formal list [--detailed]``."""
+
+    detailed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SshConfig:
+    """``formal ssh-config [--prefix P] [--vscode]``: Host blocks for the caller's resources."""
+
+    prefix: str = DEFAULT_PREFIX
+    vscode: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +52,38 @@ class Route:
 
 
 _OPTIONS = {"--native-user": "native_user", "--shell": "shell", "--container": "container", "--task": "task"}
+_LIST_FLAGS = {"--detailed": "detailed"}
+_SSH_CONFIG_OPTIONS = {"--prefix": "prefix"}
+_SSH_CONFIG_FLAGS = {"--vscode": "vscode"}
+
+Command = Route | ListResources | SshConfig
 
 
-def parse_command(text: str) -> Route | ListResources | None:
+def _options(words: list[str], valued: dict[str, str], flags: dict[str, str] | None = None) -> dict[str, Any]:
+    """``--name VALUE`` / ``--name=VALUE`` for ``valued``, bare ``--name`` for ``flags``."""
+    flags = flags or {}
+    options: dict[str, Any] = {}
+    rest = list(words)
+    while rest:
+        option = rest.pop(0)
+        name, has_value, inline = option.partition("=")
+        if name in flags and not has_value:
+            options[flags[name]] = True
+            continue
+        key = valued.get(name)
+        if key is None:
+            raise CommandError(f"unknown option {option!r}; put the command after '--'")
+        if has_value:
+            value = inline
+        elif rest:
+            value = rest.pop(0)
+        else:
+            raise CommandError(f"option {option} needs a value")
+        options[key] = value
+    return options
+
+
+def parse_command(text: str) -> Command | None:
     """Parse an exec request. None means it is not a ``formal`` command (pass it on verbatim).
 
     Quoting follows a POSIX shell so Cursor's ``--shell "/bin/bash -c '...'"`` survives. The
@@ -64,28 +106,25 @@ def parse_command(text: str) -> Route | ListResources | None:
             words.append(token)
     except ValueError as exc:
         raise CommandError(f"cannot parse command: {exc}") from None
-    if words == ["list"]:
-        return ListResources()
     if not words:
         raise CommandError(USAGE)
-    resource, *rest = words
-    if not is_name(resource):
-        raise CommandError(f"invalid resource name {resource!r}")
-    options: dict[str, str] = {}
-    while rest:
-        option = rest.pop(0)
-        key = _OPTIONS.get(option.split("=", 1)[0])
-        if key is None:
-            raise CommandError(f"unknown option {option!r}; put the command after '--'")
-        if "=" in option:
-            value = option.split("=", 1)[1]
-        elif rest:
-            value = rest.pop(0)
-        else:
-            raise CommandError(f"option {option} needs a value")
-        options[key] = value
-    if options.get("native_user") is not None and not is_name(options["native_user"]):
-        raise CommandError(f"invalid native user {options['native_user']!r}")
+    verb, *rest = words
+    if verb in ("list", "ssh-config"):
+        if command is not None:
+            raise CommandError(f"formal {verb} runs no command; drop the '--' and what follows")
+        if verb == "list":
+            return ListResources(**_options(rest, {}, _LIST_FLAGS))
+        config = SshConfig(**_options(rest, _SSH_CONFIG_OPTIONS, _SSH_CONFIG_FLAGS))
+        if not is_name(config.prefix):
+            # It becomes ssh_config Host patterns: no globs, spaces or an empty `Host *`.
+            raise CommandError(f"invalid prefix {config.prefix!r}: use letters, digits, '.', '_' or '-'")
+        return config
+    if not is_name(verb):
+        raise CommandError(f"invalid resource name {verb!r}")
+    options = _options(rest, _OPTIONS)
+    native_user = options.get("native_user")
+    if isinstance(native_user, str) and not is_name(native_user):
+        raise CommandError(f"invalid native user {native_user!r}")
     if command == "":
         raise CommandError("nothing after '--': name the command to run")
-    return Route(resource=resource, command=command, **options)
+    return Route(resource=verb, command=command, **options)

@@ -1,4 +1,4 @@
-"""The configuration file of DESIGN.md §3: pydantic models plus a loader that names lines.
+"""The configuration file of docs/configuration.md: pydantic models plus a loader that names lines.
 
 Everything is validated at load so a bad file is refused as a whole (at start-up or on
 SIGHUP) instead of failing half-way through a user's session.
@@ -8,17 +8,46 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+import asyncssh
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sshgate.login import NAME_PATTERN
 
 Name = Annotated[str, Field(pattern=f"^{NAME_PATTERN}$")]
+# Words of the remote command (docs/login.md): `formal list` must never mean a resource.
+RESERVED_RESOURCE_NAMES = frozenset({"list", "ssh-config"})
+# `host`, `host:port` or `[v6]:port`: it is printed into users' ssh_config, so nothing else.
+_PUBLIC_ADDRESS = re.compile(
+    r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9][A-Za-z0-9.-]{0,252}))(?::(?P<port>\d{1,5}))?"
+)
+
+
+def _public_key_line(value: str) -> str:
+    """One OpenSSH public key line (``TYPE BASE64 [comment]``), as logins compare them."""
+    try:
+        asyncssh.import_public_key(value)
+    except (asyncssh.KeyImportError, ValueError) as exc:
+        raise ValueError(f"not an SSH public key ('TYPE BASE64 [comment]'): {exc}") from None
+    return value
+
+
+# A key line checked at load: a bad one is a config error naming its line, not a key that never matches.
+PublicKeyLine = Annotated[str, AfterValidator(_public_key_line)]
 
 
 class ConfigError(Exception):
@@ -48,7 +77,7 @@ class UserConfig(_Model):
     email: str
     login: Name | None = None
     groups: list[str] = []
-    authorized_keys: list[str] = []
+    authorized_keys: list[PublicKeyLine] = []
     tokens: list[str] = Field(default=[], repr=False)
 
     @field_validator("email")
@@ -62,7 +91,7 @@ class UserConfig(_Model):
 class MachineConfig(_Model):
     name: Name
     groups: list[str] = []
-    authorized_keys: list[str] = []
+    authorized_keys: list[PublicKeyLine] = []
     tokens: list[str] = Field(default=[], repr=False)
 
 
@@ -131,7 +160,7 @@ def issuer_allowed(url: str) -> bool:
 class Identities(_Model):
     users: list[UserConfig] = []
     machines: list[MachineConfig] = []
-    user_ca_keys: list[str] = []
+    user_ca_keys: list[PublicKeyLine] = []
     oidc: OidcConfig | None = None
 
     @model_validator(mode="after")
@@ -181,8 +210,17 @@ class NativeUser(_Model):
 class _ResourceBase(_Model):
     name: Name
     tags: dict[str, str] = {}
-    native_users: list[NativeUser]
+    native_users: list[NativeUser] = []
     allow_agent_forwarding: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in RESERVED_RESOURCE_NAMES:
+            raise ValueError(
+                f"{value!r} is a word of the remote command (formal {value}), not a resource name"
+            )
+        return value
 
     @model_validator(mode="after")
     def _native_users_consistent(self) -> _ResourceBase:
@@ -204,6 +242,7 @@ class SshSettings(_Model):
 
 class SshResource(_ResourceBase):
     type: Literal["ssh"]
+    native_users: list[NativeUser]  # required: an sshd has no ambient identity
     hostname: str
     port: int = Field(22, ge=1, le=65535)
     host_key_policy: HostKeyPolicy
@@ -217,6 +256,8 @@ class Ec2Resource(_ResourceBase):
     instance_name: str | None = None
     region: str | None = None
     start_if_stopped: bool = False
+    start_timeout_s: float = Field(300.0, gt=0)
+    select: Literal["one", "newest", "any"] = "one"
     ssh: SshSettings | None = None
     command_document: str = "SSHGate-NonInteractiveCommands"
 
@@ -249,7 +290,7 @@ class EcsResource(_ResourceBase):
     @property
     def container_names(self) -> tuple[str, ...]:
         """The containers ``--container`` may choose, the default first. Empty: the task's first
-        container only (DESIGN §2 "ECS targets")."""
+        container only (docs/login.md, "ECS targets")."""
         return tuple(self.containers) or ((self.container,) if self.container else ())
 
 
@@ -257,20 +298,35 @@ Resource = Annotated[SshResource | Ec2Resource | EcsResource, Field(discriminato
 
 
 class EcsDiscovery(_Model):
+    """One resource per ACTIVE service of ``clusters`` (every cluster when empty)."""
+
     enabled: bool = False
     clusters: list[str] = []
     region: str | None = None
+    container: str | None = None
+    shell: str = "/bin/sh"
 
 
 class Ec2Discovery(_Model):
+    """One resource per instance whose tags match every ``tag_filters`` entry."""
+
     enabled: bool = False
     region: str | None = None
     tag_filters: dict[str, str] = {}
 
 
 class Discovery(_Model):
+    interval_s: float = Field(60.0, ge=1)
     ecs: EcsDiscovery = Field(default_factory=EcsDiscovery)
     ec2: Ec2Discovery = Field(default_factory=Ec2Discovery)
+    native_users: list[NativeUser] = []
+
+    @model_validator(mode="after")
+    def _one_default(self) -> Discovery:
+        _require_unique((n.username for n in self.native_users), "native user of discovered resources")
+        if sum(n.default for n in self.native_users) > 1:
+            raise ValueError("discovery.native_users has more than one default")
+        return self
 
 
 class Policies(_Model):
@@ -292,7 +348,10 @@ class Recording(_Model):
     dir: str | None = None
     s3: S3Recording | None = None
     capture_input: bool = False
+    forward_data: bool = False
+    transfer_data: bool = False
     signing_key: str | None = None
+    retention_days: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _s3_needs_bucket(self) -> Recording:
@@ -351,6 +410,7 @@ class State(_Model):
 
 class Config(_Model):
     listen: Listen = Field(default_factory=lambda: Listen())
+    public_address: str | None = None
     host_keys: list[str] = []
     data_dir: str = "/var/lib/sshgate"
     workers: int = Field(1, ge=1, le=64)
@@ -365,6 +425,24 @@ class Config(_Model):
     state: State | None = None
     shutdown_grace_s: float = Field(30, ge=0)
 
+    @field_validator("public_address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None:
+            match = _PUBLIC_ADDRESS.fullmatch(value)
+            if match is None or not 0 < int(match.group("port") or 22) < 65536:
+                raise ValueError("public_address is HOST, HOST:PORT or [IPv6]:PORT")
+        return value
+
+    @property
+    def public_host_port(self) -> tuple[str, int] | None:
+        """``public_address`` split; None when it is not set."""
+        if self.public_address is None:
+            return None
+        match = _PUBLIC_ADDRESS.fullmatch(self.public_address)
+        assert match is not None
+        return match.group("v6") or match.group("host"), int(match.group("port") or 22)
+
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
         _require_unique((r.name for r in self.resources), "resource name")
@@ -372,7 +450,9 @@ class Config(_Model):
             raise ValueError("workers > 1 share listen.port with SO_REUSEPORT: set a fixed port, not 0")
         for resource in self.resources:
             for user in self.identities.users:
-                _check_assignments(resource, user)
+                _check_assignments(resource.name, resource.native_users, user)
+        for user in self.identities.users:
+            _check_assignments("discovered resources", self.discovery.native_users, user)
         return self
 
     def resource(self, name: str) -> SshResource | Ec2Resource | EcsResource | None:
@@ -400,24 +480,24 @@ def _require_unique(values: Iterator[str] | Any, what: str) -> None:
         seen.add(value)
 
 
-def _check_assignments(resource: SshResource | Ec2Resource | EcsResource, user: UserConfig) -> None:
-    """DESIGN §5: a direct assignment excludes a *different* group one, and groups must agree.
+def _check_assignments(where: str, native_users: list[NativeUser], user: UserConfig) -> None:
+    """A direct assignment excludes a *different* group one, and groups must agree.
 
-    The same native user reached both directly and through a group (as in DESIGN §3's own
-    example) is not ambiguous, so it is allowed.
+    The same native user reached both directly and through a group (as in the product
+    spec's own example) is not ambiguous, so it is allowed.
     """
-    direct = [n.username for n in resource.native_users if user.email in n.users]
-    via_groups = {n.username for n in resource.native_users if set(n.groups) & set(user.groups)}
+    direct = [n.username for n in native_users if user.email in n.users]
+    via_groups = {n.username for n in native_users if set(n.groups) & set(user.groups)}
     if len(direct) > 1:
-        raise ValueError(f"{user.email} is assigned several native users on {resource.name}: {direct}")
+        raise ValueError(f"{user.email} is assigned several native users on {where}: {direct}")
     if direct and via_groups - {direct[0]}:
         raise ValueError(
-            f"{user.email} is assigned {direct[0]} directly on {resource.name} and also through a group "
+            f"{user.email} is assigned {direct[0]} directly on {where} and also through a group "
             f"({', '.join(sorted(via_groups - {direct[0]}))}); remove one of the two"
         )
     if len(via_groups) > 1:
         raise ValueError(
-            f"{user.email} gets different native users on {resource.name} through groups: "
+            f"{user.email} gets different native users on {where} through groups: "
             f"{', '.join(sorted(via_groups))}"
         )
 

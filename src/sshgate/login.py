@@ -1,4 +1,4 @@
-"""The login grammar of DESIGN.md §1, parsed without I/O.
+"""The login grammar of docs/login.md, parsed without I/O.
 
 OpenSSH splits ``user@host`` at the last ``@``, so the whole login (identity, native user and
 resource) reaches the gateway as the SSH user name. Parsing happens before authentication, so
@@ -114,3 +114,17 @@ def parse_login(raw: str) -> Login:
         return Login("human", email, provider, native, resource)
     machine, native, resource = _name_then_suffix(tail, "machine name")
     return Login("machine", machine, provider, native, resource)
+
+
+def login_for(login: Login, resource: str) -> str:
+    """The login reaching ``resource`` as the same identity, in the form the client used (alias or
+    ``idp:…``, provider kept) and without ``@native-user``: each resource resolves its own.
+
+    ``formal ssh-config`` writes it as ``User``, so scp, sftp and rsync need nothing else.
+    """
+    if login.kind == "alias":
+        base = login.subject
+    else:
+        provider = f"{login.provider}:" if login.provider else ""
+        base = f"idp:{provider}{login.kind}:{login.subject}"
+    return f"{base}+{_name(resource, 'resource')}"

@@ -1,4 +1,4 @@
-"""Prometheus metrics (DESIGN.md §8) and the HTTP listener for ``/metrics``, ``/healthz`` and ``/readyz``.
+"""Prometheus metrics (docs/operations.md) and the listener for ``/metrics``, ``/healthz``, ``/readyz``.
 
 The gateway records events on a :class:`Metrics`; a :class:`MetricsServer` serves a registry.
 With ``workers: 1`` that registry is the worker's own (:attr:`Metrics.registry`). With
@@ -43,7 +43,7 @@ _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Metrics:
-    """The §8 collectors in a private registry, so tests and several instances never clash.
+    """The collectors of docs/operations.md in a private registry, so tests and several instances never clash.
 
     Label values the gateway should use: ``outcome`` closed | error | blocked | refused |
     interrupted; ``method`` publickey | certificate | password; ``result`` success | failure |
@@ -51,7 +51,7 @@ class Metrics:
     """
 
     def __init__(self) -> None:
-        # §8 fixes the exported names; the text format's extra ``*_created`` series are not among them.
+        # docs/operations.md fixes the exported names; the ``*_created`` series are not among them.
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         if not _multiprocess_enabled():

@@ -1,4 +1,4 @@
-"""Native-user secrets (DESIGN §5): read ``ENV:`` / ``FILE:`` at connect time, then classify.
+"""Native-user secrets (docs/configuration.md): read ``ENV:`` / ``FILE:`` at connect time, then classify.
 
 Errors name the secret's *source* (which variable, which file) and never its content.
 """

@@ -1,4 +1,4 @@
-"""Which account the gateway logs in as upstream (DESIGN §5), decided without I/O."""
+"""Which account the gateway logs in as upstream (docs/configuration.md), decided without I/O."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from typing import Literal
 from sshgate.config import NativeUser
 from sshgate.identity import Identity
 
-Source = Literal["explicit", "user", "group", "default"]
+Source = Literal["explicit", "user", "group", "default", "ambient"]
+# What an ec2 / ecs resource without native_users acts as: the gateway's own AWS credentials.
+AMBIENT = NativeUser(username="iam", secret="iam", default=True)
 
 
 class NoNativeUser(Exception):
@@ -22,9 +24,16 @@ class NativeChoice:
 
 
 def resolve_native_user(
-    resource_name: str, native_users: list[NativeUser], identity: Identity, requested: str | None
+    resource_name: str,
+    native_users: list[NativeUser],
+    identity: Identity,
+    requested: str | None,
+    ambient: bool = False,
 ) -> NativeChoice:
-    """``@native`` / ``--native-user`` → own assignment → a group's → the default → refused."""
+    """``@native`` / ``--native-user`` → own assignment → a group's → the default → with
+    ``ambient`` (an ec2 / ecs resource) and no native users at all, ``iam`` → refused."""
+    if ambient and not native_users and requested in (None, AMBIENT.username):
+        return NativeChoice(AMBIENT, "ambient")
     if requested is not None:
         for native in native_users:
             if native.username == requested:

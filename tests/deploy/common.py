@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
+from typing import Any
 
 from sshgate.config import Config
 from sshgate.metrics import parse_listen
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Variables the gateway reads besides its config file: the AWS SDK's own, and DESIGN §3's switch.
+# Variables the gateway reads besides its config file: the AWS SDK's own, and the ECS discovery switch.
 SDK_ENV = {
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
@@ -24,9 +26,55 @@ SDK_ENV = {
 }
 
 
-def console_scripts() -> set[str]:
-    with (REPO / "pyproject.toml").open("rb") as f:
-        return set(tomllib.load(f)["project"]["scripts"])
+# The distributions this repository builds, by name: the gateway and the AWS emulator.
+PYPROJECTS = {
+    "sshgate": REPO / "pyproject.toml",
+    "sshgate-aws-emulator": REPO / "emulator" / "pyproject.toml",
+}
+
+
+def project(distribution: str) -> dict[str, Any]:
+    with PYPROJECTS[distribution].open("rb") as f:
+        return dict(tomllib.load(f)["project"])
+
+
+def console_scripts(distribution: str = "sshgate") -> set[str]:
+    return set(project(distribution).get("scripts", {}))
+
+
+Step = tuple[str, str]
+
+
+def dockerfile_steps() -> list[Step]:
+    """The Dockerfile's instructions as (OP, argument), continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", (REPO / "Dockerfile").read_text())
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1])
+        for line in lines
+        if line and not line.startswith("#")
+    ]
+
+
+def dockerfile_stages() -> dict[str, list[Step]]:
+    """Each named stage's instructions after its own FROM, in file order."""
+    stages: dict[str, list[Step]] = {}
+    steps: list[Step] = []
+    for op, arg in dockerfile_steps():
+        if op == "FROM":
+            words = arg.split()
+            assert len(words) == 3 and words[1].upper() == "AS", f"every stage is named: FROM {arg}"
+            steps = stages.setdefault(words[2], [])
+        steps.append((op, arg))
+    return stages
+
+
+def stage_steps(name: str) -> list[Step]:
+    """What an image built with ``--target name`` runs: its parent stages' instructions, then its own."""
+    stages = dockerfile_stages()
+    steps = stages[name]
+    base = steps[0][1].split()[0]
+    return (stage_steps(base) if base in stages else []) + steps
 
 
 def secret_env_refs(config: Config) -> set[str]:

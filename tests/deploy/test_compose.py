@@ -10,7 +10,15 @@ import pytest
 import yaml
 
 from sshgate.config import Config, SshResource, load_config
-from tests.deploy.common import REPO, console_scripts, gateway_env_allowed, metrics_port, secret_env_refs
+from tests.deploy.common import (
+    REPO,
+    console_scripts,
+    dockerfile_stages,
+    gateway_env_allowed,
+    metrics_port,
+    secret_env_refs,
+)
+from tests.deploy.test_dockerfile import IMAGES
 
 COMPOSE: dict[str, Any] = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
@@ -51,7 +59,7 @@ def test_every_repository_path_exists() -> None:
         for source in bind_mounts(service).values():
             assert (REPO / source).exists(), f"{name} mounts missing {source}"
         if "build" in service:
-            assert (REPO / service["build"] / "Dockerfile").is_file(), name
+            assert (REPO / service["build"]["context"] / "Dockerfile").is_file(), name
 
 
 def test_services_are_the_playground() -> None:
@@ -60,12 +68,15 @@ def test_services_are_the_playground() -> None:
     assert SERVICES["opa"]["command"][:2] == ["run", "--server"]
 
 
-def test_commands_are_console_scripts() -> None:
-    scripts = console_scripts()
-    ours = [s for s in SERVICES.values() if "build" in s]
-    assert len(ours) == 2
-    for service in ours:
-        assert service["command"][0] in scripts
+def test_each_built_service_runs_a_command_its_image_installs() -> None:
+    """The image a service builds (its Dockerfile target) installs the distribution whose command it runs."""
+    targets = {name: s["build"]["target"] for name, s in SERVICES.items() if "build" in s}
+    assert targets == {"gateway": "gateway", "aws": "emulator"}
+    for name, target in targets.items():
+        assert target in dockerfile_stages()
+        assert SERVICES[name]["command"][0] in console_scripts(IMAGES[target]), name
+    # Two images, two tags: the emulator's must not overwrite the gateway's.
+    assert SERVICES["gateway"]["image"] != SERVICES["aws"]["image"]
 
 
 def test_gateway_config_is_valid_and_matches_ports(config: Config) -> None:

@@ -17,7 +17,7 @@ import botocore.session
 import pytest
 from botocore import xform_name
 
-from sshgate.config import Config, load_config
+from sshgate.config import Config, Ec2Resource, load_config
 from tests.deploy.common import REPO, console_scripts, gateway_env_allowed, metrics_port, secret_env_refs
 
 ECS = REPO / "deploy" / "ecs"
@@ -37,6 +37,12 @@ S3_TRANSFER = {"upload_file": "s3:PutObject", "upload_fileobj": "s3:PutObject", 
                "download_fileobj": "s3:GetObject"}  # fmt: skip
 # IAM permissions that are not API operations of their own.
 PERMISSION_ONLY = {"s3:ListBucket", "sts:SetSourceIdentity"}
+# What a call needs beyond its own action: AssumeRole with SourceIdentity, and boto3's managed
+# upload aborting a multipart upload that failed half-way.
+ALSO_NEEDS = {"assume_role": {"sts:SetSourceIdentity"}, "upload_file": {"s3:AbortMultipartUpload"}}
+# StartSession without DocumentName runs the account's Session Manager shell document.
+DEFAULT_SHELL_DOCUMENT = "SSM-SessionManagerRunShell"
+DOCS = REPO / "docs" / "aws.md"
 # Method names asyncssh also uses (conn.create_session is SSH, not S3 Express's CreateSession).
 SSH_METHODS = {name for cls in vars(asyncssh).values() if isinstance(cls, type) for name in dir(cls)}
 # The AWS stand-in for tests and the compose playground never runs with the task role.
@@ -138,14 +144,38 @@ def test_every_aws_call_in_the_code_is_allowed() -> None:
     assert not missing, "\n".join(sorted(missing))
 
 
+def test_policy_grants_nothing_the_code_does_not_call() -> None:
+    called = {
+        action
+        for path in gateway_sources()
+        for call in aws_calls(path.read_text())
+        for action in OPERATIONS[call] | ALSO_NEEDS.get(call, set())
+    }
+    assert ACTIONS - called == set(), "granted but never called"
+
+
+def test_session_documents_are_exactly_the_code_s() -> None:
+    """ssm:StartSession is scoped to documents: the ones the code names, its configurable default
+    command document, and the default shell document (no DocumentName)."""
+    named = {
+        match for path in gateway_sources() for match in re.findall(r'"(AWS-Start\w+)"', path.read_text())
+    }
+    named |= {Ec2Resource.model_fields["command_document"].default, DEFAULT_SHELL_DOCUMENT}
+    (resources,) = [rs for action, rs in allowed(POLICY) if action == "ssm:StartSession"]
+    documents = {r.rsplit("/", 1)[1] for r in resources if ":document/" in r}
+    assert documents == named
+
+
 def test_policy_actions_exist_and_are_explained() -> None:
     session = botocore.session.get_session()
     real = {f"{s}:{op}" for s in SERVICES for op in session.get_service_model(s).operation_names}
-    readme = (ECS / "README.md").read_text()
+    docs = DOCS.read_text()
     for action in ACTIONS:
         assert "*" not in action, f"{action}: wildcard actions are not least privilege"
         assert action in real | PERMISSION_ONLY, f"{action} is not an AWS action"
-        assert f"`{action}`" in readme, f"README.md does not explain {action}"
+        assert f"| `{action}` |" in docs, f"docs/aws.md does not explain {action}"
+    explained = set(re.findall(r"^\|[^|]*\| `([\w-]+:\w+)` \|", docs, re.M))
+    assert explained == ACTIONS, "docs/aws.md explains an action the policy does not grant"
 
 
 def test_unscoped_resources_only_for_reads() -> None:
@@ -159,7 +189,7 @@ def test_recording_bucket_matches_the_config(config: Config) -> None:
     assert config.recording.s3 is not None
     bucket, prefix = config.recording.s3.bucket, config.recording.s3.prefix
     resources = {r for action, rs in allowed(POLICY) if action.startswith("s3:") for r in rs}
-    assert resources == {f"arn:aws:s3:::{bucket}/{prefix}*", f"arn:aws:s3:::{bucket}"}
+    assert resources == {f"arn:aws:s3:::{bucket}/{prefix}*"}
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -22,13 +23,20 @@ import asyncssh
 import pytest
 
 from tests.conftest import Keys, Upstream, base_config
-from tests.e2e.test_forward import BOOTSTRAP, ssh_background
-from tests.support.emulator import REGION, aws_client, create_command_document, emulator_process
+from tests.e2e.test_forward import ssh_background
+from tests.support.emulator import (
+    REGION,
+    aws_client,
+    create_command_document,
+    emulator_process,
+    emulator_sessions,
+)
 from tests.support.gateway import Client, GatewayProcess
 from tests.support.net import free_port, wait_port
 from tests.support.sshd import keygen
 from tests.support.tcp import echo_server, recv_exact, socks5_connect
 from tests.support.terminal import Terminal
+from tests.support.vscode import remote_ssh_flow
 
 ROLE_ARN = "arn:aws:iam::123456789012:role/ecs-exec"
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}
@@ -49,6 +57,12 @@ session := {"action": "block", "type": "block_with_formal_message", "message": "
 \tinput.ecs.task_tags.team == "payments"
 \t"ops" in input.user.groups
 }
+
+# start_if_stopped: the policy sees the state as found, before anything is started.
+session := {"action": "block", "type": "block_with_formal_message", "message": "guarded is started by its owner"} if {
+\tinput.resource.name == "guarded"
+\tinput.ec2.state == "stopped"
+}
 """
 
 
@@ -59,11 +73,18 @@ class AwsWorld:
     ecs: Any
     instance_id: str
     task_id: str
+    fleet: list[str]  # two running instances named "fleet", the second launched later
+
+    def sessions(self) -> list[dict[str, Any]]:
+        return emulator_sessions(self.url)
 
     def live_sessions(self) -> list[dict[str, Any]]:
-        with urllib.request.urlopen(f"{self.url}/_emulator/sessions", timeout=5) as response:
-            sessions: list[dict[str, Any]] = json.load(response)["Sessions"]
-        return [s for s in sessions if s.get("Status") != "Terminated"]
+        return [s for s in self.sessions() if s.get("Status") != "Terminated"]
+
+    def instance_named(self, name: str) -> dict[str, Any]:
+        found = self.ec2.describe_instances(Filters=[{"Name": "tag:Name", "Values": [name]}])
+        (instance,) = [i for r in found["Reservations"] for i in r["Instances"]]
+        return dict(instance)
 
 
 @pytest.fixture(scope="module")
@@ -85,13 +106,17 @@ def world() -> Iterator[AwsWorld]:
                 MaxCount=1,
                 TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "twin"}]}],
             )
-        stopped = ec2.run_instances(
-            ImageId="ami-12345678",
-            MinCount=1,
-            MaxCount=1,
-            TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "asleep"}]}],
-        )
-        ec2.stop_instances(InstanceIds=[stopped["Instances"][0]["InstanceId"]])
+
+        def named(name: str) -> str:
+            tags = [{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": name}]}]
+            reply = ec2.run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1, TagSpecifications=tags)
+            return str(reply["Instances"][0]["InstanceId"])
+
+        for name in ("asleep", "sleeper", "guarded", "slowpoke"):
+            ec2.stop_instances(InstanceIds=[named(name)])
+        fleet = [named("fleet")]
+        time.sleep(1.1)  # LaunchTime has second resolution: the second one is the newest
+        fleet.append(named("fleet"))
         ecs.create_cluster(clusterName="prod")
         ecs.register_task_definition(
             family="api",
@@ -112,6 +137,7 @@ def world() -> Iterator[AwsWorld]:
             ecs,
             instance["Instances"][0]["InstanceId"],
             task["tasks"][0]["taskArn"].rsplit("/", 1)[-1],
+            fleet,
         )
 
 
@@ -136,6 +162,20 @@ def aws_gateway(
         {"name": "twin", "type": "ec2", "instance_name": "twin", "native_users": iam},
         {"name": "asleep", "type": "ec2", "instance_name": "asleep", "native_users": iam},
         {"name": "nameless", "type": "ec2", "instance_name": "no-such-name", "native_users": iam},
+        {"name": "sleeper", "type": "ec2", "instance_name": "sleeper", "start_if_stopped": True},
+        {"name": "guarded", "type": "ec2", "instance_name": "guarded", "start_if_stopped": True},
+        {
+            "name": "slowpoke",
+            "type": "ec2",
+            "instance_name": "slowpoke",
+            "start_if_stopped": True,
+            "start_timeout_s": 1,  # the emulator takes 1 s to boot and 1 s more for the agent
+        },
+        {"name": "fleet", "type": "ec2", "instance_name": "fleet"},
+        {"name": "fleet-newest", "type": "ec2", "instance_name": "fleet", "select": "newest"},
+        {"name": "fleet-any", "type": "ec2", "instance_name": "fleet", "select": "any"},
+        {"name": "app-ambient", "type": "ec2", "instance_name": "app-prod"},
+        {"name": "api-ambient", "type": "ecs", "cluster": "prod", "task": world.task_id, "container": "app"},
         {
             "name": "api",
             "type": "ecs",
@@ -401,7 +441,7 @@ def test_policy_input_from_ec2_tags_and_ecs_container(
     ("resource", "message"),
     [
         ("nameless", b"no EC2 instance found for the instance named no-such-name"),
-        ("twin", b"the instance named twin matches 2 instances"),
+        ("twin", b"the instance named twin matches 2 running instances (i-"),
         ("asleep", b"is stopped, not running"),
     ],
 )
@@ -412,7 +452,6 @@ def test_ec2_lookup_errors(alice_aws: Client, resource: str, message: bytes) -> 
 
 
 def test_no_orphaned_ssm_sessions(alice_aws: Client, world: AwsWorld) -> None:
-
     assert alice_aws.ssh("alice", "formal api -- true").returncode == 0
     deadline = time.monotonic() + 10
     while world.live_sessions() and time.monotonic() < deadline:
@@ -430,17 +469,7 @@ def test_ec2_full_ssh_through_ssm_carries_50mb_of_stdin(alice_aws: Client) -> No
 @pytest.mark.parametrize("resource", ["app-ssh", "app-prod"])
 def test_ec2_vscode_flow_through_ssm(alice_aws: Client, resource: str) -> None:
     """With ``ssh:`` bash runs under the instance's sshd; without, in a piped shell over an SSM pty."""
-    socks = free_port()
-    with ssh_background(alice_aws, f"alice+{resource}", ["-T", "-D", f"127.0.0.1:{socks}"], "bash") as proc:
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(BOOTSTRAP)
-        proc.stdin.flush()
-        line = proc.stdout.readline()
-        port = int(line.split(b"=")[1])
-        wait_port(socks)
-        with socks5_connect(socks, "127.0.0.1", port) as sock:
-            sock.sendall(b"through ssm")
-            assert recv_exact(sock, 11) == b"THROUGH SSM"
+    remote_ssh_flow(lambda options: alice_aws.ssh_argv(f"alice+{resource}", "bash", options=options))
 
 
 @pytest.mark.parametrize("resource", ["app-prod", "api"])
@@ -594,3 +623,97 @@ def test_abandoned_forward_does_not_stall_the_next(alice_aws: Client) -> None:
                 assert len(recv_exact(sock, size)) == size
     finally:
         listener.close()
+
+
+def test_stopped_instance_is_started_and_the_client_reads_the_progress(
+    alice_aws: Client, world: AwsWorld
+) -> None:
+    instance = world.instance_named("sleeper")["InstanceId"]
+    result = alice_aws.ssh("alice+sleeper", input=b"echo $((6*7)); exit\n", options=["-T"], timeout=90)
+    assert (result.stdout, result.returncode) == (b"42\n", 0), result.stderr
+    assert result.stderr == (
+        f"sshgate: starting sleeper ({instance})\n"
+        "sshgate: waiting for the SSM agent…\n"
+        "sshgate: sleeper is running\n".encode()
+    )
+    assert world.instance_named("sleeper")["State"]["Name"] == "running"
+
+
+def test_policy_refuses_before_anything_is_started(alice_aws: Client, world: AwsWorld) -> None:
+    result = alice_aws.ssh("alice+guarded", "true")
+    assert result.stderr == b"sshgate: Blocked by policy: guarded is started by its owner\n"
+    assert result.returncode == 1
+    time.sleep(1.5)  # a start would show as pending (then running) by now
+    assert world.instance_named("guarded")["State"]["Name"] == "stopped"
+
+
+def test_start_gives_up_after_start_timeout_s(alice_aws: Client, world: AwsWorld) -> None:
+    instance = world.instance_named("slowpoke")["InstanceId"]
+    result = alice_aws.ssh("alice+slowpoke", "true")
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"sshgate: starting slowpoke ({instance})\n".encode())
+    last = result.stderr.splitlines()[-1]  # still pending, or its agent not yet online: load decides
+    assert last.startswith(b"sshgate: slowpoke did not become reachable within 1 s ("), result.stderr
+
+
+def _landed_on(alice_aws: Client, world: AwsWorld, resource: str) -> str:
+    before = {s["SessionId"] for s in world.sessions()}
+    result = alice_aws.ssh("alice", f"formal {resource} -- true")
+    assert result.returncode == 0, result.stderr
+    (target,) = [s["Target"] for s in world.sessions() if s["SessionId"] not in before]
+    return str(target)
+
+
+def test_several_instances_behind_one_name(alice_aws: Client, world: AwsWorld) -> None:
+    refused = alice_aws.ssh("alice+fleet", "true")
+    ids = ", ".join(sorted(world.fleet))
+    assert (
+        refused.stderr
+        == (
+            f"sshgate: the instance named fleet matches 2 running instances ({ids}); "
+            "name exactly one, or set select: newest or any\n"
+        ).encode()
+    )
+    assert _landed_on(alice_aws, world, "fleet-newest") == world.fleet[1]
+    assert {_landed_on(alice_aws, world, "fleet-any") for _ in range(4)} <= set(world.fleet)
+
+
+def test_ambient_iam_without_native_users(
+    alice_aws: Client, aws_gateway: GatewayProcess, world: AwsWorld
+) -> None:
+    listed = alice_aws.ssh("alice", "formal list").stdout.decode()
+    assert "app-ambient\tec2\tiam\n" in listed and "api-ambient\tecs\tiam\n" in listed
+    roles_before = len(_assume_role_calls(world))
+    for login, command in (
+        ("alice+app-ambient", "echo on-ec2"),
+        ("alice", "formal api-ambient -- echo on-ecs"),
+    ):
+        result = alice_aws.ssh(login, command)
+        assert (result.returncode, result.stdout) == (0, command.split()[-1].encode() + b"\n"), result.stderr
+    for resource in ("app-ambient", "api-ambient"):
+        start = aws_gateway.wait_event("session.start", resource=resource)
+        assert (start["native_user"], start["native_user_source"]) == ("iam", "ambient")
+    assert len(_assume_role_calls(world)) == roles_before  # the gateway's own credentials
+
+
+def _assume_role_calls(world: AwsWorld) -> list[dict[str, str]]:
+    with urllib.request.urlopen(f"{world.url}/_emulator/assume-role-calls", timeout=5) as response:
+        calls: list[dict[str, str]] = json.load(response)["Calls"]
+    return calls
+
+
+@pytest.mark.parametrize("alias", ["sshgate-app-prod", "sshgate-api"])
+def test_vscode_flow_through_the_generated_config(
+    alice_aws: Client, keys: Keys, tmp_path: Path, alias: str
+) -> None:
+    generated = alice_aws.ssh("alice", "formal ssh-config --vscode")
+    assert generated.returncode == 0, generated.stderr
+    config = tmp_path / "sshgate_config"
+    config.write_bytes(generated.stdout)
+    known_hosts = tmp_path / "sshgate_known_hosts"
+    known_hosts.write_text(
+        "".join(re.findall(r"^# sshgate_known_hosts: (.*\n)", generated.stdout.decode(), re.M))
+    )
+    options = ["-F", str(config), "-o", f"UserKnownHostsFile={known_hosts}", "-i", str(keys.alice)]
+    options += ["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"]
+    remote_ssh_flow(lambda more: ["ssh", *options, *more, alias, "bash"])

@@ -3,42 +3,24 @@
 from __future__ import annotations
 
 import os
-import re
 import socket
 import subprocess
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 
 import pytest
 
 from tests.support.gateway import Client
 from tests.support.net import free_port, wait_port
+from tests.support.process import background
 from tests.support.tcp import echo_server, recv_exact, socks5_connect
+from tests.support.vscode import remote_ssh_flow
 
 
-@contextmanager
 def ssh_background(
     client: Client, login: str, options: Sequence[str], *args: str
-) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(
-        client.ssh_argv(login, *args, options=options),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            if stream:
-                stream.close()
+) -> AbstractContextManager[subprocess.Popen[bytes]]:
+    return background(client.ssh_argv(login, *args, options=options))
 
 
 def _echo_roundtrip(sock_factory, size: int = 256 * 1024) -> None:  # type: ignore[no-untyped-def]
@@ -78,33 +60,6 @@ def test_forward_to_closed_port_is_refused_cleanly(alice: Client) -> None:
         assert proc.poll() is None
 
 
-BOOTSTRAP = b"""python3 -u -c '
-import socket
-s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(4)
-print("listeningOn=%d" % s.getsockname()[1], flush=True)
-c, _ = s.accept()
-while True:
-    d = c.recv(65536)
-    if not d: break
-    c.sendall(d.upper())
-' &
-"""
-
-
 def test_vscode_remote_ssh_flow(alice: Client) -> None:
     """VSCode: `ssh -T -D PORT host bash`, a bootstrap script on stdin, then SOCKS5 to its server."""
-    socks = free_port()
-    with ssh_background(alice, "alice+web-1", ["-T", "-D", f"127.0.0.1:{socks}"], "bash") as proc:
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(BOOTSTRAP)
-        proc.stdin.flush()
-        deadline = time.monotonic() + 15
-        line = b""
-        while b"listeningOn=" not in line and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-        match = re.search(rb"listeningOn=(\d+)", line)
-        assert match, line
-        wait_port(socks)
-        with socks5_connect(socks, "127.0.0.1", int(match.group(1))) as sock:
-            sock.sendall(b"vscode-server hello")
-            assert recv_exact(sock, 19) == b"VSCODE-SERVER HELLO"
+    remote_ssh_flow(lambda options: alice.ssh_argv("alice+web-1", "bash", options=options))

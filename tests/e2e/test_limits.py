@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Keys, Upstream, base_config
+from tests.recording.helpers import closed_sessions
 from tests.support.gateway import Client, GatewayProcess
 from tests.support.terminal import Terminal
 
@@ -72,6 +73,8 @@ def test_idle_timeout_closes_idle_not_busy(limited: GatewayProcess, keys: Keys, 
     busy_out, _ = busy.communicate(timeout=30)
     assert busy_out.count(b"tick") == 12 and busy.returncode == 0
     limited.wait_event("limit.idle")
+    ended = closed_sessions(Path(limited.config["data_dir"]) / "recordings", 2)
+    assert sorted(doc["end_reason"] for doc in ended) == ["idle_timeout", "upstream"]
 
 
 @pytest.mark.parametrize("limited", [{"max_session_s": 1.5}], indirect=True)
@@ -82,6 +85,8 @@ def test_max_session_length(limited: GatewayProcess, keys: Keys, tmp_path: Path)
     assert time.monotonic() - start < 10
     assert b"sshgate: session closed: it reached the maximum length of 1.5 s" in result.stderr
     assert result.returncode == 255
+    (doc,) = closed_sessions(Path(limited.config["data_dir"]) / "recordings", 1)
+    assert (doc["status"], doc["end_reason"]) == ("closed", "max_session")
 
 
 @pytest.mark.parametrize("limited", [{"login_grace_s": 1}], indirect=True)
@@ -130,6 +135,7 @@ def test_sigterm_drains_then_notifies(limited: GatewayProcess, keys: Keys, tmp_p
         limited.wait_event("gateway.stopped")
         recordings = Path(limited.config["data_dir"]) / "recordings"
         (manifest,) = recordings.glob("[0-9]*/*/session.json")
-        assert json.loads(manifest.read_text())["status"] == "closed"
+        doc = json.loads(manifest.read_text())
+        assert (doc["status"], doc["end_reason"]) == ("closed", "drain")
     finally:
         term.close()

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import filecmp
 import os
-import secrets
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,16 +11,6 @@ import pytest
 from tests.support.gateway import Client
 
 LOGIN = "alice+web-1"
-
-
-@pytest.fixture
-def remote_dir() -> Iterator[Path]:
-    """A fresh directory in the upstream account's home (same machine, so the test can look)."""
-    path = Path("/home/sgtest") / f"xfer-{secrets.token_hex(4)}"
-    path.mkdir()
-    shutil.chown(path, "sgtest", "sgtest")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["sftp-protocol", "scp-protocol"])

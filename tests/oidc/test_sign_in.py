@@ -306,7 +306,7 @@ def _session_json(gateway: GatewayProcess, run_identity: str, resource: str) -> 
     root = Path(gateway.config["data_dir"]) / "recordings"
     for path in sorted(root.glob("*/*/session.json"), key=lambda p: p.stat().st_mtime, reverse=True):
         doc = json.loads(path.read_text())
-        if doc.get("resource") == resource and doc.get("user", {}).get("email") == run_identity:
+        if doc.get("resource") == resource and doc.get("user") == run_identity:
             return doc  # type: ignore[no-any-return]
     raise AssertionError(f"no recording for {run_identity} on {resource}")
 

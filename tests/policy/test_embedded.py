@@ -1,6 +1,7 @@
 """The embedded engine: Formal-style policies unchanged, errors named at load, failures closed."""
 
-import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -57,37 +58,47 @@ session := {BLOCK} if {{
 }
 
 
-def _point(tmp_path: Path, default: str = "allow", **files: str) -> EmbeddedDecisionPoint:
+@asynccontextmanager
+async def _point(
+    tmp_path: Path, default: str = "allow", **files: str
+) -> AsyncIterator[EmbeddedDecisionPoint]:
     for name, text in files.items():
         (tmp_path / f"{name}.rego").write_text(text)
-    point = build_decision_point(Policies(paths=[str(tmp_path)], default_action=default))  # type: ignore[arg-type]
+    point = await build_decision_point(Policies(paths=[str(tmp_path)], default_action=default))  # type: ignore[arg-type]
     assert isinstance(point, EmbeddedDecisionPoint)
-    return point
+    try:
+        yield point
+    finally:
+        await point.aclose()
 
 
 @pytest.mark.parametrize("style", sorted(STYLES))
 async def test_formal_styles_run_unchanged(tmp_path: Path, style: str) -> None:
-    point = _point(tmp_path, "block", policy=STYLES[style])
-    john, alice = await point.decide("session", JOHN), await point.decide("session", ALICE)
+    async with _point(tmp_path, "block", policy=STYLES[style]) as point:
+        john, alice = await point.decide("session", JOHN), await point.decide("session", ALICE)
+        assert point.has_rule("session") and not point.has_rule("request")
     assert john.client_text() == "Blocked by policy: not you"
     assert alice.action == ("allow" if style == "bare_v1" else "block")  # undefined → default_action: block
-    assert point.has_rule("session") and not point.has_rule("request")
 
 
-def test_factory_choices(tmp_path: Path) -> None:
-    assert isinstance(build_decision_point(Policies()), AllowAll)
-    assert isinstance(build_decision_point(Policies(engine="opa")), OpaDecisionPoint)
-    shipped = build_decision_point(Policies(paths=[str(POLICIES)]))
-    assert shipped.has_rule("session") and shipped.has_rule("request")
+async def test_factory_choices(tmp_path: Path) -> None:
+    assert isinstance(await build_decision_point(Policies()), AllowAll)
+    assert isinstance(await build_decision_point(Policies(engine="opa")), OpaDecisionPoint)
+    shipped = await build_decision_point(Policies(paths=[str(POLICIES)]))
+    try:
+        assert shipped.has_rule("session") and shipped.has_rule("request")
+    finally:
+        await shipped.aclose()
     with pytest.raises(PolicyLoadError, match="nowhere: no such policy file or directory"):
-        build_decision_point(Policies(paths=[str(tmp_path / "nowhere")]))
+        await build_decision_point(Policies(paths=[str(tmp_path / "nowhere")]))
     with pytest.raises(PolicyLoadError, match=r"no \.rego policy files under"):
-        build_decision_point(Policies(paths=[str(tmp_path)]))
+        await build_decision_point(Policies(paths=[str(tmp_path)]))
 
 
-def test_test_files_are_not_served(tmp_path: Path) -> None:
-    point = _point(tmp_path, policy=STYLES["bare_v1"], policy_test="package formal.v2\nrequest := 1\n")
-    assert not point.has_rule("request")
+async def test_test_files_are_not_served(tmp_path: Path) -> None:
+    rules = {"policy": STYLES["bare_v1"], "policy_test": "package formal.v2\nrequest := 1\n"}
+    async with _point(tmp_path, **rules) as point:
+        assert not point.has_rule("request")
 
 
 @pytest.mark.parametrize(
@@ -104,23 +115,16 @@ def test_test_files_are_not_served(tmp_path: Path) -> None:
         ),
     ],
 )
-def test_compile_errors_name_the_file(tmp_path: Path, text: str, error: str) -> None:
+async def test_compile_errors_name_the_file(tmp_path: Path, text: str, error: str) -> None:
     with pytest.raises(PolicyLoadError, match=error):
-        _point(tmp_path, ok=STYLES["bare_v1"], broken=text)
+        async with _point(tmp_path, ok=STYLES["bare_v1"], broken=text):
+            pass
 
 
 async def test_conflicting_rules_fail_closed(tmp_path: Path) -> None:
-    point = _point(tmp_path, a=STYLES["formal_docs"], b='package formal.v2\nsession := {"action": "allow"}\n')
-    decision = await point.decide("session", JOHN)
+    allow = 'package formal.v2\nsession := {"action": "allow"}\n'
+    async with _point(tmp_path, a=STYLES["formal_docs"], b=allow) as point:
+        decision = await point.decide("session", JOHN)
+        assert (await point.decide("session", ALICE)).allowed
     assert decision.client_text() == "Blocked by policy: policy unavailable"
     assert decision.reason.startswith("policy evaluation failed: ") and "conflict" in decision.reason
-    assert (await point.decide("session", ALICE)).allowed
-
-
-async def test_engine_used_from_another_thread_fails_closed(tmp_path: Path) -> None:
-    # regorus panics (a BaseException) when its engine leaves the thread that made it.
-    point = _point(tmp_path, policy=STYLES["bare_v1"])
-    decision = await asyncio.to_thread(point.decide_now, "session", ALICE)
-    assert (decision.action, decision.message) == ("block", "policy unavailable")
-    assert "unsendable" in decision.reason
-    assert (await point.decide("session", ALICE)).allowed

@@ -140,13 +140,16 @@ def _seen(decision: Decision) -> tuple[str, str | None, str]:
 
 
 async def test_engines_agree_on_the_shipped_policies(opa_point: OpaDecisionPoint, fake_opa: FakeOpa) -> None:
-    embedded = build_decision_point(Policies(paths=[str(POLICIES)]))
+    embedded = await build_decision_point(Policies(paths=[str(POLICIES)]))
     assert isinstance(embedded, EmbeddedDecisionPoint)
-    for stage, doc, action, message in CASES:
-        local, remote = await embedded.decide(stage, doc), await opa_point.decide(stage, doc)
-        assert (local.action, local.message) == (action, message), (stage, doc)
-        assert _seen(remote) == _seen(local), (stage, doc)
-        assert local.eval_seconds > 0 and remote.eval_seconds > 0
+    try:
+        for stage, doc, action, message in CASES:
+            local, remote = await embedded.decide(stage, doc), await opa_point.decide(stage, doc)
+            assert (local.action, local.message) == (action, message), (stage, doc)
+            assert _seen(remote) == _seen(local), (stage, doc)
+            assert local.eval_seconds > 0 and remote.eval_seconds > 0
+    finally:
+        await embedded.aclose()
     assert fake_opa.requests.count("/v1/data/formal/v2/request") == sum(s == "request" for s, *_ in CASES)
 
 
@@ -178,7 +181,7 @@ async def test_opa_unreachable_is_policy_unavailable() -> None:
     assert "ClientConnectorError" in decision.reason
 
 
-async def test_opa_timeout_is_policy_unavailable(opa_point: OpaDecisionPoint, fake_opa: FakeOpa) -> None:
+async def test_opa_denies_at_the_deadline(opa_point: OpaDecisionPoint, fake_opa: FakeOpa) -> None:
     fake_opa.mode = "hang"
     point = OpaDecisionPoint(fake_opa.url, "allow", 100)
     loop = asyncio.get_running_loop()
@@ -187,9 +190,9 @@ async def test_opa_timeout_is_policy_unavailable(opa_point: OpaDecisionPoint, fa
         decision = await point.decide("session", _input())
     finally:
         await point.aclose()
-    assert loop.time() - start < 1.0
+    assert 0.1 <= loop.time() - start < 0.5
     assert decision.message == "policy unavailable"
-    assert decision.reason.endswith("did not answer in 0.1s")
+    assert decision.reason == f"policy timeout: OPA at {fake_opa.url} did not answer within 100 ms"
 
 
 @pytest.mark.parametrize(

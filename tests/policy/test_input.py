@@ -1,4 +1,4 @@
-"""The policy input of DESIGN §6 for the request stage and the ec2/ecs sections."""
+"""The policy input of docs/policy.md for the request stage and the ec2/ecs sections."""
 
 from sshgate.config import HostKeyPolicy, NativeUser, SshResource
 from sshgate.identity import Identity
@@ -10,6 +10,7 @@ from sshgate.policy.input import (
     RequestFacts,
     ec2_input,
     ecs_input,
+    identity_key,
     request_input,
     session_input,
 )
@@ -78,3 +79,11 @@ def test_ecs_section() -> None:
     assert with_service["task_id"] == "0123abcd"
     assert with_service["service_arn"].endswith("service/main/web")
     assert "service_arn" not in standalone and standalone["task_tags"] == {"t": "1"}
+
+
+def test_identity_key_names_who_the_input_is_about() -> None:
+    bot = Identity("machine", "ci-bot", "formal", "ci-bot", ())
+    assert identity_key(_session()) == "human:alice@corp.com"
+    assert identity_key(request_input(_session(), "exec", command="ls")) == "human:alice@corp.com"
+    assert identity_key({"user": bot.as_policy_input()}) == "machine:ci-bot"
+    assert identity_key({}) is None and identity_key({"user": "alice"}) is None

@@ -1,4 +1,4 @@
-"""The decision mapping of DESIGN §6: what every engine's answer means for the client and the audit log."""
+"""The decision mapping of docs/policy.md: what every engine's answer means for the client and the audit log."""
 
 from typing import Any
 

@@ -37,26 +37,32 @@ async def _message(point: ReloadableDecisionPoint) -> str | None:
 async def test_reload_keeps_old_set_when_new_fails(tmp_path: Path) -> None:
     policy = tmp_path / "p.rego"
     _write(policy, _blocking("first"))
-    point = ReloadableDecisionPoint(Policies(paths=[str(tmp_path)]))
-    _write(policy, "package formal.v2\nsession := {\n")
-    with pytest.raises(PolicyLoadError, match=r"p\.rego:"):
+    point = await ReloadableDecisionPoint.open(Policies(paths=[str(tmp_path)]))
+    try:
+        _write(policy, "package formal.v2\nsession := {\n")
+        with pytest.raises(PolicyLoadError, match=r"p\.rego:"):
+            await point.reload()
+        assert await _message(point) == "first"
+        _write(policy, _blocking("second"))
         await point.reload()
-    assert await _message(point) == "first"
-    _write(policy, _blocking("second"))
-    await point.reload()
-    assert await _message(point) == "second"
+        assert await _message(point) == "second"
+    finally:
+        await point.aclose()
 
 
 async def test_reload_to_another_config(tmp_path: Path) -> None:
     _write(tmp_path / "p.rego", _blocking("embedded"))
-    point = ReloadableDecisionPoint(Policies())
-    assert (await point.decide("session", INPUT)).allowed and not point.has_rule("session")
-    await point.reload(Policies(paths=[str(tmp_path)]))
-    assert point.has_rule("session") and await _message(point) == "embedded"
-    await point.reload(Policies(engine="opa", timeout_ms=10))
-    assert isinstance(point.current, OpaDecisionPoint)
-    await point.reload(Policies(paths=[str(tmp_path)]))  # retires the OPA client after its timeout
-    assert await _message(point) == "embedded"
+    point = await ReloadableDecisionPoint.open(Policies())
+    try:
+        assert (await point.decide("session", INPUT)).allowed and not point.has_rule("session")
+        await point.reload(Policies(paths=[str(tmp_path)]))
+        assert point.has_rule("session") and await _message(point) == "embedded"
+        await point.reload(Policies(engine="opa", timeout_ms=10))
+        assert isinstance(point.current, OpaDecisionPoint)
+        await point.reload(Policies(paths=[str(tmp_path)]))  # retires the OPA client after its timeout
+        assert await _message(point) == "embedded"
+    finally:
+        await point.aclose()
 
 
 async def _until(predicate_message: str, point: ReloadableDecisionPoint) -> None:
@@ -71,7 +77,7 @@ async def test_watcher_reloads_on_change_and_survives_a_bad_file(tmp_path: Path)
     policy = tmp_path / "sub" / "p.rego"
     policy.parent.mkdir()
     _write(policy, _blocking("v1"))
-    point = ReloadableDecisionPoint(Policies(paths=[str(tmp_path)]))
+    point = await ReloadableDecisionPoint.open(Policies(paths=[str(tmp_path)]))
     stop = asyncio.Event()
     with capture_logs() as logs:
         watcher = asyncio.create_task(watch_policies(point, stop, interval_s=0.02))
@@ -89,6 +95,7 @@ async def test_watcher_reloads_on_change_and_survives_a_bad_file(tmp_path: Path)
         await _until("v3", point)
         stop.set()
         await asyncio.wait_for(watcher, 1)
+        await point.aclose()
     failed = [e for e in logs if e["event"] == "policy.reload_failed"]
     assert failed and "p.rego:" in failed[0]["error"]
     assert [e["event"] for e in logs if e["event"] == "policy.reloaded"] == ["policy.reloaded"] * 2

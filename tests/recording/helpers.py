@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,9 @@ ASCIINEMA = str(Path(sys.executable).parent / "asciinema")
 
 META: dict[str, Any] = {
     "user": {
-        "type": "user",
+        "type": "human",
         "email": "alice@corp.com",
-        "provider": "local",
+        "provider": "formal",
         "login": "alice",
         "groups": ["dev"],
     },
@@ -36,11 +37,49 @@ def session_doc(directory: Path) -> dict[str, Any]:
     return dict(json.loads((directory / "session.json").read_text()))
 
 
+def closed_sessions(root: Path, count: int, timeout: float = 15) -> list[dict[str, Any]]:
+    """The documents of the ended sessions under ``root``, once ``count`` have ended."""
+    deadline = time.monotonic() + timeout
+    while True:
+        docs = [json.loads(p.read_text()) for p in root.glob("[0-9]*/*/session.json")]
+        ended = [d for d in docs if d.get("status") != "active"]
+        if len(ended) >= count or time.monotonic() > deadline:
+            return ended
+        time.sleep(0.1)
+
+
+def payload(path: Path) -> bytes:
+    """A data log's bytes after its first line (script's header, which scriptreplay skips)."""
+    head, _, rest = path.read_bytes().partition(b"\n")
+    assert head.startswith(b"Script started on "), head
+    return rest
+
+
+def scriptreplay(directory: Path, stem: str, *extra: str) -> bytes:
+    """What the stock util-linux scriptreplay prints for a channel, 1000 times faster."""
+    argv = ["scriptreplay", "--log-timing", str(directory / f"{stem}.timing"),
+            "--log-out", str(directory / f"{stem}.out"), "--divisor", "1000", *extra]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, timeout=60, check=True)
+    return done.stdout
+
+
 def cast_text(path: Path) -> str:
     """What the real asciinema player prints for a cast (it fails on a malformed one)."""
-    done = subprocess.run([ASCIINEMA, "cat", str(path)], capture_output=True, timeout=30, check=True)
+    done = subprocess.run([ASCIINEMA, "cat", str(path)], capture_output=True, timeout=60, check=True)
     return done.stdout.decode()
+
+
+def cast_events(path: Path) -> tuple[dict[str, Any], list[list[Any]]]:
+    """A cast's header and events, each line parsed as strict JSON."""
+    header, *events = (json.loads(line) for line in path.read_text(encoding="utf-8").splitlines())
+    return header, events
 
 
 def lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def cli(*argv: str) -> subprocess.CompletedProcess[bytes]:
+    """``sshgate recordings ...`` as a process."""
+    command = [sys.executable, "-m", "sshgate.cli", "recordings", *argv]
+    return subprocess.run(command, capture_output=True, timeout=120)

@@ -1,61 +1,240 @@
+"""``sshgate recordings ...`` over recordings in both layouts: the raw one of docs/recordings.md
+and the asciicast one written before it (session.json version 1)."""
+
 from __future__ import annotations
 
-import argparse
+import itertools
+import json
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
-from sshgate.recording.cli import add_recording_commands
-from sshgate.recording.local import FileRecorder
-from sshgate.recording.manifest import load_signing_key
-from tests.recording.helpers import META, session_dir
-from tests.recording.test_local import _key_file
-
-
-def cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser()
-    add_recording_commands(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["recordings", *argv])
-    result: int = args.func(args)
-    return result
+from sshgate.cli import main
+from sshgate.recording.channels import Options
+from sshgate.recording.local import FileRecorder, write_json
+from sshgate.recording.manifest import load_signing_key, seal
+from tests.recording.helpers import META, cast_events, cast_text, cli, session_dir
+from tests.recording.test_local import key_file, ssh_key
 
 
-async def test_list_show_play_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    key_file = _key_file(tmp_path)
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    status = main(["recordings", *argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.fixture
+def configured(tmp_path: Path) -> tuple[Path, str]:
+    """A config naming a recording directory and a signing key; returns (recording dir, --config)."""
+    key = key_file(tmp_path)
     rec_dir = tmp_path / "recordings"
     config = tmp_path / "sshgate.yaml"
-    config.write_text(f"recording: {{dir: {rec_dir}, signing_key: {key_file}}}\n")
-    recorder = FileRecorder(rec_dir, signing_key=load_signing_key(key_file))
-    for sid, resource in (("s-one", "web-1"), ("s-two", "db-1")):
-        session = await recorder.start_session(sid, {**META, "resource": resource})
-        chan = session.open_channel("exec", {"command": "echo hi", "pty": False})
-        chan.output(b"hi from " + sid.encode() + b"\n")
+    config.write_text(f"recording: {{dir: {rec_dir}, signing_key: {key}}}\n")
+    return rec_dir, str(config)
+
+
+async def record(
+    rec_dir: Path, key: str | None, sessions: dict[str, list[tuple[str, Any]]], **meta: Any
+) -> None:
+    """One session per entry, each with one channel fed ``(call, argument)`` steps."""
+    recorder = FileRecorder(rec_dir, Options(capture_input=True), load_signing_key(key) if key else None)
+    for sid, steps in sessions.items():
+        session = await recorder.start_session(sid, {**META, **meta})
+        chan = session.open_channel("shell", {"pty": True, "term": "xterm", "size": [90, 20]})
+        for call, argument in steps:
+            getattr(chan, call)(*argument) if isinstance(argument, tuple) else getattr(chan, call)(argument)
         chan.close(0)
         await session.close()
     await recorder.aclose()
 
-    assert cli("list", "--config", str(config), "--resource", "db-1") == 0
-    out = capsys.readouterr().out.splitlines()
-    assert out[0].split()[:3] == ["SESSION", "STARTED", "STATUS"] and len(out) == 2 and "s-two" in out[1]
-    assert cli("list", "--config", str(config), "--user", "ALICE", "--since", "2000-01-01") == 0
-    assert len(capsys.readouterr().out.splitlines()) == 3
-    assert cli("list", "--config", str(config), "--user", "bob") == 0
-    assert len(capsys.readouterr().out.splitlines()) == 1
 
-    assert cli("show", "s-one", "--config", str(config)) == 0
-    shown = capsys.readouterr().out
-    assert "alice@corp.com" in shown and "web-1 (ssh) as ubuntu" in shown and "1-exec.cast" in shown
-    assert "echo hi" in shown and "signed       yes" in shown
+async def test_list_show_play_search_verify(
+    configured: tuple[Path, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    rec_dir, config = configured
+    key = str(tmp_path / "signing_key")
+    await record(
+        rec_dir, key, {"s-one": [("output", b"\x1b[1mhi\x1b[0m from one, wo\x1b[31mrd\x1b[0m-x\r\n")]}
+    )
+    await record(rec_dir, key, {"s-two": [("output", b"hi from two\r\n")]}, resource="db-1")
 
-    assert cli("play", "s-one", "--channel", "1", "--speed", "50", "--config", str(config)) == 0
-    assert capsys.readouterr().out == "hi from s-one\n"
+    status, out, _ = run(capsys, "list", "--config", config, "--resource", "db-1")
+    rows = out.splitlines()
+    assert status == 0 and rows[0].split()[:3] == ["SESSION", "STARTED", "STATUS"] and len(rows) == 2
+    assert rows[1].split()[:1] == ["s-two"] and "closed (client)" in rows[1]
+    assert (
+        len(
+            run(capsys, "list", "--config", config, "--user", "ALICE", "--since", "2000-01-01")[
+                1
+            ].splitlines()
+        )
+        == 3
+    )
+    assert len(run(capsys, "list", "--config", config, "--user", "bob")[1].splitlines()) == 1
 
-    assert cli("verify", "s-one", "--config", str(config)) == 0
-    assert capsys.readouterr().out.startswith("OK s-one")
-    cast = session_dir(rec_dir, "s-one") / "1-exec.cast"
-    cast.write_bytes(cast.read_bytes().replace(b"hi from", b"hI from"))
-    assert cli("verify", "s-one", "--config", str(config)) == 1
-    assert capsys.readouterr().out == "FAILED 1-exec.cast: changed (sha256 differs from the manifest)\n"
+    status, shown, _ = run(capsys, "show", "s-one", "--config", config)
+    assert status == 0 and "idp:formal:human:alice@corp.com" in shown and "web-1 (ssh) as ubuntu" in shown
+    assert "1-shell.out 1-shell.in 1-shell.timing" in shown and "signed       yes" in shown
 
-    assert cli("show", "nope", "--config", str(config)) == 2
-    assert "no recording nope" in capsys.readouterr().err
+    assert cli("play", "s-one", "--channel", "1", "--speed", "50", "--config", config).stdout == (
+        b"\x1b[1mhi\x1b[0m from one, wo\x1b[31mrd\x1b[0m-x\r\n"
+    )
+
+    status, found, _ = run(capsys, "search", "word-x", "--config", config)  # colours inside the word
+    assert status == 0
+    (line,) = found.splitlines()
+    session_id, user, resource, started, text = line.split("\t")
+    assert (session_id, user, resource, text) == ("s-one", "alice@corp.com", "web-1", "hi from one, word-x")
+    assert started.endswith("Z")
+    both = run(capsys, "search", "hi from", "--config", config)[1].splitlines()
+    assert sorted(row.split("\t")[0] for row in both) == ["s-one", "s-two"]
+    assert run(capsys, "search", "nowhere", "--config", config)[:2] == (1, "")
+
+    status, out, _ = run(capsys, "verify", "s-one", "--config", config)
+    assert status == 0 and out.startswith("OK s-one") and "the configured signing_key" in out
+    out_file = session_dir(rec_dir, "s-one") / "1-shell.out"
+    out_file.write_bytes(out_file.read_bytes().replace(b"from one", b"from 0ne"))
+    status, out, _ = run(capsys, "verify", "s-one", "--config", config)
+    assert (status, out) == (1, "FAILED 1-shell.out: changed (sha256 differs from the manifest)\n")
+
+    assert run(capsys, "show", "nope", "--config", config)[::2] == (
+        2,
+        "sshgate: no recording nope in " + str(rec_dir) + "\n",
+    )
+    assert run(capsys, "export", "s-two", "--channel", "7", "--config", config)[2].startswith("sshgate: ")
+
+
+async def test_verify_says_what_the_signature_proves(
+    configured: tuple[Path, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    rec_dir, config = configured
+    key = str(tmp_path / "signing_key")
+    await record(rec_dir, key, {"s-k": [("output", b"x")]})
+    public = tmp_path / "key.pub"
+    public.write_bytes(
+        load_signing_key(key)
+        .public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    )
+    status, out, _ = run(capsys, "verify", "s-k", "--config", config, "--public-key", str(public))
+    assert status == 0 and f"(--public-key {public})" in out and "SHA256:" in out
+
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(f"recording: {{dir: {rec_dir}}}\n")
+    status, out, _ = run(capsys, "verify", "s-k", "--config", str(bare))
+    assert status == 0 and "proves the files are unchanged since signing, not who signed them" in out
+
+    other_key = tmp_path / "other_key"
+    ssh_key(other_key)  # a private key file names its public half too
+    status, out, _ = run(capsys, "verify", "s-k", "--config", str(bare), "--public-key", str(other_key))
+    assert status == 1 and "session.json: signed by another key" in out
+
+
+def legacy_session(root: Path, key: str) -> Path:
+    """A recording as the asciicast recorder wrote it before the raw layout (session.json v1)."""
+    directory = root / "2026-11-30" / "s-legacy"
+    directory.mkdir(parents=True)
+    cast = [
+        {"version": 2, "width": 100, "height": 30, "timestamp": 1796000000, "title": "alice@corp.com on web-1 as ubuntu",
+         "env": {"TERM": "xterm"}},
+        [0.01, "o", "$ echo caf\u00e9\r\n"],
+        [0.5, "r", "120x40"],
+        [0.6, "o", "legacy-word \u001b[1mbold\u001b[0m\r\n"],
+    ]  # fmt: skip
+    (directory / "1-shell.cast").write_text("".join(json.dumps(line) + "\n" for line in cast))
+    doc = {
+        "version": 1, "session_id": "s-legacy", "status": "closed", "started_at": "2026-11-30T10:00:00Z",
+        "ended_at": "2026-11-30T10:01:00Z",
+        "user": {"type": "human", "email": "alice@corp.com", "provider": "formal", "login": "alice", "groups": ["dev"]},
+        "resource": "web-1", "resource_type": "ssh", "native_user": "ubuntu",
+        "client": {"ip": "127.0.0.1", "version": "SSH-2.0-OpenSSH_9.2"}, "auth_method": "publickey",
+        "decisions": [{"stage": "session", "action": "allow"}],
+        "channels": [{"n": 1, "kind": "shell", "file": "1-shell.cast", "pty": True, "term": "xterm",
+                      "size": [100, 30], "opened_at": "2026-11-30T10:00:00Z", "closed_at": "2026-11-30T10:01:00Z",
+                      "exit_status": 0, "exit_signal": None, "bytes_in": 10, "bytes_out": 40}],
+    }  # fmt: skip
+    seal(doc, directory, load_signing_key(key))
+    write_json(directory / "session.json", doc)
+    return directory
+
+
+def test_recordings_from_before_the_raw_layout(
+    configured: tuple[Path, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    rec_dir, config = configured
+    directory = legacy_session(rec_dir, str(tmp_path / "signing_key"))
+    status, shown, _ = run(capsys, "show", "s-legacy", "--config", config)
+    assert status == 0 and "idp:formal:human:alice@corp.com" in shown and "1-shell.cast" in shown
+    assert "127.0.0.1" in shown and "2026-11-30T10:00:00Z .. 2026-11-30T10:01:00Z" in shown
+    assert "s-legacy" in run(capsys, "list", "--config", config)[1]
+    played = cli("play", "s-legacy", "--speed", "100", "--config", config)
+    assert played.stdout == "$ echo café\r\nlegacy-word \x1b[1mbold\x1b[0m\r\n".encode()
+    exported = tmp_path / "legacy.cast"
+    assert (
+        run(capsys, "export", "s-legacy", "--channel", "1", "-o", str(exported), "--config", config)[0] == 0
+    )
+    assert exported.read_bytes() == (directory / "1-shell.cast").read_bytes()
+    assert "legacy-word" in cast_text(exported)
+    status, found, _ = run(capsys, "search", "legacy-word", "--config", config)
+    assert found.split("\t")[0] == "s-legacy" and found.rstrip().endswith("legacy-word bold")
+    assert run(capsys, "verify", "s-legacy", "--config", config)[0] == 0
+    cast = directory / "1-shell.cast"
+    cast.write_text(cast.read_text().replace("legacy-word", "changed-word"))
+    assert run(capsys, "verify", "s-legacy", "--config", config)[1] == (
+        "FAILED 1-shell.cast: changed (sha256 differs from the manifest)\n"
+    )
+
+
+async def test_export_keeps_resizes_input_and_odd_bytes(
+    configured: tuple[Path, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    rec_dir, config = configured
+    binary = bytes(range(256)) * 4
+    await record(rec_dir, None, {"s-odd": [
+        ("input", b"ls\r"), ("output", b"caf\xc3"), ("output", b"\xa9 \xe2\x82"), ("output", b"\xac\r\n"),
+        ("resize", (132, 43)), ("output", binary), ("output", b"\xf0\x9f"),
+    ]})  # fmt: skip
+    exported = tmp_path / "odd.cast"
+    assert (
+        run(capsys, "export", "s-odd", "--format", "asciicast", "-o", str(exported), "--config", config)[0]
+        == 0
+    )
+    header, events = cast_events(exported)  # every line strict JSON
+    assert (header["version"], header["width"], header["height"]) == (2, 90, 20)
+    assert header["env"] == {"TERM": "xterm"} and header["title"] == "alice@corp.com on web-1 as ubuntu"
+    assert ["i", "ls\r"] in [e[1:] for e in events] and ["r", "132x43"] in [e[1:] for e in events]
+    output = "".join(e[2] for e in events if e[1] == "o")
+    assert output == (b"caf\xc3\xa9 \xe2\x82\xac\r\n" + binary + b"\xf0\x9f").decode("utf-8", "replace")
+    assert "café €" in output and output.endswith("\ufffd")  # a character cut short by the end
+    assert all(a[0] <= b[0] for a, b in itertools.pairwise(events))
+    assert "café €" in cast_text(exported)
+    to_stdout = cli("export", "s-odd", "--config", config)
+    assert to_stdout.returncode == 0 and to_stdout.stdout == exported.read_bytes()
+
+
+async def test_export_streams_in_flat_memory(configured: tuple[Path, str], tmp_path: Path) -> None:
+    rec_dir, config = configured
+    chunk = (b"line of output \x1b[32mgreen\x1b[0m \xff\r\n" * 2000)[:65536]
+    await record(rec_dir, None, {"s-big": [("output", chunk)] * 2048})  # 128 MiB
+    script = (
+        "import resource, sys\nfrom sshgate.cli import main\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "status = main(sys.argv[1:])\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before, file=sys.stderr)\nsys.exit(status)\n"
+    )
+    out = tmp_path / "big.cast"
+    done = subprocess.run(
+        [sys.executable, "-c", script, "recordings", "export", "s-big", "-o", str(out), "--config", config],
+        capture_output=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    grown_mb = int(done.stderr.split()[-1]) / 1024
+    assert grown_mb < 32, grown_mb  # a few pieces in flight, not the 128 MiB
+    with out.open("rb") as f:
+        f.readline()
+        total = sum(len(json.loads(line)[2].encode()) for line in f)
+    assert total > 128 << 20

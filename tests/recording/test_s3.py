@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import subprocess
 import sys
@@ -17,7 +18,8 @@ import pytest
 from sshgate.config import Config
 from sshgate.recording.build import build_recorder
 from sshgate.recording.local import FileRecorder
-from tests.recording.helpers import META, cast_text
+from sshgate.recording.manifest import verify
+from tests.recording.helpers import META, payload, scriptreplay
 
 MOTO = str(Path(sys.executable).parent / "moto_server")
 
@@ -106,13 +108,17 @@ async def test_outage_mid_session_then_the_recording_arrives_complete(moto: Moto
     objects = moto.objects()
     prefix = next(iter(objects)).rsplit("/", 1)[0]
     assert prefix.startswith("gw/") and prefix.endswith("/s-s3")
-    assert sorted(objects) == [f"{prefix}/1-shell.cast", f"{prefix}/session.json"]
-    cast = tmp_path / "1-shell.cast"
-    cast.write_bytes(objects[f"{prefix}/1-shell.cast"])
-    text = cast_text(cast)
-    assert text.startswith("before the outage") and text.endswith("during the outage\r\n")
-    assert len(cast.read_bytes()) > 9 * 2**20
-    assert b'"status": "closed"' in objects[f"{prefix}/session.json"]
+    assert sorted(objects) == [f"{prefix}/1-shell.out", f"{prefix}/1-shell.timing", f"{prefix}/session.json"]
+    directory = tmp_path / "downloaded"
+    directory.mkdir()
+    for key, body in objects.items():
+        (directory / key.rsplit("/", 1)[1]).write_bytes(body)
+    assert (
+        payload(directory / "1-shell.out") == b"before the outage\r\n" + big * 144 + b"during the outage\r\n"
+    )
+    assert scriptreplay(directory, "1-shell").endswith(b"during the outage\r\n\n")
+    doc = json.loads(objects[f"{prefix}/session.json"])
+    assert doc["status"] == "closed" and verify(directory, None) == []
     assert not list((tmp_path / "spool").glob("[0-9]*/*"))  # the spool is emptied
 
 
@@ -135,3 +141,4 @@ async def test_leftovers_upload_at_the_next_start(moto: Moto, tmp_path: Path) ->
     await asyncio.wait_for(second.sink.drain(), 30)
     await second.aclose()
     assert sorted(k.rsplit("/", 1)[1] for k in moto.objects()) == ["1-forward.jsonl", "session.json"]
+    assert not list(spool.glob("[0-9]*/*"))

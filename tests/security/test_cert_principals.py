@@ -129,5 +129,5 @@ def test_recorded_identity_is_the_certificate_holder(
     session_id = gateway.wait_event("auth.success", cert_serial=77)["session_id"]
     recordings = Path(gateway.config["data_dir"]) / "recordings"
     (manifest,) = recordings.glob(f"[0-9]*/{session_id}/session.json")
-    user = json.loads(manifest.read_text())["user"]
-    assert user["email"] == "mallory@corp.com" and user["provider"] == "formal"
+    doc = json.loads(manifest.read_text())
+    assert (doc["user"], doc["identity"]) == ("mallory@corp.com", "idp:formal:human:mallory@corp.com")

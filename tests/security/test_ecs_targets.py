@@ -1,5 +1,5 @@
 """ECS targets as an attacker tries them: ``--task`` and ``--container`` reach only what the resource
-allows (DESIGN §2 "ECS targets"), and the policy input describes the task actually reached.
+allows (docs/login.md, "ECS targets"), and the policy input describes the task actually reached.
 
 Real ssh -> sshgate -> sshgate-aws-emulator (moto behind it). The cluster holds tasks of the
 resource's service, of another service, a standalone task, a stopped task of the service, and a
@@ -44,6 +44,7 @@ session := {"action": "block", "type": "block_with_formal_message", "message": m
 class EcsWorld:
     url: str
     api: list[str]  # running tasks of service api in cluster prod, sorted by ARN
+    payments: str  # the one of them tagged team=payments (ids are random, so either place)
     other: str  # a task of service "other"
     lone: str  # a task of no service
     stopped: str  # a stopped task of service api
@@ -82,10 +83,8 @@ def world() -> Iterator[EcsWorld]:
                 kwargs["group"] = group
             return _task_id(ecs.run_task(**kwargs, **extra))
 
-        api = [
-            run("prod", "service:api", tags=[{"key": "team", "value": "payments"}]),
-            run("prod", "service:api"),
-        ]
+        payments = run("prod", "service:api", tags=[{"key": "team", "value": "payments"}])
+        api = [payments, run("prod", "service:api")]
         arns = {
             t["taskArn"].rsplit("/", 1)[-1]: t["taskArn"]
             for t in ecs.describe_tasks(cluster="prod", tasks=api)["tasks"]
@@ -95,6 +94,7 @@ def world() -> Iterator[EcsWorld]:
         yield EcsWorld(
             url,
             sorted(api, key=lambda t: arns[t]),
+            payments,
             run("prod", "service:other", tags=[{"key": "team", "value": "secret"}]),
             run("prod", None),
             stopped,
@@ -174,10 +174,11 @@ def test_service_resource_refuses_tasks_outside_its_service(
     world: EcsWorld, alice: Client, ecs_gateway: GatewayProcess, which: str
 ) -> None:
     task = "0123456789abcdef0123456789abcdef" if which == "unknown" else getattr(world, which)
+    before = len(ecs_gateway.events("session.refused", resource="api-svc"))
     stderr = _refused(world, alice, f"formal api-svc --task {task} -- echo here")
     assert stderr == f"sshgate: task {task} is not a running task of api-svc\n".encode()
-    refused = ecs_gateway.wait_event("session.refused", resource="api-svc")
-    assert task in refused["reason"] or which == "unknown"
+    refused = ecs_gateway.wait_events("session.refused", before + 1, resource="api-svc")[before]
+    assert task in refused["reason"] or which == "unknown"  # the audit log says why
 
 
 def test_task_option_must_be_a_task_id(world: EcsWorld, alice: Client) -> None:
@@ -226,11 +227,11 @@ def test_container_must_be_one_the_resource_offers(world: EcsWorld, alice: Clien
     [
         (
             "formal api-svc --task {api1} -- true",
-            f"task={{api1}} service={SERVICE_ARN} container=app team=none",
+            f"task={{api1}} service={SERVICE_ARN} container=app team={{team1}}",
         ),
         (
             "formal api-task --container sidecar -- true",
-            f"task={{api0}} service={SERVICE_ARN} container=sidecar team=payments",
+            f"task={{api0}} service={SERVICE_ARN} container=sidecar team={{team0}}",
         ),
         ("formal lone -- true", "task={lone} service=none container=app team=none"),
     ],
@@ -238,7 +239,14 @@ def test_container_must_be_one_the_resource_offers(world: EcsWorld, alice: Clien
 def test_policy_input_describes_the_task_reached(
     world: EcsWorld, john: Client, command: str, seen: str
 ) -> None:
-    names = {"api0": world.api[0], "api1": world.api[1], "lone": world.lone}
+    team = {t: "payments" if t == world.payments else "none" for t in world.api}
+    names = {
+        "api0": world.api[0],
+        "api1": world.api[1],
+        "lone": world.lone,
+        "team0": team[world.api[0]],
+        "team1": team[world.api[1]],
+    }
     result = john.ssh("john", command.format(**names))
     assert result.returncode == 1
     assert result.stderr == f"sshgate: Blocked by policy: saw {seen.format(**names)}\n".encode()

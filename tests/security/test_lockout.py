@@ -42,8 +42,8 @@ def _key(path: Path) -> asyncssh.SSHKey:
     return asyncssh.read_private_key(path)
 
 
-def _failures(gw: GatewayProcess, source: str) -> list[dict[str, object]]:
-    return gw.events("auth.failure", client_ip=source)
+def _failures(gw: GatewayProcess, source: str, at_least: int = 0) -> list[dict[str, object]]:
+    return gw.wait_events("auth.failure", at_least, client_ip=source)
 
 
 def test_failures_count_once_and_a_success_does_not_clear_them(gw: GatewayProcess, keys: Keys) -> None:
@@ -51,7 +51,7 @@ def test_failures_count_once_and_a_success_does_not_clear_them(gw: GatewayProces
     for _ in range(FAILURES_BEFORE_LOCKOUT - 1):
         bad = asyncio.run(attempt(gw.port, ALICE, passwords=["sgt_wrong"], source=source))
         assert not bad.ok
-    assert len(_failures(gw, source)) == FAILURES_BEFORE_LOCKOUT - 1
+    assert len(_failures(gw, source, FAILURES_BEFORE_LOCKOUT - 1)) == FAILURES_BEFORE_LOCKOUT - 1
     # Counted once each (not again when the connection closes): not locked yet.
     good = asyncio.run(
         attempt(gw.port, ALICE, passwords=[keys.alice_token], source=source, command="echo in")
@@ -64,7 +64,7 @@ def test_failures_count_once_and_a_success_does_not_clear_them(gw: GatewayProces
     locked = asyncio.run(attempt(gw.port, ALICE, passwords=[keys.alice_token], source=source))
     assert not locked.ok
     assert "too many failed logins from 127.0.0.2" in locked.error
-    assert len(_failures(gw, source)) == FAILURES_BEFORE_LOCKOUT
+    assert len(_failures(gw, source, FAILURES_BEFORE_LOCKOUT)) == FAILURES_BEFORE_LOCKOUT
 
 
 @pytest.mark.parametrize("method", ["password", "publickey"])
@@ -101,7 +101,7 @@ def test_one_connection_gets_max_auth_tries(gw: GatewayProcess, keys: Keys) -> N
     )
     assert not outcome.ok and outcome.error == "too many authentication attempts", outcome.error
     assert len(outcome.prompts) == MAX_AUTH_TRIES + 1
-    assert len(_failures(gw, source)) == MAX_AUTH_TRIES
+    assert len(_failures(gw, source, MAX_AUTH_TRIES)) == MAX_AUTH_TRIES
     gw.wait_event("auth.max_tries", client_ip=source, limit=MAX_AUTH_TRIES)
 
 
@@ -140,7 +140,7 @@ def test_key_queries_are_no_failures_but_signed_refusals_are(
     with signing_without_query():
         for _ in range(FAILURES_BEFORE_LOCKOUT):
             assert not asyncio.run(attempt(gw.port, ALICE, keys=[_key(keys.stranger)], source=source)).ok
-    failures = _failures(gw, source)
+    failures = _failures(gw, source, FAILURES_BEFORE_LOCKOUT)
     assert len(failures) == FAILURES_BEFORE_LOCKOUT
     assert {f["method"] for f in failures} == {"publickey"}
     assert all(f["reason"] == "key not authorized for this identity" for f in failures)

@@ -52,7 +52,10 @@ def test_idle_connections_from_one_source_do_not_lock_out_others(
         first = [_first_bytes(sock) for sock in flood]
         assert sum(data.startswith(b"SSH-2.0-sshgate") for data in first) == PER_SOURCE
         assert first.count(b"") == 150 - PER_SOURCE  # dropped before the banner
-        assert len(gw.events("connection.dropped", client_ip="127.0.0.1")) == 150 - PER_SOURCE
+        assert (
+            len(gw.wait_events("connection.dropped", 150 - PER_SOURCE, client_ip="127.0.0.1"))
+            == 150 - PER_SOURCE
+        )
         start = time.monotonic()
         other = alice.ssh("alice+web-1", "echo other-source", options=["-o", "BindAddress=127.0.0.2"])
         assert other.stdout == b"other-source\n", other.stderr

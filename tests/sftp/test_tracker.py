@@ -65,9 +65,11 @@ EXPECTED = [
 ]
 
 
-def run(client_chunks: list[bytes], server_chunks: list[bytes]) -> list[dict[str, Any]]:
+def run(
+    client_chunks: list[bytes], server_chunks: list[bytes], cwd: str | None = None
+) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
-    tracker = SftpTracker(events.append)
+    tracker = SftpTracker(events.append, cwd=cwd)
     for chunk in client_chunks:
         tracker.client_data(chunk)
     for chunk in server_chunks:
@@ -135,14 +137,14 @@ def test_gate_returns_whole_packets_and_classifies_mutations() -> None:
         17: p.Mutation("rmdir", "/d"),
         18: p.Mutation("setstat", "/c"),
         19: p.Mutation("write", "/c"),
-        20: p.Mutation("setstat", "?"),  # its handle's reply was never fed here
+        20: p.Mutation("setstat", None),  # its handle's reply was never fed here: the gate refuses it
         21: p.Mutation("write", "/link", "/c"),
     }
 
 
 def test_fsetstat_names_the_path_behind_its_handle() -> None:
     tracker = SftpTracker(lambda e: None)
-    tracker.client_packets(k.open_(1, "/etc/motd", p.FXF_WRITE))
+    list(tracker.client_packets(k.open_(1, "/etc/motd", p.FXF_WRITE)))
     tracker.server_data(k.handle(1, H1))
     (packet,) = tracker.client_packets(k.packet(p.FSETSTAT, k.u32(2), k.s(H1), k.u32(0)))
     assert packet.mutation == p.Mutation("setstat", "/etc/motd")
@@ -170,7 +172,7 @@ def test_init_cannot_be_denied() -> None:
 def test_gate_refuses_oversized_packets() -> None:
     tracker = SftpTracker(lambda e: None)
     with pytest.raises(p.SftpProtocolError):
-        tracker.client_packets(struct.pack(">IB", p.MAX_PACKET + 1, p.WRITE))
+        list(tracker.client_packets(struct.pack(">IB", p.MAX_PACKET + 1, p.WRITE)))
 
 
 def test_truncated_body_is_a_protocol_error() -> None:

@@ -180,3 +180,58 @@ async def test_instance_connect_keys_live_sixty_seconds_per_user(
     assert await push(SSHPublicKey=dsa) == "InvalidArgsException"
     assert await push(InstanceOSUser="bad user") == "InvalidArgsException"
     assert await push(InstanceId="i-0123456789abcdef0") == "EC2InstanceNotFoundException"
+
+
+async def test_started_instance_boots_then_its_agent_comes_online(aws: Aws, emulator: Emulator) -> None:
+    """StartInstances: pending for boot_delay, then running, and only agent_delay later does SSM
+    list it and reach it, as an agent registering after boot."""
+    ec2, ssm = aws.ec2, aws.ssm
+    reply = await asyncio.to_thread(ec2.run_instances, ImageId="ami-12345678", MinCount=1, MaxCount=1)
+    instance = reply["Instances"][0]["InstanceId"]
+    await asyncio.to_thread(ec2.stop_instances, InstanceIds=[instance])
+
+    async def state() -> str:
+        found = await asyncio.to_thread(ec2.describe_instances, InstanceIds=[instance])
+        return str(found["Reservations"][0]["Instances"][0]["State"]["Name"])
+
+    async def online() -> bool:
+        info = await asyncio.to_thread(
+            ssm.describe_instance_information, Filters=[{"Key": "InstanceIds", "Values": [instance]}]
+        )
+        return [i["PingStatus"] for i in info["InstanceInformationList"]] == ["Online"]
+
+    assert (await state(), await online()) == ("stopped", False)
+    started = await asyncio.to_thread(ec2.start_instances, InstanceIds=[instance])
+    assert started["StartingInstances"][0]["CurrentState"]["Name"] == "pending"
+    assert (await state(), await online()) == ("pending", False)
+    with pytest.raises(ClientError) as early:
+        await asyncio.to_thread(ssm.start_session, Target=instance)
+    assert early.value.response["Error"]["Code"] == "TargetNotConnected"
+    await asyncio.sleep(emulator.boots.boot_delay + 0.2)
+    assert (await state(), await online()) == ("running", False)
+    await asyncio.sleep(emulator.boots.agent_delay)
+    assert await online()
+    reply = await asyncio.to_thread(ssm.start_session, Target=instance)
+    await asyncio.to_thread(ssm.terminate_session, SessionId=reply["SessionId"])
+    running = await asyncio.to_thread(ec2.start_instances, InstanceIds=[instance])
+    assert running["StartingInstances"][0]["PreviousState"]["Name"] == "running"
+    assert await online()  # starting a running instance changes nothing
+
+
+async def test_api_faults_answer_in_each_services_error_format(aws: Aws, emulator: Emulator) -> None:
+    emulator.api_faults.configure({"ec2:DescribeInstances": "throttle", "ecs:ListClusters": "deny"})
+    try:
+        with pytest.raises(ClientError) as throttled:
+            await asyncio.to_thread(aws.ec2.describe_instances)
+        assert throttled.value.response["Error"]["Code"] == "RequestLimitExceeded"
+        assert throttled.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+        with pytest.raises(ClientError) as denied:
+            await asyncio.to_thread(aws.ecs.list_clusters)
+        assert denied.value.response["Error"]["Code"] == "AccessDeniedException"
+        assert "not authorized to perform: ecs:ListClusters" in denied.value.response["Error"]["Message"]
+        await asyncio.to_thread(aws.ssm.describe_instance_information)  # other actions still answer
+    finally:
+        emulator.api_faults.configure({})
+    await asyncio.to_thread(aws.ec2.describe_instances)
+    with pytest.raises(ValueError, match="throttle"):
+        emulator.api_faults.configure({"ec2:DescribeInstances": "explode"})

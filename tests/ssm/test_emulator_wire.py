@@ -1,4 +1,4 @@
-"""The emulator's bytes on the wire, checked with a hand-driven websocket against ssm-protocol.md §13."""
+"""The emulator's bytes on the wire, checked with a hand-driven websocket against docs/ssm-protocol.md §12."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -18,10 +19,19 @@ REGION = "us-east-1"
 
 
 @contextmanager
-def emulator_process() -> Iterator[str]:
-    """Start it on a free port; yields ``http://127.0.0.1:PORT`` once it printed its ready line."""
-    exe = Path(sys.executable).with_name("sshgate-aws-emulator")
-    proc = subprocess.Popen([str(exe), "--port", "0"], stdout=subprocess.PIPE, text=True)
+def emulator_process(
+    *args: str, env: dict[str, str] | None = None, exe: Path | None = None
+) -> Iterator[str]:
+    """Start it (this environment's, or ``exe``) on a free port; yields ``http://127.0.0.1:PORT`` once
+    it printed its ready line. ``env`` adds to the environment its shells (the "instances" and
+    "containers") inherit."""
+    exe = exe or Path(sys.executable).with_name("sshgate-aws-emulator")
+    proc = subprocess.Popen(
+        [str(exe), "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()

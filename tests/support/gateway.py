@@ -79,13 +79,17 @@ class GatewayProcess:
         ]
 
     def wait_event(self, name: str, timeout: float = 10.0, **match: Any) -> dict[str, Any]:
+        return self.wait_events(name, 1, timeout, **match)[-1]
+
+    def wait_events(self, name: str, count: int, timeout: float = 10.0, **match: Any) -> list[dict[str, Any]]:
+        """At least ``count`` matching events (the audit output can trail what the client saw)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             found = self.events(name, **match)
-            if found:
-                return found[-1]
+            if len(found) >= count:
+                return found
             time.sleep(0.02)
-        raise TimeoutError(f"no {name} {match} in the audit log:\n" + "".join(self.raw[-20:]))
+        raise TimeoutError(f"fewer than {count} {name} {match} in the audit log:\n" + "".join(self.raw[-20:]))
 
     def signal(self, sig: int) -> None:
         assert self.process is not None

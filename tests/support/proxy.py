@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
 from sshgate.proxy_header import V2_SIGNATURE
-from tests.support.tcp import tcp_server
+from tests.support.tcp import serve_tcp
 
 
 def v1_header(client: tuple[str, int], server: tuple[str, int] = ("127.0.0.1", 2222)) -> bytes:
@@ -48,7 +48,7 @@ def proxy(target_port: int, header: bytes) -> Iterator[int]:
                 with suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
 
-    def serve(client: socket.socket) -> None:
+    def serve(client: socket.socket, _stop: object) -> None:
         upstream = socket.create_connection(("127.0.0.1", target_port), timeout=10)
         upstream.settimeout(None)
         client.settimeout(None)
@@ -58,5 +58,5 @@ def proxy(target_port: int, header: bytes) -> Iterator[int]:
         client.close()
         upstream.close()
 
-    with tcp_server(serve) as port:
+    with serve_tcp(serve) as port:
         yield port

@@ -5,12 +5,13 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from tests.support.net import free_port, wait_port
-from tests.support.tcp import tcp_server
+from tests.support.tcp import serve_tcp
 
 
 class RedisServer:
@@ -57,10 +58,9 @@ class RedisServer:
 @contextmanager
 def silent_store() -> Iterator[int]:
     """A TCP listener that accepts connections and never answers: a hung store."""
-    held: list[socket.socket] = []
-    try:
-        with tcp_server(held.append) as port:
-            yield port
-    finally:
-        for conn in held:
-            conn.close()
+
+    def hold(conn: socket.socket, stop: threading.Event) -> None:
+        stop.wait()  # serve_tcp closes the connection when the block ends
+
+    with serve_tcp(hold) as port:
+        yield port

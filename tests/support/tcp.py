@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -10,26 +11,16 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def echo_server() -> Iterator[int]:
-    """A threaded TCP echo server on 127.0.0.1; yields its port and stops on exit."""
-
-    def serve(conn: socket.socket) -> None:
-        with conn:
-            while data := conn.recv(65536):
-                conn.sendall(data)
-
-    with tcp_server(serve) as port:
-        yield port
-
-
-@contextmanager
-def tcp_server(serve: Callable[[socket.socket], None]) -> Iterator[int]:
-    """A threaded TCP server on 127.0.0.1, one ``serve`` thread per connection; yields its port."""
+def serve_tcp(serve: Callable[[socket.socket, threading.Event], None]) -> Iterator[int]:
+    """A TCP listener on 127.0.0.1 running ``serve(conn, stop)`` in a thread per connection;
+    yields its port. When the block ends ``stop`` is set and every connection is shut down."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
+    listener.listen(128)
     listener.settimeout(0.2)
     stop = threading.Event()
+    accepted: list[socket.socket] = []
+    threads: list[threading.Thread] = []
 
     def accept_loop() -> None:
         while not stop.is_set():
@@ -39,16 +30,38 @@ def tcp_server(serve: Callable[[socket.socket], None]) -> Iterator[int]:
                 continue
             except OSError:
                 return
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+            accepted.append(conn)
+            thread = threading.Thread(target=serve, args=(conn, stop), daemon=True)
+            threads.append(thread)
+            thread.start()
 
-    thread = threading.Thread(target=accept_loop, daemon=True)
-    thread.start()
+    acceptor = threading.Thread(target=accept_loop, daemon=True)
+    acceptor.start()
     try:
         yield int(listener.getsockname()[1])
     finally:
         stop.set()
-        thread.join(timeout=2)
+        acceptor.join(timeout=2)
         listener.close()
+        for conn in accepted:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked reading it
+            conn.close()
+        for thread in threads:
+            thread.join(timeout=2)
+
+
+@contextmanager
+def echo_server() -> Iterator[int]:
+    """A threaded TCP echo server on 127.0.0.1; yields its port and stops on exit."""
+
+    def echo(conn: socket.socket, stop: threading.Event) -> None:
+        with contextlib.suppress(OSError), conn:
+            while data := conn.recv(65536):
+                conn.sendall(data)
+
+    with serve_tcp(echo) as port:
+        yield port
 
 
 def socks5_connect(proxy_port: int, host: str, port: int, timeout: float = 10.0) -> socket.socket:

@@ -1,12 +1,24 @@
-"""The keyed GCM cipher must produce exactly asyncssh's bytes, packet after packet."""
+"""The keyed GCM cipher must produce exactly asyncssh's bytes, packet after packet; the fixes apply
+only when the gateway starts, and only on the asyncssh code they were tested against."""
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import inspect
+import json
 import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
 
+import asyncssh
 from asyncssh.crypto import GCMCipher
+from packaging.requirements import Requirement
+from packaging.version import Version
 
-from sshgate.asyncssh_tuning import KeyedGCMCipher
+from sshgate.asyncssh_tuning import RELIED_ON, REPLACED, TESTED_ASYNCSSH, KeyedGCMCipher
 
 
 def test_same_bytes_as_asyncssh_and_round_trip() -> None:
@@ -42,7 +54,7 @@ def test_recv_buffer_behaves_like_bytes() -> None:
         assert buf[:5] == model[:5] and buf[3:9] == model[3:9]
         model, buf = model[4:], buf[4:]
         assert buf[: len(model)] == model
-    model, buf = model[len(model):], buf[len(model):]
+    model, buf = model[len(model) :], buf[len(model) :]
     assert not buf and len(buf) == 0
 
 
@@ -76,3 +88,110 @@ def test_only_a_connections_first_reads_acknowledge_at_once() -> None:
         _data_received(conn, b"x")
     assert conn.received == _QUICKACK_READS + 10
     assert calls == [(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)] * _QUICKACK_READS
+
+
+# sha256 (first 16 hex digits) of inspect.getsource of each asyncssh object asyncssh_tuning replaces or
+# relies on, per tested version. A new asyncssh fails here: read what changed in these (2.24.0 -> 2.24.1
+# changed _recv_pkthdr, for one), re-run bench/bench_relay.py, then add the version and its prints.
+FINGERPRINTS = {
+    "2.24.1": {
+        "asyncssh.encryption:GCMCipher": "e389d2b5bed8eb41",
+        "asyncssh.connection:SSHConnection.send_packet": "fb9da7bec6dd395a",
+        "asyncssh.connection:SSHConnection._send": "c6698a37eb80f574",
+        "asyncssh.connection:SSHConnection.data_received": "b2d14a83b2604db6",
+        "asyncssh.encryption:GCMEncryption": "d255f9e6b1fa73ee",
+        "asyncssh.connection:SSHConnection._recv_data": "fc4e0735191bb0fd",
+        "asyncssh.connection:SSHConnection._recv_version": "05573b0ac8886bf3",
+        "asyncssh.connection:SSHConnection._recv_pkthdr": "7adc4d88fe20593c",
+        "asyncssh.connection:SSHConnection._recv_packet": "b3daa22e9763eee9",
+        "asyncssh.connection:SSHConnection._finish_recv_packet": "e12d96db58b3524e",
+    }
+}
+
+
+def resolve(name: str) -> object:
+    module, _, qualname = name.partition(":")
+    obj: object = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def fingerprint(name: str) -> str:
+    return hashlib.sha256(inspect.getsource(resolve(name)).encode()).hexdigest()[:16]  # type: ignore[arg-type]
+
+
+def test_asyncssh_is_a_tested_version_with_the_tested_code() -> None:
+    assert set(FINGERPRINTS) == set(TESTED_ASYNCSSH)
+    version = asyncssh.__version__
+    assert version in FINGERPRINTS, f"asyncssh {version} was never tested with sshgate.asyncssh_tuning"
+    assert set(FINGERPRINTS[version]) == set(REPLACED + RELIED_ON)
+    changed = sorted(n for n, fp in FINGERPRINTS[version].items() if fingerprint(n) != fp)
+    assert not changed, f"asyncssh {version} differs from the tested code in {changed}"
+
+
+def test_the_dependency_admits_exactly_the_tested_versions() -> None:
+    with (Path(__file__).parents[2] / "pyproject.toml").open("rb") as f:
+        dependencies = map(Requirement, tomllib.load(f)["project"]["dependencies"])
+    spec = next(r.specifier for r in dependencies if r.name == "asyncssh")
+    tested = sorted(Version(v) for v in TESTED_ASYNCSSH)
+    assert all(spec.contains(v) for v in tested)
+    low, high = tested[0], tested[-1]
+    neighbours = [f"{high.major}.{high.minor}.{high.micro + 1}", f"{high.major}.{high.minor + 1}.0",
+                  f"{high.major + 1}.0.0", f"{low.major}.{low.minor - 1}.0"]  # fmt: skip
+    if low.micro:
+        neighbours.append(f"{low.major}.{low.minor}.{low.micro - 1}")
+    assert not any(spec.contains(v) for v in neighbours), spec
+
+
+def run_python(script: str) -> list[str]:
+    """Lines a fresh interpreter prints: patches to asyncssh stay out of the test process."""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+SNAPSHOT = """
+import json
+import asyncssh.connection, asyncssh.encryption
+def snapshot():
+    return {**{f"asyncssh.encryption:{k}": v for k, v in vars(asyncssh.encryption).items()},
+            **{f"asyncssh.connection:SSHConnection.{k}": v
+               for k, v in vars(asyncssh.connection.SSHConnection).items()}}
+before = snapshot()
+"""
+CHANGED = "sorted(k for k, v in snapshot().items() if before.get(k, before) is not v)"
+
+
+def test_importing_the_gateway_changes_nothing_and_serve_applies_exactly_the_replacements() -> None:
+    lines = run_python(
+        SNAPSHOT
+        + "import sshgate.cli, sshgate.demo, sshgate.gateway.server\n"
+        + f"print(json.dumps({CHANGED}))\n"
+        + "from sshgate import asyncssh_tuning\n"
+        + f"print(json.dumps([asyncssh_tuning.apply(), {CHANGED}]))\n"
+    )
+    assert json.loads(lines[0]) == []
+    applied, changed = json.loads(lines[1])
+    assert applied is True
+    assert set(changed) == {*REPLACED, "asyncssh.connection:SSHConnection._sshgate_batch"}
+
+
+def test_an_untested_asyncssh_runs_unpatched_with_one_warning() -> None:
+    lines = run_python(
+        SNAPSHOT
+        + "asyncssh.__version__ = '2.99.0'\n"
+        + "from sshgate import asyncssh_tuning, audit\n"
+        + "audit.configure()\n"
+        + f"print(json.dumps([asyncssh_tuning.apply(), asyncssh_tuning.apply(), {CHANGED}]))\n"
+    )
+    warning, result = lines
+    assert json.loads(warning) | {"timestamp": "", "pid": 0} == {
+        "event": "asyncssh.untuned",
+        "version": "2.99.0",
+        "tested": list(TESTED_ASYNCSSH),
+        "level": "warning",
+        "timestamp": "",
+        "pid": 0,
+    }
+    assert json.loads(result) == [False, False, []]

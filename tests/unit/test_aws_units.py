@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
@@ -11,7 +12,8 @@ from hypothesis import strategies as st
 
 from sshgate.aws.clients import call
 from sshgate.aws.credentials import session_name
-from sshgate.aws.errors import AwsError, explain
+from sshgate.aws.errors import THROTTLE_CODES, AwsError, explain, is_throttle
+from sshgate.aws.targets import select_instance
 from sshgate.upstream.ssm_relay import ExitMarker
 
 
@@ -64,6 +66,19 @@ async def test_call_retries_throttling_then_succeeds() -> None:
     assert len(attempts) == 3
 
 
+@pytest.mark.parametrize("code", sorted(THROTTLE_CODES))
+def test_throttling_is_told_by_the_error_code(code: str) -> None:
+    assert is_throttle(explain(_client_error(code, "Rate exceeded"), "starting"))
+
+
+def test_a_message_that_says_throttling_is_not_a_throttle() -> None:
+    # A cluster named "throttling" is not a reason to retry; its error text carries the name.
+    error = explain(_client_error("ClusterNotFoundException", "Cluster throttling not found"), "starting")
+    assert "throttling" in str(error)
+    assert not is_throttle(error)
+    assert not is_throttle(AwsError("AWS is throttling requests while starting; try again shortly"))
+
+
 async def test_call_does_not_retry_access_denied() -> None:
     attempts: list[int] = []
 
@@ -105,3 +120,28 @@ def test_exit_marker_without_marker_passes_everything() -> None:
     assert marker.feed(text) + marker.flush() == text
     assert marker.status is None
     assert "printf" in marker.wrap("cat /etc/hostname") and marker.marker.decode() in marker.wrap("x")
+
+
+def _instance(instance_id: str, state: str, launched: int) -> tuple[str, dict[str, Any]]:
+    return "111", {
+        "InstanceId": instance_id,
+        "State": {"Name": state},
+        "LaunchTime": datetime.fromtimestamp(launched, UTC),
+    }
+
+
+@pytest.mark.parametrize("select", ["one", "newest", "any"])
+def test_select_prefers_the_only_running_instance(select: Literal["one", "newest", "any"]) -> None:
+    found = [_instance("i-1", "stopped", 9), _instance("i-2", "running", 1)]
+    assert select_instance(found, select, "the instance named x")[1]["InstanceId"] == "i-2"
+
+
+def test_select_among_several_running() -> None:
+    found = [_instance("i-1", "running", 5), _instance("i-3", "running", 9), _instance("i-2", "running", 7)]
+    with pytest.raises(AwsError, match=r"matches 3 running instances \(i-1, i-2, i-3\); name exactly one"):
+        select_instance(found, "one", "the instance named x")
+    assert select_instance(found, "newest", "x")[1]["InstanceId"] == "i-3"
+    assert {select_instance(found, "any", "x")[1]["InstanceId"] for _ in range(50)} == {"i-1", "i-2", "i-3"}
+    stopped = [_instance("i-1", "stopped", 1), _instance("i-2", "stopped", 2)]
+    with pytest.raises(AwsError, match=r"matches 2 instances \(i-1, i-2\)"):
+        select_instance(stopped, "one", "x")

@@ -1,8 +1,13 @@
 from __future__ import annotations
 
-import pytest
+import shlex
 
-from sshgate.command import CommandError, ListResources, Route, parse_command
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sshgate.command import CommandError, ListResources, Route, SshConfig, parse_command
+from sshgate.login import is_name
 
 
 @pytest.mark.parametrize(
@@ -11,6 +16,10 @@ from sshgate.command import CommandError, ListResources, Route, parse_command
         ("formal web-1", Route("web-1")),
         ("sshgate web-1", Route("web-1")),
         ("formal list", ListResources()),
+        ("formal list --detailed", ListResources(detailed=True)),
+        ("formal ssh-config", SshConfig()),
+        ("formal ssh-config --prefix corp- --vscode", SshConfig("corp-", vscode=True)),
+        ("sshgate ssh-config --vscode --prefix=gw.", SshConfig("gw.", vscode=True)),
         ("formal web-1 -- uname -a", Route("web-1", command="uname -a")),
         (
             "formal web-1 --native-user ro -- sh -c 'echo a; exit 4'",
@@ -42,8 +51,26 @@ def test_parse(text: str, expected: object) -> None:
         ("formal 'web 1'", "invalid resource"),
         ("formal web-1 --native-user 'a b'", "invalid native user"),
         ("formal web-1 --shell 'unterminated", "cannot parse"),
+        ("formal list --bogus", "unknown option"),
+        ("formal list -- ls", "runs no command"),
+        ("formal ssh-config --native-user x", "unknown option"),
+        ("formal ssh-config --vscode=yes", "unknown option"),
+        ("formal ssh-config --prefix", "needs a value"),
+        ("formal ssh-config --prefix '*'", "invalid prefix"),
+        ("formal ssh-config --prefix ''", "invalid prefix"),
+        ("formal ssh-config --prefix 'a b'", "invalid prefix"),
     ],
 )
 def test_errors(text: str, message: str) -> None:
     with pytest.raises(CommandError, match=message):
         parse_command(text)
+
+
+@given(st.text(max_size=40))
+def test_ssh_config_prefix_is_a_plain_name_or_refused(prefix: str) -> None:
+    """The prefix becomes ``Host <prefix>*``: it never carries a glob, a blank or a quote."""
+    try:
+        parsed = parse_command(f"formal ssh-config --prefix {shlex.quote(prefix)}")
+    except CommandError:
+        return
+    assert isinstance(parsed, SshConfig) and parsed.prefix == prefix and is_name(prefix)

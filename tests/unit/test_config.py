@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +21,16 @@ resources:
 
 
 def test_design_example_parses() -> None:
-    """Every section of DESIGN §3 parses, including those later issues implement."""
+    """Every section of the product spec's full example parses, including those later issues implement."""
     text = Path(__file__).with_name("design_example.yaml").read_text()
     config = parse_config(text)
     assert [r.type for r in config.resources] == ["ssh", "ec2", "ecs"]
     assert config.policies.engine == "embedded"
     assert config.limits.lockout_s == 300
     assert config.recording.s3 is not None and config.recording.s3.bucket == "my-recordings"
+    assert config.recording.retention_days == 0 and not config.recording.transfer_data
+    assert config.public_host_port == ("gw.corp.com", 22)
+    assert config.discovery.interval_s == 60 and config.discovery.native_users[0].username == "ops"
     assert config.identities.oidc is not None and config.identities.oidc.mfa.max_age_s == 300
     assert config.state is not None and config.state.timeout_ms == 250
     assert "valkey" not in repr(config.state) and "SSHGATE_STATE_HMAC" not in repr(config.state)
@@ -98,6 +102,38 @@ def test_unknown_key_names_key_and_line() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(text, "gw.yaml")
     assert "gw.yaml:9: resources.0.colour: unknown key" in str(info.value)
+
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK0wmN/Cr3JXqmLW7u+g9pTh+wyqDHpSQEIQczXkVx9q"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "ssh-ed25519 AAAAbroken alice@laptop",
+        f'from="10.0.0.0/8" {KEY}',  # authorized_keys options: a login compares bare keys only
+        "alice@laptop",
+        "",
+    ],
+)
+def test_bad_key_lines_are_refused_at_load_naming_key_and_line(bad: str) -> None:
+    text = f"""identities:
+  users:
+    - email: alice@corp.com
+      authorized_keys:
+        - "{KEY} alice@laptop"
+        - '{bad}'
+  machines:
+    - name: ci-bot
+      authorized_keys: ["{KEY}"]
+  user_ca_keys: ['{bad}']
+"""
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "gw.yaml")
+    lines = str(err.value).splitlines()
+    assert lines[0].startswith("gw.yaml:6: identities.users.0.authorized_keys.1: ")
+    assert lines[1].startswith("gw.yaml:10: identities.user_ca_keys.0: ")
+    assert all("not an SSH public key" in line for line in lines) and len(lines) == 2
 
 
 def test_unknown_top_level_key() -> None:
@@ -174,3 +210,52 @@ def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     bad.write_text(RESOURCE + "    port: nope\n")
     assert main(["check-config", "--config", str(bad)]) == 2
     assert "bad.yaml:9: resources.0.port" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["list", "ssh-config"])
+def test_reserved_resource_names(name: str) -> None:
+    with pytest.raises(ConfigError, match=f"'{name}' is a word of the remote command"):
+        parse_config(RESOURCE.replace("name: web-1", f"name: {name}"))
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("gw.corp.com", ("gw.corp.com", 22)),
+        ("gw.corp.com:2222", ("gw.corp.com", 2222)),
+        ("[2001:db8::1]:22", ("2001:db8::1", 22)),
+        ("10.0.0.1:0", None),
+        ("gw corp", None),
+        ("gw.corp.com:22\nHost *", None),
+        ("-oProxyCommand=x", None),
+    ],
+)
+def test_public_address(address: str, expected: tuple[str, int] | None) -> None:
+    text = f"public_address: {json.dumps(address)}\n"
+    if expected is None:
+        with pytest.raises(ConfigError, match="public_address is HOST"):
+            parse_config(text)
+    else:
+        assert parse_config(text).public_host_port == expected
+
+
+def test_native_users_may_be_left_out_only_where_there_is_an_ambient_identity() -> None:
+    with pytest.raises(ConfigError, match=r"resources.0.native_users: Field required"):
+        parse_config(
+            RESOURCE.replace(
+                '    native_users:\n      - {username: ubuntu, secret: "ENV:WEB1_KEY", default: true}\n', ""
+            )
+        )
+    config = parse_config(
+        "resources: [{name: app, type: ec2, instance_id: i-1}, {name: api, type: ecs, cluster: c, task: t}]"
+    )
+    assert [r.native_users for r in config.resources] == [[], []]
+
+
+def test_discovery_native_users_are_checked_like_a_resource_s() -> None:
+    text = (
+        "identities: {users: [{email: a@x.io, groups: [dev, ops]}]}\n"
+        "discovery: {native_users: [{username: ro, secret: iam, groups: [dev]}, {username: rw, secret: iam, groups: [ops]}]}\n"
+    )
+    with pytest.raises(ConfigError, match="different native users on discovered resources through groups"):
+        parse_config(text)

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sshgate.login import Login, LoginError, is_name, parse_login
+from sshgate.login import Login, LoginError, is_name, login_for, parse_login
 
 
 @pytest.mark.parametrize(
@@ -84,3 +84,31 @@ def test_grammar_alphabet_parses_or_raises(text: str) -> None:
         return
     for part in (login.resource, login.native_user, login.provider):
         assert part is None or is_name(part)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("alice", "alice+web-1"),
+        ("Alice@ro+api", "alice+web-1"),
+        ("idp:human:John+ops@Corp.com@readonly+api", "idp:human:john+ops@corp.com+web-1"),
+        ("idp:okta:human:a@b.io", "idp:okta:human:a@b.io+web-1"),
+        ("idp:formal:machine:ci-bot@deploy", "idp:formal:machine:ci-bot+web-1"),
+    ],
+)
+def test_login_for_keeps_the_form_and_drops_the_native_user(raw: str, expected: str) -> None:
+    assert login_for(parse_login(raw), "web-1") == expected
+
+
+@given(
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789.+_@:-", max_size=80),
+    st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", fullmatch=True),
+)
+def test_login_for_names_the_same_identity_and_that_resource(text: str, resource: str) -> None:
+    try:
+        login = parse_login(text)
+    except LoginError:
+        return
+    again = parse_login(login_for(login, resource))
+    assert (again.kind, again.subject, again.provider) == (login.kind, login.subject, login.provider)
+    assert (again.native_user, again.resource) == (None, resource)

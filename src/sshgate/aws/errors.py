@@ -8,6 +8,10 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 _ACTION = re.compile(r"perform: ([\w-]+:\w+)")
+# Error codes with which the AWS APIs the gateway calls say "slow down".
+THROTTLE_CODES = frozenset(
+    {"ThrottlingException", "Throttling", "RequestLimitExceeded", "TooManyRequestsException"}
+)
 
 
 class AwsError(Exception):
@@ -30,7 +34,7 @@ def explain(exc: BaseException, doing: str) -> AwsError:
             action = _ACTION.search(message)
             missing = f" (missing permission {action.group(1)})" if action else ""
             return AwsError(f"access denied by IAM while {doing}{missing}", detail, code)
-        if code in ("ThrottlingException", "Throttling", "RequestLimitExceeded", "TooManyRequestsException"):
+        if code in THROTTLE_CODES:
             return AwsError(f"AWS is throttling requests while {doing}; try again shortly", detail, code)
         if code == "TargetNotConnected":
             return AwsError(f"the target's SSM agent is not connected ({doing})", detail, code)
@@ -50,4 +54,5 @@ def explain(exc: BaseException, doing: str) -> AwsError:
 
 
 def is_throttle(exc: BaseException) -> bool:
-    return isinstance(exc, AwsError) and "throttling" in str(exc)
+    """Worth retrying after a pause: decided by the error code, never by the message's wording."""
+    return isinstance(exc, AwsError) and exc.code in THROTTLE_CODES

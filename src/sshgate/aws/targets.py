@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from sshgate.aws.clients import AwsClients, Credentials, call
 from sshgate.aws.errors import AwsError
@@ -13,6 +15,8 @@ from sshgate.config import Ec2Resource, EcsResource
 from sshgate.policy.input import Ec2Facts, EcsFacts
 
 LOOKUP_TTL_S = 15.0
+STARTABLE_STATES = ("pending", "stopping", "stopped")
+_EPOCH = datetime.fromtimestamp(0, UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +40,29 @@ class EcsTarget:
         return f"ecs:{self.cluster}_{self.task_id}_{self.runtime_id}"
 
 
-def _tags(items: list[dict[str, str]] | None) -> dict[str, str]:
+def tag_map(items: list[dict[str, str]] | None) -> dict[str, str]:
     return {t.get("Key", t.get("key", "")): t.get("Value", t.get("value", "")) for t in items or []}
+
+
+def select_instance(
+    found: list[tuple[str, dict[str, Any]]], select: Literal["one", "newest", "any"], what: str
+) -> tuple[str, dict[str, Any]]:
+    """Several instances behind one Name tag (an autoscaling group): running ones come first, then
+    ``select`` decides: ``one`` refuses and names them, ``newest`` takes the last launched, ``any``
+    spreads sessions at random."""
+    running = [pair for pair in found if pair[1].get("State", {}).get("Name") == "running"]
+    pool = running or found
+    if len(pool) == 1:
+        return pool[0]
+    if select == "newest":
+        return max(pool, key=lambda pair: (pair[1].get("LaunchTime") or _EPOCH, pair[1]["InstanceId"]))
+    if select == "any":
+        return random.choice(pool)
+    ids = ", ".join(sorted(i["InstanceId"] for _, i in pool))
+    kind = "running instances" if running else "instances"
+    raise AwsError(
+        f"{what} matches {len(pool)} {kind} ({ids}); name exactly one, or set select: newest or any"
+    )
 
 
 class TargetLookup:
@@ -52,6 +77,15 @@ class TargetLookup:
         return hit[1] if hit and hit[0] > time.monotonic() else None
 
     async def ec2(self, resource: Ec2Resource, credentials: Credentials | None) -> Ec2Target:
+        """The instance a session lands on: running, or one ``start_if_stopped`` may start."""
+        target = await self.find_ec2(resource, credentials)
+        state = target.facts.state
+        if state != "running" and not (resource.start_if_stopped and state in STARTABLE_STATES):
+            raise AwsError(f"instance {target.target} ({resource.name}) is {state}, not running")
+        return target
+
+    async def find_ec2(self, resource: Ec2Resource, credentials: Credentials | None) -> Ec2Target:
+        """The resource's instance in whatever state it is (only running ones are cached)."""
         key = ("ec2", resource.name, resource.instance_id or resource.instance_name or "")
         if (hit := self._cached(key)) is not None:
             assert isinstance(hit, Ec2Target)
@@ -64,7 +98,7 @@ class TargetLookup:
             kwargs = {
                 "Filters": [
                     {"Name": "tag:Name", "Values": [resource.instance_name]},
-                    {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
+                    {"Name": "instance-state-name", "Values": ["running", *STARTABLE_STATES]},
                 ]
             }
             what = f"the instance named {resource.instance_name}"
@@ -76,28 +110,24 @@ class TargetLookup:
         ]
         if not found:
             raise AwsError(f"no EC2 instance found for {what} (resource {resource.name})")
-        if len(found) > 1:
-            ids = ", ".join(sorted(i["InstanceId"] for _, i in found))
-            raise AwsError(f"{what} matches {len(found)} instances ({ids}); name exactly one")
-        owner, instance = found[0]
+        owner, instance = select_instance(found, resource.select, what)
         facts = Ec2Facts(
             instance_id=instance["InstanceId"],
             region=self._clients.region(resource.region),
             account_id=owner,
             state=instance.get("State", {}).get("Name", "unknown"),
-            tags=_tags(instance.get("Tags")),
+            tags=tag_map(instance.get("Tags")),
         )
-        if facts.state != "running":
-            raise AwsError(f"instance {facts.instance_id} ({resource.name}) is {facts.state}, not running")
         target = Ec2Target(facts)
-        self._cache[key] = (time.monotonic() + LOOKUP_TTL_S, target)
+        if facts.state == "running" and resource.select != "any":  # `any` picks anew per session
+            self._cache[key] = (time.monotonic() + LOOKUP_TTL_S, target)
         return target
 
     async def ecs(
         self, resource: EcsResource, credentials: Credentials | None, task: str | None, container: str | None
     ) -> EcsTarget:
-        """The task and container a session reaches: only what the resource allows (DESIGN §2 "ECS
-        targets"), described by the task found, never by the config's guess."""
+        """The task and container a session reaches: only what the resource allows (docs/login.md,
+        "ECS targets"), described by the task found, never by the config's guess."""
         client = self._clients.client("ecs", resource.region, credentials)
         if task is not None and task_id(task) is None:
             raise AwsError(f"--task {task!r} is not an ECS task id or ARN")
@@ -156,7 +186,7 @@ class TargetLookup:
             task_arn=task_arn,
             container_name=str(match.get("name")),
             service_arn=service_arn,
-            task_tags=_tags(chosen.get("tags")),
+            task_tags=tag_map(chosen.get("tags")),
         )
         return EcsTarget(facts, _arn_id(cluster_arn), _arn_id(task_arn), str(runtime_id))
 

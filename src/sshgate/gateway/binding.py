@@ -3,13 +3,15 @@ recording and upstream, and every later channel of the connection shares them.""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sshgate.aws.clients import AwsClients, Credentials
 from sshgate.aws.credentials import RoleCache
 from sshgate.aws.errors import AwsError
+from sshgate.aws.start import InstanceStarter, Progress
 from sshgate.aws.targets import Ec2Target, EcsTarget, TargetLookup, task_id
 from sshgate.command import Route
 from sshgate.config import Aws, Config, Ec2Resource, EcsResource, SshResource
@@ -19,12 +21,13 @@ from sshgate.native_secret import AmbientIam, AssumeRole, NativeCredential, Secr
 from sshgate.native_users import NativeChoice, NoNativeUser, resolve_native_user
 from sshgate.policy.decision import Decision, DecisionPoint
 from sshgate.policy.input import ConnectionFacts, RequestFacts, ec2_input, ecs_input, session_input
-from sshgate.recording.recorder import Recorder, RecordingError, SessionRecording
+from sshgate.recording.recorder import EndReason, EndStatus, Recorder, RecordingError, SessionRecording
 from sshgate.upstream.base import Upstream, UpstreamError
 from sshgate.upstream.ssh import connect_ssh
 from sshgate.upstream.ssm import SsmUpstream, push_instance_connect_key, ssh_through_ssm
 
 AnyResource = SshResource | Ec2Resource | EcsResource
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -38,13 +41,85 @@ class Binding:
     session_doc: dict[str, Any] = field(default_factory=dict)
 
 
+class Held:
+    """The recording and upstream a binding has acquired so far, so that whoever ends the
+    connection releases them whatever step the setup was in.
+
+    Each acquiring step runs as its own task and stores what it yields here before anyone can be
+    cancelled: a binder cancelled while it waits (the client left) loses nothing, and a step that
+    completes after that is still released."""
+
+    def __init__(self) -> None:
+        self.recording: SessionRecording | None = None
+        self.upstream: Upstream | None = None
+        self._steps: set[asyncio.Task[Any]] = set()
+
+    async def recording_from(self, step: Awaitable[SessionRecording]) -> SessionRecording:
+        """Start the recording; runs to its end even if the caller is cancelled (a recorder may
+        work in a thread that cannot be interrupted)."""
+
+        def keep(recording: SessionRecording) -> None:
+            self.recording = recording
+
+        return await self._acquire(step, keep, interruptible=False)
+
+    async def upstream_from(self, step: Awaitable[Upstream]) -> Upstream:
+        """Connect upstream; cancelled with its caller, and closed later if it connected anyway."""
+
+        def keep(upstream: Upstream) -> None:
+            self.upstream = upstream
+
+        return await self._acquire(step, keep, interruptible=True)
+
+    async def _acquire(self, step: Awaitable[T], keep: Callable[[T], None], interruptible: bool) -> T:
+        async def run() -> T:
+            value = await step
+            keep(value)  # no await in between: kept before any cancellation can land
+            return value
+
+        task = asyncio.ensure_future(run())
+        self._steps.add(task)
+        task.add_done_callback(_settled)
+        task.add_done_callback(self._steps.discard)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if interruptible:
+                task.cancel()
+            raise
+
+    async def release(self, status: EndStatus, end_reason: EndReason) -> None:
+        """Wait for steps in flight, then close the upstream and end the recording. Idempotent."""
+        while self._steps:
+            await asyncio.wait(set(self._steps))
+        upstream, self.upstream = self.upstream, None
+        recording, self.recording = self.recording, None
+        try:
+            if upstream is not None:
+                await upstream.close()
+        finally:
+            if recording is not None:
+                await recording.close(status, end_reason=end_reason)
+
+
+def _settled(task: asyncio.Task[Any]) -> None:
+    """Retrieve a step's outcome: its caller may have left, and the failure is theirs to report."""
+    if not task.cancelled():
+        task.exception()
+
+
 class AwsAccess:
-    """The gateway's AWS clients, per-person role credentials and target lookups."""
+    """The gateway's AWS clients, per-person role credentials, target lookups and starts."""
 
     def __init__(self, config: Aws) -> None:
         self.clients = AwsClients(config)
         self.roles = RoleCache(self.clients)
         self.targets = TargetLookup(self.clients)
+        self.starter = InstanceStarter(self.clients)
+
+
+def _nothing_discovered() -> Sequence[AnyResource]:
+    return ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +130,14 @@ class BindContext:
     policy: DecisionPoint
     recorder: Recorder
     aws: AwsAccess
+    discovered: Callable[[], Sequence[AnyResource]] = _nothing_discovered  # the last discovery round
+
+    def resources(self) -> list[AnyResource]:
+        """Configured resources, then discovered ones (whose names never repeat a configured one)."""
+        return [*self.config.resources, *self.discovered()]
+
+    def resource(self, name: str) -> AnyResource | None:
+        return next((r for r in self.resources() if r.name == name), None)
 
 
 @dataclass(slots=True)
@@ -65,8 +148,8 @@ class UpstreamPlan:
     connect: Callable[[], Awaitable[Upstream]]
 
 
-def find_resource(config: Config, name: str) -> AnyResource:
-    resource = config.resource(name)
+def find_resource(ctx: BindContext, name: str) -> AnyResource:
+    resource = ctx.resource(name)
     if resource is None:
         raise Refusal(f"unknown resource {name}; run 'formal list' to see yours", event="resource.unknown")
     return resource
@@ -74,7 +157,8 @@ def find_resource(config: Config, name: str) -> AnyResource:
 
 def choose_native(resource: AnyResource, identity: Identity, requested: str | None) -> NativeChoice:
     try:
-        return resolve_native_user(resource.name, resource.native_users, identity, requested)
+        ambient = not isinstance(resource, SshResource)
+        return resolve_native_user(resource.name, resource.native_users, identity, requested, ambient)
     except NoNativeUser as exc:
         raise Refusal(str(exc), event="native_user.none") from None
 
@@ -103,6 +187,21 @@ def _credential(resource: AnyResource, native: NativeChoice) -> NativeCredential
         ) from None
 
 
+async def aws_credentials(
+    ctx: BindContext, resource: Ec2Resource | EcsResource, native: NativeChoice, identity: Identity
+) -> Credentials | None:
+    """The credentials AWS calls for this resource use: an assumed role, or None for the gateway's own."""
+    credential = _credential(resource, native)
+    if isinstance(credential, AssumeRole):
+        return await ctx.aws.roles.credentials(credential.role_arn, identity.name, resource.region)
+    if isinstance(credential, AmbientIam) or (isinstance(resource, Ec2Resource) and resource.ssh):
+        return None  # a key or password secret is for the sshd; AWS calls use the gateway's own
+    raise Refusal(
+        f"native user {native.user.username} on {resource.name} needs 'iam' or a role ARN secret",
+        event="secret.error",
+    )
+
+
 def selection_conflict(resource: AnyResource, reached: Mapping[str, Any] | None, route: Route) -> str | None:
     """Why a channel's ``--task`` / ``--container`` cannot be served: they apply to ECS resources
     only, and a later channel may not name another task or container than the connection reached
@@ -124,9 +223,16 @@ def selection_conflict(resource: AnyResource, reached: Mapping[str, Any] | None,
 
 
 async def plan_upstream(
-    ctx: BindContext, resource: AnyResource, native: NativeChoice, identity: Identity, route: Route
+    ctx: BindContext,
+    resource: AnyResource,
+    native: NativeChoice,
+    identity: Identity,
+    route: Route,
+    progress: Progress,
 ) -> UpstreamPlan:
-    """Resolve credentials and, for EC2/ECS, the target and the facts policies see about it."""
+    """Resolve credentials and, for EC2/ECS, the target and the facts policies see about it.
+
+    ``progress`` tells the client what takes time after the decision (starting an instance)."""
     if (conflict := selection_conflict(resource, None, route)) is not None:
         raise Refusal(conflict, event="route.invalid")
     if isinstance(resource, SshResource):
@@ -144,17 +250,7 @@ async def plan_upstream(
         return UpstreamPlan({}, connect_sshd)
     credential = _credential(resource, native)
     try:
-        if isinstance(credential, AssumeRole):
-            credentials: Credentials | None = await ctx.aws.roles.credentials(
-                credential.role_arn, identity.name, resource.region
-            )
-        elif isinstance(credential, AmbientIam) or (isinstance(resource, Ec2Resource) and resource.ssh):
-            credentials = None  # a key or password secret is for the sshd; AWS calls use the gateway's own
-        else:
-            raise Refusal(
-                f"native user {native.user.username} on {resource.name} needs 'iam' or a role ARN secret",
-                event="secret.error",
-            )
+        credentials = await aws_credentials(ctx, resource, native, identity)
         target: Ec2Target | EcsTarget
         if isinstance(resource, Ec2Resource):
             target = await ctx.aws.targets.ec2(resource, credentials)
@@ -166,6 +262,13 @@ async def plan_upstream(
         raise Refusal(str(exc), reason=exc.detail, event="upstream.error") from None
 
     async def connect_ssm() -> Upstream:
+        nonlocal target
+        if isinstance(resource, Ec2Resource):
+            assert isinstance(target, Ec2Target)
+            try:
+                target = await ctx.aws.starter.ensure_running(resource, target, credentials, progress)
+            except AwsError as exc:
+                raise Refusal(str(exc), reason=exc.detail, event="upstream.error") from None
         if isinstance(resource, Ec2Resource) and resource.ssh is not None:
             assert isinstance(target, Ec2Target)
             try:

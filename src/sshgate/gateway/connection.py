@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections import Counter
@@ -13,13 +12,14 @@ from typing import Any, Literal, NoReturn
 import asyncssh
 
 from sshgate import audit
-from sshgate.command import USAGE, CommandError, ListResources, Route, parse_command
+from sshgate.command import USAGE, CommandError, ListResources, Route, SshConfig, parse_command
 from sshgate.config import SshResource
 from sshgate.gateway import asyncssh_auth
 from sshgate.gateway.asyncssh_auth import OfferedKey
 from sshgate.gateway.binding import (
     BindContext,
     Binding,
+    Held,
     choose_native,
     decide_session,
     find_resource,
@@ -27,6 +27,7 @@ from sshgate.gateway.binding import (
     selection_conflict,
     start_recording,
 )
+from sshgate.gateway.directory import list_output, ssh_config_output
 from sshgate.gateway.refusal import Refusal
 from sshgate.gateway.relay import ChannelRelay, start_task
 from sshgate.gateway.sftp_gate import SftpGate
@@ -41,8 +42,9 @@ from sshgate.oidc.errors import SignInError
 from sshgate.oidc.signin import SignedIn, SignIn
 from sshgate.policy.decision import Decision
 from sshgate.policy.input import ConnectionFacts, PolicyRequestKind, RequestFacts, request_input
-from sshgate.recording.recorder import ChannelKind
-from sshgate.sftp.protocol import Mutation
+from sshgate.recording.recorder import ChannelKind, EndReason
+from sshgate.sftp.programs import is_sftp_server
+from sshgate.sftp.protocol import Mutation, Request
 from sshgate.sftp.tracker import SftpTracker
 from sshgate.state.base import LiveSession, SharedState
 from sshgate.tokens import verify_token
@@ -71,13 +73,15 @@ class GatewayState:
         """Close the connections that authenticated with a key whose sign-in was just revoked."""
         for conn in list(self.connections):
             if conn.sso_fingerprint in fingerprints:
-                conn.close_with_notice("your key's sign-in was revoked; sign in again", "oidc.revoked")
+                conn.close_with_notice(
+                    "your key's sign-in was revoked; sign in again", "oidc.revoked", "terminated"
+                )
 
     def terminate(self, session_id: str, by: str) -> bool:
         """A terminate request for a session of this process (from the web app, on any replica)."""
         for conn in list(self.connections):
             if conn.session_id == session_id:
-                conn.close_with_notice(f"session terminated by {by}", "session.terminated")
+                conn.close_with_notice(f"session terminated by {by}", "session.terminated", "terminated")
                 return True
         return False
 
@@ -102,11 +106,14 @@ class GatewayConnection(asyncssh.SSHServer):
         self._counted_unauth = False
         self._over_unauth_cap = False
         self._binding: asyncio.Task[Binding] | None = None
+        self._held = Held()
         self._live: LiveSession | None = None
         self.started = time.monotonic()
         self.channels: set[ChannelRelay] = set()
         self._last_bytes = 0
         self.last_activity = self.started
+        self.end_reason: EndReason | None = None  # why the gateway ended it, when it did
+        self.last_closed_by_upstream = False
         # Single sign-on (docs/oidc.md): the sign-ins of an SSO login, where their lines go, the
         # last key offered for it (with its binding, if any), and the bound key that let it in.
         self.notices = Notices()
@@ -181,10 +188,6 @@ class GatewayConnection(asyncssh.SSHServer):
             task = asyncio.get_running_loop().create_task(self._unbind(self._binding))
             self.state.unbinding.add(task)
             task.add_done_callback(self.state.unbinding.discard)
-        if self._live is not None:
-            task = asyncio.get_running_loop().create_task(self.state.shared.close_session(self._live))
-            self.state.unbinding.add(task)
-            task.add_done_callback(self.state.unbinding.discard)
         if self.authenticated:
             self.log.info(
                 "session.end",
@@ -196,19 +199,27 @@ class GatewayConnection(asyncssh.SSHServer):
                 "auth.abandoned", client_ip=self.client_ip, identity=self._who(), attempts=self._attempts
             )
 
-    async def _unbind(self, pending: asyncio.Task[Binding]) -> None:
-        if not pending.done():
-            pending.cancel()
+    async def _unbind(self, binding: asyncio.Task[Binding]) -> None:
+        """The client is gone: stop a setup in progress and release what the binding holds. The
+        session counts against the user's cap until its upstream and recording are released."""
         try:
-            binding = await pending
-        except (asyncio.CancelledError, Exception):
-            return
-        self.state.metrics.session_ended(binding.resource.name, binding.resource.type, "closed")
-        await binding.upstream.close()
-        await binding.recording.close("closed")
+            binding.cancel()
+            await asyncio.wait([binding])
+            if binding.cancelled():
+                await self._held.release("aborted", "client")
+            elif binding.exception() is not None:
+                await self._held.release("closed", "error")
+            else:
+                bound = binding.result()
+                self.state.metrics.session_ended(bound.resource.name, bound.resource.type, "closed")
+                reason = self.end_reason or ("upstream" if self.last_closed_by_upstream else "client")
+                await self._held.release("closed", reason)
+        finally:
+            if self._live is not None:
+                await self.state.shared.close_session(self._live)
 
     # Authentication: begin_auth fixes the login; every attempt passes _begin_attempt and every
-    # failed one _failed (README, "Security").
+    # failed one _failed (README, "Security"; single sign-on: docs/oidc.md).
 
     async def begin_auth(self, username: str) -> bool:
         if self._over_unauth_cap:
@@ -227,14 +238,13 @@ class GatewayConnection(asyncssh.SSHServer):
         except LoginError as exc:
             self._invalid_login(username, str(exc))
         sso = self.state.sso
-        self._may_sign_in = False
         if sso is not None and self.login.provider == sso.config.name:
             # An identity of the provider: only a sign-in or a key bound by one proves it.
-            self.identity, self.credentials = (
-                Identity("human", self.login.subject, sso.config.name, None, known=False),
-                Credentials(),
-            )
+            self.identity = Identity("human", self.login.subject, sso.config.name, None, known=False)
             self._may_sign_in = sso.may_sign_in(self.login)
+            self.credentials = Credentials(
+                unusable="" if self._may_sign_in else f"this login may not sign in with {sso.config.name}"
+            )
             self._sign_ins = SignIns(sso, self.log)
         else:
             self.identity, self.credentials = lookup(self.ctx.config, self.login)
@@ -251,10 +261,13 @@ class GatewayConnection(asyncssh.SSHServer):
         if locked:
             self.state.metrics.auth_attempt(method, "locked_out")
             self.log.warning("auth.locked_out", client_ip=self.client_ip, method=method, identity=self._who())
-            raise asyncssh.DisconnectError(
-                asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
-                f"too many failed logins from {self.client_ip}; try again in {int(locked) + 1} s",
-            )
+            raise self._lockout_error(locked)
+
+    def _lockout_error(self, locked: float) -> asyncssh.DisconnectError:
+        return asyncssh.DisconnectError(
+            asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
+            f"too many failed logins from {self.client_ip}; try again in {int(locked) + 1} s",
+        )
 
     async def _begin_attempt(self, method: str) -> None:
         """The one place that decides whether an authentication attempt may proceed: the address
@@ -272,9 +285,10 @@ class GatewayConnection(asyncssh.SSHServer):
                 asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "too many authentication attempts"
             )
 
-    async def _failed(self, method: str, reason: str, **fields: Any) -> None:
-        """The one place that counts a failed attempt: audit event, metric, the address's lockout
-        (shared by every worker and replica: docs/operations.md, "Replicas")."""
+    async def _failed(self, method: str, reason: str, *, counted: bool = True, **fields: Any) -> bool:
+        """The one place that counts a failed attempt: audit event, metric and, unless it was
+        nobody's fault (``counted``), the address's lockout, shared by every worker and replica
+        (docs/operations.md, "Replicas"). True when this one locked it out."""
         self.state.metrics.auth_attempt(method, "failure")
         self.log.warning(
             "auth.failure",
@@ -285,12 +299,12 @@ class GatewayConnection(asyncssh.SSHServer):
             **fields,
         )
         limits = self.ctx.config.limits
-        shared = self.state.shared
-        if await shared.failure(self.client_ip, limits.auth_failures_before_lockout, limits.lockout_s):
+        if counted and await self.state.shared.failure(
+            self.client_ip, limits.auth_failures_before_lockout, limits.lockout_s
+        ):
             self.log.warning("auth.lockout", client_ip=self.client_ip, lockout_s=limits.lockout_s)
-            raise asyncssh.DisconnectError(
-                asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, f"too many failed logins from {self.client_ip}"
-            )
+            return True
+        return False
 
     def public_key_auth_supported(self) -> bool:
         return True
@@ -300,17 +314,11 @@ class GatewayConnection(asyncssh.SSHServer):
 
     async def public_key_attempt(self, offered: OfferedKey) -> bool:
         """A ``publickey`` request (asyncssh_auth.py): an unsigned query is answered, a refused
-        signed request is a failure, and a key is verified only when it would be accepted.
-
-        Any plain key will do for an SSO login: once its signature checks out, a bound one
-        proves the person and an unbound one leads to a sign-in (auth_completed)."""
+        signed request is a failure, and a key is verified only when it would be accepted."""
         method = "certificate" if offered.certificate is not None else "publickey"
         await self._begin_attempt(method)
-        fingerprint = offered.key.get_fingerprint() if offered.key is not None else None
+        fingerprint = offered.key.get_fingerprint("sha256") if offered.key is not None else None
         refusal, proof = self._judge_key(offered)
-        sso_key = refusal is not None and self._may_sign_in and offered.certificate is None
-        if sso_key and offered.key is not None:
-            refusal = None
         if not offered.signed:
             if refusal is None:
                 self._attempts -= 1  # as in OpenSSH, a query the key may answer is no attempt
@@ -320,14 +328,16 @@ class GatewayConnection(asyncssh.SSHServer):
         if refusal is None and not offered.signature_ok():
             refusal = "the signature does not verify"
         if refusal is not None:
-            await self._failed(method, refusal, key_fingerprint=fingerprint)
+            if await self._failed(method, refusal, key_fingerprint=fingerprint):
+                raise self._lockout_error(self.ctx.config.limits.lockout_s)
             return False
         self._proof = {"key_fingerprint": fingerprint, **proof}
-        if sso_key and fingerprint is not None and self._sign_ins is not None and self.login is not None:
-            # Proven, but not yet anyone's: auth_completed decides (bound, or sign in first).
+        if self._may_sign_in and self._sign_ins is not None and self.login is not None and fingerprint:
+            # A single sign-on login: auth_completed lets the person the key is bound to in, or
+            # signs in first with an unbound key.
             self._offered = (fingerprint, await self._sign_ins.sso.bound(fingerprint, self.login))
-            return True
-        self.auth_method = method
+        else:
+            self.auth_method = method
         return True
 
     def _judge_key(self, offered: OfferedKey) -> tuple[str | None, dict[str, object]]:
@@ -335,7 +345,9 @@ class GatewayConnection(asyncssh.SSHServer):
         if offered.key is None:
             return "not a usable key or certificate", {}
         if offered.certificate is None:
-            if offered.key.public_data in self._authorized_keys:
+            # A single sign-on login takes any key: bound, it proves the person; unbound, it
+            # leads to a sign-in.
+            if offered.key.public_data in self._authorized_keys or self._may_sign_in:
                 return None, {}
             return self.credentials.unusable or "key not authorized for this identity", {}
         if not self._ca_keys or self.identity is None:
@@ -365,9 +377,9 @@ class GatewayConnection(asyncssh.SSHServer):
     async def get_kbdint_challenge(
         self, username: str, lang: str, submethods: str
     ) -> tuple[str, str, str, list[tuple[str, bool]]] | bool:
-        await self._begin_attempt("oidc")
         if not self._may_sign_in or self._sign_ins is None or self.login is None:
             return False
+        await self._begin_attempt("oidc")
         self._arm_grace(self._sign_ins.sso.config.sign_in_timeout_s + 10)
         try:
             self._kbdint_flow = await self._sign_ins.begin(self.login.subject)
@@ -391,7 +403,7 @@ class GatewayConnection(asyncssh.SSHServer):
         except SignInError as exc:
             self._kbdint_error = exc
             return "", f"sshgate: {exc}\n", "", []  # shown to the person; the next answer fails
-        await self._signed_in(person, None)
+        await self._signed_in(self._sign_ins.sso, person, None)
         return True
 
     async def _check_not_locked_out(self) -> None:
@@ -399,15 +411,14 @@ class GatewayConnection(asyncssh.SSHServer):
         if await self.state.shared.locked_for(self.client_ip):
             raise SignInError("refused", f"too many failed logins from {self.client_ip}", "locked out")
 
-    async def _signed_in(self, person: SignedIn, fingerprint: str | None) -> None:
+    async def _signed_in(self, sso: Sso, person: SignedIn, fingerprint: str | None) -> None:
         """Become the person the provider vouched for; bind the proven key, if there is one."""
-        assert self._sign_ins is not None
         self.identity = Identity(
             "human", person.email, person.provider, None, person.groups, signed_in_at=person.signed_in_at
         )
         self.auth_method = "oidc"
         if fingerprint is not None:
-            binding = await self._sign_ins.sso.bind(fingerprint, person)
+            binding = await sso.bind(fingerprint, person)
             self.sso_fingerprint = fingerprint
             self.log.info(
                 "oidc.key_bound",
@@ -420,15 +431,8 @@ class GatewayConnection(asyncssh.SSHServer):
         """A failed sign-in is one failed attempt (an unreachable provider is nobody's fault and
         is not counted); the client is told why, then disconnected."""
         line = f"sshgate: {exc}" if exc is not None else "sshgate: sign-in failed"
-        reason = exc.reason if exc else "no sign-in in progress"
-        if exc is None or exc.outcome != "unavailable":
-            with contextlib.suppress(asyncssh.DisconnectError):  # the sign-in's own line says why
-                await self._failed("oidc", reason)
-        else:
-            self.state.metrics.auth_attempt("oidc", "failure")
-            self.log.warning(
-                "auth.failure", client_ip=self.client_ip, method="oidc", identity=self._who(), reason=reason
-            )
+        counted = exc is None or exc.outcome != "unavailable"
+        await self._failed("oidc", exc.reason if exc else "no sign-in in progress", counted=counted)
         if self.conn is not None:
             conn = self.conn
             asyncio.get_running_loop().call_later(
@@ -446,7 +450,8 @@ class GatewayConnection(asyncssh.SSHServer):
             self.auth_method = "password"
             return True
         reason = self.credentials.unusable or ("wrong token" if hashes else "no tokens")
-        await self._failed("password", reason)
+        if await self._failed("password", reason):
+            raise self._lockout_error(self.ctx.config.limits.lockout_s)
         return False
 
     def _who(self) -> str:
@@ -463,39 +468,41 @@ class GatewayConnection(asyncssh.SSHServer):
         offered, self._offered = self._offered, None
         if not self.auth_method and offered is not None:
             fingerprint, binding = offered
-            if binding is None:
+            if binding is None and self._sign_ins is not None and self.login is not None:
                 # Signed with a key nobody is bound to: sign in first, still unauthenticated.
-                task = asyncio.get_running_loop().create_task(self._sign_in_after_auth(fingerprint))
+                task = asyncio.get_running_loop().create_task(
+                    self._sign_in_after_auth(self._sign_ins, self.login, fingerprint)
+                )
                 task.add_done_callback(lambda t: None if t.cancelled() else t.exception())
                 self._after_auth_sign_in = task
                 return
-            self.identity = Identity(
-                "human",
-                binding.email,
-                binding.provider,
-                None,
-                binding.groups,
-                signed_in_at=binding.signed_in_at,
-            )
-            self.auth_method = "oidc"
-            self.sso_fingerprint = fingerprint
+            if binding is not None:
+                self.identity = Identity(
+                    "human",
+                    binding.email,
+                    binding.provider,
+                    None,
+                    binding.groups,
+                    signed_in_at=binding.signed_in_at,
+                )
+                self.auth_method = "oidc"
+                self.sso_fingerprint = fingerprint
         self._authenticated()
 
-    async def _sign_in_after_auth(self, fingerprint: str) -> None:
+    async def _sign_in_after_auth(self, sign_ins: SignIns, login: Login, fingerprint: str) -> None:
         """The publickey path: the URL and code go to the first session channel's stderr."""
-        assert self._sign_ins is not None and self.login is not None
-        self._arm_grace(self._sign_ins.sso.config.sign_in_timeout_s + 10)
+        self._arm_grace(sign_ins.sso.config.sign_in_timeout_s + 10)
         try:
-            flow, authorization = await self._sign_ins.begin(self.login.subject)
+            flow, authorization = await sign_ins.begin(login.subject)
             for line in authorization.instruction():
                 self.notices.say(line)
-            person = await self._sign_ins.finish(flow, authorization)
+            person = await sign_ins.finish(flow, authorization)
             await self._check_not_locked_out()
         except SignInError as exc:
             # The waiting session channel prints the line; the disconnect follows.
             await self._sign_in_failed(exc, disconnect_after=0.5)
             raise
-        await self._signed_in(person, fingerprint)
+        await self._signed_in(sign_ins.sso, person, fingerprint)
         self._authenticated()
 
     async def signed_in(self) -> None:
@@ -510,8 +517,11 @@ class GatewayConnection(asyncssh.SSHServer):
 
     def _authenticated(self) -> None:
         if self.login is None or self.identity is None or not self.auth_method:
-            self.log.error("auth.error", client_ip=self.client_ip, reason="authenticated without a login")
-            raise asyncssh.DisconnectError(asyncssh.DISC_BY_APPLICATION, "internal error")
+            # A bug, never a login: fail closed.
+            self.log.error("auth.error", client_ip=self.client_ip, reason="authenticated without an identity")
+            if self.conn is not None:
+                self.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "internal error")
+            return
         self.authenticated = True
         if self._grace is not None:
             self._grace.cancel()
@@ -601,9 +611,9 @@ class GatewayConnection(asyncssh.SSHServer):
                     f"too many open sessions for {identity.name} (limit {limit}); close one first",
                     event="limit.sessions_per_user",
                 )
-            resource = find_resource(self.ctx.config, route.resource)
+            resource = find_resource(self.ctx, route.resource)
             native = choose_native(resource, identity, route.native_user)
-            plan = await plan_upstream(self.ctx, resource, native, identity, route)
+            plan = await plan_upstream(self.ctx, resource, native, identity, route, self._progress)
             decision, session_doc = await decide_session(
                 self.ctx, identity, resource, native, self._facts(), request, plan.policy_context
             )
@@ -613,18 +623,20 @@ class GatewayConnection(asyncssh.SSHServer):
                 step_up = await self._step_up(resource.name)
             elif not decision.allowed:
                 raise Refusal(decision.client_text(), reason=decision.reason, event="policy.block")
-            recording = await start_recording(
-                self.ctx,
-                self.session_id,
-                {
-                    "user": identity.as_policy_input(),
-                    "resource": resource.name,
-                    "resource_type": resource.type,
-                    "native_user": native.user.username,
-                    "client_ip": self.client_ip,
-                    "client_version": self.client_version,
-                    "auth_method": self.auth_method,
-                },
+            recording = await self._held.recording_from(
+                start_recording(
+                    self.ctx,
+                    self.session_id,
+                    {
+                        "user": identity.as_policy_input(),
+                        "resource": resource.name,
+                        "resource_type": resource.type,
+                        "native_user": native.user.username,
+                        "client_ip": self.client_ip,
+                        "client_version": self.client_version,
+                        "auth_method": self.auth_method,
+                    },
+                )
             )
             recording.note_decision(
                 {"stage": "session", "action": decision.action, "reason": decision.reason}
@@ -640,7 +652,7 @@ class GatewayConnection(asyncssh.SSHServer):
                 client_ip=self.client_ip,
             )
             try:
-                upstream = await plan.connect()
+                upstream = await self._held.upstream_from(plan.connect())
             except Refusal as exc:
                 self.log.warning(
                     "upstream.connect",
@@ -649,7 +661,10 @@ class GatewayConnection(asyncssh.SSHServer):
                     reason=exc.reason,
                     seconds=round(time.monotonic() - started, 4),
                 )
-                await recording.close("closed")
+                await self._held.release("closed", "refused")
+                raise
+            except Exception:
+                await self._held.release("closed", "error")
                 raise
             if isinstance(resource, SshResource) and resource.host_key_policy.insecure_accept_any:
                 self.log.warning(
@@ -672,25 +687,29 @@ class GatewayConnection(asyncssh.SSHServer):
             self.log.warning(
                 "session.refused", resource=route.resource, reason=exc.reason, event_kind=exc.event
             )
-            known = self.ctx.config.resource(route.resource)
+            known = self.ctx.resource(route.resource)
             outcome = "blocked" if exc.event == "policy.block" else "refused"
             self.state.metrics.session_refused(
                 route.resource if known else "", known.type if known else "", outcome
             )
             raise
 
+    def _progress(self, text: str) -> None:
+        self.log.info("session.progress", message=text)
+        self.notices.say(text)
+
     async def _step_up(self, resource: str) -> dict[str, Any]:
         """A session policy said ``mfa``: a fresh sign-in at the provider before it proceeds, unless
         this identity stepped up within ``mfa.max_age_s`` (docs/oidc.md). What happened, for the
         decision log and session.json."""
-        assert self.identity is not None
+        _, identity = self._logged_in()
         sso = self.state.sso
-        email = self.identity.email
+        email = identity.email
         if sso is None or email is None:
             why = "no identity provider is configured" if sso is None else "machines cannot sign in"
             self.log.warning("oidc.step_up", result="refused", resource=resource, reason=why)
             raise Refusal(f"this session needs a fresh sign-in, but {why}", reason=why, event="policy.mfa")
-        provider = self.identity.provider
+        provider = identity.provider
         at = await sso.fresh_step_up(provider, email)
         if at is not None:
             self.log.info(
@@ -727,9 +746,10 @@ class GatewayConnection(asyncssh.SSHServer):
             self.last_activity = now
         return now - self.last_activity
 
-    def close_with_notice(self, message: str, event: str) -> None:
+    def close_with_notice(self, message: str, event: str, end_reason: EndReason) -> None:
         """Tell every open session why, then close the connection (its recordings are finalized)."""
         self.log.info(event, reason=message)
+        self.end_reason = self.end_reason or end_reason
         for channel in list(self.channels):
             channel.end_with_notice(message)
         if self.conn is not None:
@@ -750,7 +770,8 @@ class GatewayConnection(asyncssh.SSHServer):
         )
 
     async def request_decision(self, binding: Binding, kind: PolicyRequestKind, **facts: Any) -> Decision:
-        """The request stage: one decision per exec, subsystem, sftp mutation or forward, audited."""
+        """The request stage: one decision per shell, exec, subsystem, sftp change or forward, audited."""
+        facts = {k: v for k, v in facts.items() if v is not None}
         decision = await self.ctx.policy.decide("request", request_input(binding.session_doc, kind, **facts))
         self._log_decision(decision, kind=kind, **facts)
         binding.recording.note_decision(
@@ -770,21 +791,16 @@ class GatewayConnection(asyncssh.SSHServer):
         if not decision.allowed:
             raise Refusal(decision.client_text(), reason=decision.reason, event="request.blocked")
 
-    async def list_resources(self) -> str:
-        """``formal list``: resources with an assigned native user that policy does not block."""
-        _, identity = self._logged_in()
-        lines = []
-        for resource in self.ctx.config.resources:
-            try:
-                native = choose_native(resource, identity, None)
-            except Refusal:
-                continue
-            decision, _ = await decide_session(
-                self.ctx, identity, resource, native, self._facts(), RequestFacts("shell")
-            )
-            if decision.allowed or decision.action == "mfa":
-                lines.append(f"{resource.name}\t{resource.type}\t{native.user.username}\n")
-        return "".join(lines)
+    async def directory(self, command: ListResources | SshConfig) -> str:
+        """``formal list`` / ``formal ssh-config``: what this identity may use, nothing bound."""
+        login, identity = self._logged_in()
+        if isinstance(command, ListResources):
+            return await list_output(self.ctx, identity, login, self._facts(), command)
+        if self.conn is None:
+            raise RuntimeError("ssh-config asked for without a connection")
+        host, port = self.conn.get_extra_info("sockname")[:2]
+        key = self.conn.get_server_host_key()
+        return await ssh_config_output(self.ctx, identity, login, self._facts(), command, (host, port), key)
 
     # Channels
 
@@ -797,6 +813,10 @@ class GatewayConnection(asyncssh.SSHServer):
         return self._open_forward(dest_host, dest_port)
 
     async def _open_forward(self, host: str, port: int) -> ClientTcp:
+        try:
+            await self.signed_in()  # a sign-in after authentication may still run
+        except Refusal as exc:
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(exc)) from None
         login, _ = self._logged_in()
         if not login.resource and self._binding is None:
             raise asyncssh.ChannelOpenError(
@@ -805,7 +825,6 @@ class GatewayConnection(asyncssh.SSHServer):
             )
         session = ClientTcp(self, host, port)
         try:
-            await self.signed_in()
             route = await self._binding_route()
             binding = await self.binding(route, RequestFacts("port_forward", host=host, port=port))
             await self.check_request(binding, "port_forward", host=host, port=port)
@@ -836,6 +855,7 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         self._subsystem: str | None = None
         self._term: tuple[str, tuple[int, int, int, int], Mapping[int, int]] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._lost = False
 
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         self._chan = chan
@@ -890,6 +910,7 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         self.owner.channels.discard(self)
         self.owner.count_bytes(self)
         self.client_gone()
+        self.owner.last_closed_by_upstream = self.closed_by_upstream
         self.owner.log.info(
             "channel.close",
             kind=self._subsystem or ("exec" if self._command else "shell"),
@@ -934,9 +955,10 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         except CommandError as exc:
             self._refuse(str(exc), 2)
             return
-        if isinstance(parsed, ListResources):
+        if isinstance(parsed, ListResources | SshConfig):
             chan = self._channel()
-            chan.write((await owner.list_resources()).encode())
+            chan.write((await owner.directory(parsed)).encode())
+            owner.log.info("directory.listed", command=self._command)
             chan.exit(0)
             self._closed = True
             return
@@ -947,13 +969,18 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
             return
         command = route.command if parsed is not None else self._command
         kind: Literal["shell", "exec", "subsystem"] = "exec" if command is not None else "shell"
-        if self._subsystem is not None:
+        subsystem = self._subsystem
+        if subsystem is not None:
             kind, command = "subsystem", None
-        facts = RequestFacts(kind, command, self._subsystem, self._term is not None)
+        elif command is not None and is_sftp_server(command):
+            subsystem = "sftp"  # sftp over an exec channel: gated and recorded as the subsystem
+        # What policies and the recording see: ``--shell CMD`` is a command too (docs/login.md).
+        shown = route.shell if kind == "shell" else command
+        asked: Literal["shell", "exec", "subsystem"] = "subsystem" if subsystem else kind
+        facts = RequestFacts(asked, shown, subsystem, self._term is not None)
         try:
             binding = await owner.binding(route, facts)
-            if kind != "shell":
-                await owner.check_request(binding, kind, command=command, subsystem=self._subsystem)
+            await owner.check_request(binding, asked, command=shown, subsystem=subsystem)
             request = SessionRequest(
                 kind=kind,
                 command=command,
@@ -972,12 +999,12 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
             owner.log.warning("channel.refused", kind=kind, reason=getattr(exc, "reason", None) or str(exc))
             self._refuse(str(exc), getattr(exc, "exit_status", 1))
             return
-        channel_kind: ChannelKind = "sftp" if kind == "subsystem" else kind
+        channel_kind: ChannelKind = "sftp" if subsystem is not None else "exec" if kind == "exec" else "shell"
         self.recording = binding.recording.open_channel(
             channel_kind,
             {
-                "command": command,
-                "subsystem": request.subsystem,
+                "command": shown,
+                "subsystem": subsystem,
                 "pty": request.pty,
                 "term": request.term_type,
                 "size": list(request.term_size[:2]) if request.term_size else None,
@@ -986,12 +1013,12 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         owner.log.info(
             "channel.open",
             kind=request.kind,
-            command=command,
-            subsystem=request.subsystem,
+            command=shown,
+            subsystem=subsystem,
             pty=request.pty,
             resource=binding.resource.name,
         )
-        if request.subsystem == "sftp":
+        if subsystem == "sftp":
             self._follow_sftp(binding, up)
         self.attach_upstream(up)
 
@@ -1009,17 +1036,28 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         return path
 
     def _follow_sftp(self, binding: Binding, up: UpstreamChannel) -> None:
-        """Record every sftp file operation; with a ``request`` rule, also gate the mutating ones."""
+        """Record every sftp file operation; with a ``request`` rule, also gate every request
+        that can change something. A stream that can no longer be followed ends the channel:
+        what it did next could be neither recorded nor gated."""
         tracker = SftpTracker(emit=self.recording.event)
-        self.server_tap = tracker.server_data
         self.on_close = tracker.close
+
+        def deliver(data: bytes) -> None:
+            tracker.server_data(data)
+            self.to_client(data)
+            if tracker.failure:
+                self._lost_track(f"sftp stream not understood: {tracker.failure}")
+
         if not self.owner.ctx.policy.has_rule("request"):
 
             def observe(data: bytes) -> None:
-                up.write(data)
                 tracker.client_data(data)
+                if tracker.failure:
+                    self._lost_track(f"sftp stream not understood: {tracker.failure}")
+                else:
+                    up.write(data)
 
-            self.client_filter = observe
+            self.client_filter, self.server_filter = observe, deliver
             return
         chan = self._channel()
 
@@ -1028,9 +1066,28 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
                 binding, "sftp", operation=change.operation, path=change.path, target_path=change.target
             )
 
-        gate = SftpGate(tracker, up.write, chan.write, decide, chan.pause_reading, chan.resume_reading,
-                        lambda reason: self._refuse(reason, 1))  # fmt: skip
-        self.client_filter = gate.feed
+        def refused(request: Request, reason: str) -> None:
+            self.owner.log.warning(
+                "request.blocked", kind="sftp", operation=request.name, path=request.path, reason=reason
+            )
+
+        gate = SftpGate(tracker, up.write, deliver, chan.write, decide, refused, chan.pause_reading,
+                        chan.resume_reading, self._lost_track)  # fmt: skip
+        self.client_filter, self.server_filter = gate.feed, gate.server_data
+
+        def closed() -> None:
+            gate.close()
+            tracker.close()
+
+        self.on_close = closed
+
+    def _lost_track(self, reason: str) -> None:
+        """End a followed channel whose stream the gateway cannot follow (once)."""
+        if self._lost:
+            return
+        self._lost = True
+        self.owner.log.warning("channel.error", kind="sftp", reason=reason)
+        self.end_with_notice(f"{reason}; the channel is closed")
 
 
 def _forwarded_env(env: Any) -> dict[str, str]:
@@ -1073,6 +1130,7 @@ class ClientTcp(ChannelRelay, asyncssh.SSHTCPSession[bytes]):
         self.owner.channels.discard(self)
         self.owner.count_bytes(self)
         self.client_gone()
+        self.owner.last_closed_by_upstream = self.closed_by_upstream
         self.owner.log.info(
             "channel.close",
             kind="forward",

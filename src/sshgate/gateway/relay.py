@@ -32,13 +32,14 @@ class ChannelRelay:
     """Both ends of one relayed channel. Subclasses are the asyncssh session objects.
 
     ``client_filter`` replaces the plain upstream write for protocols the gateway follows (sftp);
-    ``server_tap`` sees upstream bytes on their way to the client.
+    ``server_filter`` likewise takes the upstream's stdout bytes and passes on what the client
+    gets with :meth:`to_client`.
     """
 
     _chan: Any = None
     _up: UpstreamChannel | None = None
     client_filter: Callable[[bytes], None] | None = None
-    server_tap: Callable[[bytes], None] | None = None
+    server_filter: Callable[[bytes], None] | None = None
     on_close: Callable[[], None] | None = None
 
     def __init__(self) -> None:
@@ -53,6 +54,7 @@ class ChannelRelay:
         self.recording: ChannelRecording = NULL_CHANNEL
         self.bytes_in = 0
         self.bytes_out = 0
+        self.closed_by_upstream = False  # the upstream ended it first (the recording's end_reason)
         self._client_full = False
         self._recording_full = False
         self._client_held = False  # we paused reading the client: asyncssh may hold its data
@@ -159,8 +161,12 @@ class ChannelRelay:
             self._recording_full = True
             self._up.pause_reading()
             asyncio.get_running_loop().call_later(_RECORDING_RECHECK_S, self._recording_caught_up)
-        if self.server_tap is not None:
-            self.server_tap(data)
+        if self.server_filter is not None and not stderr:
+            self.server_filter(data)
+        else:
+            self.to_client(data, stderr)
+
+    def to_client(self, data: bytes, stderr: bool = False) -> None:
         chan = self._chan
         if chan is None:
             self._upstream_backlog.append((data, stderr))
@@ -184,6 +190,7 @@ class ChannelRelay:
         if self._closed:
             return
         self._closed = True
+        self.closed_by_upstream = True
         self._finish_recording()
         chan = self._chan
         signal = self._exit_signal

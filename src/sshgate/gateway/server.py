@@ -12,6 +12,7 @@ from pathlib import Path
 import asyncssh
 
 from sshgate import asyncssh_tuning, audit
+from sshgate.aws.discovery import Discoverer
 from sshgate.config import Config, ConfigError, load_config
 from sshgate.gateway.binding import AwsAccess, BindContext
 from sshgate.gateway.connection import GatewayConnection, GatewayState
@@ -28,8 +29,6 @@ from sshgate.recording.recorder import NullRecorder, Recorder, RecordingError
 from sshgate.state.build import build_state
 from sshgate.upstream.ssh import ENCRYPTION_ALGS
 
-asyncssh_tuning.apply()
-
 
 class Gateway:
     """Serves SSH on ``config.listen``; each new connection sees the configuration of its moment."""
@@ -39,6 +38,7 @@ class Gateway:
         self.recorder: Recorder = NullRecorder()
         self._initial = config
         self.ctx: BindContext | None = None
+        self.discovery = Discoverer(config)
         self.metrics = Metrics()
         # What workers and replicas share (docs/operations.md, "Replicas"); fixed until restart.
         self.state = GatewayState(build_state(config, self.metrics.state_available), self.metrics)
@@ -67,13 +67,13 @@ class Gateway:
         if interrupted:
             self.log.warning("recording.interrupted", sessions=interrupted)
         await self.state.shared.start(self.state.terminate, self.state.revoked)
-        # The embedded Rego engine is bound to the thread that compiles it: the event loop's.
-        self.policy = ReloadableDecisionPoint(config.policies)
-        self.ctx = BindContext(config, self.policy, self.recorder, AwsAccess(config.aws))
+        self.policy = await ReloadableDecisionPoint.open(config.policies)
+        self.ctx = self._bind_context(config)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(watch_policies(self.policy, self._stopped)),
             loop.create_task(self._housekeeping()),
+            loop.create_task(self.discovery.run(self._stopped)),
         ]
         self._use_sso(config)
         keys = load_or_create_host_keys(config.host_key_paths)
@@ -151,10 +151,16 @@ class Gateway:
         if recorder is not self.recorder:
             self._tasks.append(asyncio.get_running_loop().create_task(self.recorder.retire(self._stopped)))
             self.recorder = recorder
-        self.ctx = BindContext(config, self.policy, self.recorder, AwsAccess(config.aws))
+        self.discovery.configure(config)
+        self.ctx = self._bind_context(config)
         self._use_sso(config)
         self.log.info("config.reload", result="ok", resources=len(config.resources))
         return True
+
+    def _bind_context(self, config: Config) -> BindContext:
+        return BindContext(
+            config, self.policy, self.recorder, AwsAccess(config.aws), lambda: self.discovery.resources
+        )
 
     def _use_sso(self, config: Config) -> None:
         """Start, change or stop single sign-on; a new provider client only when its block changed.
@@ -184,10 +190,13 @@ class Gateway:
                     conn.close_with_notice(
                         f"session closed: it reached the maximum length of {limits.max_session_s:g} s",
                         "limit.max_session",
+                        "max_session",
                     )
                 elif conn.idle_for(now) >= limits.idle_timeout_s:
                     conn.close_with_notice(
-                        f"session closed after {limits.idle_timeout_s:g} s without activity", "limit.idle"
+                        f"session closed after {limits.idle_timeout_s:g} s without activity",
+                        "limit.idle",
+                        "idle_timeout",
                     )
 
     async def stop(self, grace_s: float = 0.0) -> None:
@@ -206,7 +215,7 @@ class Gateway:
         while self.state.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         for conn in list(self.state.connections):
-            conn.close_with_notice("the gateway is restarting; please reconnect", "session.drained")
+            conn.close_with_notice("the gateway is restarting; please reconnect", "session.drained", "drain")
         deadline = time.monotonic() + 10
         while (self.state.connections or self.state.unbinding) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -251,6 +260,7 @@ async def serve(config_path: str) -> int:
         return await Supervisor(config, config_path).run()
     if WORKER_ENV in os.environ:
         use_multiprocess_dir(Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
+    asyncssh_tuning.apply()
     gateway = Gateway(config, config_path)
     await gateway.serve_forever()
     return 0

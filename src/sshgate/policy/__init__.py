@@ -1,1 +1,1 @@
-"""Session and request policies (DESIGN §6)."""
+"""Session and request policies (docs/policy.md)."""

@@ -69,8 +69,7 @@ def policy_eval(args: argparse.Namespace) -> int:
 
 
 async def _decide(policies: Policies, stage: Stage, input_doc: dict[str, Any]) -> Decision:
-    # Built inside the loop, as the gateway does, so the embedded engine lives on this thread.
-    point = ReloadableDecisionPoint(policies)
+    point = await ReloadableDecisionPoint.open(policies)
     try:
         return await point.decide(stage, input_doc)
     finally:

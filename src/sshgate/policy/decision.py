@@ -32,6 +32,10 @@ class DecisionPoint(Protocol):
 
     def has_rule(self, stage: Stage) -> bool: ...
 
+    async def aclose(self, grace_s: float = 0.0) -> None:
+        """Release the engine once decisions in flight have had ``grace_s`` to finish."""
+        ...
+
 
 class AllowAll:
     """The decision point when no policy is configured."""
@@ -41,3 +45,6 @@ class AllowAll:
 
     def has_rule(self, stage: Stage) -> bool:
         return False
+
+    async def aclose(self, grace_s: float = 0.0) -> None:
+        return None

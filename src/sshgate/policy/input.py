@@ -1,4 +1,4 @@
-"""The policy input document of DESIGN §6, built from what the gateway knows (no I/O)."""
+"""The policy input document of docs/policy.md, built from what the gateway knows (no I/O)."""
 
 from __future__ import annotations
 
@@ -82,8 +82,16 @@ def session_input(
     return doc
 
 
-PolicyRequestKind = Literal["exec", "subsystem", "sftp", "port_forward"]
-SftpOperation = Literal["write", "remove", "rename", "mkdir", "rmdir", "setstat"]
+def identity_key(doc: Mapping[str, Any]) -> str | None:
+    """Who an input document is about (``type:email`` or ``type:name``), or None if it does not say."""
+    user = doc.get("user")
+    if not isinstance(user, Mapping):
+        return None
+    name = user.get("email", user.get("name"))
+    return f"{user.get('type')}:{name}" if isinstance(name, str) else None
+
+
+PolicyRequestKind = Literal["shell", "exec", "subsystem", "sftp", "port_forward"]
 
 
 def request_input(
@@ -92,7 +100,7 @@ def request_input(
     *,
     command: str | None = None,
     subsystem: str | None = None,
-    operation: SftpOperation | None = None,
+    operation: str | None = None,
     path: str | None = None,
     target_path: str | None = None,
     host: str | None = None,

@@ -2,33 +2,39 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from sshgate.config import Policies
 from sshgate.policy.decision import AllowAll, Decision, DecisionPoint, Stage
 from sshgate.policy.embedded import EmbeddedDecisionPoint
 from sshgate.policy.opa import OpaDecisionPoint
-from sshgate.policy.rego import RegorusEngine
 from sshgate.policy.sources import load_modules
 
 
-def build_decision_point(config: Policies) -> DecisionPoint:
-    """Compile now (on the calling thread, which must be the one that decides); raises PolicyLoadError."""
+async def build_decision_point(config: Policies) -> DecisionPoint:
+    """Compile now, so errors show at load; raises PolicyLoadError."""
     if config.engine == "opa":
         return OpaDecisionPoint(config.opa_url, config.default_action, config.timeout_ms)
     if not config.paths:
         return AllowAll()
-    engine = RegorusEngine.compile(load_modules(config.paths))
-    return EmbeddedDecisionPoint(engine, config.default_action)
+    modules = load_modules(config.paths)
+    return await EmbeddedDecisionPoint.start(modules, config.default_action, config.timeout_ms)
 
 
 class ReloadableDecisionPoint:
-    """The decision point the gateway keeps for its lifetime; reloads replace what is behind it."""
+    """The decision point the gateway keeps for its lifetime; reloads replace what is behind it.
 
-    def __init__(self, config: Policies) -> None:
+    A reload builds the whole new engine (every worker compiled) before one assignment swaps it
+    in: each decision is made wholly by the old set or wholly by the new one.
+    """
+
+    def __init__(self, config: Policies, current: DecisionPoint) -> None:
         self.config = config
-        self.current = build_decision_point(config)
+        self.current = current
+
+    @classmethod
+    async def open(cls, config: Policies) -> ReloadableDecisionPoint:
+        return cls(config, await build_decision_point(config))
 
     def has_rule(self, stage: Stage) -> bool:
         return self.current.has_rule(stage)
@@ -39,16 +45,10 @@ class ReloadableDecisionPoint:
     async def reload(self, config: Policies | None = None) -> None:
         """Recompile from ``config`` (default: the current one); on PolicyLoadError the old set stays."""
         config = config or self.config
-        new = build_decision_point(config)
-        old, self.current, self.config = self.current, new, config
-        await _retire(old)
+        new = await build_decision_point(config)
+        (old, old_config), self.current, self.config = (self.current, self.config), new, config
+        # Decisions the old set has in flight end by their deadline at the latest.
+        await old.aclose(old_config.timeout_ms / 1000)
 
-    async def aclose(self) -> None:
-        await _retire(self.current, grace_s=0.0)
-
-
-async def _retire(point: DecisionPoint, grace_s: float | None = None) -> None:
-    """An OPA client is closed once the queries it may still carry have timed out."""
-    if isinstance(point, OpaDecisionPoint):
-        await asyncio.sleep(point.timeout_s if grace_s is None else grace_s)
-        await point.aclose()
+    async def aclose(self, grace_s: float = 0.0) -> None:
+        await self.current.aclose(grace_s)

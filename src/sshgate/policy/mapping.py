@@ -1,4 +1,4 @@
-"""From a rule's value to a :class:`Decision` (DESIGN §6), the same for every engine.
+"""From a rule's value to a :class:`Decision` (docs/policy.md), the same for every engine.
 
 Anything the gateway cannot read as a decision denies: the client only learns that the policy is
 unavailable, the audit log gets the reason.
@@ -17,6 +17,11 @@ BLOCK_TYPE = "block_with_formal_message"
 
 def unavailable(stage: Stage, reason: str, eval_seconds: float = 0.0) -> Decision:
     return Decision("block", stage, message=UNAVAILABLE, reason=reason, eval_seconds=eval_seconds)
+
+
+def timed_out(stage: Stage, what: str, eval_seconds: float) -> Decision:
+    """The engine's answer did not come by ``policies.timeout_ms``: deny (fail closed)."""
+    return unavailable(stage, f"policy timeout: {what}", eval_seconds)
 
 
 def to_decision(

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from opa_client import AsyncOpaClient
 
 from sshgate.policy.decision import Decision, Stage
-from sshgate.policy.mapping import to_decision, unavailable
+from sshgate.policy.mapping import timed_out, to_decision, unavailable
 from sshgate.policy.sources import PolicyLoadError
 
 
@@ -26,6 +26,7 @@ class OpaDecisionPoint:
             raise PolicyLoadError(f"policies.opa_url {url!r}: expected http(s)://host[:port]")
         self.url = url
         self.default_action = default_action
+        self.timeout_ms = timeout_ms
         self.timeout_s = timeout_ms / 1000
         # Retries would outlive the timeout; the gateway denies instead and the user retries.
         self._client = AsyncOpaClient(
@@ -49,15 +50,17 @@ class OpaDecisionPoint:
                     await self._client.__aenter__()
                 answer = await self._client.query_rule(input_doc, "formal.v2", stage)
         except TimeoutError:
-            reason = f"OPA at {self.url} did not answer in {self.timeout_s:g}s"
-            return unavailable(stage, reason, _since(start))
+            what = f"OPA at {self.url} did not answer within {self.timeout_ms} ms"
+            return timed_out(stage, what, _since(start))
         except Exception as exc:  # the client raises whatever aiohttp raised
             return unavailable(stage, f"OPA at {self.url}: {type(exc).__name__}: {exc}", _since(start))
         if not isinstance(answer, dict):
             return unavailable(stage, f"OPA at {self.url}: answer is not a JSON object", _since(start))
         return to_decision(stage, answer.get("result"), self.default_action, _since(start))
 
-    async def aclose(self) -> None:
+    async def aclose(self, grace_s: float = 0.0) -> None:
+        """Close the client ``grace_s`` from now, when the queries it may still carry have ended."""
+        await asyncio.sleep(grace_s)
         if self._opened:
             await self._client.close_connection()
 

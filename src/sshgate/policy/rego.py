@@ -1,12 +1,12 @@
 """The Rego engine seam, and regorus behind it (another real Rego engine can replace it here).
 
-A regorus ``Engine`` is bound to the thread that made it: build and evaluate it on one thread
-(the event loop's), with nothing in between ``set_input`` and ``eval_rule``.
+A regorus ``Engine`` is bound to the thread that made it: build, evaluate and drop it on one
+thread, with nothing in between ``set_input`` and ``eval_rule``. It also holds the GIL for a whole
+evaluation, so the gateway runs it in worker processes (:mod:`sshgate.policy.worker`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -36,13 +36,18 @@ class RegoEngine(Protocol):
 
     def has_rule(self, path: str) -> bool: ...
 
-    def eval_rule(self, path: str, input_doc: Mapping[str, Any] | None) -> Any:
-        """The rule's value, ``None`` when undefined; raises :class:`RegoError`."""
+    def eval_rule(self, path: str, input_doc: Mapping[str, Any] | str | None) -> Any:
+        """The rule's value, ``None`` when undefined; raises :class:`RegoError`.
+
+        ``input_doc`` may be JSON text, which skips building Python objects only to convert them.
+        """
         ...
 
 
 _LOCATION = re.compile(r"-->\s*(?P<loc>\S+)\s*\n(?:.*\n)*?error:\s*(?P<msg>.*)")
-_FATAL = (KeyboardInterrupt, SystemExit, GeneratorExit, asyncio.CancelledError)
+# No asyncio.CancelledError: these calls are synchronous, and the worker process would pay
+# tens of milliseconds at every start to import asyncio for it.
+_FATAL = (KeyboardInterrupt, SystemExit, GeneratorExit)
 
 
 def is_test_rule(path: str) -> bool:
@@ -60,7 +65,7 @@ def describe(exc: BaseException) -> str:
 
 def _reraise_fatal(exc: BaseException) -> None:
     # regorus raises pyo3's PanicException, a BaseException, on misuse: that one is an engine
-    # error to fail closed on, but interrupts and cancellation must keep their meaning.
+    # error to fail closed on, but interrupts and exits must keep their meaning.
     if isinstance(exc, _FATAL):
         raise exc
 
@@ -120,9 +125,11 @@ class RegorusEngine:
     def has_rule(self, path: str) -> bool:
         return path in self._paths
 
-    def eval_rule(self, path: str, input_doc: Mapping[str, Any] | None) -> Any:
+    def eval_rule(self, path: str, input_doc: Mapping[str, Any] | str | None) -> Any:
         try:
-            if input_doc is not None:
+            if isinstance(input_doc, str):
+                self._engine.set_input_json(input_doc)
+            elif input_doc is not None:
                 self._engine.set_input(input_doc)
             return self._engine.eval_rule(path)
         except BaseException as exc:

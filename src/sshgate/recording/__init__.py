@@ -1,1 +1,1 @@
-"""Session recordings (DESIGN §7)."""
+"""Session recordings (docs/recordings.md)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sshgate.aws.clients import AwsClients
 from sshgate.config import Config
+from sshgate.recording.channels import Options
 from sshgate.recording.local import FileRecorder
 from sshgate.recording.manifest import load_signing_key
 from sshgate.recording.s3 import S3Sink
@@ -22,4 +23,5 @@ def build_recorder(config: Config) -> FileRecorder:
         s3 = settings.s3
         clients = AwsClients(config.aws)
         sink = S3Sink(lambda: clients.client("s3", s3.region), s3.bucket, s3.prefix, config.recording_dir)
-    return FileRecorder(config.recording_dir, settings.capture_input, key, sink)
+    options = Options(settings.capture_input, settings.forward_data, settings.transfer_data)
+    return FileRecorder(config.recording_dir, options, key, sink, retention_days=settings.retention_days)

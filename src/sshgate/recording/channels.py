@@ -1,24 +1,36 @@
-"""Channel recordings: hot-path calls only append raw items to memory; the writer process
-(:mod:`sshgate.recording.writer`) turns them into file lines.
+"""Channel recordings on the relay's hot path: each call appends a reference to the bytes (and
+the time) to a list, nothing more; the recorder's flush thread writes them (files.py).
 
-One file per channel: an asciicast v2 cast for shells and other exec commands, JSON lines for
-sftp operations, port forwards and file-transfer exec commands (scp, rsync), whose contents
-would only bloat a cast.
+Terminal channels (shells, and exec commands other than file transfers) keep the raw bytes and
+a script(1) timing log; scp and rsync transfers, sftp and port forwards keep JSON lines, plus their
+bytes only when ``transfer_data`` / ``forward_data`` ask for them (docs/recordings.md).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-WAKE_BYTES = 1 << 20
-"""Pending bytes after which a channel wakes the writer early, so memory stays bounded."""
+from sshgate.recording import timing
+from sshgate.recording.files import ChannelFiles, Item, RecordFile
+from sshgate.recording.scp import ScpTracker
 
-Item = tuple[float, str, Any]
+WAKE_BYTES = 1 << 20
+"""Pending bytes after which a channel wakes the recorder early, so memory stays bounded."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """The recorder's settings channels need."""
+
+    capture_input: bool = False
+    forward_data: bool = False
+    transfer_data: bool = False
 
 
 def utc_now() -> str:
@@ -47,17 +59,18 @@ def transfer_of(command: str | None) -> dict[str, Any] | None:
 
 
 class Channel:
-    """What every channel keeps: counters, exit, times, and a list of pending items."""
+    """What every channel keeps: counters, exit, times, and the items not yet written.
 
-    suffix = ""
-    fmt = "lines"  # the writer's encoder for the file: JSON lines or an asciicast
+    ``dirty`` is called when the first item arrives after a flush took the last ones, so the
+    recorder visits only channels with something to write.
+    """
 
-    def __init__(self, n: int, kind: str, meta: dict[str, Any], wake: Callable[[], None]) -> None:
+    def __init__(self, n: int, kind: str, meta: dict[str, Any], dirty: Callable[[Channel], None]) -> None:
         self.n = n
         self.kind = kind
         self.meta = meta
-        self.file = f"{n}-{self.suffix}"
         self.t0 = time.monotonic()
+        self.opened_unix = time.time()
         self.opened_at = utc_now()
         self.closed_at: str | None = None
         self.exit_status: int | None = None
@@ -65,10 +78,9 @@ class Channel:
         self.bytes_in = 0
         self.bytes_out = 0
         self.closed = False
-        self.started = False  # its file exists: the writer has opened it
-        self.finished = False  # written to the end and closed by the writer
-        self.digest: dict[str, Any] | None = None  # the finished file's, from the writer
-        self._wake = wake
+        self.finished = False  # its files are complete: the recorder wrote the close
+        self.files = ChannelFiles(self.t0, {})  # each kind sets its own; written by the flush thread
+        self._dirty = dirty
         self._items: list[Item] = []
         self._size = 0
 
@@ -76,6 +88,15 @@ class Channel:
 
     def backlog(self) -> int:
         return self._size
+
+    def _add(self, item: Item, size: int = 0) -> None:
+        if not self._items:
+            self._dirty(self)
+        self._items.append(item)
+        if size:
+            self._size += size
+            if self._size > WAKE_BYTES:
+                self._dirty(self)
 
     def output(self, data: bytes, stderr: bool = False) -> None:
         self.bytes_out += len(data)
@@ -87,7 +108,7 @@ class Channel:
         pass
 
     def event(self, doc: dict[str, Any]) -> None:
-        self._items.append((time.monotonic(), "e", doc))
+        self._add((time.monotonic(), "j", doc))
 
     def close(self, exit_status: int | None = None, exit_signal: str | None = None) -> None:
         if self.closed:
@@ -96,26 +117,32 @@ class Channel:
         self.closed_at = utc_now()
         self.exit_status, self.exit_signal = exit_status, exit_signal
         self._closing()
-        self._wake()
-
-    # writer side
+        self._dirty(self)
 
     def _closing(self) -> None:
-        """Last items before the channel's file is finished."""
+        """Last items before the channel's files are finished."""
+
+    # recorder side
 
     def take(self) -> list[Item]:
         items, self._items, self._size = self._items, [], 0
         return items
 
-    def header(self) -> bytes:
-        return b""
+    def closing_lines(self) -> list[bytes]:
+        """Timing headers written with the last flush, as script(1) ends its log."""
+        if self.files.timing is None:
+            return []
+        lines = [timing.header("DURATION", f"{time.monotonic() - self.t0:.6f}")]
+        if self.exit_status is not None:
+            lines.append(timing.header("EXIT_CODE", str(self.exit_status)))
+        return lines
 
     def describe(self) -> dict[str, Any]:
         """The channel's entry in session.json."""
         return {
             "n": self.n,
             "kind": self.kind,
-            "file": self.file,
+            "files": self.files.names(),
             **{k: v for k, v in self.meta.items() if v is not None},
             "opened_at": self.opened_at,
             "closed_at": self.closed_at,
@@ -126,116 +153,151 @@ class Channel:
         }
 
 
-class CastChannel(Channel):
-    """A shell or exec channel as an asciicast v2 recording."""
+def _stream_files(directory: Path, stem: str, codes: str, first_line: bytes = b"") -> dict[str, RecordFile]:
+    suffixes = {"o": "out", "e": "err", "i": "in"}
+    return {code: RecordFile(directory / f"{stem}.{suffixes[code]}", first_line) for code in codes}
 
-    fmt = "cast"
 
-    def __init__(
-        self,
-        n: int,
-        kind: str,
-        meta: dict[str, Any],
-        wake: Callable[[], None],
-        capture_input: bool,
-        title: str,
-    ) -> None:
-        self.suffix = f"{kind}.cast"
-        super().__init__(n, kind, meta, wake)
+class TerminalChannel(Channel):
+    """A shell or exec channel: raw output (stderr apart for exec), keystrokes with
+    ``capture_input``, and the timing log scriptreplay plays."""
+
+    def __init__(self, n: int, kind: str, meta: dict[str, Any], dirty: Callable[[Channel], None],
+                 directory: Path, capture_input: bool) -> None:  # fmt: skip
+        super().__init__(n, kind, meta, dirty)
+        self._err = "e" if kind == "exec" else "o"  # a terminal shows stderr with the rest
         self._capture = capture_input
-        self._title = title
-        self._timestamp = int(time.time())
+        codes = "o" + ("e" if kind == "exec" else "") + ("i" if capture_input else "")
+        self.files = terminal_files(self, directory, f"{n}-{kind}", codes)
 
     def output(self, data: bytes, stderr: bool = False) -> None:
         self.bytes_out += len(data)
-        self._items.append((time.monotonic(), "o", data))
-        self._size += len(data)
-        if self._size > WAKE_BYTES:
-            self._wake()
+        self._add((time.monotonic(), self._err if stderr else "o", data), len(data))
 
     def input(self, data: bytes) -> None:
         self.bytes_in += len(data)
         if self._capture:
-            self._items.append((time.monotonic(), "i", data))
-            self._size += len(data)
+            self._add((time.monotonic(), "i", data), len(data))
 
     def resize(self, cols: int, rows: int) -> None:
-        self._items.append((time.monotonic(), "r", f"{cols}x{rows}"))
+        self._add((time.monotonic(), "r", (cols, rows)))
 
-    def event(self, doc: dict[str, Any]) -> None:
-        """Casts hold terminal bytes only; there is nothing else to record in them."""
 
-    def header(self) -> bytes:
-        cols, rows = self.meta.get("size") or (80, 24)
-        head: dict[str, Any] = {"version": 2, "width": cols, "height": rows, "timestamp": self._timestamp}
-        if self.meta.get("command"):
-            head["command"] = self.meta["command"]
-        head["title"] = self._title
-        head["env"] = {"TERM": self.meta.get("term") or ""}
-        return (json.dumps(head, ensure_ascii=False) + "\n").encode()
+def terminal_files(channel: Channel, directory: Path, stem: str, codes: str) -> ChannelFiles:
+    """Data logs and the timing log of a terminal (or recorded transfer) channel."""
+    meta = channel.meta
+    fields: dict[str, str] = {}
+    if meta.get("command"):
+        fields["COMMAND"] = meta["command"]
+    if meta.get("term"):
+        fields["TERM"] = meta["term"]
+    cols, rows = meta.get("size") or (80, 24)
+    if meta.get("pty"):
+        fields |= {"COLUMNS": str(cols), "LINES": str(rows)}
+    streams = _stream_files(directory, stem, codes, timing.log_header(channel.opened_unix, fields))
+    headers = [timing.header("START_TIME", timing.script_time(channel.opened_unix))]
+    headers += [timing.header(name, value) for name, value in fields.items()]
+    headers.append(timing.header("OUTPUT_LOG", streams["o"].name))
+    if "i" in streams:
+        headers.append(timing.header("INPUT_LOG", streams["i"].name))
+    headers.append(timing.header("TIMING_LOG", f"{stem}.timing"))
+    return ChannelFiles(channel.t0, streams, RecordFile(directory / f"{stem}.timing"), None, headers)
 
 
 class TransferChannel(Channel):
-    """An exec channel carrying scp or rsync: start and end events with bytes each way."""
+    """An exec channel carrying scp or rsync: events with each file (scp) or the whole transfer
+    (rsync), its direction, bytes and outcome; the bytes themselves only with ``transfer_data``."""
 
-    suffix = "exec.jsonl"
-
-    def __init__(
-        self, n: int, meta: dict[str, Any], wake: Callable[[], None], transfer: dict[str, Any]
-    ) -> None:
-        super().__init__(n, "exec", meta, wake)
+    def __init__(self, n: int, meta: dict[str, Any], dirty: Callable[[Channel], None], directory: Path,
+                 transfer: dict[str, Any], keep_data: bool) -> None:  # fmt: skip
+        super().__init__(n, "exec", meta, dirty)
         self.transfer = transfer
+        self._keep = keep_data
+        stem = f"{n}-exec"
+        if keep_data:
+            self.files = terminal_files(self, directory, stem, "oei")
+        self.files.events = RecordFile(directory / f"{stem}.jsonl")
+        self._scp = ScpTracker(transfer["direction"], self.event) if transfer["protocol"] == "scp" else None
         self.event({"op": "start", "command": meta.get("command"), **transfer})
 
+    def output(self, data: bytes, stderr: bool = False) -> None:
+        self.bytes_out += len(data)
+        if self._scp is not None and not stderr:
+            if self.transfer["direction"] == "download":
+                self._scp.source_data(data)
+            else:
+                self._scp.sink_data(data)
+        if self._keep:
+            self._add((time.monotonic(), "e" if stderr else "o", data), len(data))
+
+    def input(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        if self._scp is not None:
+            if self.transfer["direction"] == "upload":
+                self._scp.source_data(data)
+            else:
+                self._scp.sink_data(data)
+        if self._keep:
+            self._add((time.monotonic(), "i", data), len(data))
+
     def _closing(self) -> None:
-        self.event(
-            {
-                "op": "end",
-                "command": self.meta.get("command"),
-                **self.transfer,
-                "bytes_in": self.bytes_in,
-                "bytes_out": self.bytes_out,
-                "exit_status": self.exit_status,
-                "exit_signal": self.exit_signal,
-            }
-        )
+        moved = self.bytes_in if self.transfer["direction"] == "upload" else self.bytes_out
+        status = "ok" if self.exit_status == 0 else "error"
+        self.event({"op": "end", "command": self.meta.get("command"), **self.transfer, "bytes": moved,
+                    "bytes_in": self.bytes_in, "bytes_out": self.bytes_out, "status": status,
+                    "exit_status": self.exit_status, "exit_signal": self.exit_signal})  # fmt: skip
 
 
 class SftpChannel(Channel):
     """An sftp channel: one line per file operation, from the relay's :class:`SftpTracker`."""
 
-    suffix = "sftp.jsonl"
+    def __init__(
+        self, n: int, meta: dict[str, Any], dirty: Callable[[Channel], None], directory: Path
+    ) -> None:
+        super().__init__(n, "sftp", meta, dirty)
+        self.files = ChannelFiles(self.t0, {}, events=RecordFile(directory / f"{n}-sftp.jsonl"))
 
 
 class ForwardChannel(Channel):
-    """A ``direct-tcpip`` channel: open and close with host, port and bytes each way."""
+    """A ``direct-tcpip`` channel: open and close with host, port and bytes each way; with
+    ``forward_data`` the bytes too (``.out`` towards the client, ``.in`` from it), raw."""
 
-    suffix = "forward.jsonl"
-
-    def __init__(self, n: int, meta: dict[str, Any], wake: Callable[[], None]) -> None:
-        super().__init__(n, "forward", meta, wake)
+    def __init__(self, n: int, meta: dict[str, Any], dirty: Callable[[Channel], None], directory: Path,
+                 keep_data: bool) -> None:  # fmt: skip
+        super().__init__(n, "forward", meta, dirty)
+        self._keep = keep_data
+        streams = _stream_files(directory, f"{n}-forward", "oi") if keep_data else {}
+        self.files = ChannelFiles(self.t0, streams, events=RecordFile(directory / f"{n}-forward.jsonl"))
         self.event({"op": "open", "host": meta.get("host"), "port": meta.get("port")})
 
+    def output(self, data: bytes, stderr: bool = False) -> None:
+        self.bytes_out += len(data)
+        if self._keep:
+            self._add((0.0, "o", data), len(data))
+
+    def input(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        if self._keep:
+            self._add((0.0, "i", data), len(data))
+
     def _closing(self) -> None:
-        self.event(
-            {
-                "op": "close",
-                "host": self.meta.get("host"),
-                "port": self.meta.get("port"),
-                "bytes_in": self.bytes_in,
-                "bytes_out": self.bytes_out,
-            }
-        )
+        self.event({"op": "close", "host": self.meta.get("host"), "port": self.meta.get("port"),
+                    "bytes_in": self.bytes_in, "bytes_out": self.bytes_out})  # fmt: skip
 
 
 def make_channel(
-    n: int, kind: str, meta: dict[str, Any], wake: Callable[[], None], capture_input: bool, title: str
+    n: int,
+    kind: str,
+    meta: dict[str, Any],
+    dirty: Callable[[Channel], None],
+    directory: Path,
+    options: Options,
 ) -> Channel:
     if kind == "forward":
-        return ForwardChannel(n, meta, wake)
+        return ForwardChannel(n, meta, dirty, directory, options.forward_data)
     if kind == "sftp":
-        return SftpChannel(n, kind, meta, wake)
+        return SftpChannel(n, meta, dirty, directory)
     transfer = transfer_of(meta.get("command")) if kind == "exec" else None
     if transfer is not None:
-        return TransferChannel(n, meta, wake, transfer)
-    return CastChannel(n, kind, meta, wake, capture_input, title)
+        return TransferChannel(n, meta, dirty, directory, transfer, options.transfer_data)
+    return TerminalChannel(n, kind, meta, dirty, directory, options.capture_input)

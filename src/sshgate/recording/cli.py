@@ -1,46 +1,70 @@
-"""``sshgate recordings list | show ID | play ID | verify ID`` over the recording directory."""
+"""``sshgate recordings list | show | play | export | search | verify`` over the recording
+directory (docs/recordings.md); every command reads both layouts (reader.py)."""
 
 from __future__ import annotations
 
 import argparse
-import json
+import codecs
+import contextlib
+import os
+import stat
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from sshgate.config import ConfigError, config_path_from_env, load_config
-from sshgate.recording.manifest import SESSION_FILE, load_signing_key, verify
+from sshgate.recording import asciicast, reader
+from sshgate.recording.files import WrittenOnce
+from sshgate.recording.manifest import (
+    fingerprint,
+    load_public_key,
+    load_signing_key,
+    verify,
+)
 from sshgate.recording.recorder import RecordingError
+from sshgate.recording.search import LineMatcher
 
 
 def add_recording_commands(subparsers: Any) -> None:
     """Register ``recordings`` and its subcommands; each sets ``func(args) -> int``."""
-    parser = subparsers.add_parser("recordings", help="list, show, play and verify session recordings")
+    parser = subparsers.add_parser(
+        "recordings", help="list, show, play, export, search and verify recordings"
+    )
     commands = parser.add_subparsers(dest="recordings_command", required=True)
 
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+    def command(
+        name: str, help_text: str, func: Callable[[argparse.Namespace], int]
+    ) -> argparse.ArgumentParser:
         sub: argparse.ArgumentParser = commands.add_parser(name, help=help_text)
         sub.add_argument("--config", help="config file (default: $SSHGATE_CONFIG)")
+        sub.set_defaults(func=_guard(func))
         return sub
 
-    listing = command("list", "sessions, newest first")
-    listing.add_argument("--user", help="email, login or machine name")
-    listing.add_argument("--resource")
-    listing.add_argument("--since", help="YYYY-MM-DD (UTC)")
-    listing.set_defaults(func=_guard(_list))
-    show = command("show", "a session's metadata and channels")
-    show.add_argument("id")
-    show.set_defaults(func=_guard(_show))
-    play = command("play", "replay a cast in this terminal with its timing")
+    def filters(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--user", help="email, login or machine name")
+        sub.add_argument("--resource")
+        sub.add_argument("--since", help="YYYY-MM-DD (UTC)")
+
+    filters(command("list", "sessions, newest first", _list))
+    command("show", "a session's metadata and channels", _show).add_argument("id")
+    play = command("play", "replay a terminal channel in this terminal with its timing", _play)
     play.add_argument("id")
-    play.add_argument("--channel", type=int, help="channel number (default: the first cast)")
+    play.add_argument("--channel", type=int, help="channel number (default: the first terminal channel)")
     play.add_argument("--speed", type=float, default=1.0)
-    play.set_defaults(func=_guard(_play))
-    check = command("verify", "check file hashes and the signature")
+    export = command("export", "write a terminal channel as an asciicast v2 file", _export)
+    export.add_argument("id")
+    export.add_argument("--channel", type=int, help="channel number (default: the first terminal channel)")
+    export.add_argument("--format", choices=["asciicast"], default="asciicast")
+    export.add_argument("-o", "--output", help="file to write (default: stdout)")
+    search = command("search", "lines of terminal output containing TEXT, one per match", _search)
+    search.add_argument("text")
+    filters(search)
+    check = command("verify", "check every file's hash and the manifest's signature", _verify)
     check.add_argument("id")
-    check.set_defaults(func=_guard(_verify))
+    check.add_argument("--public-key", help="Ed25519 public key to check the signature against "
+                       "(default: the configured signing_key's)")  # fmt: skip
 
 
 def _root(args: argparse.Namespace) -> tuple[Path, str | None]:
@@ -48,51 +72,26 @@ def _root(args: argparse.Namespace) -> tuple[Path, str | None]:
     return config.recording_dir, config.recording.signing_key
 
 
-def _docs(root: Path) -> list[dict[str, Any]]:
-    docs = []
-    for path in root.glob(f"[0-9]*/*/{SESSION_FILE}"):
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        doc["_dir"] = path.parent
-        docs.append(doc)
-    return sorted(docs, key=lambda d: str(d.get("started_at")), reverse=True)
-
-
-def _find(root: Path, session_id: str) -> Path:
-    found = [p for p in root.glob(f"[0-9]*/{session_id}") if (p / SESSION_FILE).is_file()]
-    if not found:
-        raise RecordingError(f"no recording {session_id} in {root}")
-    return found[0]
-
-
-def _who(doc: dict[str, Any]) -> str:
-    user = doc.get("user") or {}
-    return str(user.get("email") or user.get("name") or "?")
+def _selected(root: Path, args: argparse.Namespace) -> Iterator[tuple[Path, dict[str, Any]]]:
+    for directory, doc in reader.sessions(root):
+        names = {doc.get("user"), doc.get("login"), doc.get("identity")}
+        if args.user and args.user.lower() not in {str(n).lower() for n in names if n}:
+            continue
+        if args.resource and doc.get("resource") != args.resource:
+            continue
+        if args.since and directory.parent.name < args.since:
+            continue
+        yield directory, doc
 
 
 def _list(args: argparse.Namespace) -> int:
     root, _ = _root(args)
     rows = [("SESSION", "STARTED", "STATUS", "USER", "RESOURCE", "NATIVE USER", "CHANNELS")]
-    for doc in _docs(root):
-        user = doc.get("user") or {}
-        names = {user.get("email"), user.get("name"), user.get("login")}
-        if args.user and args.user.lower() not in {str(n).lower() for n in names if n}:
-            continue
-        if args.resource and doc.get("resource") != args.resource:
-            continue
-        if args.since and doc["_dir"].parent.name < args.since:
-            continue
-        kinds = ",".join(c["kind"] for c in doc.get("channels", []))
-        rows.append(
-            (
-                doc["session_id"],
-                doc["started_at"],
-                doc["status"],
-                _who(doc),
-                str(doc.get("resource")),
-                str(doc.get("native_user")),
-                kinds or "-",
-            )
-        )
+    for _, doc in _selected(root, args):
+        kinds = ",".join(str(c.get("kind")) for c in doc.get("channels", []))
+        status = str(doc.get("status")) + (f" ({doc['end_reason']})" if doc.get("end_reason") else "")
+        rows.append((str(doc.get("id")), str(doc.get("started")), status, str(doc.get("user")),
+                     str(doc.get("resource")), str(doc.get("native_user")), kinds or "-"))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
@@ -101,15 +100,15 @@ def _list(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     root, _ = _root(args)
-    directory = _find(root, args.id)
-    doc = json.loads((directory / SESSION_FILE).read_text(encoding="utf-8"))
-    client = doc.get("client") or {}
-    print(f"session      {doc['session_id']}  ({doc['status']})")
+    directory = reader.find(root, args.id)
+    doc = reader.load(directory)
+    print(f"session      {doc.get('id')}  ({doc.get('status')}"
+          + (f", {doc['end_reason']}" if doc.get("end_reason") else "") + ")")  # fmt: skip
     print(f"directory    {directory}")
-    print(f"user         {_who(doc)}  groups {','.join((doc.get('user') or {}).get('groups') or []) or '-'}")
+    print(f"user         {doc.get('identity')}  groups {','.join(doc.get('groups') or []) or '-'}")
     print(f"resource     {doc.get('resource')} ({doc.get('resource_type')}) as {doc.get('native_user')}")
-    print(f"client       {client.get('ip')}  {client.get('version')}  auth {doc.get('auth_method')}")
-    print(f"time         {doc.get('started_at')} .. {doc.get('ended_at') or 'now'}")
+    print(f"client       {doc.get('client_ip')}  {doc.get('client_version')}  auth {doc.get('auth_method')}")
+    print(f"time         {doc.get('started')} .. {doc.get('ended') or 'now'}")
     for decision in doc.get("decisions", []):
         print(
             f"decision     {decision.get('stage')}: {decision.get('action')}  {decision.get('reason') or ''}"
@@ -118,54 +117,112 @@ def _show(args: argparse.Namespace) -> int:
     for c in doc.get("channels", []):
         what = c.get("command") or c.get("subsystem") or (f"{c['host']}:{c['port']}" if "host" in c else "")
         exit_text = c.get("exit_signal") or c.get("exit_status")
-        print(
-            f"channel {c['n']:<4} {c['kind']:<8} {c['file']:<18} "
-            f"in {c['bytes_in']:>10} out {c['bytes_out']:>10}  "
-            f"exit {exit_text}  pty {bool(c.get('pty'))}  {what}"
-        )
+        head = f"channel {c.get('n')!s:<4} {c.get('kind')!s:<8}"
+        counts = f"in {c.get('bytes_in')!s:>10} out {c.get('bytes_out')!s:>10}"
+        print(f"{head} {counts}  exit {exit_text}  pty {bool(c.get('pty'))}  {what}")
+        print(f"             {' '.join(c.get('files') or [])}")
     return 0
 
 
-def _play(args: argparse.Namespace) -> int:
+def _channel(args: argparse.Namespace) -> tuple[Path, dict[str, Any], dict[str, Any]]:
     root, _ = _root(args)
-    directory = _find(root, args.id)
-    casts = sorted(directory.glob("*.cast"), key=lambda p: int(p.name.split("-")[0]))
-    if args.channel is not None:
-        casts = [p for p in casts if p.name.split("-")[0] == str(args.channel)]
-    if not casts:
-        raise RecordingError(f"{args.id}: no cast" + (f" for channel {args.channel}" if args.channel else ""))
+    directory = reader.find(root, args.id)
+    doc = reader.load(directory)
+    return directory, doc, reader.terminal_channel(doc, args.channel)
+
+
+def _play(args: argparse.Namespace) -> int:
     if args.speed <= 0:
         raise RecordingError("--speed must be positive")
-    out = sys.stdout
+    directory, _, channel = _channel(args)
+    out = sys.stdout.buffer
     started = time.monotonic()
-    with casts[0].open(encoding="utf-8") as f:
-        f.readline()
-        for line in f:
-            at, code, data = json.loads(line)
-            if code != "o":
-                continue
-            delay = at / args.speed - (time.monotonic() - started)
-            if delay > 0:
-                out.flush()
-                time.sleep(delay)
-            out.write(data)
+    for at, code, value in reader.events(directory, channel):
+        if code != "o":
+            continue
+        delay = at / args.speed - (time.monotonic() - started)
+        if delay > 0:
+            out.flush()
+            time.sleep(delay)
+        out.write(value)
     out.flush()
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    directory, doc, channel = _channel(args)
+    with _output(args.output) as out:
+        cast = reader.legacy_cast(directory, channel)
+        if cast is not None:  # already asciicast v2
+            with cast.open("rb") as f:
+                while piece := f.read(1 << 20):
+                    out.write(piece)
+        else:
+            head = asciicast.header(doc, channel, reader.opened_unix(channel))
+            asciicast.write(out, head, reader.events(directory, channel))
+    return 0
+
+
+@contextlib.contextmanager
+def _output(path: str | None) -> Iterator[BinaryIO | WrittenOnce]:
+    if path is None:
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    with open(path, "wb") as f:
+        yield WrittenOnce(f) if stat.S_ISREG(os.fstat(f.fileno()).st_mode) else f
+
+
+def _search(args: argparse.Namespace) -> int:
+    if not args.text:
+        raise RecordingError("search needs a text to find")
+    root, _ = _root(args)
+    found = 0
+    for directory, doc in _selected(root, args):
+        prefix = f"{doc.get('id')}\t{doc.get('user')}\t{doc.get('resource')}\t{doc.get('started')}\t"
+        for channel in doc.get("channels", []):
+            if not reader.is_terminal(channel):
+                continue
+            matcher = LineMatcher(args.text)
+            decoder = codecs.getincrementaldecoder("utf-8")("replace")
+            try:
+                for _, code, value in reader.events(directory, channel):
+                    if code == "o":
+                        for line in matcher.feed(decoder.decode(value)):
+                            print(prefix + line)
+                            found += 1
+            except RecordingError as exc:
+                print(f"sshgate: {exc}", file=sys.stderr)
+            for line in matcher.feed(decoder.decode(b"", final=True)) + matcher.end():
+                print(prefix + line)
+                found += 1
+    return 0 if found else 1
+
+
 def _verify(args: argparse.Namespace) -> int:
     root, key_path = _root(args)
-    directory = _find(root, args.id)
-    trusted = load_signing_key(key_path).public_key() if key_path else None
+    directory = reader.find(root, args.id)
+    if args.public_key:
+        trusted, source = load_public_key(args.public_key), f"--public-key {args.public_key}"
+    elif key_path:
+        trusted, source = load_signing_key(key_path).public_key(), "the configured signing_key"
+    else:
+        trusted, source = None, ""
     problems = verify(directory, trusted)
     for problem in problems:
         print(f"FAILED {problem}")
-    if not problems:
-        signed = json.loads((directory / SESSION_FILE).read_text(encoding="utf-8")).get("signature")
-        print(
-            f"OK {args.id}: every file matches its hash" + (", signature valid" if signed else " (unsigned)")
-        )
-    return 1 if problems else 0
+    if problems:
+        return 1
+    signature = reader.load(directory).get("signature")
+    if signature is None:
+        print(f"OK {args.id}: every file matches its hash; unsigned, so nothing proves who wrote them")
+    elif trusted is not None:
+        print(f"OK {args.id}: every file matches its hash; signed by {fingerprint(trusted)} ({source})")
+    else:
+        print(f"OK {args.id}: every file matches its hash; the signature matches the key carried in the "
+              "manifest, which proves the files are unchanged since signing, not who signed them "
+              "(configure recording.signing_key or pass --public-key to check the origin)")  # fmt: skip
+    return 0
 
 
 def _guard(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -177,5 +234,7 @@ def _guard(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Name
         except (ConfigError, RecordingError) as exc:
             print(f"sshgate: {exc}", file=sys.stderr)
             return 2
+        except BrokenPipeError:  # `... | head`
+            return 0
 
     return guarded

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -41,8 +41,35 @@ def load_signing_key(path: str) -> Ed25519PrivateKey:
     return key
 
 
+def load_public_key(path: str) -> Ed25519PublicKey:
+    """An Ed25519 public key (OpenSSH line or PEM), or the public half of a private key file."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise RecordingError(f"{path}: cannot read: {exc.strerror}") from None
+    if b"PRIVATE KEY" in data:
+        return load_signing_key(path).public_key()
+    try:
+        key: Any = (
+            serialization.load_pem_public_key(data)
+            if data.lstrip().startswith(b"-----")
+            else serialization.load_ssh_public_key(data.strip())
+        )
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise RecordingError(f"{path}: not a usable public key: {exc}") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise RecordingError(f"{path}: must be an Ed25519 key")
+    return key
+
+
 def public_text(key: Ed25519PublicKey) -> str:
     return key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+
+
+def fingerprint(key: Ed25519PublicKey) -> str:
+    """``SHA256:...`` as ssh-keygen -l prints it."""
+    blob = base64.b64decode(public_text(key).split()[1])
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
 def file_digest(path: Path) -> dict[str, Any]:
@@ -82,31 +109,44 @@ def verify(directory: Path, trusted: Ed25519PublicKey | None) -> list[str]:
     The signature is checked against ``trusted`` (the configured signing key); without one, only
     against the key the manifest names, which proves integrity but not origin.
     """
-    doc = json.loads((directory / SESSION_FILE).read_text(encoding="utf-8"))
+    try:
+        doc = json.loads((directory / SESSION_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return [f"{SESSION_FILE}: unreadable ({exc})"]
+    if not isinstance(doc, dict) or "files" not in doc:
+        return [f"{SESSION_FILE}: no manifest (the session is still active, or the file was replaced)"]
     problems = []
-    files: dict[str, Any] = doc.get("files") or {}
+    files = doc.get("files")
+    if not isinstance(files, dict):
+        return [f"{SESSION_FILE}: malformed manifest"]
     for name, expected in sorted(files.items()):
         path = directory / name
-        if not path.is_file():
+        if "/" in name or name.startswith(".") or not isinstance(expected, dict):
+            problems.append(f"{name}: not a recording file name")
+        elif not path.is_file():
             problems.append(f"{name}: missing")
-        elif file_digest(path)["sha256"] != expected.get("sha256"):
+        elif file_digest(path) != {"sha256": expected.get("sha256"), "size": expected.get("size")}:
             problems.append(f"{name}: changed (sha256 differs from the manifest)")
     for path in sorted(directory.iterdir()):
-        if path.name != SESSION_FILE and path.name not in files:
+        if path.name not in (SESSION_FILE, SESSION_FILE + ".tmp") and path.name not in files:
             problems.append(f"{path.name}: not in the manifest")
     signature = doc.get("signature")
     if signature is None:
         if trusted is not None:
             problems.append(f"{SESSION_FILE}: not signed")
         return problems
-    named = serialization.load_ssh_public_key(signature["public_key"].encode())
+    try:
+        named = serialization.load_ssh_public_key(signature["public_key"].encode())
+        value = base64.b64decode(signature["value"], validate=True)
+    except (KeyError, TypeError, AttributeError, ValueError, UnsupportedAlgorithm):
+        return [*problems, f"{SESSION_FILE}: malformed signature"]
     key = trusted or named
     if not isinstance(key, Ed25519PublicKey):
         return [*problems, f"{SESSION_FILE}: signature key is not Ed25519"]
     if trusted is not None and public_text(trusted) != signature["public_key"]:
         problems.append(f"{SESSION_FILE}: signed by another key ({signature['public_key']})")
     try:
-        key.verify(base64.b64decode(signature["value"]), canonical(doc))
+        key.verify(value, canonical(doc))
     except InvalidSignature:
         problems.append(f"{SESSION_FILE}: changed (signature does not match)")
     return problems

@@ -7,9 +7,17 @@ only buffer in memory; writing to disk or S3 happens elsewhere.
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any, Literal, Protocol
 
 ChannelKind = Literal["shell", "exec", "sftp", "forward"]
+SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+"""What a session id may be: it names a directory."""
+EndStatus = Literal["closed", "aborted", "interrupted"]
+"""``aborted``: the client left while the session was being set up (docs/recordings.md)."""
+EndReason = Literal[
+    "client", "upstream", "refused", "terminated", "idle_timeout", "max_session", "drain", "error"
+]
 
 
 class RecordingError(Exception):
@@ -33,7 +41,9 @@ class SessionRecording(Protocol):
 
     def open_channel(self, kind: ChannelKind, meta: dict[str, Any]) -> ChannelRecording: ...
     def note_decision(self, decision: dict[str, Any]) -> None: ...
-    async def close(self, status: Literal["closed", "interrupted"] = "closed") -> None: ...
+    async def close(self, status: EndStatus = "closed", *, end_reason: EndReason | None = None) -> None:
+        """End the recording; ``end_reason`` None is ``client`` (the client left)."""
+        ...
 
 
 class Recorder(Protocol):
@@ -82,7 +92,7 @@ class _NullSession:
     def note_decision(self, decision: dict[str, Any]) -> None:
         pass
 
-    async def close(self, status: Literal["closed", "interrupted"] = "closed") -> None:
+    async def close(self, status: EndStatus = "closed", *, end_reason: EndReason | None = None) -> None:
         pass
 
 

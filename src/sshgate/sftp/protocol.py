@@ -6,9 +6,9 @@ Pure functions over bytes: no I/O, no state.
 
 from __future__ import annotations
 
+import posixpath
 import struct
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, replace
 
 INIT, VERSION = 1, 2
 OPEN, CLOSE, READ, WRITE, LSTAT, FSTAT, SETSTAT, FSETSTAT = 3, 4, 5, 6, 7, 8, 9, 10
@@ -28,14 +28,27 @@ STATUS_NAMES = ("ok", "eof", "no_such_file", "permission_denied", "failure", "ba
 MAX_PACKET = 1 << 20
 """Largest packet accepted (OpenSSH's own limit is 256 KiB): buffering never exceeds one packet."""
 
-Operation = Literal["write", "remove", "rename", "mkdir", "rmdir", "setstat"]
-"""Mutating operations, as the policy request stage names them."""
-
 _PATH_ONE = {LSTAT: "lstat", OPENDIR: "opendir", REMOVE: "remove", MKDIR: "mkdir", RMDIR: "rmdir",
              REALPATH: "realpath", STAT: "stat", READLINK: "readlink", SETSTAT: "setstat"}  # fmt: skip
 _HANDLE_ONE = {CLOSE: "close", FSTAT: "fstat", FSETSTAT: "fsetstat", READDIR: "readdir"}
 _PATH_TWO = {RENAME: "rename", SYMLINK: "symlink"}
+
+# Extended requests OpenSSH's sftp-server knows, by what their first arguments are. Only these
+# are understood; any other is the operation ``extended:<name>`` (docs/policy.md).
 _EXTENDED_TWO = {"posix-rename@openssh.com": "rename", "hardlink@openssh.com": "link"}
+_EXTENDED_PATH = {"lsetstat@openssh.com": "lsetstat", "statvfs@openssh.com": "statvfs",
+                  "expand-path@openssh.com": "expand-path"}  # fmt: skip
+_EXTENDED_HANDLE = {"fstatvfs@openssh.com": "fstatvfs", "fsync@openssh.com": "fsync"}
+# copy-data writes only through a handle whose open for write was already asked.
+_EXTENDED_OTHER = {"limits@openssh.com": "limits", "home-directory": "home-directory",
+                   "copy-data": "copy-data",
+                   "users-groups-by-id@openssh.com": "users-groups-by-id"}  # fmt: skip
+_MAX_NAME_SHOWN = 128
+
+_CHANGES = {"remove": "remove", "mkdir": "mkdir", "rmdir": "rmdir", "setstat": "setstat",
+            "lsetstat": "setstat", "rename": "rename", "symlink": "write", "link": "write"}  # fmt: skip
+"""Path requests that change something, by the operation the policy request stage sees: a
+symlink or hard link is a ``write`` (a new name), ``chmod -h`` (lsetstat) a ``setstat``."""
 
 
 class SftpProtocolError(Exception):
@@ -59,7 +72,8 @@ class Request:
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """A server reply; ``length`` is the payload size of DATA."""
+    """A server reply; ``length`` is the payload size of DATA, ``name`` the first file name of
+    NAME, ``version`` the protocol version of VERSION."""
 
     type: int
     id: int | None
@@ -67,14 +81,17 @@ class Reply:
     message: str = ""
     handle: bytes | None = None
     length: int = 0
+    name: str | None = None
+    version: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Mutation:
-    """What the policy request stage sees of a mutating request."""
+    """What the policy request stage sees of a request that can change something: ``operation``
+    is ``write``, ``remove``, ``rename``, ``mkdir``, ``rmdir``, ``setstat`` or ``extended:<name>``."""
 
-    operation: Operation
-    path: str
+    operation: str
+    path: str | None = None
     target: str | None = None
 
 
@@ -140,19 +157,31 @@ def parse_request(ptype: int, body: bytes, length: int | None = None) -> Request
             return Request(ptype, rid, "symlink", path=second, target=first)
         return Request(ptype, rid, "rename", path=first, target=second)
     if ptype == EXTENDED:
-        name = r.text()
-        if name in _EXTENDED_TWO:
-            first = r.text()
-            return Request(ptype, rid, _EXTENDED_TWO[name], path=first, target=r.text())
-        return Request(ptype, rid, name)
+        return _extended(rid, r)
     return Request(ptype, rid, f"type-{ptype}")
+
+
+def _extended(rid: int, r: _Reader) -> Request:
+    name = r.text()
+    if name in _EXTENDED_TWO:
+        first = r.text()
+        return Request(EXTENDED, rid, _EXTENDED_TWO[name], path=first, target=r.text())
+    if name in _EXTENDED_PATH:
+        return Request(EXTENDED, rid, _EXTENDED_PATH[name], path=r.text())
+    if name in _EXTENDED_HANDLE:
+        return Request(EXTENDED, rid, _EXTENDED_HANDLE[name], handle=r.raw())
+    if name in _EXTENDED_OTHER:
+        return Request(EXTENDED, rid, _EXTENDED_OTHER[name])
+    if len(name) > _MAX_NAME_SHOWN:  # shown in full it would flood the audit log
+        name = f"{name[:_MAX_NAME_SHOWN]}...({len(name)} characters)"
+    return Request(EXTENDED, rid, f"extended:{name}")
 
 
 def parse_reply(ptype: int, body: bytes, length: int | None = None) -> Reply:
     """Decode a server packet; ``body``/``length`` as for :func:`parse_request`."""
     r = _Reader(body)
     if ptype == VERSION:
-        return Reply(ptype, None)
+        return Reply(ptype, None, version=r.u32())
     rid = r.u32()
     if ptype == STATUS:
         code = r.u32()
@@ -163,28 +192,55 @@ def parse_reply(ptype: int, body: bytes, length: int | None = None) -> Reply:
     if ptype == DATA:
         size = r.u32()
         return Reply(ptype, rid, length=(length - r.pos) if length is not None else size)
+    if ptype == NAME:
+        return Reply(ptype, rid, name=r.text() if r.u32() else None)
     return Reply(ptype, rid)
 
 
 def mutation(request: Request, handle_path: str | None = None) -> Mutation | None:
-    """The mutating operation a request performs, or None for reads and queries.
+    """The change a request can make, or None for reads and queries.
 
-    ``handle_path`` is the path behind the handle of an FSETSTAT (unknown: ``"?"``).
+    ``handle_path`` is the path behind the handle of an FSETSTAT (None: not known).
     """
     name = request.name
     if name == "open":
-        if request.pflags & _MODIFYING_FLAGS and request.path is not None:
-            return Mutation("write", request.path)
-        return None
-    if name in ("remove", "mkdir", "rmdir", "setstat") and request.path is not None:
-        return Mutation(name, request.path)  # type: ignore[arg-type]
+        return Mutation("write", request.path) if request.pflags & _MODIFYING_FLAGS else None
+    if name in _CHANGES:
+        return Mutation(_CHANGES[name], request.path, request.target)
     if name == "fsetstat":
-        return Mutation("setstat", handle_path or "?")
-    if name == "rename" and request.path is not None:
-        return Mutation("rename", request.path, request.target)
-    if name in ("symlink", "link") and request.path is not None:
-        return Mutation("write", request.path, request.target)
+        return Mutation("setstat", handle_path)
+    if name.startswith("extended:"):
+        return Mutation(name)
     return None
+
+
+def absolute(path: str, cwd: str) -> str:
+    """``path`` as the server resolves it from its working directory ``cwd``, normalised
+    lexically: absolute, no ``.``, ``..`` or repeated slashes (symbolic links are not followed).
+
+    A path with a NUL byte is returned as sent: a server reading it as a C string stops there,
+    so no normal form tells what it would act on (the gate refuses such a path)."""
+    if "\0" in path:
+        return path
+    normal = posixpath.normpath(posixpath.join(cwd, path))
+    return "/" + normal.lstrip("/")  # POSIX keeps a leading "//"; policies must not see one
+
+
+def resolved(request: Request, cwd: str) -> Request:
+    """``request`` with its paths absolute (:func:`absolute`). A symlink's target is stored as
+    written and resolved from the link's directory, so it is shown from there."""
+    if request.path is None and request.target is None:
+        return request
+    path = absolute(request.path, cwd) if request.path is not None else None
+    base = posixpath.dirname(path) if request.name == "symlink" and path is not None else cwd
+    target = absolute(request.target, base) if request.target is not None else None
+    return replace(request, path=path, target=target)
+
+
+def realpath_packet(request_id: int, path: str) -> bytes:
+    """A whole ``SSH_FXP_REALPATH`` request (the gateway asks for the server's working directory)."""
+    body = struct.pack(">BI", REALPATH, request_id) + _string(path.encode())
+    return struct.pack(">I", len(body)) + body
 
 
 def open_mode(pflags: int) -> str:

@@ -13,7 +13,7 @@ Server bytes always go to ``server_data(chunk)`` (DATA payloads are skipped).
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,7 @@ _PREFIX = 512
 
 _MAX_PENDING = 4096
 _TRACKED = frozenset({"open", "opendir", "close", "read", "write", "remove", "rename", "mkdir", "rmdir",
-                      "setstat", "fsetstat", "symlink", "link"})  # fmt: skip
+                      "setstat", "fsetstat", "lsetstat", "symlink", "link"})  # fmt: skip
 
 
 class Framer:
@@ -45,8 +45,9 @@ class Framer:
         self._keep = -1  # -1: reading a header
         self._skip = 0
 
-    def feed(self, data: bytes) -> list[tuple[int, bytes, int]]:
-        out: list[tuple[int, bytes, int]] = []
+    def feed(self, data: bytes) -> Iterator[tuple[int, bytes, int]]:
+        """The packets ``data`` completes, one by one; a bad header raises :class:`SftpProtocolError`
+        after the packets before it, so any chunking of a stream yields the same."""
         pos, end = 0, len(data)
         while pos < end:
             if self._skip:
@@ -60,14 +61,13 @@ class Framer:
                 if len(self._head) == 5:
                     self._start_packet()
                     if self._keep == 0:
-                        out.append(self._finish())
+                        yield self._finish()
             else:
                 step = min(self._keep - len(self._body), end - pos)
                 self._body += data[pos : pos + step]
                 pos += step
                 if len(self._body) == self._keep:
-                    out.append(self._finish())
-        return out
+                    yield self._finish()
 
     def _start_packet(self) -> None:
         length, ptype = struct.unpack(">IB", self._head)
@@ -107,15 +107,20 @@ class SftpTracker:
     """Turns one sftp channel's two byte streams into operation events passed to ``emit``:
     ``{op, path, target, bytes, status}`` (``mode`` on open; ``bytes`` = ``{read, written}`` at
     close of a file handle, else None). A stream that stops making sense yields one ``error``
-    event and is followed no further."""
+    event and is followed no further.
+
+    Once ``cwd`` (the server's working directory) is known, paths are shown absolute and
+    normalised (:func:`protocol.resolved`)."""
 
     emit: Callable[[Event], None]
+    cwd: str | None = None
     _client: Framer = field(default_factory=lambda: Framer(frozenset({p.WRITE})))
     _server: Framer = field(default_factory=lambda: Framer(frozenset({p.DATA})))
     _whole: Framer = field(default_factory=Framer)
     _pending: dict[int, p.Request] = field(default_factory=dict)
     _handles: dict[bytes, _Handle] = field(default_factory=dict)
     _broken: bool = False
+    _failure: str | None = None
 
     def client_data(self, data: bytes) -> None:
         """Observe client→server bytes."""
@@ -123,7 +128,7 @@ class SftpTracker:
             return
         try:
             for ptype, body, length in self._client.feed(data):
-                self._request(p.parse_request(ptype, body, length))
+                self._request(self._parse(ptype, body, length))
         except p.SftpProtocolError as exc:
             self._fail(f"client: {exc}")
 
@@ -137,18 +142,27 @@ class SftpTracker:
         except p.SftpProtocolError as exc:
             self._fail(f"server: {exc}")
 
-    def client_packets(self, data: bytes) -> list[ClientPacket]:
+    def client_packets(self, data: bytes) -> Iterator[ClientPacket]:
         """Gate client→server bytes: the whole packets completed by ``data``, each tracked as sent
-        unless ``deny`` is called for it. Raises :class:`SftpProtocolError` (close the channel)."""
-        packets = []
+        unless ``deny`` is called for it. Raises :class:`SftpProtocolError` (close the channel)
+        after the packets before the one not understood."""
         for ptype, body, _ in self._whole.feed(data):
-            request = p.parse_request(ptype, body)
+            request = self._parse(ptype, body)
             if not self._broken:
                 self._request(request)
             handle = self._handles.get(request.handle) if request.handle is not None else None
             raw = struct.pack(">IB", len(body) + 1, ptype) + body
-            packets.append(ClientPacket(raw, request, p.mutation(request, handle.path if handle else None)))
-        return packets
+            yield ClientPacket(raw, request, p.mutation(request, handle.path if handle else None))
+
+    @property
+    def failure(self) -> str | None:
+        """Why the stream is no longer followed (it stopped making sense, or too many requests
+        went unanswered), or None."""
+        return self._failure
+
+    def _parse(self, ptype: int, body: bytes, length: int | None = None) -> p.Request:
+        request = p.parse_request(ptype, body, length)
+        return request if self.cwd is None else p.resolved(request, self.cwd)
 
     def deny(self, packet: ClientPacket, message: str) -> bytes:
         """Record ``packet`` as blocked; returns the STATUS packet to send the client instead."""
@@ -170,11 +184,11 @@ class SftpTracker:
         self._pending.clear()
 
     def _fail(self, reason: str) -> None:
-        self._broken = True
+        self._broken, self._failure = True, reason
         self._event("error", None, None, "unparsed", message=reason)
 
     def _request(self, request: p.Request) -> None:
-        if request.id is None or request.name not in _TRACKED:
+        if request.id is None or not (request.name in _TRACKED or request.name.startswith("extended:")):
             return
         if len(self._pending) >= _MAX_PENDING:
             self._fail(f"more than {_MAX_PENDING} requests unanswered")

@@ -1,7 +1,7 @@
 """Sans-IO codec for the Session Manager data-channel message ("ClientMessage" / "AgentMessage").
 
 Pure functions and value types only, so the wire format can be tested byte for byte without a
-socket. Layout (ssm-protocol.md §4): a 120-byte big-endian header (HeaderLength always 116,
+socket. Layout (docs/ssm-protocol.md §4): a 120-byte big-endian header (HeaderLength always 116,
 space-padded MessageType, swapped UUID halves, SHA-256 payload digest) followed by the payload,
 which readers locate at ``HeaderLength + 4`` exactly as AWS's parser does.
 
@@ -294,6 +294,34 @@ def ack_message(acked: ClientMessage) -> ClientMessage:
     """The acknowledge control message for a received stream message (seq 0, flags 3, type 0)."""
     ack = Acknowledge(acked.message_type, format_uuid(acked.message_id), acked.sequence_number)
     return ClientMessage(MessageType.ACKNOWLEDGE, 0, 0, ack.to_json(), flags=HeaderFlag.CONTROL)
+
+
+_ACK_TYPE = MessageType.ACKNOWLEDGE.value.encode().ljust(MESSAGE_TYPE_WIDTH, b" ")
+
+
+def encode_ack(acked: ClientMessage) -> bytes:
+    """``encode(ack_message(acked))`` in one step: every received stream message costs one."""
+    payload = (
+        f'{{"AcknowledgedMessageType":"{acked.message_type}",'
+        f'"AcknowledgedMessageId":"{format_uuid(acked.message_id)}",'
+        f'"AcknowledgedMessageSequenceNumber":{acked.sequence_number},"IsSequentialMessage":true}}'
+    ).encode()
+    mid = new_message_id()
+    return (
+        HEADER.pack(
+            HEADER_LENGTH,
+            _ACK_TYPE,
+            SCHEMA_VERSION,
+            now_ms(),
+            0,
+            HeaderFlag.CONTROL,
+            mid[8:] + mid[:8],
+            hashlib.sha256(payload).digest(),
+            0,
+            len(payload),
+        )
+        + payload
+    )
 
 
 @dataclass(frozen=True, slots=True)

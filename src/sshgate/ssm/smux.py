@@ -1,4 +1,4 @@
-"""smux protocol version 1 (xtaci/smux), as carried inside mux-mode port sessions (ssm-protocol.md §8.3).
+"""smux protocol version 1 (xtaci/smux), as carried inside mux-mode port sessions (docs/ssm-protocol.md §8.3).
 
 The frame codec is sans-IO: ``encode_frame`` and ``FrameDecoder.feed``. ``SmuxSession`` is a small
 asyncio session over any byte pipe (the SSM data channel): the client opens streams with odd ids

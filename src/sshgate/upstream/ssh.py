@@ -14,7 +14,7 @@ from sshgate.config import HostKeyPolicy, SshResource
 from sshgate.native_secret import NativeCredential, Password, PrivateKey
 from sshgate.upstream.base import Downstream, ExitSignal, SessionRequest, UpstreamChannel, UpstreamError
 
-# AES-GCM first: asyncssh's chacha20 costs about twice the CPU per byte (relay-notes.md).
+# AES-GCM first: asyncssh's chacha20 costs about twice the CPU per byte (bench/bench_relay.py).
 ENCRYPTION_ALGS = [
     "aes128-gcm@openssh.com",
     "aes256-gcm@openssh.com",
@@ -230,8 +230,10 @@ async def ssh_login(
     if sock is not None:
         options["sock"] = sock
     try:
-        conn = await asyncio.wait_for(
-            asyncssh.connect(
+        # asyncio.timeout, not wait_for: a cancelled wait_for can drop a connection that completed
+        # at that moment; here the cancellation reaches asyncssh, which closes what it opened.
+        async with asyncio.timeout(timeout):
+            conn = await asyncssh.connect(
                 host,
                 port,
                 username=username,
@@ -242,9 +244,7 @@ async def ssh_login(
                 compression_algs=None,
                 keepalive_interval=30,
                 **options,
-            ),
-            timeout=timeout,
-        )
+            )
     except TimeoutError:
         raise UpstreamError(
             f"upstream {name} did not answer within {timeout:g} s", f"{where}: no answer in {timeout:g} s"

@@ -87,6 +87,8 @@ class SsmUpstream:
     async def _connect(
         self, started: StreamTarget, size: tuple[int, int] | None = None, *, no_handshake: bool = False
     ) -> Session:
+        # Kept for close(); a long-lived connection runs session after session, so drop ended ones.
+        self._sessions = [s for s in self._sessions if not s.closed]
         try:
             session = await connect(
                 started,

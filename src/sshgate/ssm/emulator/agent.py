@@ -2,7 +2,7 @@
 
 ``AgentSession`` outlives its websockets: a client may reconnect with a ResumeSession token and
 continue with the same sequence state. On the first connection it runs the agent's flow
-(ssm-protocol.md §7): Port and NonInteractiveCommands sessions (and any session when a KMS key is
+(docs/ssm-protocol.md §7): Port and NonInteractiveCommands sessions (and any session when a KMS key is
 configured) start with HandshakeRequest → HandshakeResponse (≤15 s) → HandshakeComplete, and stream
 data arriving before completion is acked and discarded; shells skip the handshake, and like the
 live service the emulator first sends a ``start_publication`` with a bogus digest. Until the

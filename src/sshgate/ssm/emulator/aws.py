@@ -27,6 +27,7 @@ from moto.iam.models import get_account_id_from
 from moto.ssm.models import ssm_backends
 
 from sshgate.ssm.emulator.agent import SessionSpec
+from sshgate.ssm.emulator.boot import Boots
 from sshgate.ssm.emulator.documents import (
     ECS_DOCUMENT,
     DocumentError,
@@ -35,9 +36,10 @@ from sshgate.ssm.emulator.documents import (
     resolve_custom,
 )
 
+JSON_TYPE = "application/x-amz-json-1.1"
 SSM_PREFIX = "AmazonSSM."
 ECS_PREFIX = "AmazonEC2ContainerServiceV20141113."
-_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/")
+_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/([^/]+)/")
 
 
 class ApiError(Exception):
@@ -56,15 +58,16 @@ class Caller:
     account: str
     region: str
     access_key: str
+    service: str = ""  # the SigV4 credential scope's service: ec2, ecs, ssm, sts, ...
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str], default_region: str) -> Caller:
         match = _CREDENTIAL.search(headers.get("Authorization", ""))
         if match is None:
             return cls(DEFAULT_ACCOUNT_ID, default_region, "")
-        key, region = match.group(1), match.group(2)
+        key, region, service = match.group(1), match.group(2), match.group(3)
         account = headers.get("x-moto-account-id") or get_account_id_from(key)
-        return cls(account, region, key)
+        return cls(account, region, key, service)
 
     @property
     def owner(self) -> str:
@@ -81,13 +84,16 @@ def new_session_id() -> str:
     return f"emulator-{secrets.token_hex(9)[:17]}"
 
 
-def _ec2_target(caller: Caller, instance_id: str) -> Any:
-    backend = ec2_backends[caller.account][caller.region]
+def ec2_instance(caller: Caller, instance_id: str) -> Any | None:
     try:
-        instance = backend.get_instance(instance_id)
+        return ec2_backends[caller.account][caller.region].get_instance(instance_id)
     except Exception:
-        raise ApiError("TargetNotConnected", f"{instance_id} is not connected.") from None
-    if instance.instance_state.name != "running":
+        return None
+
+
+def _ec2_target(caller: Caller, instance_id: str, boots: Boots) -> Any:
+    instance = ec2_instance(caller, instance_id)
+    if instance is None or not boots.agent_online(instance):
         raise ApiError("TargetNotConnected", f"{instance_id} is not connected.")
     return instance
 
@@ -152,7 +158,7 @@ def _document(caller: Caller, name: str | None, params: Mapping[str, Any]) -> Re
 
 
 def start_session_spec(
-    caller: Caller, body: Mapping[str, Any], agent_version: str, kms: str | None
+    caller: Caller, body: Mapping[str, Any], agent_version: str, kms: str | None, boots: Boots
 ) -> SessionSpec:
     target = body.get("Target")
     if not isinstance(target, str) or not 1 <= len(target) <= 400:
@@ -161,7 +167,7 @@ def start_session_spec(
     if container_mode:
         _ecs_target(caller, target)
     elif target.startswith("i-"):
-        _ec2_target(caller, target)
+        _ec2_target(caller, target, boots)
     else:
         raise ApiError("TargetNotConnected", f"{target} is not connected.")
     params = body.get("Parameters") or {}
@@ -270,8 +276,11 @@ def _patch_tasks(backend: Any, response: dict[str, Any], agent_version: str) -> 
             container["taskArn"] = task.get("taskArn")
 
 
-def instance_information(caller: Caller, body: Mapping[str, Any], agent_version: str) -> dict[str, Any]:
-    """DescribeInstanceInformation: every running moto instance is an online Linux managed node."""
+def instance_information(
+    caller: Caller, body: Mapping[str, Any], agent_version: str, boots: Boots
+) -> dict[str, Any]:
+    """DescribeInstanceInformation: every running moto instance whose agent is up is an online
+    Linux managed node."""
     wanted: set[str] | None = None
     for entry in list(body.get("Filters") or []) + list(body.get("InstanceInformationFilterList") or []):
         key = entry.get("Key") or entry.get("key")
@@ -282,9 +291,7 @@ def instance_information(caller: Caller, body: Mapping[str, Any], agent_version:
     items = []
     for reservation in backend.all_reservations():
         for instance in reservation.instances:
-            if instance.instance_state.name != "running" or (
-                wanted is not None and instance.id not in wanted
-            ):
+            if not boots.agent_online(instance) or (wanted is not None and instance.id not in wanted):
                 continue
             items.append(
                 {

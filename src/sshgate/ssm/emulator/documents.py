@@ -1,4 +1,5 @@
-"""The AWS-managed session documents the emulator knows, resolved the way the service does (§9).
+"""The AWS-managed session documents the emulator knows, resolved the way the service does
+(docs/ssm-protocol.md §9).
 
 ``resolve(document, parameters)`` turns a StartSession request into the session type and the
 ``Properties`` object the agent puts into its HandshakeRequest.

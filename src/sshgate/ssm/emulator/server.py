@@ -8,7 +8,10 @@
   ``SendSSHPublicKey`` (see ``instance_connect``) are served here; every other request is
   forwarded to an in-process moto server (ECS answers mended: ``patch_ecs_answer``).
 * ``/_emulator/sessions`` (GET), ``/_emulator/faults`` (POST JSON) and ``/_emulator/drop`` (POST)
-  let outside tools inspect sessions and flip the fault switch;
+  let outside tools inspect sessions and flip the fault switch; ``/_emulator/api-faults`` (POST
+  JSON, see ``api_faults``) makes chosen AWS actions throttle or be denied;
+* EC2 StartInstances is forwarded to moto, then the instance boots with realistic timing (see
+  ``boot``);
   ``/_emulator/instances/<id>/latest/meta-data/managed-ssh-keys/active-keys/<user>/`` (GET) is the
   instance metadata an sshd asks for Instance Connect keys.
 
@@ -17,6 +20,7 @@ Python use::
     async with Emulator() as emu:            # 127.0.0.1, a free port
         boto3.client("ssm", endpoint_url=emu.url, ...)
         emu.faults.configure(drop_rate=0.05)  # lossy links for every session
+        emu.api_faults.configure({"ec2:DescribeInstances": "throttle"})
         emu.drop_connections()                # break the live websockets (clients resume)
         emu.sessions()                        # [{"SessionId": ..., "Status": ...}, ...]
 """
@@ -36,21 +40,24 @@ from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
 from sshgate.ssm.codec import CodecError, OpenDataChannel
 from sshgate.ssm.emulator.agent import AgentSession, SessionSpec
+from sshgate.ssm.emulator.api_faults import ApiFaults
 from sshgate.ssm.emulator.aws import (
     ECS_PREFIX,
+    JSON_TYPE,
     SSM_PREFIX,
     ApiError,
     Caller,
+    ec2_instance,
     execute_command_spec,
     instance_information,
     patch_ecs_answer,
     start_session_spec,
 )
+from sshgate.ssm.emulator.boot import Boots
 from sshgate.ssm.emulator.faults import Faults
 from sshgate.ssm.emulator.instance_connect import EIC_PREFIX, InstanceConnect
 
 DEFAULT_AGENT_VERSION = "3.3.1142.0"
-JSON_TYPE = "application/x-amz-json-1.1"
 HOP_HEADERS = frozenset(
     {"host", "content-length", "transfer-encoding", "connection", "content-encoding", "keep-alive"}
 )
@@ -66,6 +73,8 @@ class Emulator:
         region: str = "us-east-1",
         flush_timeout: float = 2.0,
         reconnect_window: float = 120.0,
+        boot_delay: float = 1.0,
+        agent_delay: float = 1.0,
     ) -> None:
         self.host, self.port = host, port
         self.agent_version = agent_version
@@ -74,6 +83,8 @@ class Emulator:
         self.reconnect_window = reconnect_window
         self.kms_key_id: str | None = None
         self.faults = Faults()
+        self.api_faults = ApiFaults()
+        self.boots = Boots(boot_delay, agent_delay)
         self.assume_role_calls: list[dict[str, str]] = []
         self.instance_connect = InstanceConnect()
         self._sessions: dict[str, AgentSession] = {}
@@ -105,6 +116,7 @@ class Emulator:
         app.router.add_get("/_emulator/sessions", self._admin_sessions)
         app.router.add_post("/_emulator/faults", self._admin_faults)
         app.router.add_post("/_emulator/drop", self._admin_drop)
+        app.router.add_post("/_emulator/api-faults", self._admin_api_faults)
         app.router.add_get("/_emulator/assume-role-calls", self._admin_assume_role_calls)
         app.router.add_get(
             "/_emulator/instances/{instance}/latest/meta-data/managed-ssh-keys/active-keys/{user}/",
@@ -119,6 +131,7 @@ class Emulator:
             self.port = int(self._runner.addresses[0][1])
 
     async def stop(self) -> None:
+        self.boots.close()
         for session in list(self._sessions.values()):
             await session.close("emulator shutting down")
         if self._runner is not None:
@@ -147,6 +160,13 @@ class Emulator:
         try:
             self.faults.configure(**await request.json())
         except (ValueError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"ok": True})
+
+    async def _admin_api_faults(self, request: web.Request) -> web.Response:
+        try:
+            self.api_faults.configure(await request.json())
+        except (ValueError, TypeError, AttributeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response({"ok": True})
 
@@ -184,6 +204,15 @@ class Emulator:
     async def _aws(self, request: web.Request) -> web.StreamResponse:
         target = request.headers.get("X-Amz-Target", "")
         caller = Caller.from_headers(request.headers, self.region)
+        if target:
+            action = target.rsplit(".", 1)[-1]
+        elif request.content_type == "application/x-www-form-urlencoded":  # EC2 and STS: query protocol
+            action = _query_param(await request.read(), "Action")
+        else:
+            action = ""  # S3 and the rest: REST, not subject to faults
+        failed = self.api_faults.response(f"{caller.service}:{action}", bool(target), caller.owner)
+        if failed is not None:
+            return failed
         handler = {
             SSM_PREFIX + "StartSession": self._start_session,
             SSM_PREFIX + "ResumeSession": self._resume_session,
@@ -228,7 +257,9 @@ class Emulator:
         return session
 
     async def _start_session(self, request: web.Request, caller: Caller, body: dict[str, Any]) -> Any:
-        session = self._open(start_session_spec(caller, body, self.agent_version, self.kms_key_id))
+        session = self._open(
+            start_session_spec(caller, body, self.agent_version, self.kms_key_id, self.boots)
+        )
         sid = session.session_id
         return {"SessionId": sid, "TokenValue": session.token, "StreamUrl": self._stream_url(request, sid)}
 
@@ -268,7 +299,7 @@ class Emulator:
     async def _describe_instance_information(
         self, request: web.Request, caller: Caller, body: dict[str, Any]
     ) -> Any:
-        return instance_information(caller, body, self.agent_version)
+        return instance_information(caller, body, self.agent_version, self.boots)
 
     async def _execute_command(self, request: web.Request, caller: Caller, body: dict[str, Any]) -> Any:
         spec, fields = execute_command_spec(caller, body, self.agent_version, self.kms_key_id)
@@ -305,6 +336,8 @@ class Emulator:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
         data = await request.read()
         self._note_assume_role(data)
+        caller = Caller.from_headers(request.headers, self.region)
+        starting = self._stopped_to_start(caller, data)
         async with self._http.request(
             request.method, self._moto_url + request.path_qs, headers=headers, data=data
         ) as upstream:
@@ -312,8 +345,24 @@ class Emulator:
             out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS}
             if upstream.status == 200 and target.startswith(ECS_PREFIX):
                 with contextlib.suppress(ValueError):
-                    caller = Caller.from_headers(request.headers, self.region)
                     action, asked = target[len(ECS_PREFIX) :], json.loads(data or b"{}")
                     answer = patch_ecs_answer(caller, action, asked, json.loads(body), self.agent_version)
                     body = json.dumps(answer).encode()
+            if upstream.status == 200 and starting:
+                self.boots.started(starting)
             return web.Response(status=upstream.status, body=body, headers=out_headers)
+
+    def _stopped_to_start(self, caller: Caller, data: bytes) -> list[Any]:
+        """The stopped instances an ec2:StartInstances request names (moto will start them)."""
+        if caller.service != "ec2" or _query_param(data, "Action") != "StartInstances":
+            return []
+        form = urllib.parse.parse_qs(data.decode("utf-8", "replace"))
+        ids = [v[0] for k, v in form.items() if k.startswith("InstanceId.")]
+        found = [ec2_instance(caller, i) for i in ids]
+        return [i for i in found if i is not None and i.instance_state.name == "stopped"]
+
+
+def _query_param(data: bytes, name: str) -> str:
+    """A parameter of a query-protocol (form-encoded) request body, or ""."""
+    values = urllib.parse.parse_qs(data.decode("utf-8", "replace")).get(name)
+    return values[0] if values else ""
