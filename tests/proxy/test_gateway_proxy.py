@@ -68,7 +68,7 @@ def test_the_headers_client_is_the_one_everyone_sees(
     docs = list(
         Path(gateway.config["data_dir"], "recordings").glob(f"*/{success['session_id']}/session.json")
     )
-    assert len(docs) == 1 and json.loads(docs[0].read_text())["client"]["ip"] == CLIENT
+    assert len(docs) == 1 and json.loads(docs[0].read_text())["client_ip"] == CLIENT
 
 
 def test_the_policy_judges_the_headers_client(gateway: GatewayProcess, keys: Keys, tmp_path: Path) -> None:
