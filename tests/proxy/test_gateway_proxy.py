@@ -56,13 +56,13 @@ def test_the_headers_client_is_the_one_everyone_sees(
     gateway: GatewayProcess, keys: Keys, tmp_path: Path, version: int
 ) -> None:
     header = v1_header((CLIENT, 50123)) if version == 1 else v2_header((CLIENT, 50123))
+    before = len(gateway.events("auth.success", client_ip=CLIENT))
     with proxy(gateway.port, header) as port:
         alice = through(Client(gateway, keys.alice, tmp_path / "alice"), port)
         result = alice.ssh("alice+web-1", "echo proxied")
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"proxied\n"
-    success = gateway.events("auth.success")[-1]
-    assert success["client_ip"] == CLIENT
+    success = gateway.wait_events("auth.success", before + 1, client_ip=CLIENT)[-1]
     start = gateway.wait_event("session.start", session_id=success["session_id"])
     assert start["client_ip"] == CLIENT
     docs = list(
@@ -76,7 +76,7 @@ def test_the_policy_judges_the_headers_client(gateway: GatewayProcess, keys: Key
         result = through(Client(gateway, keys.alice, tmp_path / "alice"), port).ssh("alice+web-1", "true")
     assert result.returncode == 1
     assert result.stderr.startswith(b"sshgate: Blocked by policy")
-    assert gateway.events("auth.success")[-1]["client_ip"] == "198.51.100.1"
+    gateway.wait_event("auth.success", client_ip="198.51.100.1")
 
 
 def test_hostile_headers_are_dropped_fast_and_cost_the_proxy_nothing(

@@ -44,7 +44,7 @@ def test_failures_on_both_replicas_lock_the_address_on_both_until_it_expires(
     for c, gw in ((on_a, a), (on_b, b)):
         refused = c.ssh("alice+web-1", "true")
         assert refused.returncode == 255 and b"too many failed logins" in refused.stderr, refused.stderr
-        assert gw.events("auth.locked_out", client_ip=source)
+        gw.wait_event("auth.locked_out", client_ip=source)  # the audit line may trail the client
     assert a.events("auth.lockout", client_ip=source) or b.events("auth.lockout", client_ip=source)
     time.sleep(max(0.0, 4.3 - (time.monotonic() - locked_at)))
     for c in (on_a, on_b):
@@ -66,7 +66,7 @@ def test_the_session_cap_counts_both_replicas_and_a_killed_one_frees_its_slots(
             third = c.ssh("alice+web-1", "true")
             assert third.returncode == 1 and b"too many open sessions" in third.stderr, third.stderr
         for gw in (a, b):
-            assert gw.events("session.refused", event_kind="limit.sessions_per_user")
+            gw.wait_event("session.refused", event_kind="limit.sessions_per_user")
         john = client(b, keys.john, tmp_path / "john", "127.0.0.22")
         assert john.ssh("john+web-1", "echo other").stdout == b"other\n"  # another user is not capped
         assert a.process is not None
@@ -91,7 +91,7 @@ def test_the_two_workers_of_one_gateway_share_lockouts_and_caps(
             wait_open(process)
         refused = [c.ssh("alice+web-1", "true") for _ in range(6)]
         assert all(r.returncode == 1 and b"too many open sessions" in r.stderr for r in refused)
-        refusing = {e["pid"] for e in gw.events("session.refused")}
+        refusing = {e["pid"] for e in gw.wait_events("session.refused", 6)}
         assert refusing == workers, "the cap was not tried on both workers"
     finally:
         end(*held)
@@ -100,7 +100,8 @@ def test_the_two_workers_of_one_gateway_share_lockouts_and_caps(
         wrong_password(locker, tmp_path)
     for _ in range(8):
         assert locker.ssh("alice+web-1", "true").returncode == 255
-    assert {e["pid"] for e in gw.events("auth.locked_out", client_ip="127.0.0.24")} == workers
+    locked_out = gw.wait_events("auth.locked_out", 8, client_ip="127.0.0.24")
+    assert {e["pid"] for e in locked_out} == workers
 
 
 def test_store_stopped_mid_run_each_replica_counts_alone_then_they_agree_again(
@@ -130,7 +131,8 @@ def test_store_stopped_mid_run_each_replica_counts_alone_then_they_agree_again(
         redis_server.start()
         until(lambda: metric(a, "sshgate_state_available") == 1.0, 10, "a did not see the store return")
         until(lambda: metric(b, "sshgate_state_available") == 1.0, 10, "b did not see the store return")
-        assert a.events("state.available") and b.events("state.available")
+        a.wait_event("state.available")
+        b.wait_event("state.available")
         # Converged: four sessions of alice's are registered, so nobody gets a fifth anywhere.
         assert redis_server.cli("HLEN", "sshgate:live") == "4"
         for c in (on_a, on_b):
