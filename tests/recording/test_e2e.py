@@ -17,7 +17,6 @@ import pytest
 from sshgate.recording.manifest import verify
 from tests.conftest import Keys, Upstream, base_config
 from tests.e2e.test_forward import ssh_background
-from tests.e2e.test_transfer import remote_dir  # noqa: F401 - a fixture used below
 from tests.recording.helpers import (
     cast_events,
     cast_text,
@@ -160,7 +159,7 @@ def test_exec_stderr_scp_rsync_sftp_and_forward(
     recorded: GatewayProcess,
     keys: Keys,
     tmp_path: Path,
-    remote_dir: Path,  # noqa: F811 - the fixture imported above
+    remote_dir: Path,
 ) -> None:
     alice = Client(recorded, keys.alice, tmp_path)
     before = _started(recorded)
