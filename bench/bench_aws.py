@@ -1,23 +1,26 @@
-"""EC2 through SSM (issue 6): sshgate -> sshgate-aws-emulator -> a shell on this machine, one run.
+"""EC2 through SSM (issues 6 and 17): sshgate -> sshgate-aws-emulator -> a shell or TCP server here.
 
-Exec download throughput (NonInteractiveCommands), single-byte PTY echo (p50/p99), and a port
-forward: one TCP download through `ssh -L` via sshgate vs the same stream through the emulator
-driven directly by the SSM client (target: the gateway adds <= 20 %).
-Run as root: .venv/bin/python -m bench.bench_aws [--megabytes 32]
+Exec download throughput (NonInteractiveCommands), single-byte PTY echo (p50/p99), and port
+forwards, download and upload, 1 and 4 concurrent streams: through `ssh -L` via sshgate, and, with
+`--plugin PATH` (or SSM_PLUGIN), through AWS's session-manager-plugin against the same emulator
+(AWS-StartPortForwardingSession, mux), in interleaved rounds; medians, with the gateway's CPU per MB.
+Run as root: .venv/bin/python -m bench.bench_aws [--megabytes 32] [--rounds 5] [--plugin PATH]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
+import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import threading
 import time
 import tty
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,35 +29,55 @@ from tests.support.gateway import Client, GatewayProcess
 from tests.support.net import free_port
 from tests.support.terminal import Terminal
 
-from bench.common import bench_env
-from sshgate.ssm.client import open_port, start_session
+from bench.common import bench_env, cpu_seconds
 
 REGION = "us-east-1"
 DOCUMENT = Path(__file__).parents[1] / "deploy/ssm/SSHGate-NonInteractiveCommands.json"
+BLOCK = os.urandom(1 << 16)
 
 
-def source_server(size: int) -> int:
-    """A TCP server that sends ``size`` bytes to each client, then closes."""
+def serve(handle: Callable[[socket.socket], None]) -> int:
+    """A TCP server on loopback that runs ``handle`` for each connection in its own thread."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    block = os.urandom(1 << 16)
+    listener.listen(16)
 
-    def send(conn: socket.socket) -> None:
+    def run(conn: socket.socket) -> None:
         with conn, contextlib.suppress(OSError):  # a probe that hangs up early is not an error
-            left = size
-            while left:
-                left -= conn.send(block[: min(left, len(block))])
+            handle(conn)
 
-    def serve() -> None:
+    def accept() -> None:
         while True:
-            threading.Thread(target=send, args=(listener.accept()[0],), daemon=True).start()
+            threading.Thread(target=run, args=(listener.accept()[0],), daemon=True).start()
 
-    threading.Thread(target=serve, daemon=True).start()
+    threading.Thread(target=accept, daemon=True).start()
     return int(listener.getsockname()[1])
 
 
-def wait_listening(port: int, timeout: float = 10.0) -> None:
+def _announced(conn: socket.socket) -> int:
+    """The byte count a bench client sends first (8 bytes, big-endian)."""
+    header = b""
+    while len(header) < 8 and (data := conn.recv(8 - len(header))):
+        header += data
+    return int.from_bytes(header, "big")
+
+
+def source(conn: socket.socket) -> None:
+    """Send the announced number of bytes, then close."""
+    left = _announced(conn)
+    while left:
+        left -= conn.send(BLOCK[: min(left, len(BLOCK))])
+
+
+def sink(conn: socket.socket) -> None:
+    """Take the announced number of bytes, then answer one byte (smux has no half-close)."""
+    left = _announced(conn)
+    while left and (data := conn.recv(min(left, 1 << 16))):
+        left -= len(data)
+    conn.sendall(b"k")
+
+
+def wait_listening(port: int, timeout: float = 20.0) -> None:
     """Wait until something listens on the port, without connecting to it."""
     deadline = time.monotonic() + timeout
     needle = f":{port:04X} "
@@ -68,26 +91,68 @@ def wait_listening(port: int, timeout: float = 10.0) -> None:
     raise TimeoutError(f"nothing listens on port {port}")
 
 
-def drain(port: int) -> float:
-    start = time.perf_counter()
+def download(port: int, size: int) -> None:
     got = 0
-    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+    with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
+        sock.sendall(size.to_bytes(8, "big"))
         while data := sock.recv(1 << 16):
             got += len(data)
-    return got / (time.perf_counter() - start) / 1e6
+    if got != size:
+        raise SystemExit(f"download returned {got} bytes of {size}")
 
 
-async def direct_forward(url: str, instance: str, port: int) -> float:
-    ssm = boto3.client("ssm", endpoint_url=url, region_name=REGION)
-    target = await start_session(ssm, instance, "AWS-StartPortForwardingSession", {"portNumber": [str(port)]})
-    session = await open_port(target)
-    stream = await session.open_stream()
+def upload(port: int, size: int) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
+        sock.sendall(size.to_bytes(8, "big"))
+        left = size
+        while left:
+            left -= sock.send(BLOCK[: min(left, len(BLOCK))])
+        if sock.recv(1) != b"k":
+            raise SystemExit("upload was not confirmed")
+
+
+def transfer(port: int, streams: int, size: int, move: Callable[[int, int], None]) -> float:
+    """MB/s of ``streams`` concurrent transfers of ``size`` bytes each through ``port``."""
+    threads = [threading.Thread(target=move, args=(port, size)) for _ in range(streams)]
     start = time.perf_counter()
-    got = 0
-    while data := await stream.read(1 << 16):
-        got += len(data)
-    await session.close()
-    return got / (time.perf_counter() - start) / 1e6
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return streams * size / (time.perf_counter() - start) / 1e6
+
+
+@contextlib.contextmanager
+def gateway_forward(client: Client, target: int) -> Iterator[int]:
+    local = free_port()
+    fwd = subprocess.Popen(
+        client.ssh_argv("alice+app", options=["-N", "-L", f"127.0.0.1:{local}:localhost:{target}"])
+    )
+    try:
+        wait_listening(local)  # not wait_port: a probe would start, then abandon, a transfer
+        yield local
+    finally:
+        fwd.terminate()
+        fwd.wait()
+
+
+@contextlib.contextmanager
+def plugin_forward(plugin: str, url: str, instance: str, target: int) -> Iterator[int]:
+    """AWS's plugin as the AWS CLI runs it for AWS-StartPortForwardingSession (ssm-protocol.md §2.4)."""
+    local = free_port()
+    parameters = {"portNumber": [str(target)], "localPortNumber": [str(local)]}
+    request = {"Target": instance, "DocumentName": "AWS-StartPortForwardingSession", "Parameters": parameters}
+    ssm = boto3.client("ssm", endpoint_url=url, region_name=REGION)
+    response = ssm.start_session(**request)
+    response.pop("ResponseMetadata", None)
+    argv = [plugin, json.dumps(response), REGION, "StartSession", "", json.dumps(request), url]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        wait_listening(local)
+        yield local
+    finally:
+        proc.terminate()
+        proc.wait()
 
 
 def echo_rtt(term: Terminal, count: int) -> tuple[float, float]:
@@ -124,10 +189,54 @@ def exec_download(client: Client, size: int) -> float:
     return size / elapsed
 
 
+def forwards(
+    client: Client, gw: GatewayProcess, plugin: str | None, url: str, instance: str, size: int, rounds: int
+) -> None:
+    """Port forward throughput, gateway vs plugin, in interleaved rounds; medians."""
+    targets = {"down": serve(source), "up": serve(sink)}
+    moves = {"down": download, "up": upload}
+    results: dict[tuple[str, str, int], list[float]] = {}
+    cpu: list[float] = []
+    assert gw.process is not None
+    for round_ in range(rounds):
+        for direction in ("down", "up"):
+            for streams in (1, 4):
+                ways = ["gateway", "plugin"] if plugin else ["gateway"]
+                if round_ % 2:
+                    ways.reverse()
+                for way in ways:
+                    if way == "gateway":
+                        forward = gateway_forward(client, targets[direction])
+                    else:
+                        assert plugin is not None
+                        forward = plugin_forward(plugin, url, instance, targets[direction])
+                    with forward as local:
+                        before = cpu_seconds(gw.process.pid)
+                        rate = transfer(local, streams, size // streams, moves[direction])
+                        if way == "gateway":
+                            cpu.append((cpu_seconds(gw.process.pid) - before) / (size / 1e6) * 1e3)
+                    results.setdefault((direction, way, streams), []).append(rate)
+    for direction in ("down", "up"):
+        for streams in (1, 4):
+            via = statistics.median(results[(direction, "gateway", streams)])
+            line = (
+                f"port forward {direction}, {streams} stream(s), {size >> 20} MB: via sshgate {via:.1f} MB/s"
+            )
+            if plugin:
+                direct = statistics.median(results[(direction, "plugin", streams)])
+                line += f", AWS plugin {direct:.1f} MB/s ({via / direct:.2f}x)"
+            print(line + f" (medians of {rounds})")
+    print(f"gateway CPU per MB of port-forward traffic: {statistics.median(cpu):.1f} ms (median)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--megabytes", type=int, default=32)
     parser.add_argument("--keystrokes", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--plugin", default=os.environ.get("SSM_PLUGIN"), help="session-manager-plugin binary"
+    )
     args = parser.parse_args()
     os.environ.update(
         {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}
@@ -147,9 +256,8 @@ def main() -> None:
             DocumentFormat="JSON",
             Content=DOCUMENT.read_text(),
         )
-        instance = clients["ec2"].run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1)["Instances"][
-            0
-        ]["InstanceId"]
+        reply = clients["ec2"].run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1)
+        instance = reply["Instances"][0]["InstanceId"]
         with bench_env() as env:
             resource = {
                 "name": "app",
@@ -165,31 +273,17 @@ def main() -> None:
             try:
                 client = Client(gw, env.keys.alice, env.root / "client")
                 size = args.megabytes
-                print(f"exec download via sshgate -> SSM: {exec_download(client, size):.1f} MB/s")
+                rates = [exec_download(client, size) for _ in range(args.rounds)]
+                print(
+                    f"exec download via sshgate -> SSM: {statistics.median(rates):.1f} MB/s (median of {args.rounds})"
+                )
                 term = Terminal(client.ssh_argv("alice+app", options=["-tt"]))
                 try:
                     p50, p99 = echo_rtt(term, args.keystrokes)
                 finally:
                     term.close()
                 print(f"keystroke echo via sshgate -> SSM shell: p50 {p50:.0f} us, p99 {p99:.0f} us")
-                source = source_server(size << 20)
-                direct = asyncio.run(direct_forward(url, instance, source))
-                local = free_port()
-                fwd = subprocess.Popen(
-                    client.ssh_argv(
-                        "alice+app", options=["-N", "-L", f"127.0.0.1:{local}:localhost:{source}"]
-                    )
-                )
-                try:
-                    wait_listening(local)  # not wait_port: a probe would start, then abandon, a download
-                    via = drain(local)
-                finally:
-                    fwd.terminate()
-                    fwd.wait()
-                print(
-                    f"port forward, one {size} MB stream: SSM client direct {direct:.1f} MB/s, via sshgate {via:.1f} MB/s "
-                    f"({(1 - via / direct) * 100:+.0f} % slower; target <= 20 %)"
-                )
+                forwards(client, gw, args.plugin, url, instance, size << 20, args.rounds)
             finally:
                 gw.stop()
     finally:

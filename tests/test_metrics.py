@@ -30,6 +30,7 @@ DESIGN_NAMES = {
     "sshgate_policy_eval_seconds",
     "sshgate_upstream_connect_seconds",
     "sshgate_bytes",
+    "sshgate_state_available",
 }
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

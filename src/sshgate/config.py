@@ -6,6 +6,7 @@ SIGHUP) instead of failing half-way through a user's session.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from pydantic import (
 from sshgate.login import NAME_PATTERN
 
 Name = Annotated[str, Field(pattern=f"^{NAME_PATTERN}$")]
-# Words of the remote command (DESIGN §1): `formal list` must never mean a resource.
+# Words of the remote command (docs/login.md): `formal list` must never mean a resource.
 RESERVED_RESOURCE_NAMES = frozenset({"list", "ssh-config"})
 # `host`, `host:port` or `[v6]:port`: it is printed into users' ssh_config, so nothing else.
 _PUBLIC_ADDRESS = re.compile(
@@ -60,6 +61,16 @@ class _Model(BaseModel):
 class Listen(_Model):
     host: str = "0.0.0.0"
     port: int = Field(2222, ge=0, le=65535)
+    # Behind a TCP load balancer (docs/operations.md, "Replicas"): every connection starts with a
+    # PROXY v1/v2 header, accepted only from these networks.
+    proxy_protocol: bool = False
+    trusted_proxies: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+
+    @model_validator(mode="after")
+    def _proxies_named(self) -> Listen:
+        if self.proxy_protocol and not self.trusted_proxies:
+            raise ValueError("proxy_protocol: true needs trusted_proxies (the load balancers' networks)")
+        return self
 
 
 class UserConfig(_Model):
@@ -231,7 +242,7 @@ class SshSettings(_Model):
 
 class SshResource(_ResourceBase):
     type: Literal["ssh"]
-    native_users: list[NativeUser]  # required: an sshd has no ambient identity (DESIGN §5)
+    native_users: list[NativeUser]  # required: an sshd has no ambient identity
     hostname: str
     port: int = Field(22, ge=1, le=65535)
     host_key_policy: HostKeyPolicy
@@ -370,6 +381,33 @@ class Metrics(_Model):
     listen: str | None = "127.0.0.1:9090"
 
 
+MIN_HMAC_KEY_CHARS = 32
+
+
+class State(_Model):
+    """``state:``: what replicas share, in Redis or Valkey (docs/operations.md, "Replicas")."""
+
+    url: str = Field(repr=False)  # may hold a password; ENV:/FILE: read at start
+    key_prefix: str = "sshgate:"
+    timeout_ms: int = Field(250, ge=1, le=10_000)
+    session_ttl_s: int = Field(30, ge=3)
+    hmac_key: str = Field(repr=False)
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if not value.startswith(("ENV:", "FILE:", "redis://", "rediss://", "unix://")):
+            raise ValueError("state.url must be redis://, rediss:// (TLS), unix://, ENV:NAME or FILE:/path")
+        return value
+
+    @field_validator("hmac_key")
+    @classmethod
+    def _long_key(cls, value: str) -> str:
+        if not value.startswith(("ENV:", "FILE:")) and len(value) < MIN_HMAC_KEY_CHARS:
+            raise ValueError(f"state.hmac_key must be at least {MIN_HMAC_KEY_CHARS} characters")
+        return value
+
+
 class Config(_Model):
     listen: Listen = Field(default_factory=lambda: Listen())
     public_address: str | None = None
@@ -384,6 +422,7 @@ class Config(_Model):
     aws: Aws = Field(default_factory=Aws)
     limits: Limits = Field(default_factory=lambda: Limits())
     metrics: Metrics = Field(default_factory=Metrics)
+    state: State | None = None
     shutdown_grace_s: float = Field(30, ge=0)
 
     @field_validator("public_address")

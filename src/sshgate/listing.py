@@ -1,4 +1,4 @@
-"""What ``formal list`` and ``formal ssh-config`` print (DESIGN §2, §9), built without I/O.
+"""What ``formal list`` and ``formal ssh-config`` print (docs/login.md), built without I/O.
 
 Everything here ends up in a user's terminal or ``~/.ssh/config``, and tags and names can come
 from AWS (discovery), so every field is reduced to printable text and every ssh_config value is

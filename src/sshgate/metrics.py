@@ -103,6 +103,16 @@ class Metrics:
             registry=self.registry,
         )
 
+        self._state = Gauge(
+            "sshgate_state_available",
+            "1 while the shared state answers (always, without state:); 0 while replicas count alone.",
+            registry=self.registry,
+            multiprocess_mode="livemin",
+        )
+
+    def state_available(self, available: bool) -> None:
+        self._state.set(1 if available else 0)
+
     def auth_attempt(self, method: str, result: str) -> None:
         self._auth.labels(method, result).inc()
 

@@ -82,6 +82,8 @@ def secret_env_refs(config: Config) -> set[str]:
     secrets = [n.secret for r in config.resources for n in r.native_users]
     if config.identities.oidc is not None and config.identities.oidc.client_secret:
         secrets.append(config.identities.oidc.client_secret)
+    if config.state is not None:
+        secrets += [config.state.url, config.state.hmac_key]
     return {secret.removeprefix("ENV:") for secret in secrets if secret.startswith("ENV:")}
 
 

@@ -63,7 +63,7 @@ def test_every_repository_path_exists() -> None:
 
 
 def test_services_are_the_playground() -> None:
-    assert set(SERVICES) == {"gateway", "opa", "upstream", "aws", "oidc"}
+    assert set(SERVICES) == {"gateway", "gateway-2", "opa", "upstream", "aws", "oidc", "valkey"}
     assert SERVICES["opa"]["image"].startswith("openpolicyagent/opa:")
     assert SERVICES["opa"]["command"][:2] == ["run", "--server"]
 
@@ -146,3 +146,18 @@ def test_the_optional_provider_is_the_tests_and_the_issuer(config: Config) -> No
     assert "--host 0.0.0.0" in command
     assert (host_path(oidc, oidc["working_dir"]) / "server.mjs").is_file()
     assert (host_path(oidc, oidc["working_dir"]) / "package-lock.json").is_file()
+
+
+def test_replicas_share_state_in_the_valkey_service(config: Config) -> None:
+    assert config.state is not None
+    url = urlsplit(config.state.url)
+    assert (url.scheme, url.hostname) == ("redis", "valkey")
+    assert SERVICES["valkey"]["image"].startswith("valkey/valkey:")
+    assert "--appendonly" in SERVICES["valkey"]["command"]
+    assert "valkey" in GATEWAY["depends_on"]
+    second = SERVICES["gateway-2"]
+    assert second["profiles"] == ["replicas"] and second["image"] == GATEWAY["image"]
+    assert second["environment"] == GATEWAY["environment"] and second["volumes"] == GATEWAY["volumes"]
+    assert published(second) == {config.listen.port}
+    key = GATEWAY["environment"][config.state.hmac_key.removeprefix("ENV:")]
+    assert len(key) >= 32

@@ -266,3 +266,13 @@ def test_health_stop_timeout_and_load_balancer(config: Config) -> None:
     assert group["Port"] == config.listen.port and group["Protocol"] == "TCP"
     assert (group["HealthCheckPath"], int(group["HealthCheckPort"])) == ("/readyz", metrics_port(config))
     assert re.fullmatch(r"\d+", group["Attributes"]["deregistration_delay.timeout_seconds"])
+
+
+def test_tasks_share_state_from_secrets(config: Config) -> None:
+    assert config.state is not None
+    secrets = {s["name"]: s["valueFrom"] for s in GATEWAY["secrets"]}
+    for ref in (config.state.url, config.state.hmac_key):
+        assert ref.startswith("ENV:") and ref.removeprefix("ENV:") in secrets
+    readme = (ECS / "README.md").read_text()
+    assert "cluster mode disabled" in readme and "rediss://" in readme
+    assert "proxy_protocol_v2.enabled" in readme and "trusted_proxies" in readme

@@ -21,7 +21,7 @@ from tests.deploy.common import REPO, console_scripts, gateway_env_allowed, metr
 
 CHART = REPO / "helm" / "sshgate"
 KUBE = "1.30.0"
-VALUES_FILES = ["defaults", "nlb-local-hpa", "existing-secret"]
+VALUES_FILES = ["defaults", "nlb-local-hpa", "existing-secret", "replicas"]
 
 helm_python.disable_logging()
 
@@ -279,12 +279,41 @@ def test_existing_secret_release() -> None:
     assert release.one("NetworkPolicy")["spec"]["policyTypes"] == ["Ingress", "Egress"]
 
 
+def test_replicas_release_shares_state_and_reads_proxy_headers() -> None:
+    release = render(values_of("replicas"))
+    config = release.config
+    assert config.state is not None
+    assert (config.state.url, config.state.hmac_key) == ("ENV:SSHGATE_STATE_URL", "ENV:SSHGATE_STATE_HMAC")
+    assert (config.state.timeout_ms, config.state.session_ttl_s) == (200, 30)
+    assert config.listen.proxy_protocol and [str(n) for n in config.listen.trusted_proxies] == ["10.0.0.0/16"]
+    secret = release.one("Secret", "-state")
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert data["url"] == "rediss://valkey.cache.svc:6380/0" and len(data["hmac-key"]) >= 32
+    env = {e["name"]: e.get("valueFrom", {}).get("secretKeyRef") for e in release.container["env"]}
+    assert env["SSHGATE_STATE_URL"] == {"name": secret["metadata"]["name"], "key": "url"}
+    assert env["SSHGATE_STATE_HMAC"] == {"name": secret["metadata"]["name"], "key": "hmac-key"}
+    annotations = release.one("Service", "gw-sshgate")["metadata"]["annotations"]
+    assert annotations["service.beta.kubernetes.io/aws-load-balancer-proxy-protocol"] == "*"
+    assert "valkey" not in release.one("ConfigMap", "-config")["data"]["config.yaml"]  # the URL stays secret
+
+
+def test_without_state_or_proxy_the_config_has_neither() -> None:
+    release = render({})
+    assert release.config.state is None and not release.config.listen.proxy_protocol
+    assert not [d for d in release.docs if d["metadata"]["name"].endswith("-state")]
+    annotations = release.one("Service", "gw-sshgate")["metadata"].get("annotations", {})
+    assert "service.beta.kubernetes.io/aws-load-balancer-proxy-protocol" not in annotations
+
+
 def bad_values() -> Iterator[tuple[dict[str, Any], str]]:
     yield {"config": {"listen": {"port": 22}}}, "listen"
     yield {"config": {"policies": {"paths": ["/x"]}}}, "paths"
     yield {"service": {"externalTrafficPolicy": "Sideways"}}, "externalTrafficPolicy"
     yield {"hostKey": {"key": "a/b"}}, "key"
     yield {"replicas": 3}, "replicas"
+    yield {"state": {"url": "http://valkey:6379"}}, "url"
+    yield {"state": {"url": "redis://valkey:6379", "hmacKey": "short"}}, "hmacKey"
+    yield {"config": {"state": {"url": "redis://x"}}}, "state"
 
 
 @pytest.mark.parametrize(("values", "key"), list(bad_values()))
@@ -299,6 +328,7 @@ def test_schema_refuses_bad_values(values: dict[str, Any], key: str) -> None:
         ({"terminationGracePeriodSeconds": 30}, "must exceed preStopSleepSeconds"),
         ({"config": {"shutdown_grace_s": 100}}, "must exceed preStopSleepSeconds"),
         ({"policies": {"builtin": False}}, "no policy files"),
+        ({"proxyProtocol": {"enabled": True}}, "trustedProxies"),
     ],
 )
 def test_render_refuses_unsafe_settings(values: dict[str, Any], message: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import signal
 import subprocess
 import time
@@ -17,35 +16,10 @@ from tests.support.gateway import Client, GatewayProcess
 from tests.support.sshd import keygen, sign_cert
 
 
-def _askpass(tmp_path: Path, secret: str) -> dict[str, str]:
-    script = tmp_path / "askpass.sh"
-    script.write_text(f"#!/bin/sh\nprintf '%s\\n' '{secret}'\n")
-    script.chmod(0o700)
-    return {"SSH_ASKPASS": str(script), "SSH_ASKPASS_REQUIRE": "force", "DISPLAY": ":0"}
-
-
 def _password_ssh(
     client: Client, login: str, secret: str, tmp_path: Path
 ) -> subprocess.CompletedProcess[bytes]:
-    argv = client.ssh_argv(
-        login,
-        "id -un",
-        options=[
-            "-o",
-            "BatchMode=no",
-            "-o",
-            "PreferredAuthentications=password",
-            "-o",
-            "NumberOfPasswordPrompts=1",
-        ],
-    )
-    return subprocess.run(
-        argv,
-        capture_output=True,
-        timeout=30,
-        env={**os.environ, **_askpass(tmp_path, secret)},
-        stdin=subprocess.DEVNULL,
-    )
+    return client.password_ssh(login, secret, tmp_path, "id -un")
 
 
 def test_access_token_as_password(alice: Client, keys: Keys, gateway: GatewayProcess, tmp_path: Path) -> None:

@@ -63,7 +63,7 @@ def oidc_gateway_factory(
     """Start a gateway whose identities.oidc is ``oidc`` (None: no provider at all)."""
     started: list[GatewayProcess] = []
 
-    def start(oidc: dict[str, Any] | None, **limits: Any) -> GatewayProcess:
+    def start(oidc: dict[str, Any] | None, state: dict[str, Any] | None = None, **limits: Any) -> GatewayProcess:
         root = tmp_path_factory.mktemp("oidc-gateway")
         (root / "policy.rego").write_text(POLICY)
         config = base_config(keys, upstream)
@@ -75,6 +75,8 @@ def oidc_gateway_factory(
             config["identities"]["oidc"] = oidc
         config["policies"] = {"paths": [str(root / "policy.rego")]}
         config["limits"].update(limits)
+        if state is not None:
+            config["state"] = state
         proc = GatewayProcess(
             root,
             config,

@@ -31,7 +31,7 @@ import rego.v1
 # Two million products for the slow users: seconds of work, whatever the timeout says.
 session := {"action": "allow"} if {
 \tstartswith(input.user.email, "slow")
-\tcount([x | some i in numbers.range(1, 2000); some j in numbers.range(1, 1000); x := i * j]) > 0
+\tcount([x | some i in numbers.range(1, 6000); some j in numbers.range(1, 1000); x := i * j]) > 0
 }
 
 session := {"action": "allow"} if not startswith(input.user.email, "slow")

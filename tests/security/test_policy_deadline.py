@@ -31,7 +31,7 @@ import rego.v1
 
 session := {"action": "allow"} if {
 \tinput.user.email == "john@corp.com"
-\tcount([x | some i in numbers.range(1, 2000); some j in numbers.range(1, 1000); x := i * j]) > 0
+\tcount([x | some i in numbers.range(1, 6000); some j in numbers.range(1, 1000); x := i * j]) > 0
 }
 
 session := {"action": "allow"} if input.user.email != "john@corp.com"

@@ -1,4 +1,4 @@
-"""Clients that leave while their session is being set up (DESIGN §7 ``aborted``): 40 logins cut
+"""Clients that leave while their session is being set up (docs/recordings.md, ``aborted``): 40 logins cut
 off during the policy decision, during the upstream connect, and at random moments of a slow
 setup leave no descriptor open, no recording ``active``, and no per-user session counted."""
 

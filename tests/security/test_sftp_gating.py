@@ -1,4 +1,4 @@
-"""Attacks on sftp gating (DESIGN §6): every request that can change something is asked of the
+"""Attacks on sftp gating (docs/policy.md): every request that can change something is asked of the
 request rule with an absolute, normalised path, whatever road it takes (``chmod -h``, hard
 links, renames, relative or ``..`` paths, unknown extended requests, sftp-server over exec), and
 a blocked one is answered with SSH_FX_PERMISSION_DENIED and never reaches the sshd."""

@@ -1,4 +1,4 @@
-"""``formal web-1 --shell CMD`` is a command (DESIGN §2): the request rule is asked with
+"""``formal web-1 --shell CMD`` is a command (docs/login.md): the request rule is asked with
 ``kind: shell, command: CMD``, with a terminal or without, and CMD is in the recording."""
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from sshgate.ssm.codec import (
     ack_message,
     decode,
     encode,
+    encode_ack,
     exit_code_payload,
     flag_payload,
     format_uuid,
@@ -316,3 +317,11 @@ def test_ack_fast_path_agrees_with_json(kind: str, mid: uuid.UUID, seq: int, seq
     assert Acknowledge.from_json(ack.to_json()) == ack
     reordered = json.dumps(dict(reversed(list(json.loads(ack.to_json()).items())))).encode()
     assert Acknowledge.from_json(reordered) == ack
+
+
+def test_encode_ack_is_the_ack_message_encoded() -> None:
+    acked = ClientMessage("output_stream_data", 42, 1, b"data", message_id=MESSAGE_ID)
+    fast, slow = decode(encode_ack(acked)), ack_message(acked)
+    fields = ("message_type", "sequence_number", "flags", "payload_type", "payload", "schema_version")
+    assert [getattr(fast, f) for f in fields] == [getattr(slow, f) for f in fields]
+    assert fast.message_id != slow.message_id  # each ack has its own id

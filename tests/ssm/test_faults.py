@@ -13,7 +13,7 @@ import pytest
 from sshgate.ssm.client import MAX_MESSAGE, AgentProtocolError, PortMode, PortSession, open_port, open_shell
 from sshgate.ssm.codec import ClientMessage, OpenDataChannel, PayloadType
 from sshgate.ssm.emulator import Emulator
-from sshgate.ssm.reliable import CLIENT, DataChannel, IncomingBuffer
+from sshgate.ssm.reliable import CLIENT, CoalescingTransport, DataChannel, IncomingBuffer
 from tests.ssm.conftest import Aws, TcpServer
 from tests.ssm.test_sessions import read_until, roundtrip
 
@@ -177,3 +177,40 @@ def test_out_of_order_buffer_is_bounded_in_bytes() -> None:
     stored = [buffer.store(ClientMessage("output_stream_data", seq, 1, b"x" * 1024)) for seq in range(1, 10)]
     assert stored == [True] * 4 + [False] * 5
     assert buffer.pop_expected() is None
+
+
+class _RecordingTransport:
+    """The part of an asyncio transport CoalescingTransport uses, keeping each write."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed, "write after close"
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+async def test_frames_of_one_loop_turn_leave_in_one_write() -> None:
+    inner = _RecordingTransport()
+    transport = CoalescingTransport(inner)
+    for frame in (b"ack-1", b"ack-2", bytearray(b"ack-3")):
+        transport.write(frame)
+    assert inner.writes == []
+    assert transport.get_write_buffer_size() == 0  # everything else is the transport's own
+    await asyncio.sleep(0)
+    assert inner.writes == [b"ack-1ack-2ack-3"]
+    transport.write(b"close-frame")
+    transport.close()  # what is pending goes out before the close
+    assert (inner.writes[-1], inner.closed) == (b"close-frame", True)
+    await asyncio.sleep(0)
+    assert len(inner.writes) == 2

@@ -152,6 +152,24 @@ class Client:
             timeout=timeout,
         )
 
+    def password_ssh(
+        self, login: str, secret: str, askpass_dir: Path, *args: str, options: Sequence[str] = ()
+    ) -> subprocess.CompletedProcess[bytes]:
+        """One password attempt, answered by an SSH_ASKPASS script (no terminal needed)."""
+        askpass_dir.mkdir(parents=True, exist_ok=True)
+        script = askpass_dir / "askpass.sh"
+        script.write_text(f"#!/bin/sh\nprintf '%s\\n' '{secret}'\n")
+        script.chmod(0o700)
+        options = ["-o", "BatchMode=no", "-o", "PreferredAuthentications=password",
+                   "-o", "NumberOfPasswordPrompts=1", *options]  # fmt: skip
+        return subprocess.run(
+            self.ssh_argv(login, *args, options=options),
+            capture_output=True,
+            timeout=30,
+            env={**os.environ, "SSH_ASKPASS": str(script), "SSH_ASKPASS_REQUIRE": "force", "DISPLAY": ":0"},
+            stdin=subprocess.DEVNULL,
+        )
+
     def scp(
         self, login: str, *args: str, legacy: bool = False, timeout: float = 60
     ) -> subprocess.CompletedProcess[bytes]:

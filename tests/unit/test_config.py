@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +32,43 @@ def test_design_example_parses() -> None:
     assert config.public_host_port == ("gw.corp.com", 22)
     assert config.discovery.interval_s == 60 and config.discovery.native_users[0].username == "ops"
     assert config.identities.oidc is not None and config.identities.oidc.mfa.max_age_s == 300
+    assert config.state is not None and config.state.timeout_ms == 250
+    assert "valkey" not in repr(config.state) and "SSHGATE_STATE_HMAC" not in repr(config.state)
+    assert config.listen.proxy_protocol and str(config.listen.trusted_proxies[0]) == "10.0.0.0/8"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("state: {url: 'redis://r:6379/0'}", "state.hmac_key"),
+        ("state: {hmac_key: ENV:K}", "state.url"),
+        ("state: {url: 'http://r:6379', hmac_key: ENV:K}", "redis://"),
+        ("state: {url: 'redis://r:6379', hmac_key: short}", "at least 32"),
+        ("state: {url: 'redis://r:6379', hmac_key: ENV:K, timeout_ms: 0}", "state.timeout_ms"),
+        ("listen: {proxy_protocol: true}", "trusted_proxies"),
+        ("listen: {proxy_protocol: true, trusted_proxies: [10.0.0.300/8]}", "listen.trusted_proxies"),
+    ],
+)
+def test_state_and_proxy_keys_are_checked(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config(text)
+
+
+def test_state_secrets_follow_env_and_file_and_name_only_their_source(tmp_path: Path, monkeypatch: Any) -> None:
+    from sshgate.state.build import state_secrets
+
+    (tmp_path / "url").write_text("rediss://:s3cret@valkey:6380/0\n")
+    monkeypatch.setenv("SG_HMAC", "k" * 40)
+    config = parse_config(f"state: {{url: 'FILE:{tmp_path / 'url'}', hmac_key: ENV:SG_HMAC}}")
+    assert config.state is not None
+    assert state_secrets(config.state) == ("rediss://:s3cret@valkey:6380/0", "k" * 40)
+    monkeypatch.setenv("SG_HMAC", "k" * 31)
+    with pytest.raises(ConfigError, match="at least 32") as short:
+        state_secrets(config.state)
+    monkeypatch.delenv("SG_HMAC")
+    with pytest.raises(ConfigError, match="SG_HMAC") as missing:
+        state_secrets(config.state)
+    assert "s3cret" not in str(short.value) + str(missing.value)
 
 
 @pytest.mark.parametrize(

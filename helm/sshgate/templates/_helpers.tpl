@@ -61,9 +61,35 @@ directory also holds its "..data" copies, which a directory walk would load twic
 {{- end -}}
 {{- $_ := set $policies "paths" $paths -}}
 {{- $_ := set $config "policies" $policies -}}
-{{- $_ := set $config "listen" (dict "host" "0.0.0.0" "port" (int .Values.ports.ssh)) -}}
+{{- $listen := dict "host" "0.0.0.0" "port" (int .Values.ports.ssh) -}}
+{{- if .Values.proxyProtocol.enabled -}}
+{{- if not .Values.proxyProtocol.trustedProxies -}}
+{{- fail "proxyProtocol.enabled needs proxyProtocol.trustedProxies (the load balancer's networks)" -}}
+{{- end -}}
+{{- $_ := set $listen "proxy_protocol" true -}}
+{{- $_ := set $listen "trusted_proxies" .Values.proxyProtocol.trustedProxies -}}
+{{- end -}}
+{{- $_ := set $config "listen" $listen -}}
+{{- if include "sshgate.stateEnabled" . -}}
+{{- $state := dict "url" "ENV:SSHGATE_STATE_URL" "hmac_key" "ENV:SSHGATE_STATE_HMAC" -}}
+{{- $_ := set $state "key_prefix" .Values.state.keyPrefix -}}
+{{- $_ := set $state "timeout_ms" (int .Values.state.timeoutMs) -}}
+{{- $_ := set $state "session_ttl_s" (int .Values.state.sessionTtlS) -}}
+{{- $_ := set $config "state" $state -}}
+{{- end -}}
 {{- $_ := set $config "host_keys" (list (printf "/etc/sshgate/host-key/%s" .Values.hostKey.key)) -}}
 {{- $_ := set $config "data_dir" "/var/lib/sshgate" -}}
 {{- $_ := set $config "metrics" (dict "listen" (printf "0.0.0.0:%d" (int .Values.ports.metrics))) -}}
 {{- toYaml $config -}}
+{{- end -}}
+
+{{/*
+Shared state is on when a store URL is given, inline or in the existing Secret.
+*/}}
+{{- define "sshgate.stateEnabled" -}}
+{{- if or .Values.state.url .Values.state.existingSecret -}}true{{- end -}}
+{{- end -}}
+
+{{- define "sshgate.stateSecretName" -}}
+{{- .Values.state.existingSecret | default (printf "%s-state" (include "sshgate.fullname" .)) -}}
 {{- end -}}

@@ -1,4 +1,4 @@
-"""Resources found in AWS (DESIGN §3 ``discovery:``), refreshed in the background.
+"""Resources found in AWS (docs/configuration.md, ``discovery:``), refreshed in the background.
 
 EC2: one resource per instance matching ``ec2.tag_filters``, named by its Name tag (else its id).
 ECS: one resource per ACTIVE service of ``ecs.clusters`` (every cluster when none are listed),

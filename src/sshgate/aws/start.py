@@ -1,4 +1,4 @@
-"""``start_if_stopped`` (DESIGN §3): start a stopped instance and wait until its SSM agent is online.
+"""``start_if_stopped`` (docs/configuration.md): start a stopped instance, wait until its SSM agent is up.
 
 The policy has already seen the instance as found (``input.ec2.state == "stopped"``) and allowed
 the session; only then is the instance started. The client reads each step as a progress line

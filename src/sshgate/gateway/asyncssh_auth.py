@@ -48,7 +48,7 @@ class OfferedKey:
 
 @runtime_checkable
 class PublicKeyJudge(Protocol):
-    def public_key_attempt(self, offered: OfferedKey) -> bool:
+    async def public_key_attempt(self, offered: OfferedKey) -> bool:
         """True: an unsigned query gets PK_OK, a signed request authenticates."""
 
 
@@ -82,7 +82,7 @@ async def _validate_public_key(
     if not isinstance(owner, PublicKeyJudge):
         return await _asyncssh_validate_public_key(self, username, key_data, msg, signature)
     offered = offered_key(key_data, self._session_id, msg, signature)
-    if not owner.public_key_attempt(offered):
+    if not await owner.public_key_attempt(offered):
         return False
     if isinstance(offered.certificate, SSHOpenSSHCertificate):
         # As asyncssh does for certificates it accepts: it enforces force-command and permit-*.

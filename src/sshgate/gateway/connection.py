@@ -28,7 +28,6 @@ from sshgate.gateway.binding import (
     start_recording,
 )
 from sshgate.gateway.directory import list_output, ssh_config_output
-from sshgate.gateway.lockout import FailureTracker
 from sshgate.gateway.refusal import Refusal
 from sshgate.gateway.relay import ChannelRelay, start_task
 from sshgate.gateway.sftp_gate import SftpGate
@@ -47,6 +46,7 @@ from sshgate.recording.recorder import ChannelKind, EndReason
 from sshgate.sftp.programs import is_sftp_server
 from sshgate.sftp.protocol import Mutation, Request
 from sshgate.sftp.tracker import SftpTracker
+from sshgate.state.base import LiveSession, SharedState
 from sshgate.tokens import verify_token
 from sshgate.upstream.base import SessionRequest, UpstreamChannel, UpstreamError
 from sshgate.user_certificates import CertificateRefused, check_user_certificate
@@ -57,15 +57,15 @@ asyncssh_auth.install()
 
 
 class GatewayState:
-    """Process-wide state shared by connections: counters and the lockout table."""
+    """Process-wide state shared by connections; what other processes and replicas must agree
+    on (lockouts, session counts, bindings) lives behind ``shared`` (sshgate.state)."""
 
-    def __init__(self, tracker: FailureTracker, metrics: Metrics) -> None:
-        self.tracker = tracker
+    def __init__(self, shared: SharedState, metrics: Metrics) -> None:
+        self.shared = shared
         self.metrics = metrics
         self.unauthenticated = 0
         self.unauthenticated_per_source: Counter[str] = Counter()
         self.connections: set[GatewayConnection] = set()
-        self.bound_per_identity: Counter[str] = Counter()
         self.unbinding: set[asyncio.Task[None]] = set()
         self.sso: Sso | None = None
 
@@ -76,6 +76,14 @@ class GatewayState:
                 conn.close_with_notice(
                     "your key's sign-in was revoked; sign in again", "oidc.revoked", "terminated"
                 )
+
+    def terminate(self, session_id: str, by: str) -> bool:
+        """A terminate request for a session of this process (from the web app, on any replica)."""
+        for conn in list(self.connections):
+            if conn.session_id == session_id:
+                conn.close_with_notice(f"session terminated by {by}", "session.terminated", "terminated")
+                return True
+        return False
 
 
 class GatewayConnection(asyncssh.SSHServer):
@@ -99,7 +107,7 @@ class GatewayConnection(asyncssh.SSHServer):
         self._over_unauth_cap = False
         self._binding: asyncio.Task[Binding] | None = None
         self._held = Held()
-        self._counted_binding: str | None = None
+        self._live: LiveSession | None = None
         self.started = time.monotonic()
         self.channels: set[ChannelRelay] = set()
         self._last_bytes = 0
@@ -207,13 +215,13 @@ class GatewayConnection(asyncssh.SSHServer):
                 reason = self.end_reason or ("upstream" if self.last_closed_by_upstream else "client")
                 await self._held.release("closed", reason)
         finally:
-            if self._counted_binding is not None:
-                self.state.bound_per_identity[self._counted_binding] -= 1
+            if self._live is not None:
+                await self.state.shared.close_session(self._live)
 
     # Authentication: begin_auth fixes the login; every attempt passes _begin_attempt and every
     # failed one _failed (README, "Security"; single sign-on: docs/oidc.md).
 
-    def begin_auth(self, username: str) -> bool:
+    async def begin_auth(self, username: str) -> bool:
         if self._over_unauth_cap:
             self.log.warning(
                 "connection.refused", client_ip=self.client_ip, reason="too many unauthenticated connections"
@@ -221,7 +229,7 @@ class GatewayConnection(asyncssh.SSHServer):
             raise asyncssh.DisconnectError(
                 asyncssh.DISC_TOO_MANY_CONNECTIONS, "gateway busy: too many connections are logging in"
             )
-        self._refuse_if_locked("none")
+        await self._refuse_if_locked("none")
         if self.login is not None:
             # As OpenSSH: one connection authenticates one login.
             self._invalid_login(username, "the login changed during authentication")
@@ -248,24 +256,24 @@ class GatewayConnection(asyncssh.SSHServer):
         self.log.warning("login.invalid", client_ip=self.client_ip, reason=reason, login=username[:300])
         raise asyncssh.DisconnectError(asyncssh.DISC_ILLEGAL_USER_NAME, f"invalid login: {reason}")
 
-    def _refuse_if_locked(self, method: str) -> None:
-        if self.state.tracker.locked_for(self.client_ip):
+    async def _refuse_if_locked(self, method: str) -> None:
+        locked = await self.state.shared.locked_for(self.client_ip)
+        if locked:
             self.state.metrics.auth_attempt(method, "locked_out")
             self.log.warning("auth.locked_out", client_ip=self.client_ip, method=method, identity=self._who())
-            raise self._lockout_error()
+            raise self._lockout_error(locked)
 
-    def _lockout_error(self) -> asyncssh.DisconnectError:
-        locked = self.state.tracker.locked_for(self.client_ip)
+    def _lockout_error(self, locked: float) -> asyncssh.DisconnectError:
         return asyncssh.DisconnectError(
             asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
             f"too many failed logins from {self.client_ip}; try again in {int(locked) + 1} s",
         )
 
-    def _begin_attempt(self, method: str) -> None:
+    async def _begin_attempt(self, method: str) -> None:
         """The one place that decides whether an authentication attempt may proceed: the address
         is not locked out and this connection has tries left. An attempt counts toward
         ``max_auth_tries`` as it starts, so requests sent ahead of the answers cannot exceed it."""
-        self._refuse_if_locked(method)
+        await self._refuse_if_locked(method)
         self._attempts += 1
         limit = self.ctx.config.limits.max_auth_tries
         if self._attempts > limit:
@@ -277,9 +285,10 @@ class GatewayConnection(asyncssh.SSHServer):
                 asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "too many authentication attempts"
             )
 
-    def _failed(self, method: str, reason: str, *, counted: bool = True, **fields: Any) -> bool:
+    async def _failed(self, method: str, reason: str, *, counted: bool = True, **fields: Any) -> bool:
         """The one place that counts a failed attempt: audit event, metric and, unless it was
-        nobody's fault (``counted``), the address's lockout. True when this one locked it out."""
+        nobody's fault (``counted``), the address's lockout, shared by every worker and replica
+        (docs/operations.md, "Replicas"). True when this one locked it out."""
         self.state.metrics.auth_attempt(method, "failure")
         self.log.warning(
             "auth.failure",
@@ -289,8 +298,11 @@ class GatewayConnection(asyncssh.SSHServer):
             reason=reason,
             **fields,
         )
-        if counted and self.state.tracker.failure(self.client_ip):
-            self.log.warning("auth.lockout", client_ip=self.client_ip, lockout_s=self.state.tracker.lockout_s)
+        limits = self.ctx.config.limits
+        if counted and await self.state.shared.failure(
+            self.client_ip, limits.auth_failures_before_lockout, limits.lockout_s
+        ):
+            self.log.warning("auth.lockout", client_ip=self.client_ip, lockout_s=limits.lockout_s)
             return True
         return False
 
@@ -300,11 +312,11 @@ class GatewayConnection(asyncssh.SSHServer):
     def password_auth_supported(self) -> bool:
         return True
 
-    def public_key_attempt(self, offered: OfferedKey) -> bool:
+    async def public_key_attempt(self, offered: OfferedKey) -> bool:
         """A ``publickey`` request (asyncssh_auth.py): an unsigned query is answered, a refused
         signed request is a failure, and a key is verified only when it would be accepted."""
         method = "certificate" if offered.certificate is not None else "publickey"
-        self._begin_attempt(method)
+        await self._begin_attempt(method)
         fingerprint = offered.key.get_fingerprint("sha256") if offered.key is not None else None
         refusal, proof = self._judge_key(offered)
         if not offered.signed:
@@ -316,14 +328,14 @@ class GatewayConnection(asyncssh.SSHServer):
         if refusal is None and not offered.signature_ok():
             refusal = "the signature does not verify"
         if refusal is not None:
-            if self._failed(method, refusal, key_fingerprint=fingerprint):
-                raise self._lockout_error()
+            if await self._failed(method, refusal, key_fingerprint=fingerprint):
+                raise self._lockout_error(self.ctx.config.limits.lockout_s)
             return False
         self._proof = {"key_fingerprint": fingerprint, **proof}
         if self._may_sign_in and self._sign_ins is not None and self.login is not None and fingerprint:
             # A single sign-on login: auth_completed lets the person the key is bound to in, or
             # signs in first with an unbound key.
-            self._offered = (fingerprint, self._sign_ins.sso.bound(fingerprint, self.login))
+            self._offered = (fingerprint, await self._sign_ins.sso.bound(fingerprint, self.login))
         else:
             self.auth_method = method
         return True
@@ -367,7 +379,7 @@ class GatewayConnection(asyncssh.SSHServer):
     ) -> tuple[str, str, str, list[tuple[str, bool]]] | bool:
         if not self._may_sign_in or self._sign_ins is None or self.login is None:
             return False
-        self._begin_attempt("oidc")
+        await self._begin_attempt("oidc")
         self._arm_grace(self._sign_ins.sso.config.sign_in_timeout_s + 10)
         try:
             self._kbdint_flow = await self._sign_ins.begin(self.login.subject)
@@ -383,30 +395,30 @@ class GatewayConnection(asyncssh.SSHServer):
     ) -> tuple[str, str, str, list[tuple[str, bool]]] | bool:
         flow, self._kbdint_flow = self._kbdint_flow, None
         if flow is None or self._sign_ins is None:
-            self._sign_in_failed(self._kbdint_error, disconnect_after=0.0)
+            await self._sign_in_failed(self._kbdint_error, disconnect_after=0.0)
             return False
         try:
             person = await self._sign_ins.finish(*flow)
-            self._check_not_locked_out()
+            await self._check_not_locked_out()
         except SignInError as exc:
             self._kbdint_error = exc
             return "", f"sshgate: {exc}\n", "", []  # shown to the person; the next answer fails
-        self._signed_in(self._sign_ins.sso, person, None)
+        await self._signed_in(self._sign_ins.sso, person, None)
         return True
 
-    def _check_not_locked_out(self) -> None:
+    async def _check_not_locked_out(self) -> None:
         """An address locked out while its sign-in ran gets no session out of that sign-in."""
-        if self.state.tracker.locked_for(self.client_ip):
+        if await self.state.shared.locked_for(self.client_ip):
             raise SignInError("refused", f"too many failed logins from {self.client_ip}", "locked out")
 
-    def _signed_in(self, sso: Sso, person: SignedIn, fingerprint: str | None) -> None:
+    async def _signed_in(self, sso: Sso, person: SignedIn, fingerprint: str | None) -> None:
         """Become the person the provider vouched for; bind the proven key, if there is one."""
         self.identity = Identity(
             "human", person.email, person.provider, None, person.groups, signed_in_at=person.signed_in_at
         )
         self.auth_method = "oidc"
         if fingerprint is not None:
-            binding = sso.bind(fingerprint, person)
+            binding = await sso.bind(fingerprint, person)
             self.sso_fingerprint = fingerprint
             self.log.info(
                 "oidc.key_bound",
@@ -415,12 +427,12 @@ class GatewayConnection(asyncssh.SSHServer):
                 expires_at=int(binding.expires_at),
             )
 
-    def _sign_in_failed(self, exc: SignInError | None, disconnect_after: float) -> None:
+    async def _sign_in_failed(self, exc: SignInError | None, disconnect_after: float) -> None:
         """A failed sign-in is one failed attempt (an unreachable provider is nobody's fault and
         is not counted); the client is told why, then disconnected."""
         line = f"sshgate: {exc}" if exc is not None else "sshgate: sign-in failed"
         counted = exc is None or exc.outcome != "unavailable"
-        self._failed("oidc", exc.reason if exc else "no sign-in in progress", counted=counted)
+        await self._failed("oidc", exc.reason if exc else "no sign-in in progress", counted=counted)
         if self.conn is not None:
             conn = self.conn
             asyncio.get_running_loop().call_later(
@@ -428,16 +440,18 @@ class GatewayConnection(asyncssh.SSHServer):
             )
 
     async def validate_password(self, username: str, password: str) -> bool:
-        self._begin_attempt("password")
+        await self._begin_attempt("password")
         hashes = list(self.credentials.token_hashes)
         # A login without tokens runs scrypt too (tokens.verify_token): same time either way.
         ok = await asyncio.get_running_loop().run_in_executor(None, verify_token, password, hashes)
         if ok:
-            self._refuse_if_locked("password")  # locked out while the hash ran: the token no longer helps
+            # Locked out while the hash ran: the token no longer helps.
+            await self._refuse_if_locked("password")
             self.auth_method = "password"
             return True
-        if self._failed("password", self.credentials.unusable or ("wrong token" if hashes else "no tokens")):
-            raise self._lockout_error()
+        reason = self.credentials.unusable or ("wrong token" if hashes else "no tokens")
+        if await self._failed("password", reason):
+            raise self._lockout_error(self.ctx.config.limits.lockout_s)
         return False
 
     def _who(self) -> str:
@@ -483,12 +497,12 @@ class GatewayConnection(asyncssh.SSHServer):
             for line in authorization.instruction():
                 self.notices.say(line)
             person = await sign_ins.finish(flow, authorization)
-            self._check_not_locked_out()
+            await self._check_not_locked_out()
         except SignInError as exc:
             # The waiting session channel prints the line; the disconnect follows.
-            self._sign_in_failed(exc, disconnect_after=0.5)
+            await self._sign_in_failed(exc, disconnect_after=0.5)
             raise
-        self._signed_in(sign_ins.sso, person, fingerprint)
+        await self._signed_in(sign_ins.sso, person, fingerprint)
         self._authenticated()
 
     async def signed_in(self) -> None:
@@ -587,13 +601,16 @@ class GatewayConnection(asyncssh.SSHServer):
         started = time.monotonic()
         try:
             limit = self.ctx.config.limits.max_sessions_per_user
-            if self.state.bound_per_identity[identity.name] >= limit:
+            # Registered before the answer: a connection lost meanwhile still unregisters it.
+            self._live = LiveSession(
+                self.session_id, self.state.shared.replica, identity.name, route.resource, time.time()
+            )
+            if not await self.state.shared.open_session(self._live, limit):
+                self._live = None
                 raise Refusal(
                     f"too many open sessions for {identity.name} (limit {limit}); close one first",
                     event="limit.sessions_per_user",
                 )
-            self.state.bound_per_identity[identity.name] += 1
-            self._counted_binding = identity.name
             resource = find_resource(self.ctx, route.resource)
             native = choose_native(resource, identity, route.native_user)
             plan = await plan_upstream(self.ctx, resource, native, identity, route, self._progress)
@@ -693,7 +710,7 @@ class GatewayConnection(asyncssh.SSHServer):
             self.log.warning("oidc.step_up", result="refused", resource=resource, reason=why)
             raise Refusal(f"this session needs a fresh sign-in, but {why}", reason=why, event="policy.mfa")
         provider = identity.provider
-        at = sso.fresh_step_up(provider, email)
+        at = await sso.fresh_step_up(provider, email)
         if at is not None:
             self.log.info(
                 "oidc.step_up", result="reused", resource=resource, email=email, signed_in_at=int(at)
@@ -713,7 +730,7 @@ class GatewayConnection(asyncssh.SSHServer):
             )
             raise Refusal(str(exc), reason=exc.reason, event="policy.mfa") from None
         at = float(person.auth_time or person.signed_in_at)
-        sso.record_step_up(provider, email, at)
+        await sso.record_step_up(provider, email, at)
         self.log.info("oidc.step_up", result="ok", resource=resource, email=email, auth_time=person.auth_time)
         return {"result": "ok", "auth_time": person.auth_time}
 
@@ -957,7 +974,7 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
             kind, command = "subsystem", None
         elif command is not None and is_sftp_server(command):
             subsystem = "sftp"  # sftp over an exec channel: gated and recorded as the subsystem
-        # What policies and the recording see: ``--shell CMD`` is a command too (DESIGN §2).
+        # What policies and the recording see: ``--shell CMD`` is a command too (docs/login.md).
         shown = route.shell if kind == "shell" else command
         asked: Literal["shell", "exec", "subsystem"] = "subsystem" if subsystem else kind
         facts = RequestFacts(asked, shown, subsystem, self._term is not None)

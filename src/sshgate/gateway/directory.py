@@ -1,4 +1,4 @@
-"""``formal list`` and ``formal ssh-config`` (DESIGN §2, §9): the resources an identity may use.
+"""``formal list`` and ``formal ssh-config`` (docs/login.md): the resources an identity may use.
 
 A resource is usable when the identity gets a native user there and the session policy does not
 block it (``mfa`` lists it: a fresh sign-in opens it). The policy is asked without AWS facts (no

@@ -16,7 +16,7 @@ from sshgate.aws.discovery import Discoverer
 from sshgate.config import Config, ConfigError, load_config
 from sshgate.gateway.binding import AwsAccess, BindContext
 from sshgate.gateway.connection import GatewayConnection, GatewayState
-from sshgate.gateway.lockout import FailureTracker
+from sshgate.gateway.proxy_listener import ProxyProtocolListener
 from sshgate.gateway.sso import Sso
 from sshgate.gateway.workers import WORKER_ENV, Supervisor, ready_marker
 from sshgate.hostkey import load_or_create_host_keys
@@ -26,6 +26,7 @@ from sshgate.policy.sources import PolicyLoadError
 from sshgate.policy.watch import watch_policies
 from sshgate.recording.build import build_recorder
 from sshgate.recording.recorder import NullRecorder, Recorder, RecordingError
+from sshgate.state.build import build_state
 from sshgate.upstream.ssh import ENCRYPTION_ALGS
 
 
@@ -38,11 +39,9 @@ class Gateway:
         self._initial = config
         self.ctx: BindContext | None = None
         self.discovery = Discoverer(config)
-        limits = config.limits
         self.metrics = Metrics()
-        self.state = GatewayState(
-            FailureTracker(limits.auth_failures_before_lockout, limits.lockout_s), self.metrics
-        )
+        # What workers and replicas share (docs/operations.md, "Replicas"); fixed until restart.
+        self.state = GatewayState(build_state(config, self.metrics.state_available), self.metrics)
         self._metrics_server: MetricsServer | None = None
         self.log = audit.logger()
         self._server: asyncssh.SSHAcceptor | None = None
@@ -50,7 +49,6 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
         self.draining = False
         self.port = 0
-        self._sso_stop: asyncio.Event | None = None
 
     @property
     def config(self) -> Config:
@@ -68,6 +66,7 @@ class Gateway:
         interrupted = await self.recorder.start()
         if interrupted:
             self.log.warning("recording.interrupted", sessions=interrupted)
+        await self.state.shared.start(self.state.terminate, self.state.revoked)
         self.policy = await ReloadableDecisionPoint.open(config.policies)
         self.ctx = self._bind_context(config)
         loop = asyncio.get_running_loop()
@@ -78,6 +77,14 @@ class Gateway:
         ]
         self._use_sso(config)
         keys = load_or_create_host_keys(config.host_key_paths)
+        listen: dict[str, object] = {"reuse_port": config.workers > 1}
+        if config.listen.proxy_protocol:
+            # Behind a load balancer: the PROXY header names the client (docs/operations.md).
+            listen = {
+                "tunnel": ProxyProtocolListener(
+                    config.listen.trusted_proxies, config.limits.max_unauthenticated, config.workers > 1
+                )
+            }
         self._server = await asyncssh.create_server(
             lambda: GatewayConnection(self._context(), self.state),
             config.listen.host,
@@ -96,7 +103,7 @@ class Gateway:
             allow_scp=False,
             line_editor=False,
             keepalive_interval=60,
-            reuse_port=config.workers > 1,
+            **listen,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self._set_worker_ready(True)
@@ -147,9 +154,6 @@ class Gateway:
         self.discovery.configure(config)
         self.ctx = self._bind_context(config)
         self._use_sso(config)
-        limits = config.limits
-        self.state.tracker.limit = limits.auth_failures_before_lockout
-        self.state.tracker.lockout_s = limits.lockout_s
         self.log.info("config.reload", result="ok", resources=len(config.resources))
         return True
 
@@ -165,17 +169,11 @@ class Gateway:
         """
         old = self.state.sso
         oidc = config.identities.oidc
-        if old is not None and oidc == old.config and str(old.store.dir) == config.data_dir:
+        if old is not None and oidc == old.config:
             return
-        self.state.sso = Sso(oidc, config.data_dir) if oidc is not None else None
-        if self._sso_stop is not None:
-            self._sso_stop.set()
-        loop = asyncio.get_running_loop()
+        self.state.sso = Sso(oidc, self.state.shared) if oidc is not None else None
         if old is not None:
-            self._tasks.append(loop.create_task(_close_later(old)))
-        if self.state.sso is not None:
-            self._sso_stop = asyncio.Event()
-            self._tasks.append(loop.create_task(self.state.sso.watch(self.state.revoked, self._sso_stop)))
+            self._tasks.append(asyncio.get_running_loop().create_task(_close_later(old)))
 
     async def _housekeeping(self) -> None:
         """Enforce the idle timeout and the maximum session length, checking a few times per limit."""
@@ -222,9 +220,8 @@ class Gateway:
         while (self.state.connections or self.state.unbinding) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         self._stopped.set()
-        if self._sso_stop is not None:
-            self._sso_stop.set()
         await asyncio.gather(*self._tasks)
+        await self.state.shared.aclose()
         if self.state.sso is not None:
             await self.state.sso.aclose()
         await self.policy.aclose()

@@ -1,4 +1,4 @@
-"""The sftp request stage (DESIGN §6): client packets pass one by one, in order; one that can
+"""The sftp request stage (docs/policy.md): client packets pass one by one, in order; one that can
 change anything waits for the policy, and a blocked one is answered with SSH_FX_PERMISSION_DENIED
 and never reaches the server.
 

@@ -1,6 +1,8 @@
 """``workers: N``: N gateway processes share the SSH port with SO_REUSEPORT, each with its own
 event loop; this supervisor starts them, passes signals on, restarts a crashed one, and serves
-their summed metrics on one endpoint."""
+their summed metrics on one endpoint. Without ``state:`` it also holds what the workers share
+(lockouts, session counts, the live-session registry: sshgate.state.hosted), so an attacker gets
+no more tries by landing on another worker."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from sshgate import audit
 from sshgate.config import Config
 from sshgate.hostkey import load_or_create_host_keys
 from sshgate.metrics import MetricsServer, multiprocess_registry, prepare_multiprocess_dir, worker_exited
+from sshgate.state.hosted import WORKER_STATE_FD, StateHost
 
 WORKER_ENV = "SSHGATE_WORKER"
 _RESTART_DELAY_S = 1.0
@@ -32,12 +35,21 @@ class Supervisor:
         self.workers: dict[int, asyncio.subprocess.Process] = {}
         self.stopping = False
         self.log = audit.logger()
+        self.host = StateHost() if config.state is None else None
 
     async def _spawn(self, index: int) -> None:
         env = {**os.environ, WORKER_ENV: str(index), "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)}
-        self.workers[index] = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "sshgate.cli", "serve", "--config", self.config_path, env=env
-        )
+        link = self.host.new_worker() if self.host is not None else None
+        if link is not None:
+            env[WORKER_STATE_FD] = str(link.fileno())
+        try:
+            self.workers[index] = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "sshgate.cli", "serve", "--config", self.config_path, env=env,
+                pass_fds=(link.fileno(),) if link is not None else (),
+            )  # fmt: skip
+        finally:
+            if link is not None:
+                link.close()
         self.log.info("worker.started", worker=index, worker_pid=self.workers[index].pid)
 
     async def _watch(self, index: int) -> int:
@@ -84,5 +96,7 @@ class Supervisor:
         codes = await asyncio.gather(*(self._watch(i) for i in range(self.config.workers)))
         if server is not None:
             await server.stop()
+        if self.host is not None:
+            await self.host.aclose()
         self.log.info("gateway.stopped", workers=self.config.workers, exit_codes=list(codes))
         return 0 if all(code == 0 for code in codes) else 1

@@ -1,17 +1,25 @@
 """``sshgate keys list|revoke``: the SSH keys bound to people by sign-in (docs/oidc.md).
 
-Revoking edits the binding file in ``data_dir``; running gateways notice within a second, refuse
-the key's next login and close its open connections.
+Bindings live where the gateway keeps them: the binding file in ``data_dir``, or the shared
+store with ``state:``. Running gateways notice a revocation within a second, refuse the key's
+next login and close its open connections.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from sshgate.config import config_path_from_env, load_config
 from sshgate.identity import rfc3339
-from sshgate.oidc.bindings import BindingStore, KeyBinding
+from sshgate.oidc.bindings import KeyBinding
+from sshgate.state.base import SharedState, StateUnavailable
+from sshgate.state.build import build_state
+
+T = TypeVar("T")
 
 
 def add_keys_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,8 +36,15 @@ def add_keys_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     revoke.set_defaults(func=keys_revoke)
 
 
-def _store(args: argparse.Namespace) -> BindingStore:
-    return BindingStore(load_config(config_path_from_env(args.config)).data_dir)
+def _with_store(args: argparse.Namespace, use: Callable[[SharedState], Awaitable[T]]) -> T:
+    async def run() -> T:
+        state = build_state(load_config(config_path_from_env(args.config)), lambda _up: None)
+        try:
+            return await use(state)
+        finally:
+            await state.aclose()
+
+    return asyncio.run(run())
 
 
 def _line(binding: KeyBinding) -> str:
@@ -38,13 +53,17 @@ def _line(binding: KeyBinding) -> str:
 
 
 def keys_list(args: argparse.Namespace) -> int:
-    for binding in _store(args).bindings():
+    for binding in _with_store(args, lambda state: state.bindings()):
         print(_line(binding))
     return 0
 
 
 def keys_revoke(args: argparse.Namespace) -> int:
-    gone = _store(args).revoke(fingerprint=args.fingerprint, email=args.identity)
+    try:
+        gone = _with_store(args, lambda store: store.revoke(args.fingerprint, args.identity))
+    except StateUnavailable:
+        print("sshgate: the state store is unavailable; nothing was revoked", file=sys.stderr)
+        return 1
     if not gone:
         print(f"sshgate: no binding matches {args.fingerprint or args.identity}", file=sys.stderr)
         return 1

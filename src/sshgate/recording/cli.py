@@ -1,5 +1,5 @@
 """``sshgate recordings list | show | play | export | search | verify`` over the recording
-directory (DESIGN §7, docs/recordings.md); every command reads both layouts (reader.py)."""
+directory (docs/recordings.md); every command reads both layouts (reader.py)."""
 
 from __future__ import annotations
 

@@ -62,7 +62,7 @@ def write_json(path: Path, doc: dict[str, Any]) -> None:
 
 
 def _identity(user: dict[str, Any]) -> str:
-    """``idp:<provider>:<type>:<name>``, as a login names it (DESIGN §1)."""
+    """``idp:<provider>:<type>:<name>``, as a login names it (docs/login.md)."""
     name = user.get("email") or user.get("name") or "?"
     return f"idp:{user.get('provider') or 'formal'}:{user.get('type') or 'human'}:{name}"
 

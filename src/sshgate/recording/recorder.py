@@ -14,7 +14,7 @@ ChannelKind = Literal["shell", "exec", "sftp", "forward"]
 SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 """What a session id may be: it names a directory."""
 EndStatus = Literal["closed", "aborted", "interrupted"]
-"""``aborted``: the client left while the session was being set up (DESIGN §7)."""
+"""``aborted``: the client left while the session was being set up (docs/recordings.md)."""
 EndReason = Literal[
     "client", "upstream", "refused", "terminated", "idle_timeout", "max_session", "drain", "error"
 ]

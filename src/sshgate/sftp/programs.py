@@ -1,5 +1,5 @@
 """Which exec commands start an sftp server (``sftp -s /usr/lib/openssh/sftp-server``): those
-channels are the sftp subsystem by another road, so they are gated and recorded as sftp (DESIGN §6).
+channels are the sftp subsystem by another road, so they are gated and recorded as sftp (docs/policy.md).
 
 Only the system install paths count, with plain option words: a program the user could have
 written (``~/sftp-server``) or a shell line that does more (``sftp-server; rm x``) stays an exec

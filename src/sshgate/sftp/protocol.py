@@ -34,7 +34,7 @@ _HANDLE_ONE = {CLOSE: "close", FSTAT: "fstat", FSETSTAT: "fsetstat", READDIR: "r
 _PATH_TWO = {RENAME: "rename", SYMLINK: "symlink"}
 
 # Extended requests OpenSSH's sftp-server knows, by what their first arguments are. Only these
-# are understood; any other is the operation ``extended:<name>`` (DESIGN §6).
+# are understood; any other is the operation ``extended:<name>`` (docs/policy.md).
 _EXTENDED_TWO = {"posix-rename@openssh.com": "rename", "hardlink@openssh.com": "link"}
 _EXTENDED_PATH = {"lsetstat@openssh.com": "lsetstat", "statvfs@openssh.com": "statvfs",
                   "expand-path@openssh.com": "expand-path"}  # fmt: skip

@@ -44,6 +44,7 @@ import asyncio
 import contextlib
 import random
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -81,6 +82,8 @@ INBOX_LIMIT = 2 * 1024 * 1024
 PING_INTERVAL = 300.0
 RESUME_ATTEMPTS = 5
 MAX_MESSAGE = 1 << 20  # the agent's messages carry at most 1 KiB of data (handshakes a few KiB)
+READ_BATCH = 64 * 1024  # what one read takes from the inbox at most (the agent sends 1 KiB chunks)
+DATA_TYPES = frozenset({PayloadType.OUTPUT, PayloadType.STDERR})
 
 
 class SsmSessionError(Exception):
@@ -528,9 +531,10 @@ class ShellSession(Session):
         ready.result()
 
     async def read(self) -> bytes:
-        while (message := await self._conn.inbox.get()) is not None:
-            if message.payload and message.payload_type in (PayloadType.OUTPUT, PayloadType.STDERR):
-                return message.payload
+        """Everything the agent has sent so far (stdout and stderr alike), b"" at the end."""
+        while batch := await self._conn.inbox.get_many(READ_BATCH):
+            if data := b"".join(m.payload for m in batch if m.payload_type in DATA_TYPES):
+                return data
         return b""
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -547,13 +551,23 @@ class ShellSession(Session):
 
 
 class CommandSession(Session):
+    def __init__(self, conn: _Connection) -> None:
+        super().__init__(conn)
+        self._pending: deque[ClientMessage] = deque()
+
     async def read(self) -> Output | None:
-        while (message := await self._conn.inbox.get()) is not None:
-            if message.payload_type == PayloadType.OUTPUT:
-                return Output("stdout", message.payload)
-            if message.payload_type == PayloadType.STDERR:
-                return Output("stderr", message.payload)
-        return None
+        """What arrived of one stream, joined (stdout and stderr keep their order), None at the end."""
+        pending = self._pending
+        while not pending:
+            batch = await self._conn.inbox.get_many(READ_BATCH)
+            if not batch:
+                return None
+            pending.extend(m for m in batch if m.payload_type in DATA_TYPES and m.payload)
+        kind = pending[0].payload_type
+        parts = []
+        while pending and pending[0].payload_type == kind:
+            parts.append(pending.popleft().payload)
+        return Output("stdout" if kind == PayloadType.OUTPUT else "stderr", b"".join(parts))
 
     async def write(self, data: bytes) -> None:
         await self._conn.send(PayloadType.OUTPUT, data)
@@ -582,11 +596,10 @@ class _DirectStream:
 
     async def read(self, n: int = -1) -> bytes:
         while not self._pending and not self._eof:
-            message = await self._session._conn.inbox.get()
-            if message is None:
+            batch = await self._session._conn.inbox.get_many(READ_BATCH)
+            if not batch:
                 self._eof = True
-            elif message.payload_type == PayloadType.OUTPUT:
-                self._pending = message.payload
+            self._pending = b"".join(m.payload for m in batch if m.payload_type == PayloadType.OUTPUT)
         data = self._pending if n < 0 else self._pending[:n]
         self._pending = self._pending[len(data) :]
         return data
@@ -627,15 +640,26 @@ class PortSession(Session):
         await self._conn.send(PayloadType.OUTPUT, data)
 
     async def _pump_smux(self, smux: SmuxSession) -> None:
-        while (message := await self._conn.inbox.get()) is not None:
-            if message.payload_type == PayloadType.OUTPUT:
-                with contextlib.suppress(Exception):
-                    await smux.feed(message.payload)
-            elif message.payload_type == PayloadType.FLAG:
-                with contextlib.suppress(CodecError):
-                    if parse_flag(message.payload) == PortFlag.CONNECT_TO_PORT_ERROR:
-                        self._connect_errors += 1
+        while batch := await self._conn.inbox.get_many(READ_BATCH):
+            data: list[bytes] = []
+            for message in batch:  # consecutive data in one feed; a flag keeps its place
+                if message.payload_type == PayloadType.OUTPUT:
+                    data.append(message.payload)
+                elif message.payload_type == PayloadType.FLAG:
+                    await self._feed_smux(smux, data)
+                    with contextlib.suppress(CodecError):
+                        if parse_flag(message.payload) == PortFlag.CONNECT_TO_PORT_ERROR:
+                            self._connect_errors += 1
+            await self._feed_smux(smux, data)
         smux.close(SsmSessionError(self._conn.close_reason or "session closed"))
+
+    @staticmethod
+    async def _feed_smux(smux: SmuxSession, data: list[bytes]) -> None:
+        if data:
+            joined = b"".join(data)
+            data.clear()
+            with contextlib.suppress(Exception):
+                await smux.feed(joined)
 
     def _on_peer_fin(self, stream: SmuxStream) -> None:
         """ConnectToPortError names no stream: blame the next stream the agent closes unused."""

@@ -19,7 +19,8 @@ Public API:
         chunks), ``await send_control(raw)``, ``redeliver()``, ``await wait_drained(timeout)``,
         ``start()`` / ``close()``; counters ``retransmits``, ``dropped``, ``duplicates``,
         ``out_of_order``.
-    ``Inbox(limit, on_space)`` -- the bounded hand-off from ``deliver`` to a consumer task.
+    ``Inbox(limit, on_space)`` -- the bounded hand-off from ``deliver`` to a consumer task
+        (``get()`` one message, ``get_many(max_bytes)`` all that waits).
     ``websocket_transport(ws)`` -- the transport both sides use over an aiohttp websocket.
 """
 
@@ -40,9 +41,9 @@ from sshgate.ssm.codec import (
     HeaderFlag,
     MessageType,
     PayloadType,
-    ack_message,
     decode,
     encode,
+    encode_ack,
 )
 
 RESEND_INTERVAL = 0.1
@@ -65,8 +66,47 @@ class WebSocket(Protocol):
     async def send_bytes(self, data: bytes) -> None: ...
 
 
+class CoalescingTransport:
+    """An asyncio transport whose writes made in one event-loop turn leave in one write.
+
+    Every stream message costs an ack the other way, each its own websocket frame; a burst of
+    1 KiB messages read in one turn made one ``send()`` per ack. Same bytes, same order, one
+    system call per turn. ``close`` sends what is pending first; ``abort`` drops it.
+    """
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self._pending: list[bytes | bytearray] = []
+
+    def write(self, data: bytes | bytearray) -> None:
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.append(data)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending and not self._transport.is_closing():
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+def coalesce_writes(ws: object) -> None:
+    """Give an aiohttp websocket (client or server) a :class:`CoalescingTransport`."""
+    writer = getattr(ws, "_writer", None)  # aiohttp's WebSocketWriter: frames go to .transport
+    transport = getattr(writer, "transport", None)
+    if transport is not None and not isinstance(transport, CoalescingTransport):
+        writer.transport = CoalescingTransport(transport)  # type: ignore[union-attr]
+
+
 def websocket_transport(ws: WebSocket) -> Callable[[bytes], Coroutine[Any, Any, None]]:
-    """Send each frame as a binary message on ``ws``, immune to aiohttp's shared drain future.
+    """Send each frame as a binary message on ``ws``, immune to aiohttp's shared drain future,
+    the frames of one event-loop turn in one write (:class:`CoalescingTransport`).
 
     While the socket is paused, aiohttp's senders all wait on one future, and a sender cancelled
     there cancels it for every other (aio-libs/aiohttp#6028): a port stream's sender, cancelled
@@ -74,6 +114,8 @@ def websocket_transport(ws: WebSocket) -> Callable[[bytes], Coroutine[Any, Any, 
     agent closed that stream at once. The frame is written before the wait, so a CancelledError
     this task was not asked for means "sent".
     """
+
+    coalesce_writes(ws)
 
     async def send(raw: bytes) -> None:
         if ws.closed:
@@ -372,7 +414,7 @@ class DataChannel:
             incoming.expected += 1
 
     async def _ack(self, message: ClientMessage) -> None:
-        await self._transmit(encode(ack_message(message)))
+        await self._transmit(encode_ack(message))
 
     def _unpause(self) -> None:
         if self._paused:
@@ -457,19 +499,30 @@ class Inbox:
 
     async def get(self) -> ClientMessage | None:
         """The next message, or None once closed and empty."""
+        batch = await self.get_many(1)
+        return batch[0] if batch else None
+
+    async def get_many(self, max_bytes: int) -> list[ClientMessage]:
+        """Every waiting message up to about ``max_bytes`` of payload (at least one; none once
+        closed and empty): a reader that takes what has arrived in one go writes it downstream
+        in one go, not 1 KiB at a time."""
         while not self._items:
             if self.closed:
-                return None
+                return []
             self._ready.clear()
             await self._ready.wait()
-        message = self._items.popleft()
-        self._size -= len(message.payload)
+        items, taken, size = self._items, [], 0
+        while items and size < max_bytes:
+            message = items.popleft()
+            size += len(message.payload)
+            taken.append(message)
+        self._size -= size
         if self._size < self.limit:
             self._room.set()
         if self._blocked and self._size < self.limit:
             self._blocked = False
             self._on_space()
-        return message
+        return taken
 
     def close(self) -> None:
         self.closed = True

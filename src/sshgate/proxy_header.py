@@ -1,0 +1,121 @@
+"""The PROXY protocol header (HAProxy's spec, v1 text and v2 binary) that a TCP load balancer puts
+before a connection's first byte to say who the client is. Pure: bytes in, a verdict out.
+
+Only what a gateway behind a load balancer needs: TCP over IPv4 or IPv6, and the LOCAL / UNKNOWN
+forms a balancer uses for its own health checks (no client address: the connection's own peer
+stands). Everything else is refused, as is any header longer than :data:`MAX_HEADER`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from dataclasses import dataclass
+
+V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+V1_PREFIX = b"PROXY "
+V1_MAX = 107  # the spec's bound, CRLF included
+# v2 allows 64 KiB of TLVs; a balancer sends a few dozen bytes. More is refused, not buffered.
+MAX_HEADER = 512
+_V2_FIXED = 16
+
+
+class ProxyHeaderError(ValueError):
+    """Not a PROXY header this gateway accepts; the message says why, for the audit log."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyHeader:
+    """A parsed header: the client's address (None for LOCAL / UNKNOWN) and its length."""
+
+    client: tuple[str, int] | None
+    length: int
+    version: int
+
+
+def parse(data: bytes) -> ProxyHeader | None:
+    """The header at the start of ``data``; None when more bytes are needed to tell."""
+    if data.startswith(V2_SIGNATURE):
+        return _parse_v2(data)
+    if data.startswith(V1_PREFIX):
+        return _parse_v1(data)
+    if V2_SIGNATURE.startswith(data[: len(V2_SIGNATURE)]) or V1_PREFIX.startswith(data[: len(V1_PREFIX)]):
+        return None
+    raise ProxyHeaderError("the connection does not start with a PROXY header")
+
+
+def _parse_v1(data: bytes) -> ProxyHeader | None:
+    end = data.find(b"\r\n", 0, V1_MAX)
+    if end < 0:
+        if len(data) >= V1_MAX or b"\n" in data[:V1_MAX]:
+            raise ProxyHeaderError("PROXY v1 header without CRLF within 107 bytes")
+        return None
+    line = data[:end]
+    try:
+        text = line.decode("ascii")
+    except UnicodeDecodeError:
+        raise ProxyHeaderError("PROXY v1 header is not ASCII") from None
+    parts = text.split(" ")
+    if len(parts) >= 2 and parts[1] == "UNKNOWN":
+        return ProxyHeader(None, end + 2, 1)
+    if len(parts) != 6 or parts[1] not in ("TCP4", "TCP6"):
+        raise ProxyHeaderError("PROXY v1 header is not 'PROXY TCP4|TCP6 SRC DST SPORT DPORT'")
+    family = 4 if parts[1] == "TCP4" else 6
+    source = _address(parts[2], family)
+    _address(parts[3], family)
+    source_port = _port(parts[4])
+    _port(parts[5])
+    return ProxyHeader((source, source_port), end + 2, 1)
+
+
+def _address(text: str, family: int) -> str:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise ProxyHeaderError("PROXY v1 header has an invalid address") from None
+    if address.version != family:
+        raise ProxyHeaderError("PROXY v1 address does not match its protocol")
+    return plain_address(address)
+
+
+def plain_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """An IPv4 client reached over IPv6 (``::ffff:a.b.c.d``) is the IPv4 address, for lockouts."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not text.isascii() or len(text) > 5 or (len(text) > 1 and text[0] == "0"):
+        raise ProxyHeaderError("PROXY v1 header has an invalid port")
+    port = int(text)
+    if port > 65535:
+        raise ProxyHeaderError("PROXY v1 header has an invalid port")
+    return port
+
+
+def _parse_v2(data: bytes) -> ProxyHeader | None:
+    if len(data) < _V2_FIXED:
+        return None
+    version_command, family, length = struct.unpack("!BBH", data[12:16])
+    if version_command >> 4 != 2 or version_command & 0x0F not in (0, 1):
+        raise ProxyHeaderError("PROXY v2 header with an unknown version or command")
+    total = _V2_FIXED + length
+    if total > MAX_HEADER:
+        raise ProxyHeaderError(f"PROXY v2 header of {total} bytes exceeds {MAX_HEADER}")
+    if len(data) < total:
+        return None
+    if version_command & 0x0F == 0:  # LOCAL: the balancer's own connection
+        return ProxyHeader(None, total, 2)
+    body = data[_V2_FIXED:total]
+    if family == 0x11 and length >= 12:
+        source = str(ipaddress.IPv4Address(body[0:4]))
+        (port,) = struct.unpack("!H", body[8:10])
+    elif family == 0x21 and length >= 36:
+        source = plain_address(ipaddress.IPv6Address(body[0:16]))
+        (port,) = struct.unpack("!H", body[32:34])
+    elif family == 0x00:
+        return ProxyHeader(None, total, 2)
+    else:
+        raise ProxyHeaderError("PROXY v2 header is not TCP over IPv4 or IPv6")
+    return ProxyHeader((source, port), total, 2)

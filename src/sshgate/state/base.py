@@ -1,0 +1,92 @@
+"""The one interface the gateway uses for shared state, and the records that cross it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from sshgate.oidc.bindings import KeyBinding
+
+# The owning process closes the session with "sshgate: session terminated by <by>".
+TerminateHandler = Callable[[str, str], bool]
+RevokedHandler = Callable[[set[str]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class LiveSession:
+    """One bound session, wherever it runs: the registry the web app lists and acts on."""
+
+    session_id: str
+    replica: str
+    user: str
+    resource: str
+    started_at: float
+
+
+class StateUnavailable(Exception):
+    """The shared store did not answer within its bound; callers fall back to what they hold."""
+
+
+class SharedState(Protocol):
+    """Failed-login counters and lockouts per address, per-user session counts, the live-session
+    registry with its output and terminate channels, SSO key bindings and step-up times.
+
+    Every call returns within a bound (``state.timeout_ms`` for the store): an unreachable store
+    degrades to this process's own view instead of stalling a login.
+    """
+
+    replica: str
+
+    @property
+    def available(self) -> bool:
+        """False while the shared store cannot be reached (counters are this process's alone)."""
+
+    async def start(self, on_terminate: TerminateHandler, on_revoked: RevokedHandler) -> None:
+        """Begin background work; ``on_terminate`` closes a session of this process."""
+
+    async def aclose(self) -> None: ...
+
+    # Failed logins per client address
+
+    async def locked_for(self, address: str) -> float:
+        """Seconds the address stays locked out (0 when it may try)."""
+
+    async def failure(self, address: str, limit: int, lockout_s: float) -> bool:
+        """Count one failed attempt; True when this one locks the address."""
+
+    # Sessions
+
+    async def open_session(self, session: LiveSession, limit: int) -> bool:
+        """Register a session unless its user already has ``limit`` open everywhere."""
+
+    async def close_session(self, session: LiveSession) -> None: ...
+
+    async def sessions(self) -> list[LiveSession]:
+        """Every replica's live sessions; only this process's own while ``available`` is False."""
+
+    async def publish_output(self, session_id: str, data: bytes) -> None:
+        """Live output of a session, for whoever subscribed (nobody: dropped)."""
+
+    def subscribe_output(self, session_id: str) -> AsyncIterator[bytes]:
+        """The session's live output from now on, until the caller stops iterating; raises
+        :class:`StateUnavailable` for another replica's session while the store is away."""
+
+    async def terminate(self, session_id: str, by: str) -> bool:
+        """Ask the owning replica to close a session; False when nobody holds it, and
+        :class:`StateUnavailable` when it may be elsewhere and the store is away."""
+
+    # SSO key bindings and step-up times (docs/oidc.md)
+
+    async def binding(self, fingerprint: str) -> KeyBinding | None: ...
+
+    async def bind(self, binding: KeyBinding) -> None: ...
+
+    async def bindings(self) -> list[KeyBinding]: ...
+
+    async def revoke(self, fingerprint: str | None = None, email: str | None = None) -> list[KeyBinding]:
+        """End the bindings of one key or of every key of one person; the ones removed."""
+
+    async def step_up_at(self, provider: str, email: str) -> float | None: ...
+
+    async def record_step_up(self, provider: str, email: str, at: float) -> None: ...

@@ -1,0 +1,45 @@
+"""Pick the shared state a gateway process uses: Redis/Valkey with ``state:``, else its supervisor
+(a worker of ``workers: N``), else the process itself."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+
+from sshgate.config import MIN_HMAC_KEY_CHARS, Config, ConfigError, State
+from sshgate.native_secret import SecretError, read_indirect
+from sshgate.state.base import SharedState
+from sshgate.state.hosted import WORKER_STATE_FD, WorkerState
+from sshgate.state.local import LocalState
+
+
+def state_secrets(state: State) -> tuple[str, str]:
+    """The store URL and HMAC key, ``ENV:``/``FILE:`` followed; errors name where, never what."""
+    try:
+        url = read_indirect(state.url)[0].strip()
+        key = read_indirect(state.hmac_key)[0].strip()
+    except SecretError as exc:
+        raise ConfigError(f"state: {exc}") from None
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("state.url must be a redis://, rediss:// or unix:// URL")
+    if len(key) < MIN_HMAC_KEY_CHARS:
+        raise ConfigError(f"state.hmac_key must be at least {MIN_HMAC_KEY_CHARS} characters")
+    return url, key
+
+
+def build_state(config: Config, set_gauge: Callable[[bool], None]) -> SharedState:
+    if config.state is not None:
+        # Imported here: the Redis client costs every other gateway a second of start-up.
+        from sshgate.state.redis_store import RedisStore, connect
+        from sshgate.state.replicated import ReplicatedState
+        from sshgate.state.seal import Sealer
+
+        url, key = state_secrets(config.state)
+        timeout_s = config.state.timeout_ms / 1000
+        store = RedisStore(connect(url, timeout_s), Sealer(key), config.state.key_prefix, uuid.uuid4().hex)
+        return ReplicatedState(store, timeout_s, config.state.session_ttl_s, set_gauge)
+    set_gauge(True)
+    if WORKER_STATE_FD in os.environ:
+        return WorkerState(int(os.environ[WORKER_STATE_FD]), config.data_dir, set_gauge)
+    return LocalState(config.data_dir)

@@ -1,0 +1,204 @@
+"""Many replicas, one gateway (docs/operations.md, "Replicas"): two gateway processes sharing a
+real redis-server, and one gateway of two workers without state:, behave as one gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+import uuid
+from pathlib import Path
+
+from sshgate.state.redis_store import RedisStore, connect
+from sshgate.state.replicated import ReplicatedState
+from sshgate.state.seal import Sealer
+from tests.conftest import Keys
+from tests.replicas.conftest import HMAC_KEY, Factory, client, end, hold_session, metric, wait_open
+from tests.support.gateway import Client
+from tests.support.net import free_port
+from tests.support.redis import RedisServer, silent_store
+
+
+def wrong_password(c: Client, tmp_path: Path) -> None:
+    result = c.password_ssh("alice+web-1", "sgt_not-the-token", tmp_path / "askpass", "true")
+    assert result.returncode == 255
+
+
+def until(check: object, timeout: float, what: str) -> float:
+    started = time.monotonic()
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() - started < timeout, what
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+def test_failures_on_both_replicas_lock_the_address_on_both_until_it_expires(
+    start_gateway: Factory, redis_server: RedisServer, keys: Keys, tmp_path: Path
+) -> None:
+    a, b = start_gateway(redis_server.url), start_gateway(redis_server.url)
+    source = "127.0.0.21"
+    on_a, on_b = client(a, keys.alice, tmp_path / "a", source), client(b, keys.alice, tmp_path / "b", source)
+    for c in (on_a, on_b, on_a, on_b):  # four failures, two on each: the limit is four
+        wrong_password(c, tmp_path)
+    locked_at = time.monotonic()
+    for c, gw in ((on_a, a), (on_b, b)):
+        refused = c.ssh("alice+web-1", "true")
+        assert refused.returncode == 255 and b"too many failed logins" in refused.stderr, refused.stderr
+        assert gw.events("auth.locked_out", client_ip=source)
+    assert a.events("auth.lockout", client_ip=source) or b.events("auth.lockout", client_ip=source)
+    time.sleep(max(0.0, 4.3 - (time.monotonic() - locked_at)))
+    for c in (on_a, on_b):
+        result = c.ssh("alice+web-1", "echo back")
+        assert result.stdout == b"back\n", result.stderr
+
+
+def test_the_session_cap_counts_both_replicas_and_a_killed_one_frees_its_slots(
+    start_gateway: Factory, redis_server: RedisServer, keys: Keys, tmp_path: Path
+) -> None:
+    a, b = start_gateway(redis_server.url), start_gateway(redis_server.url)
+    on_a = client(a, keys.alice, tmp_path / "a", "127.0.0.22")
+    on_b = client(b, keys.alice, tmp_path / "b", "127.0.0.22")
+    held = [hold_session(on_a), hold_session(on_b)]
+    try:
+        for process in held:
+            wait_open(process)
+        for c in (on_a, on_b):
+            third = c.ssh("alice+web-1", "true")
+            assert third.returncode == 1 and b"too many open sessions" in third.stderr, third.stderr
+        for gw in (a, b):
+            assert gw.events("session.refused", event_kind="limit.sessions_per_user")
+        john = client(b, keys.john, tmp_path / "john", "127.0.0.22")
+        assert john.ssh("john+web-1", "echo other").stdout == b"other\n"  # another user is not capped
+        assert a.process is not None
+        a.process.kill()  # kill -9: no goodbye, its sessions stay in the store until they expire
+        a.process.wait(10)
+        freed_after = until(lambda: on_b.ssh("alice+web-1", "true").returncode == 0, 15, "slot not freed")
+        assert freed_after < 3 + 5  # session_ttl_s, plus a few logins' time on a loaded machine
+    finally:
+        end(*held)
+
+
+def test_the_two_workers_of_one_gateway_share_lockouts_and_caps(
+    start_gateway: Factory, keys: Keys, tmp_path: Path
+) -> None:
+    gw = start_gateway(None, workers=2, listen={"host": "127.0.0.1", "port": free_port()})
+    workers = {e["pid"] for e in gw.events("gateway.listening")}
+    assert len(workers) == 2
+    c = client(gw, keys.alice, tmp_path / "c", "127.0.0.23")
+    held = [hold_session(c), hold_session(c)]
+    try:
+        for process in held:
+            wait_open(process)
+        refused = [c.ssh("alice+web-1", "true") for _ in range(6)]
+        assert all(r.returncode == 1 and b"too many open sessions" in r.stderr for r in refused)
+        refusing = {e["pid"] for e in gw.events("session.refused")}
+        assert refusing == workers, "the cap was not tried on both workers"
+    finally:
+        end(*held)
+    locker = client(gw, keys.alice, tmp_path / "l", "127.0.0.24")
+    for _ in range(4):
+        wrong_password(locker, tmp_path)
+    for _ in range(8):
+        assert locker.ssh("alice+web-1", "true").returncode == 255
+    assert {e["pid"] for e in gw.events("auth.locked_out", client_ip="127.0.0.24")} == workers
+
+
+def test_store_stopped_mid_run_each_replica_counts_alone_then_they_agree_again(
+    start_gateway: Factory, redis_server: RedisServer, keys: Keys, tmp_path: Path
+) -> None:
+    a, b = start_gateway(redis_server.url), start_gateway(redis_server.url)
+    on_a = client(a, keys.alice, tmp_path / "a", "127.0.0.25")
+    on_b = client(b, keys.alice, tmp_path / "b", "127.0.0.25")
+    assert metric(a, "sshgate_state_available") == 1.0
+    held = [hold_session(on_a)]
+    try:
+        wait_open(held[0])
+        redis_server.stop()
+        for gw in (a, b):
+            john = client(gw, keys.john, tmp_path / f"john-{gw.port}", "127.0.0.25")
+            assert john.ssh("john+web-1", "echo still").stdout == b"still\n"
+        until(lambda: metric(a, "sshgate_state_available") == 0.0, 5, "a still reports the store")
+        until(lambda: metric(b, "sshgate_state_available") == 0.0, 5, "b still reports the store")
+        assert len(a.events("state.unavailable")) == 1  # once, not once per login
+        # Alone, a knows its one session of alice's; b knows none and lets two in.
+        held += [hold_session(on_b), hold_session(on_b)]
+        for process in held[1:]:
+            wait_open(process)
+        held.append(hold_session(on_a))
+        wait_open(held[-1])
+        assert b"too many open sessions" in on_a.ssh("alice+web-1", "true").stderr
+        redis_server.start()
+        until(lambda: metric(a, "sshgate_state_available") == 1.0, 10, "a did not see the store return")
+        until(lambda: metric(b, "sshgate_state_available") == 1.0, 10, "b did not see the store return")
+        assert a.events("state.available") and b.events("state.available")
+        # Converged: four sessions of alice's are registered, so nobody gets a fifth anywhere.
+        assert redis_server.cli("HLEN", "sshgate:live") == "4"
+        for c in (on_a, on_b):
+            assert b"too many open sessions" in c.ssh("alice+web-1", "true").stderr
+        end(*held[:3])
+        until(lambda: redis_server.cli("HLEN", "sshgate:live") == "1", 10, "ended sessions still registered")
+        assert on_b.ssh("alice+web-1", "echo again").stdout == b"again\n"
+    finally:
+        end(*held)
+        if redis_server.process is None:
+            redis_server.start()
+
+
+def test_a_hung_store_delays_no_login_beyond_the_bound(
+    start_gateway: Factory, keys: Keys, tmp_path: Path
+) -> None:
+    with silent_store() as port:
+        hung = start_gateway(f"redis://127.0.0.1:{port}/0", {"timeout_ms": 200})
+        plain = start_gateway(None)
+        on_hung = client(hung, keys.alice, tmp_path / "h", "127.0.0.26")
+        on_plain = client(plain, keys.alice, tmp_path / "p", "127.0.0.26")
+        timings: dict[str, list[float]] = {"hung": [], "plain": []}
+        for _ in range(5):
+            for name, c in (("hung", on_hung), ("plain", on_plain)):
+                started = time.monotonic()
+                assert c.ssh("alice+web-1", "true").returncode == 0
+                timings[name].append(time.monotonic() - started)
+        extra = statistics.median(timings["hung"]) - statistics.median(timings["plain"])
+        assert extra < 0.2 + 0.3, timings  # the bound, and noise from a loaded machine
+        assert metric(hung, "sshgate_state_available") == 0.0
+
+
+def test_a_forged_lockout_locks_nobody(
+    start_gateway: Factory, redis_server: RedisServer, keys: Keys, tmp_path: Path
+) -> None:
+    a = start_gateway(redis_server.url)
+    forged = '{"a":"127.0.0.27","until":9999999999}'
+    redis_server.cli("SET", "sshgate:lock:127.0.0.27", "0" * 64 + "." + forged, "EX", "60")
+    redis_server.cli("PUBLISH", "sshgate:locks", "127.0.0.27 " + "0" * 64 + "." + forged)
+    result = client(a, keys.alice, tmp_path / "a", "127.0.0.27").ssh("alice+web-1", "echo in")
+    assert result.stdout == b"in\n", result.stderr
+    assert a.wait_event("state.forged_record", kind="lock")["result"] == "ignored"
+
+
+def test_terminate_from_another_replica_closes_the_session_with_who_did_it(
+    start_gateway: Factory, redis_server: RedisServer, keys: Keys, tmp_path: Path
+) -> None:
+    """The web app's terminate, asked on any replica (here: the state as a replica builds it)."""
+    a = start_gateway(redis_server.url)
+    held = hold_session(client(a, keys.alice, tmp_path / "a", "127.0.0.28"))
+    try:
+        wait_open(held)
+        started = a.wait_event("session.start", client_ip="127.0.0.28")
+
+        async def terminate() -> tuple[list[str], bool]:
+            store = RedisStore(connect(redis_server.url, 0.25), Sealer(HMAC_KEY), "sshgate:", uuid.uuid4().hex)
+            web = ReplicatedState(store, 0.25, 3, lambda _up: None)
+            try:
+                live = [s.session_id for s in await web.sessions() if s.user == "alice@corp.com"]
+                return live, await web.terminate(started["session_id"], "admin@corp.com")
+            finally:
+                await web.aclose()
+
+        live, sent = asyncio.run(terminate())
+        assert started["session_id"] in live and sent
+        assert held.wait(10) != 0
+        assert held.stderr is not None
+        assert b"sshgate: session terminated by admin@corp.com" in held.stderr.read()
+        assert a.wait_event("session.terminated", session_id=started["session_id"])
+    finally:
+        end(held)

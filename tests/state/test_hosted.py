@@ -1,0 +1,77 @@
+"""workers: N without state: two workers and their supervisor, linked as the gateway links them."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sshgate.state.base import LiveSession
+from sshgate.state.hosted import StateHost, WorkerState
+
+
+class Worker:
+    def __init__(self, host: StateHost, data_dir: Path) -> None:
+        self.gauge: list[bool] = []
+        self.state = WorkerState(host.new_worker().detach(), str(data_dir), self.gauge.append)
+        self.terminated: list[tuple[str, str]] = []
+
+    async def start(self) -> Worker:
+        await self.state.start(lambda s, by: bool(self.terminated.append((s, by))) or True, lambda _: None)
+        return self
+
+    def session(self, sid: str, user: str = "alice@corp.com") -> LiveSession:
+        return LiveSession(sid, self.state.replica, user, "web-1", time.time())
+
+
+@pytest.fixture
+async def workers(tmp_path: Path) -> AsyncIterator[tuple[StateHost, Worker, Worker]]:
+    host = StateHost()
+    a = await Worker(host, tmp_path).start()
+    b = await Worker(host, tmp_path).start()
+    yield host, a, b
+    for worker in (a, b):
+        await worker.state.aclose()
+    await host.aclose()
+
+
+async def test_workers_share_lockouts_and_session_caps(workers: Any) -> None:
+    _, a, b = workers
+    results = [await (a if i % 2 else b).state.failure("10.1.1.1", 3, 2.0) for i in range(3)]
+    assert results == [False, False, True]
+    assert await a.state.locked_for("10.1.1.1") > 1.5 and await b.state.locked_for("10.1.1.1") > 1.5
+    assert await a.state.open_session(a.session("s1"), 2)
+    assert await b.state.open_session(b.session("s2"), 2)
+    assert not await a.state.open_session(a.session("s3"), 2)
+    assert {s.session_id for s in await b.state.sessions()} == {"s1", "s2"}
+    assert await b.state.terminate("s1", "admin@corp.com")
+    deadline = time.monotonic() + 2
+    while not a.terminated and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert a.terminated == [("s1", "admin@corp.com")]
+
+
+async def test_a_dead_worker_frees_its_slots_and_output_crosses_workers(workers: Any) -> None:
+    _, a, b = workers
+    assert await a.state.open_session(a.session("s1"), 1)
+    received: list[bytes] = []
+
+    async def watch() -> None:
+        async for chunk in b.state.subscribe_output("s1"):
+            received.append(chunk)
+            return
+
+    watcher = asyncio.create_task(watch())
+    await asyncio.sleep(0.1)
+    await a.state.publish_output("s1", b"live bytes")
+    await asyncio.wait_for(watcher, 2)
+    assert received == [b"live bytes"]
+    await a.state.aclose()  # the worker's end of the pair closes, as when it dies
+    deadline = time.monotonic() + 2
+    while not await b.state.open_session(b.session("s2"), 1):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
