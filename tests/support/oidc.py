@@ -26,14 +26,20 @@ PASSWORD = "password"
 class OidcProvider:
     """``node server.mjs`` on 127.0.0.1; ``issuer`` once it printed ``ready``."""
 
-    def __init__(self, port: int = 0, auth_methods: str = "client_secret_basic,client_secret_post") -> None:
+    def __init__(
+        self,
+        port: int = 0,
+        auth_methods: str = "client_secret_basic,client_secret_post",
+        web_redirect: str | None = None,
+    ) -> None:
         node = shutil.which("node")
         if node is None or not (PROVIDER_DIR / "node_modules" / "oidc-provider").is_dir():
             raise RuntimeError(
                 "the test provider needs node and `npm ci` in tests/oidc_provider (scripts/bootstrap)"
             )
         self.process = subprocess.Popen(
-            [node, "server.mjs", "--port", str(port), "--auth-methods", auth_methods],
+            [node, "server.mjs", "--port", str(port), "--auth-methods", auth_methods]
+            + (["--web-redirect", web_redirect] if web_redirect else []),
             cwd=PROVIDER_DIR,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -28,6 +28,7 @@ from sshgate.gateway.binding import (
     start_recording,
 )
 from sshgate.gateway.directory import list_output, ssh_config_output
+from sshgate.gateway.live import LiveOutput
 from sshgate.gateway.refusal import Refusal
 from sshgate.gateway.relay import ChannelRelay, start_task
 from sshgate.gateway.sftp_gate import SftpGate
@@ -81,7 +82,7 @@ class GatewayState:
         """A terminate request for a session of this process (from the web app, on any replica)."""
         for conn in list(self.connections):
             if conn.session_id == session_id:
-                conn.close_with_notice(f"session terminated by {by}", "session.terminated", "terminated")
+                conn.terminate(by)
                 return True
         return False
 
@@ -746,9 +747,15 @@ class GatewayConnection(asyncssh.SSHServer):
             self.last_activity = now
         return now - self.last_activity
 
-    def close_with_notice(self, message: str, event: str, end_reason: EndReason) -> None:
+    def terminate(self, by: str) -> None:
+        """An admin ended the session (docs/api.md): audited, and ``terminated_by`` in session.json."""
+        if self._held.recording is not None:
+            self._held.recording.note({"terminated_by": by})
+        self.close_with_notice(f"session terminated by {by}", "session.terminated", "terminated", by=by)
+
+    def close_with_notice(self, message: str, event: str, end_reason: EndReason, **fields: str) -> None:
         """Tell every open session why, then close the connection (its recordings are finalized)."""
-        self.log.info(event, reason=message)
+        self.log.info(event, reason=message, **fields)
         self.end_reason = self.end_reason or end_reason
         for channel in list(self.channels):
             channel.end_with_notice(message)
@@ -1010,6 +1017,8 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
                 "size": list(request.term_size[:2]) if request.term_size else None,
             },
         )
+        if channel_kind != "sftp":
+            self.live = LiveOutput(owner.state.shared, owner.session_id, self.recording.n, self.recording.t0)
         owner.log.info(
             "channel.open",
             kind=request.kind,

@@ -124,6 +124,10 @@ class _Session:
         self.doc["decisions"].append({"at": utc_now(), **decision})
         self.dirty = True
 
+    def note(self, fields: dict[str, Any]) -> None:
+        self.doc.update(fields)
+        self.dirty = True
+
     async def close(self, status: EndStatus = "closed", *, end_reason: EndReason | None = None) -> None:
         if self.closed:
             return
