@@ -10,8 +10,8 @@
 //   people wrongaud@corp.com, expired@corp.com, badkid@corp.com: their ID tokens come out with a
 //   wrong audience, already expired, or signed by a key the JWKS does not hold (a new kid each)
 //   client sshgate-short: its device codes expire after 3 s
-//   --web-redirect URL: client sshgate also does the authorization-code flow (the web app's
-//   sign-in, PKCE) with that one redirect URI
+//   --web-redirect URL[,URL]: client sshgate also does the authorization-code flow (the web
+//   app's sign-in, PKCE) with these redirect URIs
 import http from 'node:http';
 import { parseArgs } from 'node:util';
 import { randomUUID } from 'node:crypto';
@@ -72,7 +72,7 @@ const deviceClient = (clientId) => {
     client_secret: args['client-secret'],
     grant_types: ['urn:ietf:params:oauth:grant-type:device_code', 'refresh_token', ...(web ? ['authorization_code'] : [])],
     response_types: web ? ['code'] : [],
-    redirect_uris: web ? [args['web-redirect']] : [],
+    redirect_uris: web ? args['web-redirect'].split(',') : [],
     token_endpoint_auth_method: args['auth-methods'].split(',')[0],
   };
 };

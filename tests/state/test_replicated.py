@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from sshgate.oidc.bindings import KeyBinding
-from sshgate.state.base import LiveSession, StateUnavailable
+from sshgate.state.base import LiveSession, OutputChunk, StateUnavailable
 from tests.support.redis import RedisServer, silent_store
 
 ADDR = "203.0.113.7"
@@ -129,20 +129,23 @@ async def test_terminate_reaches_the_owning_replica_and_output_crosses_replicas(
     assert a.terminated == [("s1", "admin@corp.com")] and b.terminated == []
     assert not await b.state.terminate("nobody", "admin@corp.com")
 
-    received: list[bytes] = []
+    received: list[OutputChunk] = []
 
     async def watch() -> None:
         async for chunk in b.state.subscribe_output("s1"):
             received.append(chunk)
-            if b"".join(received).endswith(b"end"):
+            if chunk.data.endswith(b"end"):
                 return
 
+    assert not a.state.watched("s1")  # nobody watches: the relay publishes nothing
     watcher = asyncio.create_task(watch())
-    await asyncio.sleep(0.3)
-    for chunk in (b"hello ", b"\x00\xff binary ", b"end"):
-        await a.state.publish_output("s1", chunk)
+    await until(lambda: asyncio.sleep(0, a.state.watched("s1")))  # b's lease reached the owner
+    await asyncio.sleep(0.2)  # b's subscription is in place
+    for t, data in enumerate((b"hello ", b"\x00\xff binary ", b"end")):
+        a.state.publish_output("s1", OutputChunk(2, t / 10, data))
     await asyncio.wait_for(watcher, 5)
-    assert b"".join(received) == b"hello \x00\xff binary end"
+    assert b"".join(c.data for c in received) == b"hello \x00\xff binary end"
+    assert [(c.channel, c.t) for c in received] == [(2, 0.0), (2, 0.1), (2, 0.2)]
 
 
 async def test_store_down_falls_back_to_each_replica_then_converges(

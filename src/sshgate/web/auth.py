@@ -30,12 +30,13 @@ class Authenticator:
     def principal_for(self, email: str, groups: tuple[str, ...]) -> Principal:
         return Principal(email, groups, role_of(groups, self.config.viewer_groups, self.config.admin_groups))
 
-    async def person_from_token(self, client: OidcClient, id_token: str, nonce: str | None) -> Principal:
-        """A validated ID token's person; ``nonce``, when given, must be the token's (code flow)."""
-        claims = await client.claims(id_token)
+    async def person_from_tokens(self, client: OidcClient, tokens: Tokens, nonce: str | None) -> Principal:
+        """A validated ID token's person (userinfo fills in with the access token, when given);
+        ``nonce``, when given, must be the token's (code flow)."""
+        claims = await client.claims(tokens.id_token)
         if nonce is not None and claims.get("nonce") != nonce:
             raise errors.invalid("ID token nonce is not the one this sign-in sent")
-        person = await client.person(Tokens(id_token, None), claims)
+        person = await client.person(tokens, claims)
         admit(person, person.email, client.config.allowed_domains, time.time())
         return self.principal_for(person.email, person.groups)
 
@@ -47,7 +48,7 @@ class Authenticator:
             if scheme.lower() != "bearer" or not token.strip() or client is None:
                 return None
             try:
-                return await self.person_from_token(client, token.strip(), None)
+                return await self.person_from_tokens(client, Tokens(token.strip(), None), None)
             except SignInError:
                 return None
         cookie = request.cookies.get(COOKIE)

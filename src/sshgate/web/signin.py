@@ -85,7 +85,7 @@ class SignInRoutes:
             raise web.HTTPForbidden(text="sign-in failed at the identity provider\n")
         try:
             tokens = await client.exchange_code(code, self.public_url + CALLBACK, pending.verifier)
-            principal = await self.auth.person_from_token(client, tokens.id_token, pending.nonce)
+            principal = await self.auth.person_from_tokens(client, tokens, pending.nonce)
         except SignInError as exc:
             self.log.warning("web.sign_in", result="refused", reason=exc.reason)
             raise web.HTTPForbidden(text=f"sign-in failed: {exc}\n") from None

@@ -12,7 +12,7 @@ function play(n) {
   const target = document.getElementById("player");
   if (player) player.dispose();
   target.replaceChildren();
-  player = AsciinemaPlayer.create(`${base}/channels/${n}/cast`, target, { controls: true, fit: "width" });
+  player = AsciinemaPlayer.create(`${base}/channels/${n}/cast`, target, { controls: true, fit: "width", autoPlay: true, idleTimeLimit: 2 });
 }
 
 // A plain-text terminal: escape sequences removed, carriage returns and backspaces applied per line.
