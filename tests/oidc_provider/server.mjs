@@ -226,5 +226,5 @@ server.on('request', async (req, res) => {
   }
 });
 
-for (const signal of ['SIGTERM', 'SIGINT']) process.on(signal, () => server.close(() => process.exit(0)));
+for (const signal of ['SIGTERM', 'SIGINT']) process.on(signal, () => { server.close(() => process.exit(0)); server.closeAllConnections(); });
 process.stdout.write(`ready ${issuer}\n`);

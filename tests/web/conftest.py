@@ -53,6 +53,7 @@ def web_gateway(
     config = base_config(keys, upstream)
     config["identities"]["oidc"] = oidc_block(issuer)
     config["web"] = {"listen": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}", **WEB_ROLES}
+    config["shutdown_grace_s"] = 1
     config.update(extra)
     gateway = GatewayProcess(
         root, config, env={"SGRO_PASSWORD": upstream.sshd.password, "OIDC_CLIENT_SECRET": CLIENT_SECRET}

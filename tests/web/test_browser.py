@@ -4,20 +4,26 @@ shell and terminate it, and the API's refusals (docs/api.md)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 
-from tests.conftest import Keys
+from sshgate.web.store import COOKIE
+from tests.conftest import Keys, Upstream
 from tests.support.gateway import Client
+from tests.support.net import free_port
+from tests.support.oidc import OidcProvider
 from tests.support.terminal import Terminal
-from tests.web.conftest import ARTIFACTS, ROOT, WebSite
+from tests.web.conftest import ARTIFACTS, ROOT, WebSite, web_gateway
 
 pytestmark = pytest.mark.skipif(
     shutil.which("chromium") is None, reason="scripts/bootstrap installs chromium"
@@ -215,3 +221,69 @@ def test_api_refusals_in_order(browser: Any, site: WebSite, recorded: dict[str, 
     assert status in (403, 404)
     # An admin may ask, but a finished session cannot be terminated.
     assert browser_api(browser, f"/api/v1/sessions/{sid}/terminate", "POST")[0] == 409
+
+
+class LiveReader:
+    """The ``live`` route read as a script would, line by line, in a thread."""
+
+    def __init__(self, url: str, cookie: str) -> None:
+        request = urllib.request.Request(url, headers={"Cookie": f"{COOKIE}={cookie}"})
+        self.response = urllib.request.urlopen(request, timeout=20)
+        assert self.response.headers["Content-Type"].startswith("text/event-stream")
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            for line in self.response:
+                self.lines.append(line.decode())
+
+    def wait_for(self, text: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in self.lines):
+            assert time.monotonic() < deadline, f"{text!r} not in the live stream: {self.lines[-10:]}"
+            time.sleep(0.02)
+
+
+def test_with_two_workers_live_view_and_terminate_reach_sessions_on_every_worker(
+    browser: Any, keys: Keys, upstream: Upstream, web_provider: OidcProvider, web_ports: tuple[int, int],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    listen = {"host": "127.0.0.1", "port": free_port()}
+    gateway = web_gateway(
+        tmp_path / "gw", keys, upstream, web_provider.issuer, web_ports[1], workers=2, listen=listen
+    )
+    site = WebSite(gateway, web_ports[1])
+    alice = Client(gateway, keys.alice, tmp_path / "alice")
+    terms: list[tuple[Terminal, str]] = []
+    try:
+        # Sessions until both workers hold one (SO_REUSEPORT spreads them); the app runs in one.
+        web_pid = gateway.wait_event("web.listening")["pid"]
+        gateway.wait_events("gateway.listening", 2)
+        owners: set[int] = set()
+        while len(owners) < 2 and len(terms) < 10:
+            before = len(gateway.events("session.start"))
+            term = Terminal(alice.ssh_argv("alice+web-1", options=["-tt"]))
+            terms.append((term, ""))
+            term.write("PS1='w> '\n")
+            term.read_until("w> ")
+            start = gateway.wait_events("session.start", before + 1)[before]
+            terms[-1] = (term, start["session_id"])
+            owners.add(start["pid"])
+        assert len(owners) == 2 and web_pid in owners, (owners, web_pid)
+        sign_in(browser, site, "admin@corp.com")
+        cookie = browser.get_cookie(COOKIE)["value"]
+        for i, (term, session_id) in enumerate(terms):
+            live = LiveReader(f"{site.url}/api/v1/sessions/{session_id}/channels/1/live", cookie)
+            time.sleep(0.5)  # the watch reaches the owning worker
+            term.write(f"echo worker-$((40+2))-{i}\n")
+            live.wait_for(f"worker-42-{i}")
+            status, body = browser_api(browser, f"/api/v1/sessions/{session_id}/terminate", "POST")
+            assert status == 202, body
+            term.read_until("sshgate: session terminated by admin@corp.com")
+            live.wait_for("event: end")
+        assert {e["pid"] for e in gateway.wait_events("session.terminated", len(terms))} == owners
+    finally:
+        for term, _ in terms:
+            term.close()
+        gateway.stop()
