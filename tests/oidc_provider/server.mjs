@@ -85,6 +85,9 @@ const provider = new Provider(issuer, {
   scopes: ['openid', 'offline_access', 'email', 'profile', 'groups'],
   claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'], groups: ['groups'] },
   acrValues: ['urn:sshgate:password', 'urn:sshgate:mfa'],
+  // With --web-redirect, ID tokens carry email and groups themselves (as Okta's and Google's do), so a
+  // script's bearer ID token names its person; otherwise they sit in userinfo only.
+  conformIdTokenClaims: !args['web-redirect'],
   features: {
     devInteractions: { enabled: false },
     deviceFlow: {
