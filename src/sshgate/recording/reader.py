@@ -35,15 +35,23 @@ def load(files: SessionFiles) -> dict[str, Any]:
     :class:`RecordingError` when it is missing, unreadable or not a session document."""
     try:
         with files.open(SESSION_FILE) as f:
-            data = f.read(MAX_DOCUMENT + 1)
+            return parse(f, files.where)
     except OSError as exc:
         raise RecordingError(f"{files.where}/{SESSION_FILE}: unreadable: {exc.strerror or exc}") from None
-    if len(data) > MAX_DOCUMENT:
-        raise RecordingError(f"{files.where}/{SESSION_FILE}: larger than {MAX_DOCUMENT} bytes")
+
+
+def parse(f: BinaryIO, where: str) -> dict[str, Any]:
+    """An open session.json, read up to :data:`MAX_DOCUMENT` bytes, as :func:`load` returns it."""
+    pieces, size = [], 0
+    while size <= MAX_DOCUMENT and (piece := f.read(64 << 10)):
+        pieces.append(piece)
+        size += len(piece)
+    if size > MAX_DOCUMENT:
+        raise RecordingError(f"{where}/{SESSION_FILE}: larger than {MAX_DOCUMENT} bytes")
     try:
-        return upgrade(json.loads(data))
+        return upgrade(json.loads(b"".join(pieces)))
     except (ValueError, TypeError, AttributeError) as exc:
-        raise RecordingError(f"{files.where}/{SESSION_FILE}: not a session document: {exc}") from None
+        raise RecordingError(f"{where}/{SESSION_FILE}: not a session document: {exc}") from None
 
 
 def upgrade(doc: Any) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import structlog
 from sshgate.recording import reader
 from sshgate.recording.manifest import SESSION_FILE
 from sshgate.recording.recorder import SESSION_ID, RecordingError
-from sshgate.recording.store import DAY, LocalFiles, S3Files, SessionFiles, list_objects
+from sshgate.recording.store import DAY, LocalFiles, S3Files, SessionFiles, list_objects, stamp_of
 from sshgate.recording.summary import SessionSummary, summarize
 
 log = structlog.get_logger("sshgate.recording")
@@ -58,9 +58,8 @@ class Source(Protocol):
     def entries(self) -> Iterable[Entry]: ...
 
 
-def _entry(files: SessionFiles, session_id: str) -> Entry:
-    """Raises RecordingError (unreadable) or ValueError (not a usable document)."""
-    doc = reader.load(files)
+def _entry(doc: dict[str, Any], files: SessionFiles, session_id: str) -> Entry:
+    """Raises ValueError for a document that is not usable."""
     login, end_reason = doc.get("login"), doc.get("end_reason")
     return Entry(
         summarize(doc, session_id),
@@ -108,9 +107,16 @@ class LocalSource:
             settled = time.time_ns() - mtime > SETTLE_NS
             self._days[day] = (mtime if settled else None, ids)
         for place, stamp in list(self._watched.items()):
-            if place not in loaded and LocalFiles.session(self.root, *place).stamp(SESSION_FILE) != stamp:
+            if place not in loaded and self._stamp(place) != stamp:
                 changed |= self._load(place)
         return changed
+
+    def _stamp(self, place: Place) -> tuple[int, int, int] | None:
+        """Only compared, never read through: the read itself goes through LocalFiles."""
+        try:
+            return stamp_of(os.stat(self.root.joinpath(*place, SESSION_FILE), follow_symlinks=False))
+        except OSError:
+            return None
 
     def _drop(self, place: Place) -> bool:
         self._watched.pop(place, None)
@@ -119,11 +125,13 @@ class LocalSource:
     def _load(self, place: Place) -> bool:
         """Read a session's document; keep watching it while it may change. True if its entry changed."""
         files = LocalFiles.session(self.root, *place)
-        stamp = files.stamp(SESSION_FILE)
+        stamp = None
         had = self._entries.pop(place, None)
         try:
-            entry = _entry(files, place[1])
-        except (RecordingError, ValueError) as exc:
+            with files.open(SESSION_FILE) as f:
+                stamp = stamp_of(os.fstat(f.fileno()))
+                entry = _entry(reader.parse(f, files.where), files, place[1])
+        except (OSError, RecordingError, ValueError) as exc:
             self._watched[place] = stamp
             if stamp is not None:  # a directory whose session.json is not written yet is no news
                 log.warning("recording.unreadable", session=files.where, error=str(exc))
@@ -199,7 +207,7 @@ class S3Source:
     def _read(self, place: Place) -> Entry | None:
         files = self.files(place)
         try:
-            return _entry(files, place[1])
+            return _entry(reader.load(files), files, place[1])
         except (RecordingError, ValueError) as exc:
             log.warning("recording.unreadable", session=files.where, error=str(exc))
             return None

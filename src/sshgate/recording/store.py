@@ -98,21 +98,17 @@ class LocalFiles:
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
 
-    def stamp(self, name: str) -> tuple[int, int, int] | None:
-        """Inode, mtime and size of a file, or None when missing: what tells a rewrite."""
-        try:
-            with self._directory() as directory:
-                st = os.stat(name, dir_fd=directory, follow_symlinks=False)
-        except OSError:
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size) if stat.S_ISREG(st.st_mode) else None
-
     def names(self) -> list[str]:
         try:
             with self._directory() as directory:
                 return sorted(os.listdir(directory))
         except OSError as exc:
             raise RecordingError(f"{self.where}: {exc.strerror or exc}") from None
+
+
+def stamp_of(st: os.stat_result) -> tuple[int, int, int]:
+    """Inode, mtime and size: what tells that a file was replaced or rewritten."""
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 class _BodyReader(io.RawIOBase):
