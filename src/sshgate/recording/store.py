@@ -147,7 +147,7 @@ class S3Files:
 
     @property
     def where(self) -> str:
-        return f"s3://{self.bucket}/{self.key}"
+        return f"s3://{self.bucket}/{self.key}".rstrip("/")
 
     def open(self, name: str) -> BinaryIO:
         _check_name(name)
@@ -156,9 +156,9 @@ class S3Files:
         try:
             body = client.get_object(Bucket=self.bucket, Key=key)["Body"]
         except client.exceptions.NoSuchKey:
-            raise FileNotFoundError(f"{self.where}{name}") from None
+            raise FileNotFoundError(f"{self.where}/{name}") from None
         except Exception as exc:  # botocore raises many types; each is a read failure
-            raise RecordingError(f"{self.where}{name}: {exc}") from None
+            raise RecordingError(f"{self.where}/{name}: {exc}") from None
         return io.BufferedReader(_BodyReader(body), 256 << 10)
 
     def names(self) -> list[str]:
