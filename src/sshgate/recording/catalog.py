@@ -1,195 +1,270 @@
-"""The recordings read side the web app uses (docs/api.md): list, filter, page, metadata,
-verify, stream a channel as asciicast.
+"""The read side of recordings (docs/recordings.md): list, filter and page sessions, read a
+session's document, verify it and stream a terminal channel as asciicast, from the local
+recordings directory or from S3 plus the local spool. Used by the web app and ``sshgate
+recordings``.
 
-INTERIM on branch ``web``: the agreed interface with a plain scan over :mod:`reader` (local sink
-only), so the web app runs and is tested; branch ``catalog`` replaces this module as a whole
-with the indexed, S3-capable implementation.
+Listing goes through an in-memory index of session summaries (sources.py), refreshed
+incrementally before each call. Every file read and every bit of CPU work runs in a thread, so
+the event loop never waits on the disk or S3.
 """
 
 from __future__ import annotations
 
 import asyncio
-import codecs
+import bisect
 import contextlib
 import io
 import json
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Protocol
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from sshgate.aws.clients import AwsClients
 from sshgate.config import Config
 from sshgate.recording import asciicast, reader
-from sshgate.recording.manifest import load_signing_key, verify
+from sshgate.recording.manifest import check, load_signing_key
 from sshgate.recording.recorder import SESSION_ID, RecordingError
-from sshgate.recording.search import LineMatcher
+from sshgate.recording.sources import Entry, LocalSource, S3Source, Source
+from sshgate.recording.summary import (
+    ChannelSummary,
+    CursorError,
+    SessionQuery,
+    SessionSummary,
+    SortKey,
+    decode_cursor,
+    encode_cursor,
+    matches,
+    sort_key,
+)
+
+__all__ = [
+    "Catalog",
+    "ChannelSummary",
+    "CursorError",
+    "NotFound",
+    "RecordingCatalog",
+    "SessionQuery",
+    "SessionSummary",
+    "open_catalog",
+]
+
+MAX_LIMIT = 500
+BATCH = 256 << 10
+"""Bytes of cast handed from the reading thread to the event loop at a time."""
 
 
-@dataclass(frozen=True, slots=True)
-class ChannelSummary:
-    n: int
-    kind: str  # shell | exec | sftp | forward
-
-
-@dataclass(frozen=True, slots=True)
-class SessionSummary:
-    id: str
-    user: str
-    identity: str
-    resource: str
-    native_user: str
-    client_ip: str
-    status: str
-    started: datetime
-    ended: datetime | None
-    channels: tuple[ChannelSummary, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class SessionQuery:
-    user: str | None = None
-    resource: str | None = None
-    native_user: str | None = None
-    status: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    q: str | None = None
-    owner_email: str | None = None  # set for role "user": only their sessions
-    limit: int = 50
-    cursor: str | None = None
+class NotFound(RecordingError):
+    """No such session, or no such terminal channel in it."""
 
 
 class Catalog(Protocol):
-    async def query(self, query: SessionQuery) -> tuple[list[SessionSummary], str | None]: ...
-    async def document(self, session_id: str) -> dict[str, Any] | None: ...
-    async def verify(self, session_id: str) -> tuple[bool, str]: ...
-    def cast(self, session_id: str, channel: int) -> AsyncIterator[bytes]: ...
+    async def query(self, query: SessionQuery) -> tuple[list[SessionSummary], str | None]:
+        """A page of sessions, newest first, and the cursor of the next page (None at the end).
+        Raises :class:`CursorError` for a cursor this catalog did not hand out."""
+        ...
+
+    async def document(self, session_id: str) -> dict[str, Any] | None:
+        """session.json (a version 1 one under the version 2 names); None for an unknown or
+        malformed id or an unreadable document."""
+        ...
+
+    async def verify(self, session_id: str) -> tuple[bool, str]:
+        """Whether every file matches the manifest and the signature holds, and what that proves."""
+        ...
+
+    def cast(self, session_id: str, channel: int) -> AsyncIterator[bytes]:
+        """Terminal channel ``channel`` as asciicast v2, streamed; of an active session, what is
+        flushed so far. Raises :class:`NotFound` at the first item for an unknown session or channel."""
+        ...
+
     async def events(self, session_id: str, channel: int, limit: int) -> list[dict[str, Any]]:
-        """The first ``limit`` lines of an sftp, transfer or forward channel's ``.jsonl``."""
+        """The first ``limit`` events of an sftp, scp / rsync or forward channel (its ``.jsonl``:
+        file operations, transfers, opens and closes); [] when there are none or it is unreadable."""
         ...
 
 
-def _time(value: Any) -> datetime | None:
-    try:
-        return datetime.strptime(str(value), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    except ValueError:
-        return None
+class RecordingCatalog:
+    """Sessions from ``sources``, the first source that has an id winning (the S3 spool before
+    S3: it is the fresher while a session runs). Thread-safe: refreshes take a lock."""
 
+    def __init__(self, sources: list[Source], trusted: Ed25519PublicKey | None = None) -> None:
+        self.sources = sources
+        self.trusted = trusted
+        self._lock = threading.Lock()
+        self._keys: list[SortKey] = []  # ascending
+        self._entries: list[Entry] = []  # in the order of _keys
+        self._by_id: dict[str, Entry] = {}
 
-def _summary(doc: dict[str, Any]) -> SessionSummary:
-    channels = tuple(
-        ChannelSummary(int(c.get("n", 0)), "sftp" if c.get("kind") == "sftp" else str(c.get("kind")))
-        for c in doc.get("channels", [])
-    )
-    return SessionSummary(
-        str(doc.get("id")), str(doc.get("user") or ""), str(doc.get("identity") or ""),
-        str(doc.get("resource") or ""), str(doc.get("native_user") or ""), str(doc.get("client_ip") or ""),
-        str(doc.get("status") or ""), _time(doc.get("started")) or datetime.fromtimestamp(0, UTC),
-        _time(doc.get("ended")), channels,
-    )  # fmt: skip
+    # synchronous side: the CLI's, and the threads' of the async methods
 
+    def refresh(self) -> None:
+        """Bring the index up to date with the sources (cheap when little changed)."""
+        with self._lock:
+            changed = [source.refresh() for source in self.sources]
+            if not any(changed) and self._by_id:
+                return
+            by_id: dict[str, Entry] = {}
+            for source in self.sources:
+                for entry in source.entries():
+                    by_id.setdefault(entry.summary.id, entry)
+            ordered = sorted(by_id.values(), key=lambda e: sort_key(e.summary))
+            self._by_id = by_id
+            self._entries = ordered
+            self._keys = [sort_key(e.summary) for e in ordered]
 
-def _owner(doc: dict[str, Any]) -> str | None:
-    parts = str(doc.get("identity") or "").split(":", 3)
-    return parts[3].lower() if len(parts) == 4 and parts[2] == "human" else None
+    def newest_first(self, after: SortKey | None = None) -> Iterator[Entry]:
+        """Every session, newest first, after ``after`` if given; a snapshot of the index."""
+        self.refresh()
+        keys, entries = self._keys, self._entries
+        start = len(keys) if after is None else bisect.bisect_left(keys, after)
+        for i in range(start - 1, -1, -1):
+            yield entries[i]
 
-
-def _prints(directory: Path, doc: dict[str, Any], text: str) -> bool:
-    for channel in doc.get("channels", []):
-        if not reader.is_terminal(channel):
-            continue
-        matcher = LineMatcher(text)
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        for _, code, value in reader.events(directory, channel):
-            if code == "o" and matcher.feed(decoder.decode(value)):
-                return True
-        if matcher.end():
-            return True
-    return False
-
-
-class LocalCatalog:
-    def __init__(self, root: Path, signing_key: str | None) -> None:
-        self.root = root
-        self.signing_key = signing_key
-
-    def _matches(self, directory: Path, doc: dict[str, Any], q: SessionQuery) -> bool:
-        started = _time(doc.get("started"))
-        return (
-            (q.user is None or doc.get("user") == q.user)
-            and (q.resource is None or doc.get("resource") == q.resource)
-            and (q.native_user is None or doc.get("native_user") == q.native_user)
-            and (q.status is None or doc.get("status") == q.status)
-            and (q.since is None or (started is not None and started >= q.since))
-            and (q.until is None or (started is not None and started <= q.until))
-            and (q.owner_email is None or _owner(doc) == q.owner_email)
-            and (not q.q or _prints(directory, doc, q.q))
-        )
-
-    def _query(self, q: SessionQuery) -> tuple[list[SessionSummary], str | None]:
-        start = int(q.cursor) if q.cursor and q.cursor.isdigit() else 0
-        found = [doc for directory, doc in reader.sessions(self.root) if self._matches(directory, doc, q)]
-        page = found[start : start + q.limit]
-        more = start + q.limit < len(found)
-        return [_summary(doc) for doc in page], (str(start + q.limit) if more else None)
-
-    async def query(self, query: SessionQuery) -> tuple[list[SessionSummary], str | None]:
-        return await asyncio.to_thread(self._query, query)
-
-    def _directory(self, session_id: str) -> Path | None:
+    def find(self, session_id: str) -> Entry:
         if not SESSION_ID.fullmatch(session_id):
-            return None
+            raise NotFound(f"not a session id: {session_id!r}")
+        self.refresh()
+        entry = self._by_id.get(session_id)
+        if entry is None:
+            where = " or ".join(source.where for source in self.sources)
+            raise NotFound(f"no recording {session_id} in {where}")
+        return entry
+
+    def page(self, query: SessionQuery) -> tuple[list[SessionSummary], str | None]:
+        after = decode_cursor(query.cursor) if query.cursor else None
+        limit = max(1, min(query.limit, MAX_LIMIT))
+        found: list[SessionSummary] = []
+        for entry in self.newest_first(after):
+            if not matches(entry.summary, query):
+                continue
+            if len(found) == limit:  # one more exists
+                return found, encode_cursor(sort_key(found[-1]))
+            if query.q and not self.has_text(entry, query.q):
+                continue
+            found.append(entry.summary)
+        return found, None
+
+    def has_text(self, entry: Entry, text: str) -> bool:
         try:
-            return reader.find(self.root, session_id)
+            doc = reader.load(entry.files)
         except RecordingError:
-            return None
+            return False
+        for channel in doc.get("channels", []):
+            if reader.is_terminal(channel):
+                try:
+                    for _ in reader.output_lines(entry.files, channel, text):
+                        return True
+                except RecordingError:
+                    continue
+        return False
 
-    async def document(self, session_id: str) -> dict[str, Any] | None:
-        directory = self._directory(session_id)
-        if directory is None:
-            return None
+    def load(self, session_id: str) -> tuple[Entry, dict[str, Any]]:
+        entry = self.find(session_id)
+        return entry, reader.load(entry.files)
+
+    def check(self, session_id: str, trusted: Ed25519PublicKey | None, source: str) -> tuple[bool, list[str]]:
+        entry, doc = self.load(session_id)
+        return check(entry.files, session_id, doc.get("signature"), trusted, source)
+
+    def export(self, session_id: str, channel: int | None) -> Iterator[bytes]:
+        """The cast of terminal channel ``channel`` (None: the first terminal channel)."""
+        entry, doc = self.load(session_id)
         try:
-            return await asyncio.to_thread(reader.load, directory)
-        except RecordingError:
-            return None
+            chosen = reader.terminal_channel(doc, channel)
+        except RecordingError as exc:
+            raise NotFound(str(exc)) from None
+        return asciicast.export(entry.files, doc, chosen)
 
-    async def verify(self, session_id: str) -> tuple[bool, str]:
-        directory = self._directory(session_id)
-        if directory is None:
-            return False, "no such session"
-        trusted = load_signing_key(self.signing_key).public_key() if self.signing_key else None
-        problems = await asyncio.to_thread(verify, directory, trusted)
-        return (not problems, "; ".join(problems) or "every file matches its hash")
-
-    async def cast(self, session_id: str, channel: int) -> AsyncIterator[bytes]:
-        directory = self._directory(session_id)
-        if directory is None:
-            return
-        doc = reader.load(directory)
-        found = reader.terminal_channel(doc, channel)
-        out = io.BytesIO()
-        asciicast.write(
-            out, asciicast.header(doc, found, reader.opened_unix(found)), reader.events(directory, found)
-        )
-        yield out.getvalue()
-
-    async def events(self, session_id: str, channel: int, limit: int) -> list[dict[str, Any]]:
-        directory = self._directory(session_id)
-        name = f"{channel}-"
-        if directory is None:
-            return []
-        files = [p for p in directory.glob(f"{name}*.jsonl")]
+    def channel_events(self, session_id: str, channel: int, limit: int) -> list[dict[str, Any]]:
+        entry, doc = self.load(session_id)
+        names = [
+            name
+            for c in doc.get("channels", [])
+            if c.get("n") == channel
+            for name in c.get("files") or ()
+            if str(name).endswith(".jsonl")
+        ]
         found: list[dict[str, Any]] = []
-        for path in files[:1]:
-            with path.open(encoding="utf-8", errors="replace") as lines:
+        for name in names[:1]:
+            with io.TextIOWrapper(entry.files.open(name), encoding="utf-8", errors="replace") as lines:
                 for line in lines:
                     if len(found) >= limit:
                         break
                     with contextlib.suppress(ValueError):
-                        found.append(json.loads(line))
+                        event = json.loads(line)
+                        if isinstance(event, dict):
+                            found.append(event)
         return found
 
+    # the Catalog interface
 
-def open_catalog(config: Config) -> Catalog:
-    return LocalCatalog(Path(config.recording_dir), config.recording.signing_key)
+    async def query(self, query: SessionQuery) -> tuple[list[SessionSummary], str | None]:
+        return await asyncio.to_thread(self.page, query)
+
+    async def document(self, session_id: str) -> dict[str, Any] | None:
+        try:
+            return (await asyncio.to_thread(self.load, session_id))[1]
+        except RecordingError:
+            return None
+
+    async def verify(self, session_id: str) -> tuple[bool, str]:
+        source = "the configured signing_key"
+        try:
+            ok, lines = await asyncio.to_thread(self.check, session_id, self.trusted, source)
+        except RecordingError as exc:
+            return False, str(exc)
+        return ok, "; ".join(lines)
+
+    async def events(self, session_id: str, channel: int, limit: int) -> list[dict[str, Any]]:
+        try:
+            return await asyncio.to_thread(self.channel_events, session_id, channel, limit)
+        except (RecordingError, OSError):
+            return []
+
+    async def cast(self, session_id: str, channel: int) -> AsyncIterator[bytes]:
+        pieces = await asyncio.to_thread(self.export, session_id, channel)
+        async for batch in _batches(pieces):
+            yield batch
+
+
+async def _batches(pieces: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """``pieces`` pulled in a thread, about :data:`BATCH` bytes at a time: memory stays flat, and
+    a reader that stops early closes the iterator (its files) once the thread is done with it."""
+    lock = threading.Lock()
+
+    def pull() -> bytes:
+        with lock:
+            batch: list[bytes] = []
+            size = 0
+            for piece in pieces:
+                batch.append(piece)
+                size += len(piece)
+                if size >= BATCH:
+                    break
+            return b"".join(batch)
+
+    def close() -> None:
+        with lock:
+            pieces_close()
+
+    pieces_close: Callable[[], None] = getattr(pieces, "close", lambda: None)
+    try:
+        while batch := await asyncio.to_thread(pull):
+            yield batch
+    finally:
+        asyncio.get_running_loop().run_in_executor(None, close)
+
+
+def open_catalog(config: Config) -> RecordingCatalog:
+    """The catalog the recording config names: the local directory, or S3 and its spool.
+    Raises :class:`RecordingError` for an unusable signing key."""
+    settings = config.recording
+    trusted = load_signing_key(settings.signing_key).public_key() if settings.signing_key else None
+    sources: list[Source] = [LocalSource(config.recording_dir)]
+    if settings.sink == "s3" and settings.s3 is not None:
+        s3 = settings.s3
+        clients = AwsClients(config.aws)
+        sources.append(S3Source(lambda: clients.client("s3", s3.region), s3.bucket, s3.prefix))
+    return RecordingCatalog(sources, trusted)

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from sshgate import audit
-from sshgate.recording.catalog import Catalog, SessionQuery, SessionSummary
+from sshgate.recording.catalog import Catalog, CursorError, NotFound, SessionQuery, SessionSummary
 from sshgate.state.base import OutputChunk, SharedState, StateUnavailable
 from sshgate.web.auth import Authenticator
 from sshgate.web.roles import Principal, may_terminate, may_view, owner_filter
@@ -133,7 +133,10 @@ class Api:
 
     async def list_sessions(self, request: web.Request) -> web.Response:
         query = query_from(request, request[PRINCIPAL_KEY])
-        found, cursor = await self.catalog.query(query)
+        try:
+            found, cursor = await self.catalog.query(query)
+        except CursorError:
+            raise _error(400, "cursor is not one this server handed out") from None
         return web.json_response({"sessions": [summary_json(s) for s in found], "next": cursor})
 
     async def session(self, request: web.Request) -> web.Response:
@@ -174,11 +177,17 @@ class Api:
     async def cast(self, request: web.Request) -> web.StreamResponse:
         _, doc = await self._allowed_doc(request)
         n = self._channel(request, doc)
+        pieces = self.catalog.cast(request.match_info["id"], n)
+        try:
+            first = await anext(pieces, b"")
+        except NotFound:
+            raise _error(404, "no such terminal channel") from None
         response = web.StreamResponse(
             headers={"Content-Type": "application/x-asciicast", "Cache-Control": "no-store"}
         )
         await response.prepare(request)
-        async for piece in self.catalog.cast(request.match_info["id"], n):
+        await response.write(first)
+        async for piece in pieces:
             await response.write(piece)
         await response.write_eof()
         return response
