@@ -338,3 +338,24 @@ def test_scripts_use_a_bearer_id_token_with_the_same_roles(
     assert site.request(f"/api/v1/sessions/{recorded['john']}/terminate", "POST", bearer)[0] == 403
     tampered = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
     assert site.request("/api/v1/me", headers={"Authorization": f"Bearer {tampered}"})[0] == 401
+
+
+def test_a_session_page_lists_sftp_operations(
+    browser: Any, site: WebSite, keys: Keys, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    alice = Client(site.gateway, keys.alice, tmp_path)
+    before = len(site.gateway.events("session.end"))
+    folder = f"/tmp/sshgate-web-{os.getpid()}-{int(time.time())}"
+    result = alice.sftp("alice+web-1", f"mkdir {folder}\nrmdir {folder}\n")
+    assert result.returncode == 0, result.stderr
+    session_id = site.gateway.wait_events("session.end", before + 1)[before]["session_id"]
+    sign_in(browser, site, "sec@corp.com", f"/sessions/{session_id}")
+    status, doc = browser_api(browser, f"/api/v1/sessions/{session_id}")
+    assert status == 200, doc
+    (channel,) = [c for c in doc["channels"] if c["kind"] == "sftp"]
+    ops = [(e.get("op"), e.get("path")) for e in channel["events"]]
+    assert ("mkdir", folder) in ops and ("rmdir", folder) in ops, ops
+    assert folder in wait_for(browser, f"#channel-{channel['n']} table.events").text
+    assert browser.find_elements(By.CSS_SELECTOR, f"#channel-{channel['n']} button.play") == []
