@@ -4,7 +4,6 @@ shell and terminate it, and the API's refusals (docs/api.md)."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
@@ -24,7 +23,7 @@ from sshgate.web.store import COOKIE
 from tests.conftest import Keys, Upstream
 from tests.support.gateway import Client
 from tests.support.net import free_port
-from tests.support.oidc import CLIENT_SECRET, OidcProvider, Person
+from tests.support.oidc import OidcProvider, device_id_token
 from tests.support.terminal import Terminal
 from tests.web.conftest import ARTIFACTS, ROOT, WebSite, web_gateway
 
@@ -290,34 +289,6 @@ def test_with_two_workers_live_view_and_terminate_reach_sessions_on_every_worker
         for term, _ in terms:
             term.close()
         gateway.stop()
-
-
-def device_id_token(issuer: str, email: str) -> str:
-    """An ID token for ``email`` from the provider's device flow, as a script would get one."""
-    with urllib.request.urlopen(f"{issuer}/.well-known/openid-configuration", timeout=10) as answer:
-        meta = json.loads(answer.read())
-    auth = "Basic " + base64.b64encode(f"sshgate:{CLIENT_SECRET}".encode()).decode()
-
-    def post(url: str, form: dict[str, str]) -> dict[str, Any]:
-        request = urllib.request.Request(url, urllib.parse.urlencode(form).encode(), {"Authorization": auth})
-        try:
-            with urllib.request.urlopen(request, timeout=10) as answer:
-                return dict(json.loads(answer.read()))
-        except urllib.error.HTTPError as exc:
-            return dict(json.loads(exc.read()))
-
-    start = post(meta["device_authorization_endpoint"], {"scope": "openid email groups"})
-    Person(email).approve(start["verification_uri_complete"])
-    grant = {
-        "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
-        "device_code": start["device_code"],
-    }
-    for _ in range(20):
-        tokens = post(meta["token_endpoint"], grant)
-        if "id_token" in tokens:
-            return str(tokens["id_token"])
-        time.sleep(0.5)
-    raise AssertionError(f"no ID token: {tokens}")
 
 
 def test_scripts_use_a_bearer_id_token_with_the_same_roles(
