@@ -5,6 +5,7 @@ shell and terminate it, and the API's refusals (docs/api.md)."""
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import shutil
@@ -330,3 +331,22 @@ def test_a_session_page_lists_sftp_operations(
     assert ("mkdir", folder) in ops and ("rmdir", folder) in ops, ops
     assert folder in wait_for(browser, f"#channel-{channel['n']} table.events").text
     assert browser.find_elements(By.CSS_SELECTOR, f"#channel-{channel['n']} button.play") == []
+
+
+def test_a_sign_in_completes_only_in_the_browser_that_started_it(site: WebSite) -> None:
+    """Login CSRF: a callback link with a real state and code, opened elsewhere, signs nobody in."""
+    connection = http.client.HTTPConnection("127.0.0.1", int(site.url.rsplit(":", 1)[1]), timeout=10)
+    connection.request("GET", "/signin?next=//evil.example/")
+    answer = connection.getresponse()
+    answer.read()
+    assert answer.status == 302
+    location = urllib.parse.urlparse(answer.headers["Location"])
+    query = urllib.parse.parse_qs(location.query)
+    assert query["code_challenge_method"] == ["S256"] and len(query["code_challenge"][0]) == 43
+    assert query["redirect_uri"] == [site.url + "/signin/callback"] and query["nonce"][0]
+    cookie = answer.headers["Set-Cookie"]
+    assert cookie.startswith(f"sshgate_signin={query['state'][0]};") and "HttpOnly" in cookie
+    assert "SameSite=Lax" in cookie
+    status, body = site.request(f"/signin/callback?state={query['state'][0]}&code=stolen")
+    assert status == 400 and "not started in this browser" in body
+    connection.close()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hmac
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -12,9 +13,12 @@ from sshgate.oidc.errors import SignInError
 from sshgate.web.auth import Authenticator
 from sshgate.web.pkce import challenge, new_verifier, random_token
 from sshgate.web.roles import Principal
-from sshgate.web.store import COOKIE, PendingSignIn, cookie_options, csrf_ok
+from sshgate.web.store import COOKIE, SIGN_IN_TTL_S, PendingSignIn, cookie_options, csrf_ok
 
 CALLBACK = "/signin/callback"
+# The sign-in's state also sits in this cookie, so a callback only completes in the browser that
+# started it: nobody can sign a victim in to the attacker's account with a crafted link.
+STATE_COOKIE = "sshgate_signin"
 
 
 def safe_next(value: str | None) -> str:
@@ -69,10 +73,21 @@ class SignInRoutes:
             "code_challenge": challenge(verifier),
             "code_challenge_method": "S256",
         }
-        raise web.HTTPFound(f"{metadata.authorization_endpoint}?{urlencode(query)}")
+        response = web.Response(
+            status=302, headers={"Location": f"{metadata.authorization_endpoint}?{urlencode(query)}"}
+        )
+        options = cookie_options(self.secure)
+        response.set_cookie(STATE_COOKIE, state, httponly=True, samesite="Lax", secure=options["secure"],
+                            path=CALLBACK, max_age=int(SIGN_IN_TTL_S))  # fmt: skip
+        return response
 
     async def callback(self, request: web.Request) -> web.StreamResponse:
-        pending = self.auth.store.finish_sign_in(request.query.get("state", ""))
+        state = request.query.get("state", "")
+        if not state or not hmac.compare_digest(state, request.cookies.get(STATE_COOKIE, "")):
+            raise web.HTTPBadRequest(
+                text="sign-in failed: it was not started in this browser; start again at /signin\n"
+            )
+        pending = self.auth.store.finish_sign_in(state)
         if pending is None:
             raise web.HTTPBadRequest(
                 text="sign-in failed: unknown or expired state; start again at /signin\n"
@@ -89,7 +104,9 @@ class SignInRoutes:
         except SignInError as exc:
             self.log.warning("web.sign_in", result="refused", reason=exc.reason)
             raise web.HTTPForbidden(text=f"sign-in failed: {exc}\n") from None
-        return self._signed_in(principal, pending.next_path)
+        response = self._signed_in(principal, pending.next_path)
+        response.del_cookie(STATE_COOKIE, path=CALLBACK)
+        return response
 
     async def once(self, request: web.Request) -> web.StreamResponse:
         principal = self.auth.store.use_link(request.query.get("token", ""))
