@@ -5,8 +5,9 @@ changed (a session was added or removed); sessions that may still change (active
 readable) are re-read when their session.json was replaced. An ended session's document does not
 change (docs/recordings.md), so a warm refresh costs a stat per day and per active session.
 
-S3 has no mtimes on prefixes: the bucket is listed at most every :data:`S3_REFRESH_S` seconds,
-and only the session.json objects whose ETag changed are read again.
+S3 has no mtimes on prefixes: the recent days are listed at most every :data:`S3_REFRESH_S`
+seconds, the whole prefix every :data:`S3_FULL_S`, and only the session.json objects whose ETag
+changed are read again.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ log = structlog.get_logger("sshgate.recording")
 SETTLE_NS = 1_000_000_000
 """A directory's mtime has a coarse tick: one this recent is scanned again next time."""
 S3_REFRESH_S = 2.0
+S3_FULL_S = 60.0
+"""Between full listings, only the last :data:`S3_RECENT_DAYS` day prefixes are listed: a
+session lands under the day it started, when it ends (or, after an outage, at the next start)."""
+S3_RECENT_DAYS = 2
 S3_READERS = 8
 """session.json objects fetched at once when a listing finds many new ones."""
 
@@ -144,6 +149,10 @@ class LocalSource:
         return entry != had
 
 
+def _days_ago(days: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(time.time() - days * 86400))
+
+
 def _subdirectories(path: Path, wanted: Callable[[str], Any]) -> Iterable[str]:
     """Names of the real (not symlinked) directories in ``path`` that ``wanted`` accepts."""
     try:
@@ -164,6 +173,7 @@ class S3Source:
         self._entries: dict[Place, Entry] = {}
         self._etags: dict[Place, str] = {}
         self._listed_at: float | None = None
+        self._full_at: float | None = None
 
     def entries(self) -> Iterable[Entry]:
         return self._entries.values()
@@ -175,17 +185,23 @@ class S3Source:
         now = time.monotonic()
         if self._listed_at is not None and now - self._listed_at < S3_REFRESH_S:
             return False
+        full = self._full_at is None or now - self._full_at >= S3_FULL_S
+        recent = "" if full else _days_ago(S3_RECENT_DAYS)
         try:
-            listed = dict(self._documents())
+            listed = dict(self._documents(self.prefix + recent if recent else ""))
         except RecordingError as exc:
             log.warning("recording.s3_list", error=str(exc))
             return False
         self._listed_at = now
+        if full:
+            self._full_at = now
         changed = False
-        for place in set(self._etags) - set(listed):
+        for place in [p for p in self._etags if p[0] >= recent and p not in listed]:
             del self._etags[place]
             changed |= self._entries.pop(place, None) is not None
         fresh = [place for place, etag in listed.items() if self._etags.get(place) != etag]
+        if not fresh:
+            return changed
         with ThreadPoolExecutor(S3_READERS, thread_name_prefix="sshgate-catalog") as pool:
             for place, entry in zip(fresh, pool.map(self._read, fresh), strict=True):
                 self._etags[place] = listed[place]
@@ -196,8 +212,8 @@ class S3Source:
                     changed = True
         return changed
 
-    def _documents(self) -> Iterable[tuple[Place, str]]:
-        for key, etag in list_objects(self.client, self.bucket, self.prefix):
+    def _documents(self, start_after: str) -> Iterable[tuple[Place, str]]:
+        for key, etag in list_objects(self.client, self.bucket, self.prefix, start_after):
             parts = key[len(self.prefix) :].split("/")
             if len(parts) == 3 and parts[2] == SESSION_FILE:
                 day, session_id = parts[0], parts[1]
