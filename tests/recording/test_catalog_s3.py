@@ -14,7 +14,7 @@ from sshgate.cli import main
 from sshgate.config import load_config
 from sshgate.recording import sources
 from sshgate.recording.catalog import NotFound, SessionQuery, open_catalog
-from tests.recording.conftest import Moto
+from tests.recording.conftest import Moto, moto_server
 from tests.recording.helpers import legacy_session
 from tests.recording.test_local import key_file
 from tests.support.recordings import Fake, newest_first, write_session, write_sessions
@@ -31,13 +31,8 @@ def upload(moto: Moto, local: Path, prefix: str = "gw/") -> None:
 @pytest.fixture(scope="module")
 def moto() -> Iterator[Moto]:
     """One server for the module (starting one costs seconds); each test has its own bucket."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
-            patch.setenv(name, value)
-        server = Moto()
-        server.start()
+    with moto_server() as server:
         yield server
-        server.stop()
 
 
 @pytest.fixture
