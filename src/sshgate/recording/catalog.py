@@ -33,6 +33,7 @@ from sshgate.recording.summary import (
     decode_cursor,
     encode_cursor,
     matches,
+    normalized,
     sort_key,
 )
 
@@ -125,6 +126,7 @@ class RecordingCatalog:
         return entry
 
     def page(self, query: SessionQuery) -> tuple[list[SessionSummary], str | None]:
+        query = normalized(query)
         after = decode_cursor(query.cursor) if query.cursor else None
         limit = max(1, min(query.limit, MAX_LIMIT))
         found: list[SessionSummary] = []
