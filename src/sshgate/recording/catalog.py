@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import operator
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Protocol
@@ -49,6 +50,8 @@ __all__ = [
 ]
 
 MAX_LIMIT = 500
+REBUILD = 256
+"""More changed sessions than this (a first listing), and the index is sorted anew."""
 BATCH = 256 << 10
 """Bytes of cast handed from the reading thread to the event loop at a time."""
 
@@ -93,19 +96,34 @@ class RecordingCatalog:
     # synchronous side: the CLI's, and the threads' of the async methods
 
     def refresh(self) -> None:
-        """Bring the index up to date with the sources (cheap when little changed)."""
+        """Bring the index up to date with the sources: a stat per day and per active session
+        when nothing changed, and a few list inserts for the sessions that did."""
         with self._lock:
-            changed = [source.refresh() for source in self.sources]
-            if not any(changed) and self._by_id:
+            changed = set().union(*(source.refresh() for source in self.sources))
+            if not changed:
                 return
-            by_id: dict[str, Entry] = {}
-            for source in self.sources:
-                for entry in source.entries():
-                    by_id.setdefault(entry.summary.id, entry)
-            ordered = sorted(by_id.values(), key=lambda e: sort_key(e.summary))
-            self._by_id = by_id
-            self._entries = ordered
-            self._keys = [sort_key(e.summary) for e in ordered]
+            if len(changed) > REBUILD:
+                by_id: dict[str, Entry] = {}
+                for source in self.sources:
+                    for entry in source.entries():
+                        by_id.setdefault(entry.summary.id, entry)
+                entries = sorted(by_id.values(), key=operator.attrgetter("key"))
+                keys = [e.key for e in entries]
+            else:  # copies, changed then swapped in: a listing in another thread keeps its snapshot
+                keys, entries, by_id = list(self._keys), list(self._entries), dict(self._by_id)
+                for session_id in changed:
+                    old = by_id.pop(session_id, None)
+                    if old is not None:
+                        i = bisect.bisect_left(keys, old.key)
+                        del keys[i]
+                        del entries[i]
+                    new = next((e for source in self.sources if (e := source.get(session_id))), None)
+                    if new is not None:
+                        by_id[session_id] = new
+                        i = bisect.bisect_left(keys, new.key)
+                        keys.insert(i, new.key)
+                        entries.insert(i, new)
+            self._keys, self._entries, self._by_id = keys, entries, by_id
 
     def newest_first(self, after: SortKey | None = None) -> Iterator[Entry]:
         """Every session, newest first, after ``after`` if given; a snapshot of the index."""
