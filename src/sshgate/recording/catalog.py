@@ -62,8 +62,9 @@ class NotFound(RecordingError):
 
 class Catalog(Protocol):
     async def query(self, query: SessionQuery) -> tuple[list[SessionSummary], str | None]:
-        """A page of sessions, newest first, and the cursor of the next page (None at the end).
-        Raises :class:`CursorError` for a cursor this catalog did not hand out."""
+        """A page of sessions, newest first, and the cursor of the next page (None at the end;
+        with ``q``, a full page's cursor may lead to an empty page, as output is read only for the
+        sessions a page shows). Raises :class:`CursorError` for a cursor this catalog did not hand out."""
         ...
 
     async def document(self, session_id: str) -> dict[str, Any] | None:
