@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import operator
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -211,11 +212,12 @@ class RecordingCatalog:
 
     async def cast(self, session_id: str, channel: int) -> AsyncIterator[bytes]:
         pieces = await asyncio.to_thread(self.export, session_id, channel)
-        async for batch in _batches(pieces):
-            yield batch
+        async with contextlib.aclosing(_batches(pieces)) as batches:
+            async for batch in batches:
+                yield batch
 
 
-async def _batches(pieces: Iterator[bytes]) -> AsyncIterator[bytes]:
+async def _batches(pieces: Iterator[bytes]) -> AsyncGenerator[bytes, None]:
     """``pieces`` pulled in a thread, about :data:`BATCH` bytes at a time: memory stays flat, and
     a reader that stops early closes the iterator (its files) once the thread is done with it."""
     lock = threading.Lock()
