@@ -63,6 +63,7 @@ async def main() -> None:
             ("filtered page (user + resource)", SessionQuery(user="alice@corp.com", resource="web-1")),
             ("role user page (owner_email)", SessionQuery(owner_email="bob@corp.com")),
             ("status=active page", SessionQuery(status="active")),
+            ("filter matching nothing (reads all)", SessionQuery(user="nobody@corp.com")),
         ]
         for name, query in cases:
             median, worst = await timed(lambda q=query: catalog.query(q), args.runs)  # type: ignore[misc]

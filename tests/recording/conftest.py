@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -55,11 +56,21 @@ class Moto:
         }
 
 
+@contextlib.contextmanager
+def moto_server() -> Iterator[Moto]:
+    """A started server, and boto3 credentials it accepts in the environment meanwhile."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
+            patch.setenv(name, value)
+        server = Moto()
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
 @pytest.fixture
-def moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[Moto]:
-    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
-        monkeypatch.setenv(name, value)
-    server = Moto()
-    server.start()
-    yield server
-    server.stop()
+def moto() -> Iterator[Moto]:
+    with moto_server() as server:
+        yield server

@@ -267,3 +267,21 @@ async def test_a_reader_that_stops_early_closes_the_files(tmp_path: Path) -> Non
             break
         await asyncio.sleep(0.02)
     assert len(os.listdir("/proc/self/fd")) <= before
+
+
+async def test_the_updated_index_equals_one_built_afresh(tmp_path: Path) -> None:
+    """300 sessions (sorted whole), then rounds of a few starting, ending and going (updated in place)."""
+    write_sessions(tmp_path, 300)
+    catalog = local(tmp_path)
+    assert len((await catalog.query(SessionQuery(limit=500)))[0]) == 300
+    for round_ in range(3):
+        write_sessions(tmp_path, 2, first=300 + 2 * round_)
+        gone = Fake(10 * round_ + 5)
+        shutil.rmtree(tmp_path / gone.day / gone.id)
+        changed = Fake(49 + 50 * round_)  # an active one ends
+        path = tmp_path / changed.day / changed.id / "session.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "status": "closed"}))
+        updated, _ = await catalog.query(SessionQuery(limit=500))
+        fresh, _ = await local(tmp_path).query(SessionQuery(limit=500))
+        assert updated == fresh and len(fresh) == 300 + round_ + 1
+        assert next(s for s in updated if s.id == changed.id).status == "closed"

@@ -19,6 +19,7 @@ from sshgate.recording.summary import (
     encode_cursor,
     identity_email,
     matches,
+    normalized,
     summarize,
 )
 from tests.support.recordings import Fake, document
@@ -88,6 +89,16 @@ def test_filters_are_exact_and_times_bound_the_start() -> None:
     assert matches(summary, SessionQuery(since=started, until=started + datetime.timedelta(seconds=1)))
     assert not matches(summary, SessionQuery(since=started + datetime.timedelta(seconds=1)))
     assert not matches(summary, SessionQuery(until=started))
+
+
+def test_empty_texts_are_no_filter_and_naive_times_are_utc() -> None:
+    summary = summarize(document(Fake(7), []), "s-000007")
+    query = normalized(
+        SessionQuery(user="", resource="", q="", cursor="", since=summary.started.replace(tzinfo=None))
+    )
+    assert (query.user, query.resource, query.q, query.cursor) == (None, None, None, None)
+    assert query.since == summary.started and matches(summary, query)
+    assert normalized(SessionQuery(owner_email="")).owner_email == ""  # never widened
 
 
 def test_owner_email_matches_the_identity_whatever_the_provider() -> None:

@@ -4,6 +4,7 @@ and those still in the local spool, listed, read, verified and cast alike."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from sshgate.cli import main
 from sshgate.config import load_config
 from sshgate.recording import sources
 from sshgate.recording.catalog import NotFound, SessionQuery, open_catalog
-from tests.recording.conftest import Moto
+from tests.recording.conftest import Moto, moto_server
 from tests.recording.helpers import legacy_session
 from tests.recording.test_local import key_file
 from tests.support.recordings import Fake, newest_first, write_session, write_sessions
@@ -30,13 +31,8 @@ def upload(moto: Moto, local: Path, prefix: str = "gw/") -> None:
 @pytest.fixture(scope="module")
 def moto() -> Iterator[Moto]:
     """One server for the module (starting one costs seconds); each test has its own bucket."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
-            patch.setenv(name, value)
-        server = Moto()
-        server.start()
+    with moto_server() as server:
         yield server
-        server.stop()
 
 
 @pytest.fixture
@@ -104,14 +100,26 @@ async def test_new_uploads_and_deletions_show_up(
     setup: tuple[Path, str], moto: Moto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sources, "S3_REFRESH_S", 0.0)
+    monkeypatch.setattr(sources, "S3_FULL_S", 3600.0)
     _, config = setup
     catalog = open_catalog(load_config(config))
-    assert len((await catalog.query(SessionQuery(limit=100)))[0]) == 14
-    write_session(tmp_path / "more", Fake(20))
-    upload(moto, tmp_path / "more")
+    assert len((await catalog.query(SessionQuery(limit=100)))[0]) == 14  # the first listing is whole
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    recent = write_session(tmp_path / "more", Fake(20))
+    recent.rename(tmp_path / "more" / Fake(20).day / "s-today")
+    doc = json.loads((tmp_path / "more" / Fake(20).day / "s-today" / "session.json").read_text())
+    (tmp_path / "today" / today / "s-today").mkdir(parents=True)
+    (tmp_path / "today" / today / "s-today" / "session.json").write_text(json.dumps({**doc, "id": "s-today"}))
+    upload(moto, tmp_path / "today")
+    write_session(tmp_path / "old", Fake(21))
+    upload(moto, tmp_path / "old")
     moto.client().put_object(Bucket="recs", Key=f"gw/{Fake(0).day}/s-000000/session.json", Body=b"{bad")
     found = [s.id for s in (await catalog.query(SessionQuery(limit=100)))[0]]
-    assert found[1] == "s-000020" and "s-000000" not in found and len(found) == 14
+    assert "s-today" in found and "s-000021" not in found  # between full listings: recent days only
+    assert "s-000000" in found
+    monkeypatch.setattr(sources, "S3_FULL_S", 0.0)
+    found = [s.id for s in (await catalog.query(SessionQuery(limit=100)))[0]]
+    assert "s-today" in found and "s-000021" in found and "s-000000" not in found and len(found) == 15
 
 
 def test_the_cli_reads_s3(

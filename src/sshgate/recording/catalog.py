@@ -15,8 +15,9 @@ import bisect
 import contextlib
 import io
 import json
+import operator
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -36,6 +37,7 @@ from sshgate.recording.summary import (
     decode_cursor,
     encode_cursor,
     matches,
+    normalized,
     sort_key,
 )
 
@@ -51,6 +53,8 @@ __all__ = [
 ]
 
 MAX_LIMIT = 500
+REBUILD = 256
+"""More changed sessions than this (a first listing), and the index is sorted anew."""
 BATCH = 256 << 10
 """Bytes of cast handed from the reading thread to the event loop at a time."""
 
@@ -61,8 +65,9 @@ class NotFound(RecordingError):
 
 class Catalog(Protocol):
     async def query(self, query: SessionQuery) -> tuple[list[SessionSummary], str | None]:
-        """A page of sessions, newest first, and the cursor of the next page (None at the end).
-        Raises :class:`CursorError` for a cursor this catalog did not hand out."""
+        """A page of sessions, newest first, and the cursor of the next page (None at the end;
+        with ``q``, a full page's cursor may lead to an empty page, as output is read only for the
+        sessions a page shows). Raises :class:`CursorError` for a cursor this catalog did not hand out."""
         ...
 
     async def document(self, session_id: str) -> dict[str, Any] | None:
@@ -100,19 +105,34 @@ class RecordingCatalog:
     # synchronous side: the CLI's, and the threads' of the async methods
 
     def refresh(self) -> None:
-        """Bring the index up to date with the sources (cheap when little changed)."""
+        """Bring the index up to date with the sources: a stat per day and per active session
+        when nothing changed, and a few list inserts for the sessions that did."""
         with self._lock:
-            changed = [source.refresh() for source in self.sources]
-            if not any(changed) and self._by_id:
+            changed = set().union(*(source.refresh() for source in self.sources))
+            if not changed:
                 return
-            by_id: dict[str, Entry] = {}
-            for source in self.sources:
-                for entry in source.entries():
-                    by_id.setdefault(entry.summary.id, entry)
-            ordered = sorted(by_id.values(), key=lambda e: sort_key(e.summary))
-            self._by_id = by_id
-            self._entries = ordered
-            self._keys = [sort_key(e.summary) for e in ordered]
+            if len(changed) > REBUILD:
+                by_id: dict[str, Entry] = {}
+                for source in self.sources:
+                    for entry in source.entries():
+                        by_id.setdefault(entry.summary.id, entry)
+                entries = sorted(by_id.values(), key=operator.attrgetter("key"))
+                keys = [e.key for e in entries]
+            else:  # copies, changed then swapped in: a listing in another thread keeps its snapshot
+                keys, entries, by_id = list(self._keys), list(self._entries), dict(self._by_id)
+                for session_id in changed:
+                    old = by_id.pop(session_id, None)
+                    if old is not None:
+                        i = bisect.bisect_left(keys, old.key)
+                        del keys[i]
+                        del entries[i]
+                    new = next((e for source in self.sources if (e := source.get(session_id))), None)
+                    if new is not None:
+                        by_id[session_id] = new
+                        i = bisect.bisect_left(keys, new.key)
+                        keys.insert(i, new.key)
+                        entries.insert(i, new)
+            self._keys, self._entries, self._by_id = keys, entries, by_id
 
     def newest_first(self, after: SortKey | None = None) -> Iterator[Entry]:
         """Every session, newest first, after ``after`` if given; a snapshot of the index."""
@@ -133,6 +153,7 @@ class RecordingCatalog:
         return entry
 
     def page(self, query: SessionQuery) -> tuple[list[SessionSummary], str | None]:
+        query = normalized(query)
         after = decode_cursor(query.cursor) if query.cursor else None
         limit = max(1, min(query.limit, MAX_LIMIT))
         found: list[SessionSummary] = []
@@ -225,11 +246,12 @@ class RecordingCatalog:
 
     async def cast(self, session_id: str, channel: int) -> AsyncIterator[bytes]:
         pieces = await asyncio.to_thread(self.export, session_id, channel)
-        async for batch in _batches(pieces):
-            yield batch
+        async with contextlib.aclosing(_batches(pieces)) as batches:
+            async for batch in batches:
+                yield batch
 
 
-async def _batches(pieces: Iterator[bytes]) -> AsyncIterator[bytes]:
+async def _batches(pieces: Iterator[bytes]) -> AsyncGenerator[bytes, None]:
     """``pieces`` pulled in a thread, about :data:`BATCH` bytes at a time: memory stays flat, and
     a reader that stops early closes the iterator (its files) once the thread is done with it."""
     lock = threading.Lock()

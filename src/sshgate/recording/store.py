@@ -165,10 +165,13 @@ class S3Files:
         return sorted(key[len(self.key) :] for key, _ in list_objects(self.client, self.bucket, self.key))
 
 
-def list_objects(client: Callable[[], Any], bucket: str, prefix: str) -> Iterator[tuple[str, str]]:
-    """Every key under ``prefix`` with its ETag."""
+def list_objects(
+    client: Callable[[], Any], bucket: str, prefix: str, start_after: str = ""
+) -> Iterator[tuple[str, str]]:
+    """Every key under ``prefix`` (after ``start_after``, if given) with its ETag."""
+    after = {"StartAfter": start_after} if start_after else {}
     try:
-        pages = client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        pages = client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, **after)
         for page in pages:
             for item in page.get("Contents", []):
                 yield item["Key"], item.get("ETag", "")

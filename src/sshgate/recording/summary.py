@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import datetime
 from dataclasses import dataclass
 from typing import Any
@@ -111,6 +112,20 @@ def identity_email(identity: str) -> str:
     """The name part of ``idp:<provider>:<type>:<name>``, or "" for anything else."""
     parts = identity.split(":", 3)
     return parts[3] if len(parts) == 4 and parts[0] == "idp" else ""
+
+
+def normalized(query: SessionQuery) -> SessionQuery:
+    """Empty texts as no filter (``?user=``), times without a zone as UTC."""
+    texts: dict[str, Any] = {
+        name: getattr(query, name) or None
+        for name in ("user", "resource", "native_user", "status", "q", "cursor")
+    }
+    times: dict[str, Any] = {
+        name: value.replace(tzinfo=datetime.UTC) if value.tzinfo is None else value
+        for name in ("since", "until")
+        if (value := getattr(query, name)) is not None
+    }
+    return dataclasses.replace(query, **texts, **times)
 
 
 def matches(summary: SessionSummary, query: SessionQuery) -> bool:
