@@ -129,7 +129,7 @@ def test_a_viewer_finds_a_session_by_a_printed_word_and_plays_it(
     while "zebra-7731" not in browser.find_element(By.ID, "player").text:
         assert time.monotonic() < deadline, f"the player never showed the word: {browser.get_log('browser')}"
         time.sleep(0.1)
-    browser.execute_script("window.scrollTo(0, document.getElementById('decisions').offsetTop - 80)")
+    browser.execute_script("window.scrollTo(0, document.getElementById('verify').offsetTop - 16)")
     browser.save_screenshot(str(ARTIFACTS / "player.png"))
     if os.environ.get("SSHGATE_DOCS_SCREENSHOT"):  # README's picture: SSHGATE_DOCS_SCREENSHOT=1 pytest ...
         shutil.copy(ARTIFACTS / "player.png", ROOT / "docs" / "web-app.png")
