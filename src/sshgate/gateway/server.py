@@ -12,9 +12,10 @@ from pathlib import Path
 import asyncssh
 
 from sshgate import asyncssh_tuning, audit
+from sshgate.aws.access import AwsAccess
 from sshgate.aws.discovery import Discoverer
 from sshgate.config import Config, ConfigError, load_config
-from sshgate.gateway.binding import AwsAccess, BindContext
+from sshgate.gateway.binding import BindContext
 from sshgate.gateway.connection import GatewayConnection, GatewayState
 from sshgate.gateway.proxy_listener import ProxyProtocolListener
 from sshgate.gateway.sso import Sso
@@ -26,8 +27,8 @@ from sshgate.policy.sources import PolicyLoadError
 from sshgate.policy.watch import watch_policies
 from sshgate.recording.build import build_recorder
 from sshgate.recording.recorder import NullRecorder, Recorder, RecordingError
+from sshgate.ssh_algorithms import ENCRYPTION_ALGS
 from sshgate.state.build import build_state
-from sshgate.upstream.ssh import ENCRYPTION_ALGS
 
 
 class Gateway:
