@@ -19,6 +19,7 @@ from sshgate.metrics import Metrics
 from sshgate.refusal import Refusal
 from sshgate.state.counters import LocalCounters
 from sshgate.state.local import LocalState
+from tests.support.audit_log import RecordedLog
 
 KEY = asyncssh.generate_private_key("ssh-ed25519")
 STRANGER = asyncssh.generate_private_key("ssh-ed25519")
@@ -32,21 +33,6 @@ def cheap_hash(token: str) -> str:
     digest = hashlib.scrypt(token.encode(), salt=salt, n=16, r=1, p=1, dklen=32)
     b64 = base64.b64encode
     return f"scrypt$16$1$1${b64(salt).decode()}${b64(digest).decode()}"
-
-
-class Log:
-    """Records audit events as (event, fields)."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
-
-    def _record(self, event: str, **fields: Any) -> None:
-        self.events.append((event, fields))
-
-    info = warning = error = _record
-
-    def named(self, event: str) -> list[dict[str, Any]]:
-        return [fields for name, fields in self.events if name == event]
 
 
 class Peer:
@@ -87,7 +73,7 @@ class World:
         self.state.counters = LocalCounters(clock=lambda: self.now)
         self.metrics = Metrics()
         self.slots = Unauthenticated()
-        self.log = Log()
+        self.log = RecordedLog()
 
     def connection(self, address: str = "192.0.2.7") -> tuple[Authenticator, Peer, list[int]]:
         done: list[int] = []
@@ -189,7 +175,9 @@ async def test_unauthenticated_caps_per_source_and_in_all(tmp_path: Path) -> Non
     world = World(tmp_path, max_unauthenticated=3, max_unauthenticated_per_source=2)
     first, _, _ = world.connection("192.0.2.1")
     world.connection("192.0.2.1")
-    dropped = Authenticator(world.config, world.state, world.metrics, None, world.slots, world.log, list)
+    dropped = Authenticator(
+        world.config, world.state, world.metrics, None, world.slots, world.log, lambda: None
+    )
     assert not dropped.admit(Peer(), "192.0.2.1")  # dropped before the banner
     assert world.log.named("connection.dropped")[0]["limit"] == 2
     world.connection("192.0.2.2")

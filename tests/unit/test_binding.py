@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -23,23 +23,12 @@ from sshgate.refusal import Refusal
 from sshgate.state.local import LocalState
 from sshgate.upstream.base import Downstream, SessionRequest, UpstreamChannel
 from sshgate.upstream.planning import PLANNERS, PlanRequest, UpstreamPlan, plan_sshd
+from tests.support.audit_log import RecordedLog
 
 ALICE = Identity("human", "alice@corp.com", "formal", None)
 FACTS = ConnectionFacts("192.0.2.7", "SSH-2.0-OpenSSH_9.6", "publickey")
 SHELL = RequestFacts("shell")
-
-
-class Log:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
-
-    def _record(self, event: str, **fields: Any) -> None:
-        self.events.append((event, fields))
-
-    info = warning = error = _record
-
-    def names(self) -> list[str]:
-        return [name for name, _ in self.events]
+Action = Literal["allow", "block", "mfa"]
 
 
 class FakeUpstream:
@@ -120,15 +109,14 @@ class Recorder:
 class Policy:
     """Answers each stage with the action the test set; records the input documents."""
 
-    def __init__(self, session: str = "allow", request: str | None = None) -> None:
-        self.actions: dict[str, str | None] = {"session": session, "request": request}
+    def __init__(self, session: Action = "allow", request: Action | None = None) -> None:
+        self.actions: dict[Stage, Action | None] = {"session": session, "request": request}
         self.inputs: list[tuple[Stage, dict[str, Any]]] = []
 
     async def decide(self, stage: Stage, input_doc: dict[str, Any]) -> Decision:
         self.inputs.append((stage, input_doc))
         action = self.actions[stage] or "allow"
-        assert action in ("allow", "block", "mfa")
-        return Decision(action, stage, message="not now" if action == "block" else None, reason="test")  # type: ignore[arg-type]
+        return Decision(action, stage, message="not now" if action == "block" else None, reason="test")
 
     def has_rule(self, stage: Stage) -> bool:
         return self.actions[stage] is not None
@@ -166,7 +154,7 @@ class World:
         )
         self.state = LocalState(str(tmp_path))
         self.metrics = Metrics()
-        self.log = Log()
+        self.log = RecordedLog()
         self.step_ups: list[str] = []
         self.said: list[str] = []
 
@@ -274,7 +262,7 @@ async def test_an_upstream_that_refuses_ends_the_recording(tmp_path: Path) -> No
         await binder.binding(Route("web-1"), SHELL)
     (recording,) = world.recorder.sessions
     assert recording.ended == ("closed", "refused")
-    failed = [f for name, f in world.log.events if name == "upstream.connect"]
+    failed = world.log.named("upstream.connect")
     assert failed[0]["result"] == "error" and failed[0]["reason"] == "connect refused"
     await binder.release("client")
     assert await world.live() == []

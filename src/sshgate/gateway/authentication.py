@@ -453,12 +453,8 @@ class Authenticator:
     async def signed_in(self) -> None:
         """Wait for a sign-in after authentication, if one is running; refuse if it failed."""
         task = self._after_auth
-        if task is None or self.authenticated:
-            return
-        try:
-            await asyncio.shield(task)
-        except SignInError as exc:
-            raise Refusal(str(exc), reason=exc.reason, event="oidc.sign_in") from None
+        if task is not None and not self.authenticated:
+            await asyncio.shield(task)  # a failed sign-in raises its SignInError, a Refusal
 
     def _authenticated(self) -> None:
         if self.login is None or self.identity is None or not self.method:

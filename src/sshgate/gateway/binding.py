@@ -16,7 +16,7 @@ from sshgate.config import AnyResource, Config, EcsResource, SshResource
 from sshgate.identity import Identity
 from sshgate.login import Login
 from sshgate.metrics import Metrics
-from sshgate.native_users import NativeChoice, NoNativeUser, resolve_native_user
+from sshgate.native_users import NativeChoice, resolve_native_user
 from sshgate.policy.decision import Decision, DecisionPoint
 from sshgate.policy.input import ConnectionFacts, RequestFacts, RequestKind, request_input, session_input
 from sshgate.recording.recorder import EndReason, EndStatus, Recorder, RecordingError, SessionRecording
@@ -137,11 +137,8 @@ def find_resource(ctx: BindContext, name: str) -> AnyResource:
 
 
 def choose_native(resource: AnyResource, identity: Identity, requested: str | None) -> NativeChoice:
-    try:
-        ambient = not isinstance(resource, SshResource)
-        return resolve_native_user(resource.name, resource.native_users, identity, requested, ambient)
-    except NoNativeUser as exc:
-        raise Refusal(str(exc), event="native_user.none") from None
+    ambient = not isinstance(resource, SshResource)
+    return resolve_native_user(resource.name, resource.native_users, identity, requested, ambient)
 
 
 async def decide_session(

@@ -24,7 +24,7 @@ from sshgate.refusal import Refusal
 from sshgate.sftp.programs import is_sftp_server
 from sshgate.sftp.protocol import Mutation, Request
 from sshgate.sftp.tracker import SftpTracker
-from sshgate.upstream.base import SessionRequest, UpstreamChannel, UpstreamError
+from sshgate.upstream.base import SessionRequest, UpstreamChannel
 
 if TYPE_CHECKING:
     from sshgate.gateway.connection import GatewayConnection
@@ -136,7 +136,7 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         try:
             parsed = parse_command(self._command) if self._command is not None else None
         except CommandError as exc:
-            self._refuse(str(exc), 2)
+            self._refuse(str(exc), exc.exit_status)
             return
         if isinstance(parsed, ListResources | SshConfig):
             chan = self._channel()
@@ -179,9 +179,9 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
                 agent_path=self._agent_path(binding),
             )
             up = await binding.upstream.open_session(request, self)
-        except (Refusal, UpstreamError) as exc:
-            owner.log.warning("channel.refused", kind=kind, reason=getattr(exc, "reason", None) or str(exc))
-            self._refuse(str(exc), getattr(exc, "exit_status", 1))
+        except Refusal as exc:
+            owner.log.warning("channel.refused", kind=kind, reason=exc.reason)
+            self._refuse(str(exc), exc.exit_status)
             return
         channel_kind: ChannelKind = "sftp" if subsystem is not None else "exec" if kind == "exec" else "shell"
         self.recording = binding.recording.open_channel(

@@ -32,7 +32,6 @@ from sshgate.policy.input import RequestFacts
 from sshgate.recording.recorder import EndReason
 from sshgate.refusal import Refusal
 from sshgate.state.base import SharedState
-from sshgate.upstream.base import UpstreamError
 
 asyncssh_auth.install()
 
@@ -253,7 +252,7 @@ class GatewayConnection(asyncssh.SSHServer):
             binding = await binder.binding(route, RequestFacts("port_forward", host=host, port=port))
             await binder.check_request(binding, "port_forward", host=host, port=port)
             session.attach_upstream(await binding.upstream.open_tcp(host, port, session))
-        except (Refusal, UpstreamError) as exc:
+        except Refusal as exc:
             self.log.warning("channel.refused", kind="forward", host=host, port=port, reason=str(exc))
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(exc)) from None
         session.opened(binding)

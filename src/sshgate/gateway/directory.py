@@ -75,7 +75,7 @@ async def _details(
                 ctx.aws.targets.find_ec2(resource, credentials), STATE_LOOKUP_TIMEOUT_S
             )
             state = target.facts.state
-        except (AwsError, Refusal, TimeoutError):
+        except (Refusal, TimeoutError):  # an AwsError is a Refusal
             state = "unknown"
     return Listed(row.name, row.type, row.native_user, row.login, state, region, row.tags, row.sshd)
 

@@ -2,8 +2,8 @@
 
 A plan is made before the session policy decides: it resolves the native user's credentials
 and, for EC2/ECS, the target and the facts policies see about it (docs/policy.md). It connects
-only after the policy allowed the session. Every failure is a :class:`Refusal` whose line the
-client may read.
+only after the policy allowed the session. Every failure is a :class:`Refusal` (an
+``UpstreamError`` or ``AwsError`` among them) whose line the client may read.
 """
 
 from __future__ import annotations
@@ -14,10 +14,8 @@ from typing import Any
 
 from sshgate.aws.access import AwsAccess
 from sshgate.aws.clients import Credentials
-from sshgate.aws.errors import AwsError
 from sshgate.aws.instance_connect import push_instance_connect_key
 from sshgate.aws.start import Progress
-from sshgate.aws.targets import Ec2Target
 from sshgate.config import AnyResource, Ec2Resource, EcsResource, SshResource
 from sshgate.identity import Identity
 from sshgate.native_secret import AmbientIam, AssumeRole, NativeCredential, SecretError, parse_secret
@@ -82,10 +80,6 @@ async def aws_credentials(
     )
 
 
-def _refused(exc: UpstreamError | AwsError) -> Refusal:
-    return Refusal(str(exc), reason=exc.detail, event="upstream.error")
-
-
 async def plan_sshd(aws: AwsAccess, request: PlanRequest) -> UpstreamPlan:
     """An sshd the gateway reaches directly; an ``iam`` native user gets an Instance Connect key."""
     resource, native = request.resource, request.native
@@ -94,12 +88,9 @@ async def plan_sshd(aws: AwsAccess, request: PlanRequest) -> UpstreamPlan:
     async def connect() -> Upstream:
         credential = native_credential(resource, native)
         user = native.user.username
-        try:
-            if isinstance(credential, AmbientIam | AssumeRole):
-                credential = await _instance_connect_key(aws, resource, user, request.identity, credential)
-            return await connect_ssh(resource, user, credential)
-        except (UpstreamError, AwsError) as exc:
-            raise _refused(exc) from None
+        if isinstance(credential, AmbientIam | AssumeRole):
+            credential = await _instance_connect_key(aws, resource, user, request.identity, credential)
+        return await connect_ssh(resource, user, credential)
 
     insecure = None
     if resource.host_key_policy.insecure_accept_any:
@@ -119,12 +110,9 @@ async def _instance_connect_key(
     credentials = None
     if isinstance(iam, AssumeRole):
         credentials = await aws.roles.credentials(iam.role_arn, identity.name, None)
-    try:
-        return await push_instance_connect_key(
-            aws.clients, resource.name, settings.instance_id, None, credentials, user
-        )
-    except AwsError as exc:
-        raise UpstreamError(str(exc)) from None
+    return await push_instance_connect_key(
+        aws.clients, resource.name, settings.instance_id, None, credentials, user
+    )
 
 
 async def plan_ec2(aws: AwsAccess, request: PlanRequest) -> UpstreamPlan:
@@ -132,27 +120,16 @@ async def plan_ec2(aws: AwsAccess, request: PlanRequest) -> UpstreamPlan:
     resource, native = request.resource, request.native
     assert isinstance(resource, Ec2Resource)
     credential = native_credential(resource, native)
-    try:
-        credentials = await aws_credentials(aws, resource, native, request.identity)
-        found = await aws.targets.ec2(resource, credentials)
-    except AwsError as exc:
-        raise _refused(exc) from None
+    credentials = await aws_credentials(aws, resource, native, request.identity)
+    found = await aws.targets.ec2(resource, credentials)
 
     async def connect() -> Upstream:
-        try:
-            target: Ec2Target = await aws.starter.ensure_running(
-                resource, found, credentials, request.progress
-            )
-        except AwsError as exc:
-            raise _refused(exc) from None
+        target = await aws.starter.ensure_running(resource, found, credentials, request.progress)
         if resource.ssh is None:
             return SsmUpstream(aws.clients, resource, target, credentials)
-        try:
-            return await ssh_through_ssm(
-                aws.clients, resource, target, credentials, native.user.username, credential
-            )
-        except UpstreamError as exc:
-            raise _refused(exc) from None
+        return await ssh_through_ssm(
+            aws.clients, resource, target, credentials, native.user.username, credential
+        )
 
     return UpstreamPlan({"ec2": ec2_input(found.facts)}, connect)
 
@@ -161,11 +138,8 @@ async def plan_ecs(aws: AwsAccess, request: PlanRequest) -> UpstreamPlan:
     """A container of an ECS task, over SSM (ECS Exec)."""
     resource = request.resource
     assert isinstance(resource, EcsResource)
-    try:
-        credentials = await aws_credentials(aws, resource, request.native, request.identity)
-        target = await aws.targets.ecs(resource, credentials, request.task, request.container)
-    except AwsError as exc:
-        raise _refused(exc) from None
+    credentials = await aws_credentials(aws, resource, request.native, request.identity)
+    target = await aws.targets.ecs(resource, credentials, request.task, request.container)
 
     async def connect() -> Upstream:
         return SsmUpstream(aws.clients, resource, target, credentials)

@@ -375,12 +375,9 @@ async def ssh_through_ssm(
     if isinstance(credential, AmbientIam | AssumeRole):
         if not settings.instance_connect:
             raise UpstreamError(f"{resource.name}: an 'iam' native user needs ssh.instance_connect: true")
-        try:
-            credential = await push_instance_connect_key(
-                clients, resource.name, target.facts.instance_id, resource.region, credentials, user
-            )
-        except AwsError as exc:
-            raise UpstreamError(str(exc)) from None
+        credential = await push_instance_connect_key(
+            clients, resource.name, target.facts.instance_id, resource.region, credentials, user
+        )
     ssm = clients.client("ssm", resource.region, credentials)
     http = aiohttp.ClientSession()
     try:
