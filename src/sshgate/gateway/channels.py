@@ -93,18 +93,8 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._task is not None and not self._task.done():
             self._task.cancel()
-        self.owner.channels.discard(self)
-        self.owner.count_bytes(self)
-        self.client_gone()
-        self.owner.last_closed_by_upstream = self.closed_by_upstream
-        self.owner.log.info(
-            "channel.close",
-            kind=self._subsystem or ("exec" if self._command else "shell"),
-            bytes_in=self.bytes_in,
-            bytes_out=self.bytes_out,
-            exit_status=self._exit_status,
-            **({"upstream_error": self.upstream_error} if self.upstream_error else {}),
-        )
+        kind = self._subsystem or ("exec" if self._command else "shell")
+        self.owner.channel_closed(self, kind, exit_status=self._exit_status)
 
     def _refuse(self, message: str, exit_status: int) -> None:
         chan = self._chan
@@ -295,19 +285,7 @@ class ClientTcp(ChannelRelay, asyncssh.SSHTCPSession[bytes]):
         self.attach_client(chan)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.owner.channels.discard(self)
-        self.owner.count_bytes(self)
-        self.client_gone()
-        self.owner.last_closed_by_upstream = self.closed_by_upstream
-        self.owner.log.info(
-            "channel.close",
-            kind="forward",
-            host=self.host,
-            port=self.port,
-            bytes_in=self.bytes_in,
-            bytes_out=self.bytes_out,
-            **({"upstream_error": self.upstream_error} if self.upstream_error else {}),
-        )
+        self.owner.channel_closed(self, "forward", host=self.host, port=self.port)
 
 
 def _forwarded_env(env: Any) -> dict[str, str]:

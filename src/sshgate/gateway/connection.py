@@ -189,9 +189,21 @@ class GatewayConnection(asyncssh.SSHServer):
 
     # The connection's life
 
-    def count_bytes(self, channel: ChannelRelay) -> None:
+    def channel_closed(self, channel: ChannelRelay, kind: str, **fields: Any) -> None:
+        """A client channel is gone: end its relay, count its bytes, audit the close."""
+        self.channels.discard(channel)
         self.state.metrics.transferred("to_upstream", channel.bytes_in)
         self.state.metrics.transferred("to_client", channel.bytes_out)
+        channel.client_gone()
+        self.last_closed_by_upstream = channel.closed_by_upstream
+        self.log.info(
+            "channel.close",
+            kind=kind,
+            **fields,
+            bytes_in=channel.bytes_in,
+            bytes_out=channel.bytes_out,
+            **({"upstream_error": channel.upstream_error} if channel.upstream_error else {}),
+        )
 
     def idle_for(self, now: float) -> float:
         """Seconds without a byte either way on any channel (sampled by the housekeeping tick)."""

@@ -95,7 +95,7 @@ class Gateway:
             encryption_algs=ENCRYPTION_ALGS,
             compression_algs=None,
             # Each connection times its own login: login_grace_s, or sign_in_timeout_s while a
-            # sign-in runs (GatewayConnection._arm_grace).
+            # sign-in runs (Authenticator._arm_grace, gateway/authentication.py).
             login_timeout=0,
             # A listener exists only for a client that asks; ClientSession decides per resource
             # whether the upstream ever reaches it.
