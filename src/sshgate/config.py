@@ -294,7 +294,8 @@ class EcsResource(_ResourceBase):
         return tuple(self.containers) or ((self.container,) if self.container else ())
 
 
-Resource = Annotated[SshResource | Ec2Resource | EcsResource, Field(discriminator="type")]
+AnyResource = SshResource | Ec2Resource | EcsResource
+Resource = Annotated[AnyResource, Field(discriminator="type")]
 
 
 class EcsDiscovery(_Model):
@@ -377,7 +378,7 @@ class Limits(_Model):
     lockout_s: float = Field(300, ge=0)
 
 
-class Metrics(_Model):
+class MetricsConfig(_Model):
     listen: str | None = "127.0.0.1:9090"
 
 
@@ -456,7 +457,7 @@ class Config(_Model):
     recording: Recording = Field(default_factory=Recording)
     aws: Aws = Field(default_factory=Aws)
     limits: Limits = Field(default_factory=lambda: Limits())
-    metrics: Metrics = Field(default_factory=Metrics)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     state: State | None = None
     web: Web | None = None
     shutdown_grace_s: float = Field(30, ge=0)

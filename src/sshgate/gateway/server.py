@@ -12,9 +12,10 @@ from pathlib import Path
 import asyncssh
 
 from sshgate import asyncssh_tuning, audit
+from sshgate.aws.access import AwsAccess
 from sshgate.aws.discovery import Discoverer
 from sshgate.config import Config, ConfigError, load_config
-from sshgate.gateway.binding import AwsAccess, BindContext
+from sshgate.gateway.binding import BindContext
 from sshgate.gateway.connection import GatewayConnection, GatewayState
 from sshgate.gateway.proxy_listener import ProxyProtocolListener
 from sshgate.gateway.sso import Sso
@@ -28,8 +29,8 @@ from sshgate.policy.watch import watch_policies
 from sshgate.recording.build import build_recorder
 from sshgate.recording.catalog import open_catalog
 from sshgate.recording.recorder import NullRecorder, Recorder, RecordingError
+from sshgate.ssh_algorithms import ENCRYPTION_ALGS
 from sshgate.state.build import build_state
-from sshgate.upstream.ssh import ENCRYPTION_ALGS
 from sshgate.web.app import WebApp
 
 
@@ -98,7 +99,7 @@ class Gateway:
             encryption_algs=ENCRYPTION_ALGS,
             compression_algs=None,
             # Each connection times its own login: login_grace_s, or sign_in_timeout_s while a
-            # sign-in runs (GatewayConnection._arm_grace).
+            # sign-in runs (Authenticator._arm_grace, gateway/authentication.py).
             login_timeout=0,
             # A listener exists only for a client that asks; ClientSession decides per resource
             # whether the upstream ever reaches it.
