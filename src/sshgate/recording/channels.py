@@ -95,7 +95,7 @@ class Channel:
         self._items.append(item)
         if size:
             self._size += size
-            if self._size > WAKE_BYTES:
+            if self._size > WAKE_BYTES >= self._size - size:  # once, as the backlog crosses it
                 self._dirty(self)
 
     def output(self, data: bytes, stderr: bool = False) -> None:
