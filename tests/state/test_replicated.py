@@ -31,16 +31,24 @@ async def until(check: Any, timeout: float = 5.0) -> None:
 
 async def test_failures_on_two_replicas_lock_the_address_on_both_until_it_expires(replicas: Any) -> None:
     a, b = await replicas(), await replicas()
+
+    async def mirrors_live() -> bool:
+        return bool(a.state._locks_live and b.state._locks_live)
+
+    await until(mirrors_live)  # subscribed to lockout announcements: answers need no round trip
     results = []
     for i in range(4):
-        results.append(await (a if i % 2 else b).state.failure(ADDR, 4, 1.5))
+        results.append(await (a if i % 2 else b).state.failure(ADDR, 4, 2.0))
     assert results == [False, False, False, True]
-    assert a.state._locks_live and b.state._locks_live  # answered from the mirrors, no round trip
-    await asyncio.sleep(0.05)  # the announcement's way to the other replica
-    assert 1.0 < await a.state.locked_for(ADDR) <= 1.5
-    assert 1.0 < await b.state.locked_for(ADDR) <= 1.5
+
+    async def locked_on_both() -> bool:  # the announcement's way to the other replica
+        return await a.state.locked_for(ADDR) > 0 and await b.state.locked_for(ADDR) > 0
+
+    await until(locked_on_both, timeout=1.0)
+    assert 1.0 < await a.state.locked_for(ADDR) <= 2.0
+    assert 1.0 < await b.state.locked_for(ADDR) <= 2.0
     assert await a.state.locked_for("198.51.100.1") == 0
-    await asyncio.sleep(1.6)
+    await asyncio.sleep(2.1)
     assert await a.state.locked_for(ADDR) == 0
     assert await b.state.locked_for(ADDR) == 0
 
