@@ -53,7 +53,7 @@ async def list_page(sessions: int, runs: int) -> None:
         base = f"http://127.0.0.1:{web.port}"
         try:
             async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
-                link = web.one_time_link("bench@example.com").replace("http://127.0.0.1", base)
+                link = (await web.one_time_link("bench@example.com")).replace("http://127.0.0.1", base)
                 async with http.get(link) as answer:
                     assert answer.status == 200
                 times = []

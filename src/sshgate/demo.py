@@ -95,7 +95,7 @@ async def run_demo(port: int = 2222, workdir: str | None = None, web_port: int =
                 f"-p {gateway.port}"
             )
             assert gateway.web is not None
-            link = gateway.web.one_time_link(DEMO_EMAIL)
+            link = await gateway.web.one_time_link(DEMO_EMAIL)
             print(
                 f"""
 sshgate demo is running (Ctrl-C stops it). Configuration: {root / "sshgate.yaml"}

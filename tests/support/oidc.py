@@ -119,14 +119,32 @@ class _Forms(HTMLParser):
         self.text.append(data)
 
 
+class _StopAt(urllib.request.HTTPRedirectHandler):
+    """Follows redirects, except one to ``prefix``: the test delivers that one itself."""
+
+    def __init__(self) -> None:
+        self.prefix: str | None = None
+        self.stopped: str | None = None
+
+    def redirect_request(
+        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> urllib.request.Request | None:
+        if self.prefix is not None and newurl.startswith(self.prefix):
+            self.stopped = newurl
+            return None  # urllib then raises HTTPError for the redirect
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 class Person:
-    """Someone at a browser with their own cookies, approving (or not) a device sign-in."""
+    """Someone at a browser with their own cookies, approving (or not) a device sign-in, or
+    signing in to a web app with the authorization code flow."""
 
     def __init__(self, email: str, password: str = PASSWORD) -> None:
         self.email = email
         self.password = password
+        self._redirects = _StopAt()
         self.opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()), self._redirects
         )
         self.url = ""
         self.page = ""
@@ -183,6 +201,25 @@ class Person:
         if 'id="allow"' in self.page:
             self._press("allow")
         return " ".join(self._forms().text)
+
+
+    def authorize(self, authorization_url: str, redirect_uri: str) -> str:
+        """The code flow at the provider: sign in, allow. Returns the provider's redirect to
+        ``redirect_uri`` (with ``code`` and ``state``), not followed."""
+        self._redirects.prefix, self._redirects.stopped = redirect_uri, None
+        try:
+            self._go(authorization_url)
+            if 'id="sign-in"' in self.page:
+                self._press("sign-in", {"email": self.email, "password": self.password})
+            if 'id="allow"' in self.page:
+                self._press("allow")
+        except urllib.error.HTTPError:
+            if self._redirects.stopped is None:
+                raise
+        finally:
+            self._redirects.prefix = None
+        assert self._redirects.stopped is not None, f"no redirect to {redirect_uri}: {self.page[:500]}"
+        return self._redirects.stopped
 
 
 def sign_in_lines(text: str) -> tuple[str, str, str]:

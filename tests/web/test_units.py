@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from sshgate.config import ConfigError, Web, load_config
+from sshgate.state.local import LocalState
 from sshgate.web.pkce import challenge, new_verifier
 from sshgate.web.roles import Principal, identity_email, may_terminate, may_view, owner_filter, role_of
 from sshgate.web.signin import safe_next
 from sshgate.web.sse import END, OutputEvents
-from sshgate.web.store import PendingSignIn, WebStore, cookie_options, csrf_ok
+from sshgate.web.store import PendingSignIn, WebStore, cookie_options, csrf_ok, record_key
 
 
 def test_pkce_s256_matches_rfc7636_appendix_b() -> None:
@@ -49,10 +50,11 @@ def test_a_user_sees_only_sessions_of_their_own_identity_whichever_provider() ->
     assert identity_email("idp:x:human:no-at-sign") is None
 
 
-def test_cookie_sessions_carry_a_csrf_token_checked_exactly() -> None:
-    store = WebStore()
-    cookie = store.open_session(Principal("a@corp.com", ("g",), "admin"))
-    principal = store.session(cookie)
+async def test_cookie_sessions_carry_a_csrf_token_checked_exactly(tmp_path: Path) -> None:
+    shared = LocalState(str(tmp_path))
+    store = WebStore(shared)
+    cookie = await store.open_session(Principal("a@corp.com", ("g",), "admin"))
+    principal = await store.session(cookie)
     assert principal is not None and principal.csrf and principal.email == "a@corp.com"
     assert csrf_ok(principal, principal.csrf)
     assert (
@@ -61,21 +63,23 @@ def test_cookie_sessions_carry_a_csrf_token_checked_exactly() -> None:
         and not csrf_ok(principal, "")
     )
     assert not csrf_ok(Principal("b@corp.com", (), "admin"), "anything")  # bearer: no cookie, no token
-    assert store.session(cookie + "x") is None
-    store.close_session(cookie)
-    assert store.session(cookie) is None
+    assert await store.session(cookie + "x") is None
+    assert await shared.get_record("session", cookie) is None  # kept under its hash only
+    assert (await shared.get_record("session", record_key(cookie)) or {}).get("email") == "a@corp.com"
+    await store.close_session(cookie)
+    assert await store.session(cookie) is None
     options = cookie_options(secure=True)
     assert options["httponly"] and options["samesite"] == "Lax" and options["secure"]
     assert not cookie_options(secure=False)["secure"]
 
 
-def test_sign_in_state_and_one_time_links_are_single_use() -> None:
-    store = WebStore()
-    state = store.begin_sign_in(PendingSignIn("verifier", "nonce", "/"))
-    assert store.finish_sign_in(state) == PendingSignIn("verifier", "nonce", "/")
-    assert store.finish_sign_in(state) is None
-    token = store.one_time_link(Principal("demo@example.com", (), "admin"))
-    assert store.use_link(token) is not None and store.use_link(token) is None
+async def test_sign_in_state_and_one_time_links_are_single_use(tmp_path: Path) -> None:
+    store = WebStore(LocalState(str(tmp_path)))
+    state = await store.begin_sign_in(PendingSignIn("verifier", "nonce", "/"))
+    assert await store.finish_sign_in(state) == PendingSignIn("verifier", "nonce", "/")
+    assert await store.finish_sign_in(state) is None
+    token = await store.one_time_link(Principal("demo@example.com", (), "admin"))
+    assert await store.use_link(token) is not None and await store.use_link(token) is None
 
 
 @pytest.mark.parametrize(

@@ -64,6 +64,10 @@ class NotFound(RecordingError):
 
 
 class Catalog(Protocol):
+    async def warm(self) -> None:
+        """Build the index now, so the first page a person asks for does not pay for it."""
+        ...
+
     async def query(self, query: SessionQuery) -> tuple[list[SessionSummary], str | None]:
         """A page of sessions, newest first, and the cursor of the next page (None at the end;
         with ``q``, a full page's cursor may lead to an empty page, as output is read only for the
@@ -220,6 +224,9 @@ class RecordingCatalog:
         return found
 
     # the Catalog interface
+
+    async def warm(self) -> None:
+        await asyncio.to_thread(self.refresh)
 
     async def query(self, query: SessionQuery) -> tuple[list[SessionSummary], str | None]:
         return await asyncio.to_thread(self.page, query)

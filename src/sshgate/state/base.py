@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 from sshgate.oidc.bindings import KeyBinding
 
 # The owning process closes the session with "sshgate: session terminated by <by>".
 TerminateHandler = Callable[[str, str], bool]
 RevokedHandler = Callable[[set[str]], None]
+# The web app's records (docs/api.md, "Sign-in"): browser sessions, sign-ins in flight, one-time links.
+RecordKind = Literal["session", "signin", "link"]
+RECORD_KINDS: tuple[RecordKind, ...] = ("session", "signin", "link")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +42,8 @@ class StateUnavailable(Exception):
 
 class SharedState(Protocol):
     """Failed-login counters and lockouts per address, per-user session counts, the live-session
-    registry with its output and terminate channels, SSO key bindings and step-up times.
+    registry with its output and terminate channels, SSO key bindings and step-up times, and the
+    web app's sign-in records.
 
     Every call returns within a bound (``state.timeout_ms`` for the store): an unreachable store
     degrades to this process's own view instead of stalling a login.
@@ -103,3 +107,18 @@ class SharedState(Protocol):
     async def step_up_at(self, provider: str, email: str) -> float | None: ...
 
     async def record_step_up(self, provider: str, email: str, at: float) -> None: ...
+
+    # The web app's records, each under the hash of its cookie or token (never the value itself),
+    # gone at ``expires_at`` (wall clock). Only take_record may raise StateUnavailable.
+
+    async def put_record(
+        self, kind: RecordKind, key: str, doc: dict[str, Any], expires_at: float, once: bool = False
+    ) -> None:
+        """Store a record; ``once``: it is only ever taken (take_record), at most once anywhere."""
+
+    async def get_record(self, kind: RecordKind, key: str) -> dict[str, Any] | None: ...
+
+    async def take_record(self, kind: RecordKind, key: str) -> dict[str, Any] | None:
+        """Read and remove in one step: of two replicas taking one record, one gets it."""
+
+    async def drop_record(self, kind: RecordKind, key: str) -> None: ...

@@ -20,10 +20,19 @@ from typing import Any
 from sshgate import audit
 from sshgate.state import rpc
 from sshgate.state.availability import Availability
-from sshgate.state.base import LiveSession, OutputChunk, RevokedHandler, StateUnavailable, TerminateHandler
+from sshgate.state.base import (
+    LiveSession,
+    OutputChunk,
+    RecordKind,
+    RevokedHandler,
+    StateUnavailable,
+    TerminateHandler,
+)
 from sshgate.state.counters import LocalCounters
 from sshgate.state.file_bindings import FileBindings
 from sshgate.state.outputs import OutputHub
+from sshgate.state.record_copy import CopiedRecords
+from sshgate.state.records import Entry, ExpiringRecords
 
 WORKER_STATE_FD = "SSHGATE_STATE_FD"
 CALL_TIMEOUT_S = 0.25
@@ -47,6 +56,7 @@ class StateHost:
 
     def __init__(self) -> None:
         self.counters = LocalCounters()
+        self.records = ExpiringRecords()
         self._links: set[_Link] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.log = audit.logger()
@@ -129,6 +139,25 @@ class StateHost:
                 del link.watching[session_id]
             self._tell_owner(session_id, before)
             return True
+        if op.startswith("record_"):
+            return self._record(op, args)
+        raise ValueError(f"unknown operation {op!r}")
+
+    def _record(self, op: str, args: dict[str, Any]) -> Any:
+        """The web app's records (it runs in worker 0; a restarted worker 0 finds them here)."""
+        kind, key = args["kind"], str(args["key"])
+        if op == "record_put":
+            if not isinstance(args["doc"], dict):
+                raise TypeError("a record is a JSON object")
+            self.records.put(kind, key, args["doc"], float(args["e"]))
+            return True
+        if op == "record_get":
+            return self.records.entry(kind, key)
+        if op == "record_take":
+            return self.records.take(kind, key)
+        if op == "record_drop":
+            self.records.drop(kind, key)
+            return True
         raise ValueError(f"unknown operation {op!r}")
 
     def _owner(self, session_id: str) -> _Link | None:
@@ -171,6 +200,7 @@ class WorkerState(FileBindings):
         self._on_terminate: TerminateHandler = lambda _sid, _by: False
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.records = CopiedRecords(_SupervisorRecords(self))
 
     @property
     def available(self) -> bool:
@@ -285,3 +315,40 @@ class WorkerState(FileBindings):
         if session_id in self.local.sessions:
             return self._on_terminate(session_id, by)
         return bool(await self._call("terminate", s=session_id, by=by))
+
+    # The web app's records: the supervisor's, with this worker's copy (record_copy.py)
+
+    async def put_record(
+        self, kind: RecordKind, key: str, doc: dict[str, Any], expires_at: float, once: bool = False
+    ) -> None:
+        await self.records.put(kind, key, doc, expires_at, once)
+
+    async def get_record(self, kind: RecordKind, key: str) -> dict[str, Any] | None:
+        return await self.records.get(kind, key)
+
+    async def take_record(self, kind: RecordKind, key: str) -> dict[str, Any] | None:
+        return await self.records.take(kind, key)
+
+    async def drop_record(self, kind: RecordKind, key: str) -> None:
+        await self.records.drop(kind, key)
+
+
+class _SupervisorRecords:
+    """The supervisor's record calls, each within :data:`CALL_TIMEOUT_S`."""
+
+    def __init__(self, worker: WorkerState) -> None:
+        self.worker = worker
+
+    async def put_record(self, kind: RecordKind, key: str, doc: dict[str, Any], expires_at: float) -> None:
+        await self.worker._call("record_put", kind=kind, key=key, doc=doc, e=expires_at)
+
+    async def record_entry(self, kind: RecordKind, key: str) -> Entry | None:
+        found = await self.worker._call("record_get", kind=kind, key=key)
+        return (found[0], float(found[1])) if found is not None else None
+
+    async def take_record(self, kind: RecordKind, key: str) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = await self.worker._call("record_take", kind=kind, key=key)
+        return found
+
+    async def drop_record(self, kind: RecordKind, key: str) -> None:
+        await self.worker._call("record_drop", kind=kind, key=key)

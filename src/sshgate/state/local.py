@@ -9,12 +9,14 @@ from sshgate.state.base import LiveSession, OutputChunk, RevokedHandler, Termina
 from sshgate.state.counters import LocalCounters
 from sshgate.state.file_bindings import FileBindings
 from sshgate.state.outputs import OutputHub
+from sshgate.state.records import ExpiringRecords, LocalRecords
 
 
-class LocalState(FileBindings):
+class LocalState(FileBindings, LocalRecords):
     def __init__(self, data_dir: str, replica: str = "local") -> None:
         super().__init__(data_dir)
         self.replica = replica
+        self.records = ExpiringRecords()
         self.counters = LocalCounters()
         self.hub = OutputHub()
         self._on_terminate: TerminateHandler = lambda _sid, _by: False

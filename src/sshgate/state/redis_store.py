@@ -12,7 +12,10 @@ Keys under ``key_prefix`` (docs/operations.md, "Replicas"):
 counting, ``live`` for the registry); ``seq`` orders session entries; ``bindings``, ``stepups``
 and ``bindings:version`` the SSO records; channels ``locks`` (every new lockout, which replicas
 mirror so a login's lockout check needs no round trip), ``ctl:<replica>`` (terminate) and
-``out:<session>`` (encrypted live output).
+``out:<session>`` (encrypted live output); ``web:<kind>:<sha256>`` the web app's records
+(browser sessions, sign-ins in flight, one-time links) under the hash of their cookie or token,
+sealed private (encrypted), with the store's TTL; a single-use one is taken with GETDEL
+(Redis 6.2 or later, any Valkey), so two replicas cannot both accept it.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from sshgate.oidc.bindings import KeyBinding
-from sshgate.state.base import LiveSession, OutputChunk
+from sshgate.state.base import LiveSession, OutputChunk, RecordKind
+from sshgate.state.records import Entry
 from sshgate.state.seal import Sealer
 
 # The entries of a session hash whose replica still heartbeats; the others (a crashed replica's
@@ -368,3 +372,36 @@ class RedisStore:
         ]
         if fields:
             await self.client.hdel(self.key("stepups"), *fields)
+
+    # The web app's records
+
+    def _record_key(self, kind: RecordKind, key: str) -> str:
+        return self.key("web", kind, key)
+
+    async def put_record(self, kind: RecordKind, key: str, doc: dict[str, Any], expires_at: float) -> None:
+        ttl_ms = int((expires_at - self._clock()) * 1000)
+        if ttl_ms > 0:
+            sealed = self.sealer.seal_private(f"web:{kind}:{key}", {"d": doc, "e": expires_at})
+            await self.client.set(self._record_key(kind, key), sealed, px=ttl_ms)
+
+    def _open_record(self, kind: RecordKind, key: str, sealed: bytes | str | None) -> Entry | None:
+        raw = sealed.encode() if isinstance(sealed, str) else sealed
+        doc = self.sealer.open_private(f"web:{kind}:{key}", raw)
+        if doc is None:
+            if sealed is not None:
+                self.on_forged(f"web_{kind}")
+            return None
+        body, expires_at = doc.get("d"), doc.get("e")
+        if not isinstance(body, dict) or not isinstance(expires_at, (int, float)):
+            return None
+        return (body, float(expires_at)) if expires_at > self._clock() else None
+
+    async def record_entry(self, kind: RecordKind, key: str) -> Entry | None:
+        return self._open_record(kind, key, await self.client.get(self._record_key(kind, key)))
+
+    async def take_record(self, kind: RecordKind, key: str) -> dict[str, Any] | None:
+        entry = self._open_record(kind, key, await self.client.getdel(self._record_key(kind, key)))
+        return entry[0] if entry is not None else None
+
+    async def drop_record(self, kind: RecordKind, key: str) -> None:
+        await self.client.delete(self._record_key(kind, key))

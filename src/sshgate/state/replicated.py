@@ -6,9 +6,11 @@ round trip while that channel is up. Every other call on a login's path waits at
 background probe (every 0.25 s) gets an answer again, so an unreachable or hanging store costs
 a login nothing after the first timeout. While it is away: failed logins and sessions count on
 this replica alone, bindings come from the last copy (for at most 60 s), terminate and live
-output of other replicas' sessions are unavailable. When it answers again the replica
+output of other replicas' sessions are unavailable, the web app's browser sessions this
+replica knows keep working from its copy (record_copy.py). When it answers again the replica
 converges: it registers its sessions again, forgets the ones that ended, replays its failures,
-lockouts, bindings and step-ups (docs/operations.md, "Replicas").
+lockouts, bindings and step-ups, and the web app's sign-ins and sign-outs at their next use
+(docs/operations.md, "Replicas").
 """
 
 from __future__ import annotations
@@ -19,16 +21,25 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 
 from sshgate import audit
 from sshgate.oidc.bindings import KeyBinding
 from sshgate.state.availability import Availability
-from sshgate.state.base import LiveSession, OutputChunk, RevokedHandler, StateUnavailable, TerminateHandler
+from sshgate.state.base import (
+    LiveSession,
+    OutputChunk,
+    RecordKind,
+    RevokedHandler,
+    StateUnavailable,
+    TerminateHandler,
+)
 from sshgate.state.counters import LocalCounters
 from sshgate.state.outputs import OutputHub
+from sshgate.state.record_copy import CopiedRecords
+from sshgate.state.records import Entry
 from sshgate.state.redis_store import RedisStore, as_text
 
 T = TypeVar("T")
@@ -94,6 +105,7 @@ class ReplicatedState:
         self._forged_logged: dict[str, float] = {}
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.records = CopiedRecords(_StoreRecords(self))
         store.on_forged = self._forged
 
     @property
@@ -314,6 +326,22 @@ class ReplicatedState:
         except StateUnavailable:
             self._pending_step_ups[(provider, email)] = at
 
+    # The web app's records
+
+    async def put_record(
+        self, kind: RecordKind, key: str, doc: dict[str, Any], expires_at: float, once: bool = False
+    ) -> None:
+        await self.records.put(kind, key, doc, expires_at, once)
+
+    async def get_record(self, kind: RecordKind, key: str) -> dict[str, Any] | None:
+        return await self.records.get(kind, key)
+
+    async def take_record(self, kind: RecordKind, key: str) -> dict[str, Any] | None:
+        return await self.records.take(kind, key)
+
+    async def drop_record(self, kind: RecordKind, key: str) -> None:
+        await self.records.drop(kind, key)
+
     # Background: probe, converge, heartbeat, revocations, terminate requests
 
     async def _probe(self) -> None:
@@ -428,3 +456,23 @@ class ReplicatedState:
                 self._watch_leases[str(doc["s"])] = time.monotonic() + WATCH_LEASE_S
             return
         self._on_terminate(str(doc["s"]), str(doc["by"]))
+
+
+class _StoreRecords:
+    """The store's record calls as a login's are: bounded, and none while the store is away."""
+
+    def __init__(self, state: ReplicatedState) -> None:
+        self.state = state
+        self.store = state.store
+
+    async def put_record(self, kind: RecordKind, key: str, doc: dict[str, Any], expires_at: float) -> None:
+        await self.state._try(lambda: self.store.put_record(kind, key, doc, expires_at))
+
+    async def record_entry(self, kind: RecordKind, key: str) -> Entry | None:
+        return await self.state._try(lambda: self.store.record_entry(kind, key))
+
+    async def take_record(self, kind: RecordKind, key: str) -> dict[str, Any] | None:
+        return await self.state._try(lambda: self.store.take_record(kind, key))
+
+    async def drop_record(self, kind: RecordKind, key: str) -> None:
+        await self.state._try(lambda: self.store.drop_record(kind, key))

@@ -3,7 +3,8 @@ locks nobody out; live output is encrypted as well as authenticated. Pure: no I/
 
 A sealed record is ``<hex HMAC-SHA256>.<compact JSON>``; the MAC covers the record's context
 (what it is and which key it belongs to) as well as its body, so a valid record copied under
-another key does not verify.
+another key does not verify. The web app's records (sessions, sign-ins in flight) hold secrets
+(CSRF token, PKCE verifier): they are sealed private, AES-GCM with the context as associated data.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Sealer:
         raw = secret.encode()
         self._mac_key = _derive(raw, b"records")
         self._output = AESGCM(_derive(raw, b"output"))
+        self._private = AESGCM(_derive(raw, b"private records"))
 
     def _mac(self, context: str, body: str) -> str:
         message = context.encode() + b"\0" + body.encode()
@@ -60,13 +62,36 @@ class Sealer:
         return doc if isinstance(doc, dict) else None
 
     def encrypt(self, context: str, data: bytes) -> bytes:
-        nonce = os.urandom(_NONCE)
-        return nonce + self._output.encrypt(nonce, data, context.encode())
+        return _encrypt(self._output, context, data)
 
     def decrypt(self, context: str, frame: bytes) -> bytes | None:
-        if len(frame) < _NONCE + 16:
+        return _decrypt(self._output, context, frame)
+
+    def seal_private(self, context: str, doc: dict[str, Any]) -> bytes:
+        """A record nobody without the key can read or forge (the web app's, docs/api.md)."""
+        return _encrypt(self._private, context, json.dumps(doc, separators=(",", ":")).encode())
+
+    def open_private(self, context: str, sealed: bytes | None) -> dict[str, Any] | None:
+        """The document, or None when missing, not sealed by us or sealed for another context."""
+        data = _decrypt(self._private, context, sealed) if sealed is not None else None
+        if data is None:
             return None
         try:
-            return self._output.decrypt(frame[:_NONCE], frame[_NONCE:], context.encode())
-        except InvalidTag:
+            doc = json.loads(data)
+        except ValueError:
             return None
+        return doc if isinstance(doc, dict) else None
+
+
+def _encrypt(aead: AESGCM, context: str, data: bytes) -> bytes:
+    nonce = os.urandom(_NONCE)
+    return nonce + aead.encrypt(nonce, data, context.encode())
+
+
+def _decrypt(aead: AESGCM, context: str, frame: bytes) -> bytes | None:
+    if len(frame) < _NONCE + 16:
+        return None
+    try:
+        return aead.decrypt(frame[:_NONCE], frame[_NONCE:], context.encode())
+    except InvalidTag:
+        return None

@@ -4,14 +4,17 @@ worker's sessions through the shared state."""
 
 from __future__ import annotations
 
+import asyncio
 import html
 import ssl
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from sshgate import audit
 from sshgate.config import Web
 from sshgate.metrics import parse_listen
 from sshgate.oidc.client import OidcClient
@@ -54,7 +57,8 @@ class WebApp:
         self, config: Web, catalog: Catalog, shared: SharedState, oidc: Callable[[], OidcClient | None]
     ) -> None:
         self.config = config
-        self.store = WebStore()
+        self.catalog = catalog
+        self.store = WebStore(shared)
         self.auth = Authenticator(config, self.store, oidc)
         self.app = web.Application(middlewares=[_security_headers])
         Api(self.auth, catalog, shared).add_to(self.app)
@@ -63,6 +67,7 @@ class WebApp:
         self.app.router.add_get("/sessions/{id}", self.page("session.html"))
         self.app.router.add_static("/static/", STATIC, follow_symlinks=False)
         self._runner = web.AppRunner(self.app, access_log=None)
+        self._warming: asyncio.Task[None] | None = None
         self.port = 0
 
     def page(self, name: str) -> Callable[[web.Request], Any]:
@@ -71,16 +76,16 @@ class WebApp:
 
         async def handler(request: web.Request) -> web.Response:
             cookie = request.cookies.get(COOKIE)
-            principal = self.store.session(cookie) if cookie else None
+            principal = await self.store.session(cookie) if cookie else None
             token = principal.csrf if principal is not None and principal.csrf else ""
             body = text.replace("{{csrf}}", html.escape(token))
             return web.Response(text=body, content_type="text/html", headers={"Cache-Control": "no-store"})
 
         return handler
 
-    def one_time_link(self, email: str) -> str:
+    async def one_time_link(self, email: str) -> str:
         """A single-use sign-in as admin for a few minutes (``sshgate demo`` without a provider)."""
-        token = self.store.one_time_link(Principal(email, (), "admin"))
+        token = await self.store.one_time_link(Principal(email, (), "admin"))
         return f"{self.config.public_url}/signin/once?token={token}"
 
     async def start(self) -> None:
@@ -93,6 +98,20 @@ class WebApp:
         site = web.TCPSite(self._runner, host, port, ssl_context=context)
         await site.start()
         self.port = self._runner.addresses[0][1]
+        self._warming = asyncio.get_running_loop().create_task(self._warm_catalog())
+
+    async def _warm_catalog(self) -> None:
+        """The recordings index in the background: over 10,000 sessions the first page costs
+        seconds cold; the app serves meanwhile (a request then waits for the same lock)."""
+        started = time.monotonic()
+        try:
+            await self.catalog.warm()
+        except Exception as exc:  # the first query reports it too; say why here
+            audit.logger().warning("web.catalog_warm", result="failed", reason=f"{type(exc).__name__}: {exc}")
+            return
+        audit.logger().info("web.catalog_warm", ms=round((time.monotonic() - started) * 1000))
 
     async def stop(self) -> None:
+        if self._warming is not None:
+            self._warming.cancel()
         await self._runner.cleanup()

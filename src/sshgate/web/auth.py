@@ -52,4 +52,4 @@ class Authenticator:
             except SignInError:
                 return None
         cookie = request.cookies.get(COOKIE)
-        return self.store.session(cookie) if cookie else None
+        return await self.store.session(cookie) if cookie else None

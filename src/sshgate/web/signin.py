@@ -10,6 +10,7 @@ from aiohttp import web
 
 from sshgate import audit
 from sshgate.oidc.errors import SignInError
+from sshgate.state.base import StateUnavailable
 from sshgate.web.auth import Authenticator
 from sshgate.web.pkce import challenge, new_verifier, random_token
 from sshgate.web.roles import Principal
@@ -41,9 +42,10 @@ class SignInRoutes:
         app.router.add_get("/signin/once", self.once)
         app.router.add_post("/signout", self.sign_out)
 
-    def _signed_in(self, principal: Principal, next_path: str) -> web.Response:
+    async def _signed_in(self, principal: Principal, next_path: str) -> web.Response:
         response = web.Response(status=302, headers={"Location": next_path})
-        response.set_cookie(COOKIE, self.auth.store.open_session(principal), **cookie_options(self.secure))
+        cookie = await self.auth.store.open_session(principal)
+        response.set_cookie(COOKIE, cookie, **cookie_options(self.secure))
         self.log.info("web.sign_in", email=principal.email, role=principal.role)
         return response
 
@@ -60,7 +62,7 @@ class SignInRoutes:
         if metadata.authorization_endpoint is None:
             raise web.HTTPServiceUnavailable(text="the identity provider has no authorization_endpoint\n")
         verifier, nonce = new_verifier(), random_token()
-        state = self.auth.store.begin_sign_in(
+        state = await self.auth.store.begin_sign_in(
             PendingSignIn(verifier, nonce, safe_next(request.query.get("next")))
         )
         query = {
@@ -87,7 +89,10 @@ class SignInRoutes:
             raise web.HTTPBadRequest(
                 text="sign-in failed: it was not started in this browser; start again at /signin\n"
             )
-        pending = self.auth.store.finish_sign_in(state)
+        try:
+            pending = await self.auth.store.finish_sign_in(state)
+        except StateUnavailable:
+            raise _store_away() from None
         if pending is None:
             raise web.HTTPBadRequest(
                 text="sign-in failed: unknown or expired state; start again at /signin\n"
@@ -104,22 +109,32 @@ class SignInRoutes:
         except SignInError as exc:
             self.log.warning("web.sign_in", result="refused", reason=exc.reason)
             raise web.HTTPForbidden(text=f"sign-in failed: {exc}\n") from None
-        response = self._signed_in(principal, pending.next_path)
+        response = await self._signed_in(principal, pending.next_path)
         response.del_cookie(STATE_COOKIE, path=CALLBACK)
         return response
 
     async def once(self, request: web.Request) -> web.StreamResponse:
-        principal = self.auth.store.use_link(request.query.get("token", ""))
+        try:
+            principal = await self.auth.store.use_link(request.query.get("token", ""))
+        except StateUnavailable:
+            raise _store_away() from None
         if principal is None:
             raise web.HTTPForbidden(text="this sign-in link was used already or has expired\n")
-        return self._signed_in(principal, "/")
+        return await self._signed_in(principal, "/")
 
     async def sign_out(self, request: web.Request) -> web.StreamResponse:
         cookie = request.cookies.get(COOKIE)
-        principal = self.auth.store.session(cookie) if cookie else None
+        principal = await self.auth.store.session(cookie) if cookie else None
         if principal is None or not csrf_ok(principal, request.headers.get("X-CSRF-Token")):
             raise web.HTTPForbidden(text="sign-out needs the page's CSRF token\n")
-        self.auth.store.close_session(cookie or "")
+        await self.auth.store.close_session(cookie or "")
         response = web.Response(status=204)
         response.del_cookie(COOKIE, path="/")
         return response
+
+
+def _store_away() -> web.HTTPServiceUnavailable:
+    """A single-use record may be in the shared store only: never accepted from anywhere else."""
+    return web.HTTPServiceUnavailable(
+        text="sign-in failed: the state store is unavailable; try again in a moment\n"
+    )

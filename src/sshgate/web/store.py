@@ -1,51 +1,25 @@
 """The web app's server-side state: browser sessions behind an opaque cookie, sign-ins in
-flight (state, nonce, PKCE verifier) and one-time sign-in links. In memory, bounded, expiring:
-the app runs in one process (docs/api.md, "Sign-in")."""
+flight (state, nonce, PKCE verifier) and one-time sign-in links. They live in the gateway's
+shared state (sshgate.state), under the SHA-256 of the cookie or token, so every worker or
+replica knows them (docs/api.md, "Sign-in"); the value itself is only ever in the browser."""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Generic, TypedDict, TypeVar
+from typing import Any, TypedDict
 
+from sshgate.state.base import SharedState
 from sshgate.web.pkce import random_token
-from sshgate.web.roles import Principal
+from sshgate.web.roles import Principal, Role
 
 COOKIE = "sshgate_session"
 SESSION_TTL_S = 8 * 3600.0
 SIGN_IN_TTL_S = 600.0
 ONE_TIME_TTL_S = 300.0
-# A flood of sign-in starts or cookies evicts the oldest, never exhausts memory.
-MAX_ENTRIES = 10_000
-
-V = TypeVar("V")
-
-
-class _Expiring(Generic[V]):
-    def __init__(self, ttl_s: float) -> None:
-        self.ttl_s = ttl_s
-        self._items: OrderedDict[str, tuple[float, V]] = OrderedDict()
-
-    def put(self, key: str, value: V) -> None:
-        self._items[key] = (time.monotonic() + self.ttl_s, value)
-        while len(self._items) > MAX_ENTRIES:
-            self._items.popitem(last=False)
-
-    def get(self, key: str) -> V | None:
-        found = self._items.get(key)
-        if found is None:
-            return None
-        if found[0] < time.monotonic():
-            del self._items[key]
-            return None
-        return found[1]
-
-    def pop(self, key: str) -> V | None:
-        value = self.get(key)
-        self._items.pop(key, None)
-        return value
+_ROLES: tuple[Role, ...] = ("admin", "viewer", "user")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,46 +29,73 @@ class PendingSignIn:
     next_path: str
 
 
+def record_key(value: str) -> str:
+    """What the store knows of a cookie or token: its hash, useless to present."""
+    return hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()
+
+
+def _person(principal: Principal, csrf: str | None) -> dict[str, Any]:
+    return {"email": principal.email, "groups": list(principal.groups), "role": principal.role, "csrf": csrf}
+
+
+def _principal(doc: dict[str, Any] | None) -> Principal | None:
+    """The record's person, or None when it does not have the shape this module writes."""
+    if doc is None:
+        return None
+    email, groups, role, csrf = doc.get("email"), doc.get("groups"), doc.get("role"), doc.get("csrf")
+    if not isinstance(email, str) or not isinstance(groups, list) or role not in _ROLES:
+        return None
+    if csrf is not None and not isinstance(csrf, str):
+        return None
+    return Principal(email, tuple(str(g) for g in groups), role, csrf)
+
+
 class WebStore:
-    def __init__(self) -> None:
-        self._sessions: _Expiring[Principal] = _Expiring(SESSION_TTL_S)
-        self._sign_ins: _Expiring[PendingSignIn] = _Expiring(SIGN_IN_TTL_S)
-        self._links: _Expiring[Principal] = _Expiring(ONE_TIME_TTL_S)
+    def __init__(self, shared: SharedState) -> None:
+        self.shared = shared
 
-    # Browser sessions: the cookie value is the key, the CSRF token lives beside the principal.
+    # Browser sessions: the CSRF token lives beside the principal.
 
-    def open_session(self, principal: Principal) -> str:
+    async def open_session(self, principal: Principal) -> str:
         cookie = random_token()
-        self._sessions.put(
-            cookie, Principal(principal.email, principal.groups, principal.role, random_token())
-        )
+        doc = _person(principal, random_token())
+        await self.shared.put_record("session", record_key(cookie), doc, time.time() + SESSION_TTL_S)
         return cookie
 
-    def session(self, cookie: str) -> Principal | None:
-        return self._sessions.get(cookie)
+    async def session(self, cookie: str) -> Principal | None:
+        return _principal(await self.shared.get_record("session", record_key(cookie)))
 
-    def close_session(self, cookie: str) -> None:
-        self._sessions.pop(cookie)
+    async def close_session(self, cookie: str) -> None:
+        await self.shared.drop_record("session", record_key(cookie))
 
-    # Sign-ins in flight, keyed by their ``state``; each is used once.
+    # Sign-ins in flight, keyed by their ``state``; each is used once (StateUnavailable when the
+    # store that holds it does not answer).
 
-    def begin_sign_in(self, pending: PendingSignIn) -> str:
+    async def begin_sign_in(self, pending: PendingSignIn) -> str:
         state = random_token()
-        self._sign_ins.put(state, pending)
+        doc = {"verifier": pending.verifier, "nonce": pending.nonce, "next": pending.next_path}
+        await self.shared.put_record("signin", record_key(state), doc, time.time() + SIGN_IN_TTL_S, once=True)
         return state
 
-    def finish_sign_in(self, state: str) -> PendingSignIn | None:
-        return self._sign_ins.pop(state)
+    async def finish_sign_in(self, state: str) -> PendingSignIn | None:
+        doc = await self.shared.take_record("signin", record_key(state))
+        if doc is None:
+            return None
+        verifier, nonce, next_path = doc.get("verifier"), doc.get("nonce"), doc.get("next")
+        if not isinstance(verifier, str) or not isinstance(nonce, str) or not isinstance(next_path, str):
+            return None
+        return PendingSignIn(verifier, nonce, next_path)
 
     # One-time links (``sshgate demo`` without a provider): single use, short expiry.
 
-    def one_time_link(self, principal: Principal) -> str:
+    async def one_time_link(self, principal: Principal) -> str:
         token = random_token()
-        self._links.put(token, principal)
+        doc = _person(principal, None)
+        await self.shared.put_record("link", record_key(token), doc, time.time() + ONE_TIME_TTL_S, once=True)
         return token
 
-    def use_link(self, token: str) -> Principal | None:
-        return self._links.pop(token)
+    async def use_link(self, token: str) -> Principal | None:
+        return _principal(await self.shared.take_record("link", record_key(token)))
 
 
 def csrf_ok(principal: Principal, header: str | None) -> bool:
