@@ -6,6 +6,8 @@ the code flow goes through the real test provider."""
 from __future__ import annotations
 
 import asyncio
+import signal
+import time
 import urllib.parse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from sshgate.config import OidcConfig, Web
 from sshgate.oidc.client import OidcClient
 from sshgate.recording.catalog import RecordingCatalog
 from sshgate.recording.sources import LocalSource
+from sshgate.state.redis_store import as_text
 from sshgate.state.seal import Sealer
 from sshgate.web.app import WebApp
 from sshgate.web.store import COOKIE, record_key
@@ -103,6 +106,12 @@ async def signin_pair(redis_server: RedisServer, tmp_path: Path) -> AsyncIterato
         provider.stop()
 
 
+def path_of(link: str) -> str:
+    """A one-time link's path and query: sent to either replica, as a balancer would."""
+    parsed = urllib.parse.urlparse(link)
+    return f"{parsed.path}?{parsed.query}"
+
+
 def session_cookie(answer: aiohttp.ClientResponse) -> str:
     morsel = answer.cookies.get(COOKIE)
     assert morsel is not None and morsel.value, answer.headers
@@ -140,8 +149,7 @@ async def test_a_sign_in_started_on_a_completes_on_b_and_the_cookie_works_on_bot
 
 async def test_a_one_time_link_signs_in_exactly_once_across_replicas(pair: Pair) -> None:
     for _ in range(5):
-        link = urllib.parse.urlparse(await pair.a.one_time_link("demo@corp.com"))
-        path = f"{link.path}?{link.query}"
+        path = path_of(await pair.a.one_time_link("demo@corp.com"))
         answers = await asyncio.gather(pair.get(pair.a, path), pair.get(pair.b, path))
         assert sorted(a.status for a in answers) == [302, 403]
         winner = next(a for a in answers if a.status == 302)
@@ -150,14 +158,16 @@ async def test_a_one_time_link_signs_in_exactly_once_across_replicas(pair: Pair)
         assert (await pair.get(pair.b, path)).status == 403
 
 
-async def test_the_store_holds_hashes_and_sealed_records_and_refuses_forged_ones(pair: Pair) -> None:
-    link = urllib.parse.urlparse(await pair.a.one_time_link("demo@corp.com"))
-    cookie = session_cookie(await pair.get(pair.b, f"{link.path}?{link.query}"))
+async def test_the_store_holds_hashes_and_sealed_records_and_refuses_forged_ones(
+    pair: Pair, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cookie = session_cookie(await pair.get(pair.b, path_of(await pair.a.one_time_link("demo@corp.com"))))
     store = pair.replicas[0].state.store
     client = store.client
-    keys = [k.decode() for k in await client.keys("sg:web:*")]
+    keys = [as_text(k) for k in await client.keys("sg:web:*")]
     assert keys == [f"sg:web:session:{record_key(cookie)}"]  # the cookie itself is nowhere
     sealed = await client.get(keys[0])
+    assert isinstance(sealed, bytes)
     assert b"demo@corp.com" not in sealed and b"csrf" not in sealed  # nothing readable
     # A record sealed under another key, claiming admin for a cookie the attacker chose.
     forged = "attacker-chosen-cookie-value"
@@ -174,3 +184,40 @@ async def test_the_store_holds_hashes_and_sealed_records_and_refuses_forged_ones
     for app in (pair.a, pair.b):
         for value in (forged, copied, cookie):
             assert (await pair.me(app, value))[0] == 401
+    assert "state.forged_record" in capsys.readouterr().out  # the audit log says so
+
+
+async def test_while_the_store_hangs_known_sessions_work_and_single_use_records_stay_single(
+    tmp_path: Path,
+) -> None:
+    server = RedisServer(tmp_path / "redis").start()
+    pair = await start_pair(server, tmp_path, None)
+    assert server.process is not None
+    try:
+        cookie = session_cookie(await pair.get(pair.a, path_of(await pair.a.one_time_link("demo@corp.com"))))
+        assert (await pair.me(pair.b, cookie))[0] == 200  # B has read it from the store
+        in_store = path_of(await pair.a.one_time_link("demo@corp.com"))
+        server.process.send_signal(signal.SIGSTOP)  # the store hangs: no answer, no error
+        started = time.monotonic()
+        assert [(await pair.me(app, cookie))[0] for app in (pair.a, pair.b)] == [200, 200]
+        assert time.monotonic() - started < 2.0  # one state.timeout_ms (250 ms) per replica, then none
+        assert (await pair.get(pair.b, in_store)).status == 503  # only the store may hand it out
+        away = path_of(await pair.a.one_time_link("demo@corp.com"))  # while away: A's alone
+        assert (await pair.get(pair.b, away)).status == 503
+        signed_in_away = session_cookie(await pair.get(pair.a, away))
+        assert (await pair.get(pair.a, away)).status == 503  # spent here; elsewhere only the store knows
+        server.process.send_signal(signal.SIGCONT)
+        deadline = time.monotonic() + 10
+        while not all(r.state.available for r in pair.replicas):
+            assert time.monotonic() < deadline, "the replicas never saw the store again"
+            await asyncio.sleep(0.05)
+        # Back: what A did alone reached the store; the link it wrote alone is nowhere to take.
+        assert (await pair.me(pair.b, signed_in_away))[0] == 200
+        assert (await pair.get(pair.b, away)).status == 403
+        answers = await asyncio.gather(pair.get(pair.a, in_store), pair.get(pair.b, in_store))
+        assert sorted(a.status for a in answers) == [302, 403]
+    finally:
+        if server.process is not None:
+            server.process.send_signal(signal.SIGCONT)
+        await stop_pair(pair)
+        server.stop()

@@ -83,3 +83,29 @@ async def test_a_dead_worker_frees_its_slots_and_output_crosses_workers(workers:
     while not await b.state.open_session(b.session("s2"), 1):
         assert time.monotonic() < deadline
         await asyncio.sleep(0.02)
+
+
+async def test_web_records_live_in_the_supervisor_and_single_use_ones_are_taken_once(
+    workers: Any, tmp_path: Path
+) -> None:
+    """A restarted worker 0 (the web app's) finds the sessions it served; links spend once."""
+    host, a, b = workers
+    later = time.time() + 60
+    await a.state.put_record("session", "k1", {"email": "a@corp.com"}, later)
+    await a.state.put_record("link", "k2", {"email": "a@corp.com"}, later, once=True)
+    assert await b.state.get_record("session", "k1") == {"email": "a@corp.com"}
+    assert await a.state.get_record("session", "nope") is None
+    taken = await asyncio.gather(a.state.take_record("link", "k2"), b.state.take_record("link", "k2"))
+    assert sorted(t is not None for t in taken) == [False, True]
+    await b.state.drop_record("session", "k1")
+    assert await a.state.get_record("session", "k1") is None  # not revived from a's copy
+    await a.state.put_record("session", "gone", {"email": "a@corp.com"}, time.time() - 1)
+    assert await b.state.get_record("session", "gone") is None
+    with pytest.raises(ValueError):
+        host.records.put("cookie", "k", {}, later)  # an unknown kind: refused, not a new bucket
+    restarted = await Worker(host, tmp_path).start()
+    try:
+        await a.state.put_record("session", "k3", {"email": "a@corp.com"}, later)
+        assert await restarted.state.get_record("session", "k3") == {"email": "a@corp.com"}
+    finally:
+        await restarted.state.aclose()

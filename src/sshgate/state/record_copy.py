@@ -45,7 +45,7 @@ class CopiedRecords:
         while len(self._pending) > MAX_RECORDS * len(RECORD_KINDS):
             self._pending.popitem(last=False)
 
-    async def _replay(self) -> None:
+    async def replay(self) -> None:
         """Bring the shared place up to date with what happened here while it was away."""
         try:
             while self._pending:
@@ -62,7 +62,7 @@ class CopiedRecords:
     async def put(
         self, kind: RecordKind, key: str, doc: dict[str, Any], expires_at: float, once: bool
     ) -> None:
-        await self._replay()
+        await self.replay()
         if once:
             try:
                 await self.remote.put_record(kind, key, doc, expires_at)
@@ -77,7 +77,7 @@ class CopiedRecords:
             self._remember(kind, key, write=True)
 
     async def get(self, kind: RecordKind, key: str) -> dict[str, Any] | None:
-        await self._replay()
+        await self.replay()
         if (kind, key) in self._pending:
             return self.copy.get(kind, key)
         try:
@@ -91,7 +91,7 @@ class CopiedRecords:
         return found[0]
 
     async def take(self, kind: RecordKind, key: str) -> dict[str, Any] | None:
-        await self._replay()
+        await self.replay()
         here = self.copy.take(kind, key)
         if here is not None:
             return here

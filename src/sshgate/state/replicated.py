@@ -9,7 +9,7 @@ this replica alone, bindings come from the last copy (for at most 60 s), termina
 output of other replicas' sessions are unavailable, the web app's browser sessions this
 replica knows keep working from its copy (record_copy.py). When it answers again the replica
 converges: it registers its sessions again, forgets the ones that ended, replays its failures,
-lockouts, bindings and step-ups, and the web app's sign-ins and sign-outs at their next use
+lockouts, bindings and step-ups, and the web app's sign-ins and sign-outs
 (docs/operations.md, "Replicas").
 """
 
@@ -353,6 +353,7 @@ class ReplicatedState:
                 if not self.available:
                     await self._bounded(self._converge(), factor=20)
                     self.availability.up()
+                    await self.records.replay()  # through _try: only once the store is up
                 elif time.monotonic() - self._heartbeat_at >= self.session_ttl_s / 3:
                     if not await self._bounded(self.store.heartbeat(self.session_ttl_s)):
                         await self._bounded(self._register_sessions(), factor=20)
