@@ -39,6 +39,21 @@ def test_output_frames_round_trip_and_refuse_any_change(data: bytes, context: st
         assert data not in frame
 
 
+def test_a_private_record_is_unreadable_and_opens_only_with_its_key_and_context() -> None:
+    sealer = Sealer(KEY)
+    doc = {"email": "a@corp.com", "csrf": "secret-token-value"}
+    sealed = sealer.seal_private("web:session:abc", doc)
+    assert sealer.open_private("web:session:abc", sealed) == doc
+    assert b"a@corp.com" not in sealed and b"secret-token-value" not in sealed
+    assert sealer.open_private("web:session:abd", sealed) is None  # copied under another key
+    assert sealer.open_private("web:link:abc", sealed) is None  # or as another kind
+    assert Sealer("x" * 32).open_private("web:session:abc", sealed) is None
+    assert sealer.open_private("web:session:abc", sealed[:-1] + bytes([sealed[-1] ^ 1])) is None
+    assert sealer.decrypt("web:session:abc", sealed) is None  # not the live output's key
+    for junk in (None, b"", b"x" * 40):
+        assert sealer.open_private("web:session:abc", junk) is None
+
+
 @given(st.dictionaries(st.text(max_size=10), st.one_of(st.integers(), st.text(max_size=20)), max_size=8))
 def test_frames_round_trip(message: dict[str, object]) -> None:
     encoded = rpc.encode(message)

@@ -31,7 +31,7 @@ from sshgate.state.base import (
 from sshgate.state.counters import LocalCounters
 from sshgate.state.file_bindings import FileBindings
 from sshgate.state.outputs import OutputHub
-from sshgate.state.record_copy import CopiedRecords
+from sshgate.state.record_copy import CopiedRecordCalls, CopiedRecords
 from sshgate.state.records import Entry, ExpiringRecords
 
 WORKER_STATE_FD = "SSHGATE_STATE_FD"
@@ -183,7 +183,7 @@ class StateHost:
         return True
 
 
-class WorkerState(FileBindings):
+class WorkerState(FileBindings, CopiedRecordCalls):
     """In a worker: the supervisor's counters; SSO bindings from the shared file in ``data_dir``."""
 
     def __init__(self, fd: int, data_dir: str, set_gauge: Callable[[bool], None]) -> None:
@@ -315,22 +315,6 @@ class WorkerState(FileBindings):
         if session_id in self.local.sessions:
             return self._on_terminate(session_id, by)
         return bool(await self._call("terminate", s=session_id, by=by))
-
-    # The web app's records: the supervisor's, with this worker's copy (record_copy.py)
-
-    async def put_record(
-        self, kind: RecordKind, key: str, doc: dict[str, Any], expires_at: float, once: bool = False
-    ) -> None:
-        await self.records.put(kind, key, doc, expires_at, once)
-
-    async def get_record(self, kind: RecordKind, key: str) -> dict[str, Any] | None:
-        return await self.records.get(kind, key)
-
-    async def take_record(self, kind: RecordKind, key: str) -> dict[str, Any] | None:
-        return await self.records.take(kind, key)
-
-    async def drop_record(self, kind: RecordKind, key: str) -> None:
-        await self.records.drop(kind, key)
 
 
 class _SupervisorRecords:

@@ -103,3 +103,23 @@ class CopiedRecords:
             await self.remote.drop_record(kind, key)
         except StateUnavailable:
             self._remember(kind, key, write=False)
+
+
+class CopiedRecordCalls:
+    """The SharedState record calls on :class:`CopiedRecords` (a worker's, a replica's)."""
+
+    records: CopiedRecords
+
+    async def put_record(
+        self, kind: RecordKind, key: str, doc: dict[str, Any], expires_at: float, once: bool = False
+    ) -> None:
+        await self.records.put(kind, key, doc, expires_at, once)
+
+    async def get_record(self, kind: RecordKind, key: str) -> dict[str, Any] | None:
+        return await self.records.get(kind, key)
+
+    async def take_record(self, kind: RecordKind, key: str) -> dict[str, Any] | None:
+        return await self.records.take(kind, key)
+
+    async def drop_record(self, kind: RecordKind, key: str) -> None:
+        await self.records.drop(kind, key)

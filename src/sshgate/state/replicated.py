@@ -38,7 +38,7 @@ from sshgate.state.base import (
 )
 from sshgate.state.counters import LocalCounters
 from sshgate.state.outputs import OutputHub
-from sshgate.state.record_copy import CopiedRecords
+from sshgate.state.record_copy import CopiedRecordCalls, CopiedRecords
 from sshgate.state.records import Entry
 from sshgate.state.redis_store import RedisStore, as_text
 
@@ -66,7 +66,7 @@ def _why(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
-class ReplicatedState:
+class ReplicatedState(CopiedRecordCalls):
     def __init__(
         self,
         store: RedisStore,
@@ -325,22 +325,6 @@ class ReplicatedState:
             await self._try(lambda: self.store.record_step_up(provider, email, at))
         except StateUnavailable:
             self._pending_step_ups[(provider, email)] = at
-
-    # The web app's records
-
-    async def put_record(
-        self, kind: RecordKind, key: str, doc: dict[str, Any], expires_at: float, once: bool = False
-    ) -> None:
-        await self.records.put(kind, key, doc, expires_at, once)
-
-    async def get_record(self, kind: RecordKind, key: str) -> dict[str, Any] | None:
-        return await self.records.get(kind, key)
-
-    async def take_record(self, kind: RecordKind, key: str) -> dict[str, Any] | None:
-        return await self.records.take(kind, key)
-
-    async def drop_record(self, kind: RecordKind, key: str) -> None:
-        await self.records.drop(kind, key)
 
     # Background: probe, converge, heartbeat, revocations, terminate requests
 
