@@ -70,7 +70,7 @@ from sshgate.ssm.codec import (
     parse_flag,
     version_gt,
 )
-from sshgate.ssm.reliable import CLIENT, DataChannel, Inbox, websocket_transport
+from sshgate.ssm.reliable import CLIENT, DataChannel, Inbox, websocket_post, websocket_transport
 from sshgate.ssm.smux import SmuxSession, SmuxStream, StreamClosed
 
 CLIENT_VERSION = "1.2.650.0"
@@ -244,7 +244,7 @@ class _Connection:
         await ws.send_str(opening.to_json())
         self._ws = ws
         self.channel.start()
-        await self.channel.attach(websocket_transport(ws))
+        await self.channel.attach(websocket_transport(ws), websocket_post(ws))
         self._spawn(self._read_loop(ws))
 
     def _spawn(self, coro: Any) -> None:
@@ -255,14 +255,16 @@ class _Connection:
     async def _read_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         ping = asyncio.get_running_loop().create_task(self._ping_loop(ws))
         close_text = ""
+        inbox, feed = self.inbox, self.channel.feed
         try:
             while True:
-                await self.inbox.room()
+                if inbox.full:
+                    await inbox.room()
                 msg = await ws.receive()
                 if msg.type == aiohttp.WSMsgType.BINARY:
-                    await self.channel.feed(msg.data)
+                    await feed(msg.data)
                 elif msg.type == aiohttp.WSMsgType.TEXT:
-                    await self.channel.feed(msg.data.encode())
+                    await feed(msg.data.encode())
                 elif msg.type == aiohttp.WSMsgType.CLOSE:
                     close_text = f"code {msg.data}: {msg.extra}"
                 elif msg.type == aiohttp.WSMsgType.ERROR and _too_big(msg.data):
