@@ -93,6 +93,9 @@ class CoalescingTransport:
         if pending and not self._transport.is_closing():
             self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
+    def is_closing(self) -> bool:
+        return bool(self._transport.is_closing())  # asked before every frame: no __getattr__ detour
+
     def close(self) -> None:
         self._flush()
         self._transport.close()
