@@ -81,6 +81,22 @@ async def test_formal_styles_run_unchanged(tmp_path: Path, style: str) -> None:
     assert alice.action == ("allow" if style == "bare_v1" else "block")  # undefined → default_action: block
 
 
+async def test_request_rule_undefined_allows_under_default_block(tmp_path: Path) -> None:
+    # default_action is the session rule's; the request rule only refuses what it answers a block for.
+    policy = f"""package formal.v2
+import rego.v1
+
+session := {{"action": "allow"}}
+
+request := {BLOCK} if input.request.command == "rm -rf /"
+"""
+    async with _point(tmp_path, "block", policy=policy) as point:
+        ls = await point.decide("request", {**ALICE, "request": {"kind": "exec", "command": "ls"}})
+        rm = await point.decide("request", {**ALICE, "request": {"kind": "exec", "command": "rm -rf /"}})
+    assert ls.allowed and ls.reason == "request undefined: allowed"
+    assert rm.client_text() == "Blocked by policy: not you"
+
+
 async def test_factory_choices(tmp_path: Path) -> None:
     assert isinstance(await build_decision_point(Policies()), AllowAll)
     assert isinstance(await build_decision_point(Policies(engine="opa")), OpaDecisionPoint)

@@ -15,6 +15,12 @@ def test_undefined_takes_default_action(default: Any) -> None:
     assert (decision.action, decision.message, decision.eval_seconds) == (default, None, 0.25)
 
 
+def test_undefined_request_is_allowed_whatever_the_default() -> None:
+    # The session rule already decided; an undefined request answer adds no refusal (DESIGN §6).
+    decision = to_decision("request", None, "block", 0.25)
+    assert decision.allowed and decision.reason == "request undefined: allowed"
+
+
 def test_allow() -> None:
     decision = to_decision("request", {"action": "allow"}, "block", 0.0)
     assert decision.allowed and decision.stage == "request"
@@ -27,15 +33,21 @@ def test_mfa_is_a_session_action() -> None:
     assert request.action == "block" and "mfa is a session action" in request.reason
 
 
-def test_block_with_message() -> None:
-    decision = to_decision("session", {**BLOCK, "message": "not devops"}, "allow", 0.0)
+@pytest.mark.parametrize("kind", ["block_with_formal_message", "block_with_custom_message"])
+def test_block_with_message(kind: str) -> None:
+    decision = to_decision("session", {"action": "block", "type": kind, "message": "not devops"}, "allow", 0.0)
     assert not decision.allowed
     assert decision.client_text() == "Blocked by policy: not devops"
 
 
 @pytest.mark.parametrize(
     "result",
-    [BLOCK, {**BLOCK, "message": ""}, {"action": "block", "message": "shown only with Formal's type"}],
+    [
+        BLOCK,
+        {**BLOCK, "message": ""},
+        {"action": "block", "message": "shown only with Formal's types"},
+        {"action": "block", "type": "block_quietly", "message": "shown only with Formal's types"},
+    ],
 )
 def test_block_without_message(result: dict[str, Any]) -> None:
     decision = to_decision("session", result, "allow", 0.0)

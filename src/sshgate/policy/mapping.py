@@ -12,7 +12,8 @@ from typing import Any, Literal
 from sshgate.policy.decision import Decision, Stage
 
 UNAVAILABLE = "policy unavailable"
-BLOCK_TYPE = "block_with_formal_message"
+# The block types whose message the client reads (docs/policy.md, "Results").
+BLOCK_TYPES = ("block_with_formal_message", "block_with_custom_message")
 
 
 def unavailable(stage: Stage, reason: str, eval_seconds: float = 0.0) -> Decision:
@@ -27,8 +28,11 @@ def timed_out(stage: Stage, what: str, eval_seconds: float) -> Decision:
 def to_decision(
     stage: Stage, result: Any, default_action: Literal["allow", "block"], eval_seconds: float
 ) -> Decision:
-    """``None`` (undefined) → ``default_action``; ``allow``/``block``/``mfa`` objects; anything else
-    denies. ``mfa`` counts only at the session stage; a request rule that answers it blocks."""
+    """``None`` (undefined) → ``default_action`` for the session rule, allowed for the request rule
+    (the session rule already decided); ``allow``/``block``/``mfa`` objects; anything else denies.
+    ``mfa`` counts only at the session stage; a request rule that answers it blocks."""
+    if result is None and stage == "request":
+        return Decision("allow", stage, reason="request undefined: allowed", eval_seconds=eval_seconds)
     if result is None:
         return Decision(
             default_action, stage, reason=f"{stage} undefined: default_action", eval_seconds=eval_seconds
@@ -42,8 +46,8 @@ def to_decision(
         return Decision("allow", stage, reason="allowed by policy", eval_seconds=eval_seconds)
     if result["action"] == "mfa":
         return Decision("mfa", stage, reason="policy asks for a fresh sign-in", eval_seconds=eval_seconds)
-    # Formal shows a policy's message only with its block type; any other type still blocks.
-    message = result.get("message") if result.get("type") == BLOCK_TYPE else None
+    # A message is shown only with one of Formal's block types; any other type still blocks.
+    message = result.get("message") if result.get("type") in BLOCK_TYPES else None
     return Decision(
         "block", stage, message=message or None, reason="blocked by policy", eval_seconds=eval_seconds
     )
