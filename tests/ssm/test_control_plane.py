@@ -259,6 +259,8 @@ async def test_ssm_control_turns_aws_failures_into_readable_errors(aws: Aws, emu
 async def test_opening_the_wrong_session_kind_fails_and_ends_it(aws: Aws, emulator: Emulator) -> None:
     """A document of another kind than the caller expects (a port session where a command was asked)."""
     target = await aws.start("AWS-StartPortForwardingSession", {"portNumber": ["9"]})
-    with pytest.raises(SessionKindError, match="expected a CommandSession, the agent opened a Port session"):
+    with pytest.raises(
+        SessionKindError, match="the document opened a Port session, not NonInteractiveCommands"
+    ):
         await open_command(target, control=aws.control)
     await asyncio.wait_for(emulator.session(target.session_id).ended.wait(), 10)

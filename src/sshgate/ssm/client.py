@@ -422,6 +422,8 @@ class _Connection:
 class Session:
     """State shared by every session kind; see the module docstring."""
 
+    expected_types = "any"  # the session types (docs/ssm-protocol.md §8) this class stands for
+
     def __init__(self, conn: _Connection) -> None:
         self._conn = conn
 
@@ -486,6 +488,7 @@ _S = TypeVar("_S", bound=Session)
 
 
 class ShellSession(Session):
+    expected_types = "Standard_Stream or InteractiveCommands"
     _sizing: asyncio.Task[None] | None = None
 
     async def _agent_spoke(self) -> None:
@@ -517,6 +520,8 @@ class ShellSession(Session):
 
 
 class CommandSession(Session):
+    expected_types = "NonInteractiveCommands"
+
     def __init__(self, conn: _Connection) -> None:
         super().__init__(conn)
         self._pending: deque[ClientMessage] = deque()
@@ -583,6 +588,8 @@ class _DirectStream:
 
 
 class PortSession(Session):
+    expected_types = "Port"
+
     def __init__(self, conn: _Connection) -> None:
         super().__init__(conn)
         props = conn.properties if isinstance(conn.properties, dict) else {}
@@ -724,7 +731,7 @@ async def _connect_as(kind: type[_S], target: StreamTarget, options: ConnectOpti
     if not isinstance(session, kind):
         await session.close()
         raise SessionKindError(
-            f"expected a {kind.__name__}, the agent opened a {session.session_type or 'unknown'} session"
+            f"the document opened a {session.session_type or 'unknown'} session, not {kind.expected_types}"
         )
     return session
 
