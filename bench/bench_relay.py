@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import time
 import tty
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncssh
@@ -118,8 +119,11 @@ def setup_latency(argv_for: dict[str, list[str]], runs: int = 20) -> None:
     print(f"sshgate - direct: {medians['sshgate'] - medians['direct']:+.1f} ms median (target <= +15 ms)")
 
 
-def echo_latency(argvs: dict[str, list[str]], count: int) -> dict[str, list[float]]:
-    """Round trips of single bytes through each PTY, alternating paths so load hits all alike."""
+def echo_latency(
+    argvs: dict[str, list[str]], count: int, ready: Callable[[], None] = lambda: None
+) -> dict[str, list[float]]:
+    """Round trips of single bytes through each PTY, alternating paths so load hits all alike;
+    ``ready`` runs once every session is up (bench_web attaches a live viewer there)."""
     terms = {
         name: Terminal([*argv[:1], "-tt", *argv[1:], "stty raw -echo; echo READY; exec cat"])
         for name, argv in argvs.items()
@@ -128,6 +132,7 @@ def echo_latency(argvs: dict[str, list[str]], count: int) -> dict[str, list[floa
         for term in terms.values():
             tty.setraw(term.master)
             term.read_until(r"READY")
+        ready()
         samples: dict[str, list[float]] = {name: [] for name in terms}
         for _ in range(count):
             for name, term in terms.items():

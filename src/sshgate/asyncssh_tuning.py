@@ -2,10 +2,14 @@
 
 * asyncssh 2.x builds a new ``AESGCM`` object, which sets up an OpenSSL cipher context, for
   every packet it seals or opens. One object per key gives the same bytes for less CPU.
-* Before every packet past key exchange asyncssh sends an ``SSH_MSG_IGNORE`` packet, each with
-  its own transport write, so a bulk transfer costs two ``send()`` calls per 32 KB. The packets
-  one ``send_packet`` call produces are joined into one write: same bytes, same order, half the
-  system calls.
+* Before every packet past key exchange asyncssh sends an ``SSH_MSG_IGNORE`` packet: RFC 4251
+  §9.3.1's countermeasure for CBC, whose next IV an attacker could predict. An AEAD cipher
+  (AES-GCM, chacha20-poly1305) takes a fresh nonce per packet and has no chained IV, so under one
+  the IGNORE packet only costs a second packet's work each time (OpenSSH sends none); it is
+  left out there and kept for every other cipher. The packets one ``send_packet`` call
+  produces leave in one transport write: same bytes, same order, half the system calls.
+* ``GCMCipher`` returns ciphertext and tag apart, which ``send_packet`` joins again: the keyed
+  cipher returns the sealed packet whole (and an empty tag), two 32 KB copies fewer per packet.
 * OpenSSH's client leaves Nagle on for non-interactive sessions and writes some handshake
   packets back to back (KEXINIT then ECDH_INIT, NEWKEYS then SERVICE_REQUEST): the second waits
   for the first's ACK, which Linux delays by 40 ms when the gateway has nothing to answer with.
@@ -30,6 +34,8 @@ from typing import Any
 import asyncssh
 import asyncssh.encryption
 from asyncssh.connection import SSHConnection
+from asyncssh.constants import MSG_IGNORE
+from asyncssh.encryption import ChachaEncryption, GCMEncryption
 from asyncssh.packet import SSHPacketLogger
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -49,6 +55,7 @@ REPLACED = (
 # method that reads ``_inpbuf`` (RecvBuffer offers exactly the operations they use on it).
 RELIED_ON = (
     "asyncssh.encryption:GCMEncryption",
+    "asyncssh.encryption:ChachaEncryption",
     "asyncssh.connection:SSHConnection._recv_data",
     "asyncssh.connection:SSHConnection._recv_version",
     "asyncssh.connection:SSHConnection._recv_pkthdr",
@@ -74,8 +81,9 @@ class KeyedGCMCipher:
         return nonce
 
     def encrypt_and_sign(self, header: bytes, data: bytes) -> tuple[bytes, bytes]:
-        sealed = self._aead.encrypt(self._next_nonce(), data, header)
-        return header + sealed[:-_TAG_SIZE], sealed[-_TAG_SIZE:]
+        """The whole packet (header, ciphertext, tag) and an empty tag: ``send_packet`` sends
+        ``packet + mac``, which for an empty ``mac`` is the packet itself, not a copy."""
+        return header + self._aead.encrypt(self._next_nonce(), data, header), b""
 
     def verify_and_decrypt(self, header: bytes, data: bytes, mac: bytes) -> bytes | None:
         try:
@@ -143,6 +151,7 @@ def _data_received(self: Any, data: bytes, datatype: object = None) -> None:
     self._recv_data()
 
 
+_AEAD = (GCMEncryption, ChachaEncryption)
 _send_packet = SSHConnection.send_packet
 _send = SSHConnection._send
 
@@ -150,8 +159,9 @@ _send = SSHConnection._send
 def _batched_send_packet(
     self: Any, pkttype: int, *args: bytes, handler: SSHPacketLogger | None = None
 ) -> None:
-    if self._sshgate_batch is not None:  # the nested call that sends the IGNORE packet
-        _send_packet(self, pkttype, *args, handler=handler)
+    if self._sshgate_batch is not None:  # a nested call: the IGNORE packet, or a rekey's KEXINIT
+        if pkttype != MSG_IGNORE or not isinstance(self._send_encryption, _AEAD):
+            _send_packet(self, pkttype, *args, handler=handler)
         return
     batch: list[bytes] = []
     self._sshgate_batch = batch

@@ -40,7 +40,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     audit.configure(stream=sys.stderr)
     with contextlib.suppress(KeyboardInterrupt):
-        _run(run_demo(port=args.port))
+        _run(run_demo(port=args.port, web_port=args.web_port))
     return 0
 
 
@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", cmd_demo, "run the gateway with a demo upstream and a generated configuration", config=False
     )
     demo.add_argument("--port", type=int, default=2222, help="port to listen on (0: any free port)")
+    demo.add_argument(
+        "--web-port", type=int, default=8080, help="the web app's port on 127.0.0.1 (0: any free port)"
+    )
     add("check-config", cmd_check_config, "validate the configuration and exit")
     token = sub.add_parser("token", help="access tokens").add_subparsers(dest="token_command", required=True)
     token.add_parser("new", help="print a fresh token and its hash").set_defaults(func=cmd_token_new)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sshgate.login import is_name
+from sshgate.refusal import Refusal
 
 COMMAND_WORDS = ("formal", "sshgate")
 
@@ -20,8 +21,12 @@ No resource was selected. Run `ssh <gateway> formal list` to see the resources y
 or log in as LOGIN+<resource>."""
 
 
-class CommandError(ValueError):
-    """A ``formal`` command that cannot be understood; the message is safe to show the client."""
+class CommandError(Refusal, ValueError):
+    """A ``formal`` command that cannot be understood; the message is safe to show the client,
+    with the exit status of a usage error."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, exit_status=2, event="command.invalid")
 
 
 @dataclass(frozen=True, slots=True)

@@ -294,7 +294,8 @@ class EcsResource(_ResourceBase):
         return tuple(self.containers) or ((self.container,) if self.container else ())
 
 
-Resource = Annotated[SshResource | Ec2Resource | EcsResource, Field(discriminator="type")]
+AnyResource = SshResource | Ec2Resource | EcsResource
+Resource = Annotated[AnyResource, Field(discriminator="type")]
 
 
 class EcsDiscovery(_Model):
@@ -377,7 +378,7 @@ class Limits(_Model):
     lockout_s: float = Field(300, ge=0)
 
 
-class Metrics(_Model):
+class MetricsConfig(_Model):
     listen: str | None = "127.0.0.1:9090"
 
 
@@ -408,6 +409,41 @@ class State(_Model):
         return value
 
 
+class WebTls(_Model):
+    cert: str
+    key: str
+
+
+class Web(_Model):
+    """``web:``: the sessions web app and its JSON API (docs/api.md); off when absent."""
+
+    listen: str
+    public_url: str
+    tls: WebTls | None = None
+    viewer_groups: list[str] = []
+    admin_groups: list[str] = []
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError("web.listen must be HOST:PORT or [IPv6]:PORT")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        if not _WEB_URL.fullmatch(value):
+            raise ValueError(
+                "web.public_url must be an http:// or https:// URL without path, query or fragment"
+            )
+        return value.rstrip("/")
+
+
+_WEB_URL = re.compile(r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?/?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?/?")
+
+
 class Config(_Model):
     listen: Listen = Field(default_factory=lambda: Listen())
     public_address: str | None = None
@@ -421,8 +457,9 @@ class Config(_Model):
     recording: Recording = Field(default_factory=Recording)
     aws: Aws = Field(default_factory=Aws)
     limits: Limits = Field(default_factory=lambda: Limits())
-    metrics: Metrics = Field(default_factory=Metrics)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     state: State | None = None
+    web: Web | None = None
     shutdown_grace_s: float = Field(30, ge=0)
 
     @field_validator("public_address")

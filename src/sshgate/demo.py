@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import tempfile
 from pathlib import Path
 
@@ -22,7 +23,16 @@ def _write(path: Path, text: str, mode: int = 0o600) -> None:
     path.chmod(mode)
 
 
-async def run_demo(port: int = 2222, workdir: str | None = None) -> None:
+def _web_port(wanted: int) -> int:
+    """The web app's port, known before start-up: its URL goes into the configuration."""
+    if wanted:
+        return wanted
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def run_demo(port: int = 2222, workdir: str | None = None, web_port: int = 8080) -> None:
     with tempfile.TemporaryDirectory(prefix="sshgate-demo-", dir=workdir) as tmp:
         root = Path(tmp)
         home = root / "upstream-home"
@@ -35,10 +45,16 @@ async def run_demo(port: int = 2222, workdir: str | None = None) -> None:
         (root / "demo_user_key").chmod(0o600)
         upstream = await start_demo_upstream(home, "demo", gateway_to_upstream, upstream_host_key)
         upstream_port = upstream.sockets[0].getsockname()[1]
+        web_url = f"http://127.0.0.1:{_web_port(web_port)}"
         config = {
             "listen": {"host": "127.0.0.1", "port": port},
             "data_dir": str(root / "data"),
             "metrics": {"listen": None},
+            "web": {
+                "listen": web_url.removeprefix("http://"),
+                "public_url": web_url,
+                "admin_groups": ["dev"],
+            },
             "identities": {
                 "users": [
                     {
@@ -78,6 +94,8 @@ async def run_demo(port: int = 2222, workdir: str | None = None) -> None:
                 f"ssh -i {root / 'demo_user_key'} -o UserKnownHostsFile={known} -o IdentitiesOnly=yes "
                 f"-p {gateway.port}"
             )
+            assert gateway.web is not None
+            link = gateway.web.one_time_link(DEMO_EMAIL)
             print(
                 f"""
 sshgate demo is running (Ctrl-C stops it). Configuration: {root / "sshgate.yaml"}
@@ -85,6 +103,8 @@ sshgate demo is running (Ctrl-C stops it). Configuration: {root / "sshgate.yaml"
   Interactive shell:   {ssh} demo+demo@127.0.0.1
   One command:         {ssh} demo@127.0.0.1 formal demo -- uname -a
   What you may reach:  {ssh} demo@127.0.0.1 formal list
+  Sessions web app:    {link}
+                       (a one-time sign-in link as {DEMO_EMAIL}, admin; valid for 5 minutes)
 """,
                 flush=True,
             )

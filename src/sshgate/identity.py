@@ -47,7 +47,7 @@ def rfc3339(seconds: float) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Credentials:
+class IdentityProof:
     """What may prove an identity: public keys, CA keys (with the principal to match), token hashes.
 
     ``unusable`` says, for the audit log only, why a login has nothing that could prove it.
@@ -60,7 +60,7 @@ class Credentials:
     unusable: str = ""
 
 
-def lookup(config: Config, login: Login) -> tuple[Identity, Credentials]:
+def lookup(config: Config, login: Login) -> tuple[Identity, IdentityProof]:
     """Map a parsed login to its identity and credentials. Unknown names, and logins naming
     another provider than the identity's, get no credentials (except CA-signed certificates for
     unlisted humans), so they fail authentication like a wrong key."""
@@ -68,7 +68,9 @@ def lookup(config: Config, login: Login) -> tuple[Identity, Credentials]:
     kind: Literal["human", "machine"] = "machine" if login.kind == "machine" else "human"
     if login.provider not in (None, provider):
         reason = f"the login names provider {login.provider}; configured identities are {provider}"
-        return Identity(kind, login.subject, login.provider, None, known=False), Credentials(unusable=reason)
+        return Identity(kind, login.subject, login.provider, None, known=False), IdentityProof(
+            unusable=reason
+        )
     ca_keys = tuple(config.identities.user_ca_keys)
     if login.kind == "machine":
         machine = next((m for m in config.identities.machines if m.name == login.subject), None)
@@ -81,26 +83,28 @@ def lookup(config: Config, login: Login) -> tuple[Identity, Credentials]:
         if user is None:
             return (
                 Identity("human", login.subject, provider, login.subject, known=False),
-                Credentials(unusable="unknown user alias"),
+                IdentityProof(unusable="unknown user alias"),
             )
     else:
         user = next((u for u in config.identities.users if u.email == login.subject), None)
     if user is None:
         return (
             Identity("human", login.subject, provider, None, known=False),
-            Credentials(ca_keys=ca_keys, principal=login.subject),
+            IdentityProof(ca_keys=ca_keys, principal=login.subject),
         )
     identity = Identity("human", user.email, provider, user.login, tuple(user.groups))
-    return identity, Credentials(tuple(user.authorized_keys), ca_keys, user.email, tuple(user.tokens))
+    return identity, IdentityProof(tuple(user.authorized_keys), ca_keys, user.email, tuple(user.tokens))
 
 
 def _machine(
     machine: MachineConfig | None, name: str, provider: str, ca_keys: tuple[str, ...]
-) -> tuple[Identity, Credentials]:
+) -> tuple[Identity, IdentityProof]:
     if machine is None:
         return (
             Identity("machine", name, provider, None, known=False),
-            Credentials(unusable="unknown machine"),
+            IdentityProof(unusable="unknown machine"),
         )
     identity = Identity("machine", machine.name, provider, None, tuple(machine.groups))
-    return identity, Credentials(tuple(machine.authorized_keys), ca_keys, machine.name, tuple(machine.tokens))
+    return identity, IdentityProof(
+        tuple(machine.authorized_keys), ca_keys, machine.name, tuple(machine.tokens)
+    )

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from sshgate.refusal import Refusal
+
 MAX_LOGIN_BYTES = 256
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}"
 _NAME = re.compile(NAME_PATTERN)
@@ -26,7 +28,7 @@ GLOB_CHARACTERS = "*?[!,"
 LoginKind = Literal["human", "machine", "alias"]
 
 
-class LoginError(ValueError):
+class LoginError(Refusal, ValueError):
     """A login that does not follow the grammar; the message is safe to show the client."""
 
 

@@ -7,14 +7,18 @@ from typing import Literal
 
 from sshgate.config import NativeUser
 from sshgate.identity import Identity
+from sshgate.refusal import Refusal
 
 Source = Literal["explicit", "user", "group", "default", "ambient"]
 # What an ec2 / ecs resource without native_users acts as: the gateway's own AWS credentials.
 AMBIENT = NativeUser(username="iam", secret="iam", default=True)
 
 
-class NoNativeUser(Exception):
+class NoNativeUser(Refusal):
     """No native user may be used; the message is safe to show the client."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, event="native_user.none")
 
 
 @dataclass(frozen=True, slots=True)

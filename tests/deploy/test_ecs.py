@@ -186,10 +186,15 @@ def test_unscoped_resources_only_for_reads() -> None:
 
 
 def test_recording_bucket_matches_the_config(config: Config) -> None:
+    """Objects only under the prefix; listing only the bucket, and only under the prefix."""
     assert config.recording.s3 is not None
     bucket, prefix = config.recording.s3.bucket, config.recording.s3.prefix
-    resources = {r for action, rs in allowed(POLICY) if action.startswith("s3:") for r in rs}
+    resources = {r for action, rs in allowed(POLICY) if action.startswith("s3:") and action != "s3:ListBucket"
+                 for r in rs}  # fmt: skip
     assert resources == {f"arn:aws:s3:::{bucket}/{prefix}*"}
+    (listing,) = [s for s in POLICY["Statement"] if s["Action"] == "s3:ListBucket"]
+    assert listing["Resource"] == f"arn:aws:s3:::{bucket}"
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": f"{prefix}*"}}
 
 
 @pytest.fixture(scope="module")

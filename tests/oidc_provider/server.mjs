@@ -2,7 +2,7 @@
 // the compose playground. Device flow on, test people with email and groups, its own login,
 // consent and device pages (no external resources, so a headless browser needs no network).
 //
-//   node server.mjs [--host 127.0.0.1] [--port 0] [--issuer URL] [--auth-methods a,b]
+//   node server.mjs [--host 127.0.0.1] [--port 0] [--issuer URL] [--auth-methods a,b] [--web-redirect URL]
 //
 // Prints `ready ISSUER` on stdout once listening. Test-only extras:
 //   device authorizations answer interval 1 (s), so sign-ins in tests take a second, not five
@@ -10,6 +10,8 @@
 //   people wrongaud@corp.com, expired@corp.com, badkid@corp.com: their ID tokens come out with a
 //   wrong audience, already expired, or signed by a key the JWKS does not hold (a new kid each)
 //   client sshgate-short: its device codes expire after 3 s
+//   --web-redirect URL[,URL]: client sshgate also does the authorization-code flow (the web
+//   app's sign-in, PKCE) with these redirect URIs
 import http from 'node:http';
 import { parseArgs } from 'node:util';
 import { randomUUID } from 'node:crypto';
@@ -24,6 +26,7 @@ const { values: args } = parseArgs({
     issuer: { type: 'string' },
     'auth-methods': { type: 'string', default: 'client_secret_basic,client_secret_post' },
     'client-secret': { type: 'string', default: process.env.OIDC_CLIENT_SECRET || 'sshgate-test-secret' },
+    'web-redirect': { type: 'string' },
   },
 });
 
@@ -36,6 +39,8 @@ const PEOPLE = {
   'wrongaud@corp.com': { groups: ['engineers'], verified: true, name: 'W', fault: 'aud' },
   'expired@corp.com': { groups: ['engineers'], verified: true, name: 'E', fault: 'expired' },
   'badkid@corp.com': { groups: ['engineers'], verified: true, name: 'K', fault: 'badkid' },
+  'sec@corp.com': { groups: ['security'], verified: true, name: 'Sec' },
+  'admin@corp.com': { groups: ['security-admins'], verified: true, name: 'Admin' },
 };
 const PASSWORD = 'password';
 
@@ -60,14 +65,17 @@ const issuer = args.issuer || `http://${args.host}:${port}`;
 const jwks = { keys: [await signingKey('RS256', 'rs-1'), await signingKey('ES256', 'es-1')] };
 const rogue = await generateKeyPair('RS256');
 
-const deviceClient = (clientId) => ({
-  client_id: clientId,
-  client_secret: args['client-secret'],
-  grant_types: ['urn:ietf:params:oauth:grant-type:device_code', 'refresh_token'],
-  response_types: [],
-  redirect_uris: [],
-  token_endpoint_auth_method: args['auth-methods'].split(',')[0],
-});
+const deviceClient = (clientId) => {
+  const web = clientId === 'sshgate' && args['web-redirect'];
+  return {
+    client_id: clientId,
+    client_secret: args['client-secret'],
+    grant_types: ['urn:ietf:params:oauth:grant-type:device_code', 'refresh_token', ...(web ? ['authorization_code'] : [])],
+    response_types: web ? ['code'] : [],
+    redirect_uris: web ? args['web-redirect'].split(',') : [],
+    token_endpoint_auth_method: args['auth-methods'].split(',')[0],
+  };
+};
 
 const provider = new Provider(issuer, {
   clients: ['sshgate', SHORT_CODE_CLIENT].map(deviceClient),
@@ -77,6 +85,9 @@ const provider = new Provider(issuer, {
   scopes: ['openid', 'offline_access', 'email', 'profile', 'groups'],
   claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'], groups: ['groups'] },
   acrValues: ['urn:sshgate:password', 'urn:sshgate:mfa'],
+  // With --web-redirect, ID tokens carry email and groups themselves (as Okta's and Google's do), so a
+  // script's bearer ID token names its person; otherwise they sit in userinfo only.
+  conformIdTokenClaims: !args['web-redirect'],
   features: {
     devInteractions: { enabled: false },
     deviceFlow: {
@@ -218,5 +229,5 @@ server.on('request', async (req, res) => {
   }
 });
 
-for (const signal of ['SIGTERM', 'SIGINT']) process.on(signal, () => server.close(() => process.exit(0)));
+for (const signal of ['SIGTERM', 'SIGINT']) process.on(signal, () => { server.close(() => process.exit(0)); server.closeAllConnections(); });
 process.stdout.write(`ready ${issuer}\n`);

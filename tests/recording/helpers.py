@@ -9,6 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sshgate.recording.local import write_json
+from sshgate.recording.manifest import load_signing_key, seal
+
 ASCIINEMA = str(Path(sys.executable).parent / "asciinema")
 
 META: dict[str, Any] = {
@@ -83,3 +86,31 @@ def cli(*argv: str) -> subprocess.CompletedProcess[bytes]:
     """``sshgate recordings ...`` as a process."""
     command = [sys.executable, "-m", "sshgate.cli", "recordings", *argv]
     return subprocess.run(command, capture_output=True, timeout=120)
+
+
+def legacy_session(root: Path, key: str) -> Path:
+    """A recording as the asciicast recorder wrote it before the raw layout (session.json v1)."""
+    directory = root / "2026-11-30" / "s-legacy"
+    directory.mkdir(parents=True)
+    cast = [
+        {"version": 2, "width": 100, "height": 30, "timestamp": 1796000000, "title": "alice@corp.com on web-1 as ubuntu",
+         "env": {"TERM": "xterm"}},
+        [0.01, "o", "$ echo caf\u00e9\r\n"],
+        [0.5, "r", "120x40"],
+        [0.6, "o", "legacy-word \u001b[1mbold\u001b[0m\r\n"],
+    ]  # fmt: skip
+    (directory / "1-shell.cast").write_text("".join(json.dumps(line) + "\n" for line in cast))
+    doc = {
+        "version": 1, "session_id": "s-legacy", "status": "closed", "started_at": "2026-11-30T10:00:00Z",
+        "ended_at": "2026-11-30T10:01:00Z",
+        "user": {"type": "human", "email": "alice@corp.com", "provider": "formal", "login": "alice", "groups": ["dev"]},
+        "resource": "web-1", "resource_type": "ssh", "native_user": "ubuntu",
+        "client": {"ip": "127.0.0.1", "version": "SSH-2.0-OpenSSH_9.2"}, "auth_method": "publickey",
+        "decisions": [{"stage": "session", "action": "allow"}],
+        "channels": [{"n": 1, "kind": "shell", "file": "1-shell.cast", "pty": True, "term": "xterm",
+                      "size": [100, 30], "opened_at": "2026-11-30T10:00:00Z", "closed_at": "2026-11-30T10:01:00Z",
+                      "exit_status": 0, "exit_signal": None, "bytes_in": 10, "bytes_out": 40}],
+    }  # fmt: skip
+    seal(doc, directory, load_signing_key(key))
+    write_json(directory / "session.json", doc)
+    return directory

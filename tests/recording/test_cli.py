@@ -15,9 +15,9 @@ from cryptography.hazmat.primitives import serialization
 
 from sshgate.cli import main
 from sshgate.recording.channels import Options
-from sshgate.recording.local import FileRecorder, write_json
-from sshgate.recording.manifest import load_signing_key, seal
-from tests.recording.helpers import META, cast_events, cast_text, cli, session_dir
+from sshgate.recording.local import FileRecorder
+from sshgate.recording.manifest import load_signing_key
+from tests.recording.helpers import META, cast_events, cast_text, cli, legacy_session, session_dir
 from tests.recording.test_local import key_file, ssh_key
 
 
@@ -132,34 +132,6 @@ async def test_verify_says_what_the_signature_proves(
     ssh_key(other_key)  # a private key file names its public half too
     status, out, _ = run(capsys, "verify", "s-k", "--config", str(bare), "--public-key", str(other_key))
     assert status == 1 and "session.json: signed by another key" in out
-
-
-def legacy_session(root: Path, key: str) -> Path:
-    """A recording as the asciicast recorder wrote it before the raw layout (session.json v1)."""
-    directory = root / "2026-11-30" / "s-legacy"
-    directory.mkdir(parents=True)
-    cast = [
-        {"version": 2, "width": 100, "height": 30, "timestamp": 1796000000, "title": "alice@corp.com on web-1 as ubuntu",
-         "env": {"TERM": "xterm"}},
-        [0.01, "o", "$ echo caf\u00e9\r\n"],
-        [0.5, "r", "120x40"],
-        [0.6, "o", "legacy-word \u001b[1mbold\u001b[0m\r\n"],
-    ]  # fmt: skip
-    (directory / "1-shell.cast").write_text("".join(json.dumps(line) + "\n" for line in cast))
-    doc = {
-        "version": 1, "session_id": "s-legacy", "status": "closed", "started_at": "2026-11-30T10:00:00Z",
-        "ended_at": "2026-11-30T10:01:00Z",
-        "user": {"type": "human", "email": "alice@corp.com", "provider": "formal", "login": "alice", "groups": ["dev"]},
-        "resource": "web-1", "resource_type": "ssh", "native_user": "ubuntu",
-        "client": {"ip": "127.0.0.1", "version": "SSH-2.0-OpenSSH_9.2"}, "auth_method": "publickey",
-        "decisions": [{"stage": "session", "action": "allow"}],
-        "channels": [{"n": 1, "kind": "shell", "file": "1-shell.cast", "pty": True, "term": "xterm",
-                      "size": [100, 30], "opened_at": "2026-11-30T10:00:00Z", "closed_at": "2026-11-30T10:01:00Z",
-                      "exit_status": 0, "exit_signal": None, "bytes_in": 10, "bytes_out": 40}],
-    }  # fmt: skip
-    seal(doc, directory, load_signing_key(key))
-    write_json(directory / "session.json", doc)
-    return directory
 
 
 def test_recordings_from_before_the_raw_layout(

@@ -4,73 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-import boto3
-import pytest
 
 from sshgate.config import Config
 from sshgate.recording.build import build_recorder
 from sshgate.recording.local import FileRecorder
 from sshgate.recording.manifest import verify
+from tests.recording.conftest import Moto
 from tests.recording.helpers import META, payload, scriptreplay
-
-MOTO = str(Path(sys.executable).parent / "moto_server")
-
-
-class Moto:
-    def __init__(self) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [MOTO, "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        self.client().create_bucket(Bucket="recs")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-    def client(self) -> Any:
-        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1")
-
-    def objects(self) -> dict[str, bytes]:
-        listing = self.client().list_objects_v2(Bucket="recs").get("Contents", [])
-        return {
-            o["Key"]: self.client().get_object(Bucket="recs", Key=o["Key"])["Body"].read() for o in listing
-        }
-
-
-@pytest.fixture
-def moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[Moto]:
-    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
-        monkeypatch.setenv(name, value)
-    server = Moto()
-    server.start()
-    yield server
-    server.stop()
 
 
 def recorder_for(moto: Moto, spool: Path) -> FileRecorder:

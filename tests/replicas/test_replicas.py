@@ -4,11 +4,14 @@ real redis-server, and one gateway of two workers without state:, behave as one 
 from __future__ import annotations
 
 import asyncio
+import re
 import statistics
+import subprocess
 import time
 import uuid
 from pathlib import Path
 
+from sshgate.state.base import OutputChunk
 from sshgate.state.redis_store import RedisStore, connect
 from sshgate.state.replicated import ReplicatedState
 from sshgate.state.seal import Sealer
@@ -188,7 +191,9 @@ def test_terminate_from_another_replica_closes_the_session_with_who_did_it(
         started = a.wait_event("session.start", client_ip="127.0.0.28")
 
         async def terminate() -> tuple[list[str], bool]:
-            store = RedisStore(connect(redis_server.url, 0.25), Sealer(HMAC_KEY), "sshgate:", uuid.uuid4().hex)
+            store = RedisStore(
+                connect(redis_server.url, 0.25), Sealer(HMAC_KEY), "sshgate:", uuid.uuid4().hex
+            )
             web = ReplicatedState(store, 0.25, 3, lambda _up: None)
             try:
                 live = [s.session_id for s in await web.sessions() if s.user == "alice@corp.com"]
@@ -204,3 +209,43 @@ def test_terminate_from_another_replica_closes_the_session_with_who_did_it(
         assert a.wait_event("session.terminated", session_id=started["session_id"])
     finally:
         end(held)
+
+
+def test_live_output_of_a_session_reaches_a_watcher_on_another_replica(
+    start_gateway: Factory, redis_server: RedisServer, keys: Keys, tmp_path: Path
+) -> None:
+    """The web app's live view, on another replica: the owner publishes through the store only
+    once the watcher's lease reaches it, with the channel number and its time."""
+    a = start_gateway(redis_server.url)
+    c = client(a, keys.alice, tmp_path / "a", "127.0.0.29")
+    ticking = subprocess.Popen(
+        c.ssh_argv("alice+web-1", "echo open; for i in $(seq 1 100); do echo tick-$i; sleep 0.1; done"),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        wait_open(ticking)
+        started = a.wait_event("session.start", client_ip="127.0.0.29")
+
+        async def watch() -> list[OutputChunk]:
+            store = RedisStore(
+                connect(redis_server.url, 0.25), Sealer(HMAC_KEY), "sshgate:", uuid.uuid4().hex
+            )
+            web = ReplicatedState(store, 0.25, 3, lambda _up: None)
+            await web.start(lambda _s, _by: False, lambda _fps: None)
+            got: list[OutputChunk] = []
+            try:
+                async with asyncio.timeout(10):
+                    async for chunk in web.subscribe_output(started["session_id"]):
+                        got.append(chunk)
+                        if len(got) >= 3:
+                            return got
+            finally:
+                await web.aclose()
+            return got
+
+        chunks = asyncio.run(watch())
+        assert len(chunks) == 3 and all(c.channel == 1 for c in chunks)
+        assert all(re.fullmatch(rb"(tick-\d+\n)+", c.data) for c in chunks), chunks
+        assert 0 < chunks[0].t <= chunks[1].t <= chunks[2].t < 15
+    finally:
+        end(ticking)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from sshgate.state.base import LiveSession
+from sshgate.state.base import LiveSession, OutputChunk
 from sshgate.state.hosted import StateHost, WorkerState
 
 
@@ -58,18 +58,26 @@ async def test_workers_share_lockouts_and_session_caps(workers: Any) -> None:
 async def test_a_dead_worker_frees_its_slots_and_output_crosses_workers(workers: Any) -> None:
     _, a, b = workers
     assert await a.state.open_session(a.session("s1"), 1)
-    received: list[bytes] = []
+    received: list[OutputChunk] = []
 
     async def watch() -> None:
         async for chunk in b.state.subscribe_output("s1"):
             received.append(chunk)
             return
 
+    assert not a.state.watched("s1")  # nobody watches: the relay publishes nothing
     watcher = asyncio.create_task(watch())
-    await asyncio.sleep(0.1)
-    await a.state.publish_output("s1", b"live bytes")
+    deadline = time.monotonic() + 2
+    while not a.state.watched("s1"):  # the supervisor tells the owning worker
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    a.state.publish_output("s1", OutputChunk(1, 0.25, b"live bytes"))
     await asyncio.wait_for(watcher, 2)
-    assert received == [b"live bytes"]
+    assert received == [OutputChunk(1, 0.25, b"live bytes")]
+    deadline = time.monotonic() + 2
+    while a.state.watched("s1"):  # the watcher left: publishing stops
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
     await a.state.aclose()  # the worker's end of the pair closes, as when it dies
     deadline = time.monotonic() + 2
     while not await b.state.open_session(b.session("s2"), 1):

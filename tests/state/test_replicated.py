@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from sshgate.oidc.bindings import KeyBinding
-from sshgate.state.base import LiveSession, StateUnavailable
+from sshgate.state.base import LiveSession, OutputChunk, StateUnavailable
 from tests.support.redis import RedisServer, silent_store
 
 ADDR = "203.0.113.7"
@@ -31,16 +31,24 @@ async def until(check: Any, timeout: float = 5.0) -> None:
 
 async def test_failures_on_two_replicas_lock_the_address_on_both_until_it_expires(replicas: Any) -> None:
     a, b = await replicas(), await replicas()
+
+    async def mirrors_live() -> bool:
+        return bool(a.state._locks_live and b.state._locks_live)
+
+    await until(mirrors_live)  # subscribed to lockout announcements: answers need no round trip
     results = []
     for i in range(4):
-        results.append(await (a if i % 2 else b).state.failure(ADDR, 4, 1.5))
+        results.append(await (a if i % 2 else b).state.failure(ADDR, 4, 2.0))
     assert results == [False, False, False, True]
-    assert a.state._locks_live and b.state._locks_live  # answered from the mirrors, no round trip
-    await asyncio.sleep(0.05)  # the announcement's way to the other replica
-    assert 1.0 < await a.state.locked_for(ADDR) <= 1.5
-    assert 1.0 < await b.state.locked_for(ADDR) <= 1.5
+
+    async def locked_on_both() -> bool:  # the announcement's way to the other replica
+        return await a.state.locked_for(ADDR) > 0 and await b.state.locked_for(ADDR) > 0
+
+    await until(locked_on_both, timeout=1.0)
+    assert 1.0 < await a.state.locked_for(ADDR) <= 2.0
+    assert 1.0 < await b.state.locked_for(ADDR) <= 2.0
     assert await a.state.locked_for("198.51.100.1") == 0
-    await asyncio.sleep(1.6)
+    await asyncio.sleep(2.1)
     assert await a.state.locked_for(ADDR) == 0
     assert await b.state.locked_for(ADDR) == 0
 
@@ -129,20 +137,23 @@ async def test_terminate_reaches_the_owning_replica_and_output_crosses_replicas(
     assert a.terminated == [("s1", "admin@corp.com")] and b.terminated == []
     assert not await b.state.terminate("nobody", "admin@corp.com")
 
-    received: list[bytes] = []
+    received: list[OutputChunk] = []
 
     async def watch() -> None:
         async for chunk in b.state.subscribe_output("s1"):
             received.append(chunk)
-            if b"".join(received).endswith(b"end"):
+            if chunk.data.endswith(b"end"):
                 return
 
+    assert not a.state.watched("s1")  # nobody watches: the relay publishes nothing
     watcher = asyncio.create_task(watch())
-    await asyncio.sleep(0.3)
-    for chunk in (b"hello ", b"\x00\xff binary ", b"end"):
-        await a.state.publish_output("s1", chunk)
+    await until(lambda: asyncio.sleep(0, a.state.watched("s1")))  # b's lease reached the owner
+    await asyncio.sleep(0.2)  # b's subscription is in place
+    for t, data in enumerate((b"hello ", b"\x00\xff binary ", b"end")):
+        a.state.publish_output("s1", OutputChunk(2, t / 10, data))
     await asyncio.wait_for(watcher, 5)
-    assert b"".join(received) == b"hello \x00\xff binary end"
+    assert b"".join(c.data for c in received) == b"hello \x00\xff binary end"
+    assert [(c.channel, c.t) for c in received] == [(2, 0.0), (2, 0.1), (2, 0.2)]
 
 
 async def test_store_down_falls_back_to_each_replica_then_converges(

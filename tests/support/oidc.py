@@ -6,17 +6,21 @@ open the verification link, press Continue (or Abort), sign in, allow (or deny) 
 
 from __future__ import annotations
 
+import base64
 import http.cookiejar
 import json
 import re
 import shutil
 import subprocess
 import threading
+import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 PROVIDER_DIR = Path(__file__).resolve().parents[1] / "oidc_provider"
 CLIENT_SECRET = "sshgate-test-secret"
@@ -26,14 +30,20 @@ PASSWORD = "password"
 class OidcProvider:
     """``node server.mjs`` on 127.0.0.1; ``issuer`` once it printed ``ready``."""
 
-    def __init__(self, port: int = 0, auth_methods: str = "client_secret_basic,client_secret_post") -> None:
+    def __init__(
+        self,
+        port: int = 0,
+        auth_methods: str = "client_secret_basic,client_secret_post",
+        web_redirect: str | None = None,
+    ) -> None:
         node = shutil.which("node")
         if node is None or not (PROVIDER_DIR / "node_modules" / "oidc-provider").is_dir():
             raise RuntimeError(
                 "the test provider needs node and `npm ci` in tests/oidc_provider (scripts/bootstrap)"
             )
         self.process = subprocess.Popen(
-            [node, "server.mjs", "--port", str(port), "--auth-methods", auth_methods],
+            [node, "server.mjs", "--port", str(port), "--auth-methods", auth_methods]
+            + (["--web-redirect", web_redirect] if web_redirect else []),
             cwd=PROVIDER_DIR,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -181,3 +191,32 @@ def sign_in_lines(text: str) -> tuple[str, str, str]:
     if match is None:
         raise AssertionError(f"no sign-in instruction in {text!r}")
     return match.group(1), match.group(2), match.group(3)
+
+
+def device_id_token(issuer: str, email: str) -> str:
+    """An ID token for ``email`` from the provider's device flow, as a script would get one (for
+    bearer requests to the web API)."""
+    with urllib.request.urlopen(f"{issuer}/.well-known/openid-configuration", timeout=10) as answer:
+        meta = json.loads(answer.read())
+    auth = "Basic " + base64.b64encode(f"sshgate:{CLIENT_SECRET}".encode()).decode()
+
+    def post(url: str, form: dict[str, str]) -> dict[str, Any]:
+        request = urllib.request.Request(url, urllib.parse.urlencode(form).encode(), {"Authorization": auth})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return dict(json.loads(answer.read()))
+        except urllib.error.HTTPError as exc:
+            return dict(json.loads(exc.read()))
+
+    start = post(meta["device_authorization_endpoint"], {"scope": "openid email groups"})
+    Person(email).approve(start["verification_uri_complete"])
+    grant = {
+        "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+        "device_code": start["device_code"],
+    }
+    for _ in range(20):
+        tokens = post(meta["token_endpoint"], grant)
+        if "id_token" in tokens:
+            return str(tokens["id_token"])
+        time.sleep(0.5)
+    raise AssertionError(f"no ID token: {tokens}")

@@ -27,18 +27,19 @@ def test_same_bytes_as_asyncssh_and_round_trip() -> None:
     opener = KeyedGCMCipher("aes128-gcm", key, iv)
     for size in (16, 32, 1024, 32768, 48):
         header, body = os.urandom(4), os.urandom(size)
-        sealed = ours.encrypt_and_sign(header, body)
-        assert sealed == theirs.encrypt_and_sign(header, body)
-        assert opener.verify_and_decrypt(header, sealed[0][4:], sealed[1]) == body
+        packet, mac = ours.encrypt_and_sign(header, body)
+        assert mac == b""  # the tag comes with the packet, as send_packet would append it
+        assert packet == b"".join(theirs.encrypt_and_sign(header, body))
+        assert opener.verify_and_decrypt(header, packet[4:-16], packet[-16:]) == body
 
 
 def test_tampered_packet_is_rejected_and_counter_still_advances() -> None:
     key, iv = os.urandom(32), os.urandom(12)
     sender, receiver = KeyedGCMCipher("aes256-gcm@openssh.com", key, iv), KeyedGCMCipher("x", key, iv)
-    first = sender.encrypt_and_sign(b"hdr1", b"a" * 32)
-    second = sender.encrypt_and_sign(b"hdr2", b"b" * 32)
-    assert receiver.verify_and_decrypt(b"hdr1", first[0][4:], bytes(16)) is None
-    assert receiver.verify_and_decrypt(b"hdr2", second[0][4:], second[1]) == b"b" * 32
+    first, _ = sender.encrypt_and_sign(b"hdr1", b"a" * 32)
+    second, _ = sender.encrypt_and_sign(b"hdr2", b"b" * 32)
+    assert receiver.verify_and_decrypt(b"hdr1", first[4:-16], bytes(16)) is None
+    assert receiver.verify_and_decrypt(b"hdr2", second[4:-16], second[-16:]) == b"b" * 32
 
 
 def test_recv_buffer_behaves_like_bytes() -> None:
@@ -100,6 +101,7 @@ FINGERPRINTS = {
         "asyncssh.connection:SSHConnection._send": "c6698a37eb80f574",
         "asyncssh.connection:SSHConnection.data_received": "b2d14a83b2604db6",
         "asyncssh.encryption:GCMEncryption": "d255f9e6b1fa73ee",
+        "asyncssh.encryption:ChachaEncryption": "5902581e97e59135",
         "asyncssh.connection:SSHConnection._recv_data": "fc4e0735191bb0fd",
         "asyncssh.connection:SSHConnection._recv_version": "05573b0ac8886bf3",
         "asyncssh.connection:SSHConnection._recv_pkthdr": "7adc4d88fe20593c",
@@ -195,3 +197,58 @@ def test_an_untested_asyncssh_runs_unpatched_with_one_warning() -> None:
         "pid": 0,
     }
     assert json.loads(result) == [False, False, []]
+
+
+IGNORES = """
+import asyncio, json, sys
+import asyncssh
+from asyncssh.connection import SSHConnection
+from sshgate import asyncssh_tuning
+asyncssh_tuning.apply()
+ignored = []
+logged = SSHConnection.log_received_packet
+def count(self, pkttype, *args, **kwargs):
+    if pkttype == 2 and not self.is_client():  # SSH_MSG_IGNORE, at the server
+        ignored.append(1)
+    logged(self, pkttype, *args, **kwargs)
+SSHConnection.log_received_packet = count
+class Server(asyncssh.SSHServer):
+    def begin_auth(self, username):
+        return False
+async def main(cipher):
+    got = bytearray()
+    async def handle(process):
+        while data := await process.stdin.read(65536):
+            got.extend(data)
+        process.exit(0)
+    server = await asyncssh.listen("127.0.0.1", 0, server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")],
+                                   server_factory=Server, process_factory=handle, encoding=None)
+    port = server.sockets[0].getsockname()[1]
+    async with asyncssh.connect("127.0.0.1", port, known_hosts=None, encryption_algs=[cipher],
+                                compression_algs=None, agent_path=None, config=None, username="x") as conn:
+        before = len(ignored)
+        proc = await conn.create_process(encoding=None)
+        sent = bytes(range(256)) * 64 * 20
+        for n in range(20):
+            proc.stdin.write(sent[n * 16384 : (n + 1) * 16384])
+            await proc.stdin.drain()
+        proc.stdin.write_eof()
+        await proc.wait()
+    server.close()
+    return got == sent, len(ignored) - before
+print(json.dumps({c: asyncio.run(main(c)) for c in sys.argv[1:]}))
+"""
+
+
+def test_ignore_packets_only_under_a_cipher_without_its_own_nonce() -> None:
+    """RFC 4251 §9.3.1's IGNORE before each packet guards CBC's predictable IV: under AEAD ciphers
+    the patched sender leaves it out (the peer reads every byte), under others it still sends it."""
+    ciphers = ["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com", "aes128-ctr"]
+    done = subprocess.run(
+        [sys.executable, "-c", IGNORES, *ciphers], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert all(intact for intact, _ in result.values()), result
+    assert result["aes128-gcm@openssh.com"][1] == 0 and result["chacha20-poly1305@openssh.com"][1] == 0
+    assert result["aes128-ctr"][1] >= 20  # one per packet the client sent (20 writes and more)

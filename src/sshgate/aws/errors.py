@@ -7,6 +7,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from sshgate.refusal import Refusal
+
 _ACTION = re.compile(r"perform: ([\w-]+:\w+)")
 # Error codes with which the AWS APIs the gateway calls say "slow down".
 THROTTLE_CODES = frozenset(
@@ -14,12 +16,12 @@ THROTTLE_CODES = frozenset(
 )
 
 
-class AwsError(Exception):
+class AwsError(Refusal):
     """An AWS call that failed; ``str()`` is safe to show the client, ``detail`` is for the audit log."""
 
     def __init__(self, message: str, detail: str = "", code: str = "") -> None:
-        super().__init__(message)
-        self.detail = detail or message
+        super().__init__(message, reason=detail, event="upstream.error")
+        self.detail = self.reason
         self.code = code
 
 

@@ -16,14 +16,15 @@ import asyncssh
 
 from sshgate.aws.errors import AwsError
 from sshgate.command import ListResources, SshConfig
-from sshgate.config import Ec2Resource, SshResource
-from sshgate.gateway.binding import AnyResource, BindContext, aws_credentials, choose_native, decide_session
-from sshgate.gateway.refusal import Refusal
+from sshgate.config import AnyResource, Ec2Resource, SshResource
+from sshgate.gateway.binding import BindContext, choose_native, decide_session
 from sshgate.identity import Identity
 from sshgate.listing import GatewayAddress, Listed, list_text, ssh_config_text
 from sshgate.login import Login, login_for
 from sshgate.native_users import NativeChoice
 from sshgate.policy.input import ConnectionFacts, RequestFacts
+from sshgate.refusal import Refusal
+from sshgate.upstream.planning import aws_credentials
 
 STATE_LOOKUP_TIMEOUT_S = 5.0
 
@@ -69,12 +70,12 @@ async def _details(
     state = "-"
     if isinstance(resource, Ec2Resource):
         try:
-            credentials = await aws_credentials(ctx, resource, native, identity)
+            credentials = await aws_credentials(ctx.aws, resource, native, identity)
             target = await asyncio.wait_for(
                 ctx.aws.targets.find_ec2(resource, credentials), STATE_LOOKUP_TIMEOUT_S
             )
             state = target.facts.state
-        except (AwsError, Refusal, TimeoutError):
+        except (Refusal, TimeoutError):  # an AwsError is a Refusal
             state = "unknown"
     return Listed(row.name, row.type, row.native_user, row.login, state, region, row.tags, row.sshd)
 

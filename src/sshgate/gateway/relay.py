@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncssh
 
+from sshgate.gateway.live import LiveOutput
 from sshgate.recording.recorder import NULL_CHANNEL, ChannelRecording
 from sshgate.upstream.base import ExitSignal, UpstreamChannel
 
@@ -41,6 +42,7 @@ class ChannelRelay:
     client_filter: Callable[[bytes], None] | None = None
     server_filter: Callable[[bytes], None] | None = None
     on_close: Callable[[], None] | None = None
+    live: LiveOutput | None = None  # terminal and exec channels: output for live viewers
 
     def __init__(self) -> None:
         self._client_backlog: list[bytes] = []
@@ -153,6 +155,8 @@ class ChannelRelay:
     def upstream_data(self, data: bytes, stderr: bool) -> None:
         self.bytes_out += len(data)
         self.recording.output(data, stderr)
+        if self.live is not None:
+            self.live.output(data)
         if (
             not self._recording_full
             and self.recording.backlog() > RECORDING_HIGH_WATER
@@ -229,6 +233,8 @@ class ChannelRelay:
     def _finish_recording(self) -> None:
         if self.on_close is not None:
             self.on_close()
+        if self.live is not None:
+            self.live.closed()
         signal = self._exit_signal
         self.recording.close(self._exit_status, signal.name if signal else None)
 

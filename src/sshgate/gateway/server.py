@@ -12,22 +12,26 @@ from pathlib import Path
 import asyncssh
 
 from sshgate import asyncssh_tuning, audit
+from sshgate.aws.access import AwsAccess
 from sshgate.aws.discovery import Discoverer
 from sshgate.config import Config, ConfigError, load_config
-from sshgate.gateway.binding import AwsAccess, BindContext
+from sshgate.gateway.binding import BindContext
 from sshgate.gateway.connection import GatewayConnection, GatewayState
 from sshgate.gateway.proxy_listener import ProxyProtocolListener
 from sshgate.gateway.sso import Sso
 from sshgate.gateway.workers import WORKER_ENV, Supervisor, ready_marker
 from sshgate.hostkey import load_or_create_host_keys
 from sshgate.metrics import Metrics, MetricsServer, use_multiprocess_dir
+from sshgate.oidc.client import OidcClient
 from sshgate.policy.loader import ReloadableDecisionPoint
 from sshgate.policy.sources import PolicyLoadError
 from sshgate.policy.watch import watch_policies
 from sshgate.recording.build import build_recorder
+from sshgate.recording.catalog import open_catalog
 from sshgate.recording.recorder import NullRecorder, Recorder, RecordingError
+from sshgate.ssh_algorithms import ENCRYPTION_ALGS
 from sshgate.state.build import build_state
-from sshgate.upstream.ssh import ENCRYPTION_ALGS
+from sshgate.web.app import WebApp
 
 
 class Gateway:
@@ -43,6 +47,7 @@ class Gateway:
         # What workers and replicas share (docs/operations.md, "Replicas"); fixed until restart.
         self.state = GatewayState(build_state(config, self.metrics.state_available), self.metrics)
         self._metrics_server: MetricsServer | None = None
+        self.web: WebApp | None = None
         self.log = audit.logger()
         self._server: asyncssh.SSHAcceptor | None = None
         self._stopped = asyncio.Event()
@@ -94,7 +99,7 @@ class Gateway:
             encryption_algs=ENCRYPTION_ALGS,
             compression_algs=None,
             # Each connection times its own login: login_grace_s, or sign_in_timeout_s while a
-            # sign-in runs (GatewayConnection._arm_grace).
+            # sign-in runs (Authenticator._arm_grace, gateway/authentication.py).
             login_timeout=0,
             # A listener exists only for a client that asks; ClientSession decides per resource
             # whether the upstream ever reaches it.
@@ -111,6 +116,11 @@ class Gateway:
             self._metrics_server = MetricsServer(self.metrics.registry, self.ready)
             await self._metrics_server.start(config.metrics.listen)
             self.log.info("metrics.listening", listen=config.metrics.listen, port=self._metrics_server.port)
+        if config.web is not None and os.environ.get(WORKER_ENV, "0") == "0":
+            # One web app per gateway (worker 0); it reaches every worker's sessions via the state.
+            self.web = WebApp(config.web, open_catalog(config), self.state.shared, self._oidc_client)
+            await self.web.start()
+            self.log.info("web.listening", listen=config.web.listen, port=self.web.port)
         self.log.info(
             "gateway.listening",
             host=config.listen.host,
@@ -161,6 +171,9 @@ class Gateway:
         return BindContext(
             config, self.policy, self.recorder, AwsAccess(config.aws), lambda: self.discovery.resources
         )
+
+    def _oidc_client(self) -> OidcClient | None:
+        return self.state.sso.client if self.state.sso is not None else None
 
     def _use_sso(self, config: Config) -> None:
         """Start, change or stop single sign-on; a new provider client only when its block changed.
@@ -228,6 +241,8 @@ class Gateway:
         await self.recorder.aclose()
         if self._metrics_server is not None:
             await self._metrics_server.stop()
+        if self.web is not None:
+            await self.web.stop()
 
     async def serve_forever(self) -> None:
         """Run until SIGTERM/SIGINT; SIGHUP reloads the configuration."""

@@ -1,8 +1,8 @@
-"""A connection's sign-ins: where the URL and code are shown, and at most one device flow each.
+"""A connection's sign-ins: at most one device flow each, plus step-ups.
 
 A connection that authenticated with an unbound key, or whose session policy asks for ``mfa``,
-reads its sign-in lines on the first session channel's stderr (docs/oidc.md); :class:`Notices`
-holds them until that channel exists. :class:`SignIns` runs the flows and audits each one
+reads its sign-in lines on the first session channel's stderr (docs/oidc.md; the lines wait in
+:class:`~sshgate.gateway.notices.Notices`). :class:`SignIns` runs the flows and audits each one
 without ever logging a token or the user code.
 """
 
@@ -17,29 +17,6 @@ from sshgate.oidc import errors
 from sshgate.oidc.device import DeviceAuthorization
 from sshgate.oidc.errors import SignInError
 from sshgate.oidc.signin import SignedIn, SignIn
-
-
-class Notices:
-    """``sshgate:`` lines for the client, written to the first session channel that opens."""
-
-    def __init__(self) -> None:
-        self._pending: list[str] = []
-        self._write: Callable[[str], None] | None = None
-
-    def attach(self, write: Callable[[str], None]) -> None:
-        """Called by every session channel that starts; only the first one becomes the sink."""
-        if self._write is not None:
-            return
-        self._write = write
-        for line in self._pending:
-            write(line)
-        self._pending.clear()
-
-    def say(self, line: str) -> None:
-        if self._write is None:
-            self._pending.append(line)
-        else:
-            self._write(line)
 
 
 class SignIns:
@@ -69,6 +46,13 @@ class SignIns:
             expires_in=authorization.expires_in,
         )
         return flow, authorization
+
+    async def run(self, email: str, say: Callable[[str], None], step_up: bool = False) -> SignedIn:
+        """A whole flow whose URL and code go to ``say`` (a session channel's stderr)."""
+        flow, authorization = await self.begin(email, step_up)
+        for line in authorization.instruction():
+            say(line)
+        return await self.finish(flow, authorization)
 
     async def finish(self, flow: SignIn, authorization: DeviceAuthorization) -> SignedIn:
         started = time.monotonic()

@@ -19,6 +19,7 @@ from sshgate.oidc.device import (
     DevicePoll,
     Tokens,
     parse_device_authorization,
+    parse_tokens,
 )
 from sshgate.oidc.http import ProviderHttp, ProviderUnreachable
 from sshgate.oidc.idtoken import Person, person, read_header, verify_id_token
@@ -108,19 +109,33 @@ class OidcClient:
             if tokens is not None:
                 return tokens
 
-    async def person(self, tokens: Tokens) -> Person:
-        """Validate the ID token, then read email and groups (from userinfo when it lacks them)."""
+    async def exchange_code(self, code: str, redirect_uri: str, verifier: str) -> Tokens:
+        """The authorization-code grant with its PKCE verifier (RFC 7636 §4.5), for the web app."""
         metadata = await self.metadata()
-        header = read_header(tokens.id_token, metadata.algorithms)
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "code_verifier": verifier,
+        }
+        status, doc = await self._post(metadata.token_endpoint, form)
+        return parse_tokens(status, doc)
+
+    async def claims(self, id_token: str) -> dict[str, Any]:
+        """An ID token's claims once signature, issuer, audience and times hold (docs/oidc.md)."""
+        metadata = await self.metadata()
+        header = read_header(id_token, metadata.algorithms)
         key = await self.jwks.key(header.kid, header.algorithm)
-        claims = verify_id_token(
-            tokens.id_token,
-            key,
-            header,
-            issuer=metadata.issuer,
-            client_id=self.config.client_id,
-            now=time.time(),
+        return verify_id_token(
+            id_token, key, header, issuer=metadata.issuer, client_id=self.config.client_id, now=time.time()
         )
+
+    async def person(self, tokens: Tokens, claims: dict[str, Any] | None = None) -> Person:
+        """Validate the ID token (unless ``claims`` are its validated claims), then read email
+        and groups (from userinfo when it lacks them)."""
+        metadata = await self.metadata()
+        if claims is None:
+            claims = await self.claims(tokens.id_token)
         userinfo = None
         wanted = (self.config.email_claim, self.config.groups_claim)
         if any(name not in claims for name in wanted) and metadata.userinfo_endpoint and tokens.access_token:

@@ -89,6 +89,17 @@ class Tokens:
     access_token: str | None = field(repr=False)
 
 
+def parse_tokens(status: int, doc: Any) -> Tokens:
+    """A token endpoint's success answer (RFC 6749 §5.1); anything else ends the sign-in."""
+    if not isinstance(doc, Mapping) or status != 200 or "error" in doc:
+        error = _error_text(doc) if isinstance(doc, Mapping) else "no JSON object"
+        raise errors.unavailable(f"token endpoint error: {error} (HTTP {status})")
+    id_token, access = doc.get("id_token"), doc.get("access_token")
+    if not isinstance(id_token, str):
+        raise errors.invalid("token endpoint answer has no id_token (is 'openid' in the scopes?)")
+    return Tokens(id_token, access if isinstance(access, str) else None)
+
+
 class DevicePoll:
     """RFC 8628 §3.4-3.5: poll every ``interval`` s, slower on ``slow_down``, until a verdict.
 
@@ -113,10 +124,7 @@ class DevicePoll:
         if not isinstance(doc, Mapping):
             raise errors.invalid(f"token endpoint answered HTTP {status} without a JSON object")
         if status == 200 and "error" not in doc:
-            id_token, access = doc.get("id_token"), doc.get("access_token")
-            if not isinstance(id_token, str):
-                raise errors.invalid("token endpoint answer has no id_token (is 'openid' in the scopes?)")
-            return Tokens(id_token, access if isinstance(access, str) else None)
+            return parse_tokens(status, doc)
         error = doc.get("error")
         if error == "authorization_pending":
             return None

@@ -7,16 +7,17 @@ from __future__ import annotations
 
 from typing import Literal
 
+from sshgate.refusal import Refusal
+
 Outcome = Literal["denied", "expired", "unavailable", "refused", "invalid"]
 
 
-class SignInError(Exception):
+class SignInError(Refusal):
     """A sign-in that did not produce an identity. ``str()`` is the client's line."""
 
     def __init__(self, outcome: Outcome, client_line: str, reason: str = "") -> None:
-        super().__init__(client_line)
+        super().__init__(client_line, reason=reason, event="oidc.sign_in")
         self.outcome = outcome
-        self.reason = reason or client_line
 
 
 def denied(reason: str = "") -> SignInError:

@@ -28,6 +28,7 @@ class ProviderMetadata:
     userinfo_endpoint: str | None
     algorithms: tuple[str, ...]
     auth_methods: tuple[str, ...]
+    authorization_endpoint: str | None = None  # the web app's sign-in (code flow)
 
     def client_auth(self, has_secret: bool) -> ClientAuth:
         """client_secret_basic, or client_secret_post when the provider offers only that."""
@@ -84,4 +85,5 @@ def parse_metadata(doc: Any, issuer: str) -> ProviderMetadata:
         userinfo_endpoint=_url(doc, "userinfo_endpoint", required=False),
         algorithms=algorithms,
         auth_methods=_strings(doc, "token_endpoint_auth_methods_supported", ("client_secret_basic",)),
+        authorization_endpoint=_url(doc, "authorization_endpoint", required=False),
     )

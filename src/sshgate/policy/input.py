@@ -12,7 +12,8 @@ from sshgate.config import Ec2Resource, EcsResource, SshResource
 from sshgate.identity import Identity
 from sshgate.native_users import NativeChoice
 
-RequestKind = Literal["shell", "exec", "subsystem", "port_forward"]
+# What a request asks for; "sftp" is one file operation of an sftp channel (request stage only).
+RequestKind = Literal["shell", "exec", "subsystem", "sftp", "port_forward"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,12 +92,9 @@ def identity_key(doc: Mapping[str, Any]) -> str | None:
     return f"{user.get('type')}:{name}" if isinstance(name, str) else None
 
 
-PolicyRequestKind = Literal["shell", "exec", "subsystem", "sftp", "port_forward"]
-
-
 def request_input(
     session_doc: dict[str, Any],
-    kind: PolicyRequestKind,
+    kind: RequestKind,
     *,
     command: str | None = None,
     subsystem: str | None = None,

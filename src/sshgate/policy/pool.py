@@ -6,7 +6,7 @@ A template process compiles the policies once; workers are forks of it
 be stopped (nor, as regorus holds the GIL, run beside the event loop), a process can. The event
 loop never waits for a rule.
 
-What a slow rule costs (docs/policies.md): its worker until the deadline, then a fork. One
+What a slow rule costs (docs/policy.md, "Evaluation"): its worker until the deadline, then a fork. One
 identity runs at most one evaluation at a time, so a rule that is slow for some user's input
 (by accident, or because that user found out) holds one worker, and everyone else is served by
 the others. Evaluations wait for a free worker in arrival order, within their own deadline;

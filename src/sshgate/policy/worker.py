@@ -6,7 +6,7 @@ deadline, where a thread would run on. Why a template: a worker killed at a dead
 by a fork of a process that already holds the compiled engine, in about a millisecond; starting
 Python and compiling again took 0.1-1 s on a loaded machine, while the other workers carried
 the load. A regorus ``Engine`` may only be used on the thread that made it: a fork's only thread
-is a copy of that thread. What this guarantees and costs: docs/policies.md.
+is a copy of that thread. What this guarantees and costs: docs/policy.md, "Evaluation".
 
 Wire: the template reads the modules ``[[path, text], ...]`` as one line on
 stdin and answers on stdout ``{"rules": [path, ...]}`` (the rules it serves), or

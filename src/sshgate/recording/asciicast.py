@@ -1,4 +1,5 @@
-"""asciicast v2 from a terminal channel's events, written as it reads (``recordings export``).
+"""asciicast v2 from a terminal channel's events, written as it reads (``recordings export``, the
+web app's cast route).
 
 Output and input are decoded as UTF-8 with one incremental decoder each, so a character split
 between two reads stays whole; bytes that are not UTF-8 become U+FFFD, as a terminal shows
@@ -9,11 +10,14 @@ from __future__ import annotations
 
 import codecs
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from json.encoder import encode_basestring
 from typing import Any, Protocol
 
+from sshgate.recording import reader
 from sshgate.recording.reader import Event
+from sshgate.recording.recorder import RecordingError
+from sshgate.recording.store import SessionFiles
 
 _SPECIAL = bytes(range(0x20)) + b'"\\'
 _PLAIN = bytes(b for b in range(0x100) if b not in _SPECIAL)
@@ -43,17 +47,39 @@ def header(doc: dict[str, Any], channel: dict[str, Any], timestamp: int) -> dict
 
 
 def write(out: Output, head: dict[str, Any], events: Iterable[Event]) -> None:
-    out.write(json.dumps(head, ensure_ascii=False).encode() + b"\n")
+    for piece in pieces(head, events):
+        out.write(piece)
+
+
+def export(files: SessionFiles, doc: dict[str, Any], channel: dict[str, Any]) -> Iterator[bytes]:
+    """A terminal channel as asciicast v2, in pieces: a recording from before the raw layout as
+    its cast file is, else encoded from the raw files (of an active session, what is flushed)."""
+    cast = reader.legacy_cast(channel)
+    if cast is None:
+        head = header(doc, channel, reader.opened_unix(channel))
+        yield from pieces(head, reader.events(files, channel))
+        return
+    try:
+        with files.open(cast) as f:
+            while piece := f.read(1 << 20):
+                yield piece
+    except OSError as exc:
+        raise RecordingError(f"{files.where}/{cast}: {exc.strerror or exc}") from None
+
+
+def pieces(head: dict[str, Any], events: Iterable[Event]) -> Iterator[bytes]:
+    """The cast's bytes as they are encoded; a large output event is not copied whole."""
+    yield json.dumps(head, ensure_ascii=False).encode() + b"\n"
     decoders = {code: codecs.getincrementaldecoder("utf-8")("replace") for code in "oi"}
     at = 0.0
     for at, code, value in events:
         if code == "r":
-            _event(out, at, code, f'"{value[0]}x{value[1]}"'.encode())
+            yield from _event(at, code, f'"{value[0]}x{value[1]}"'.encode())
         elif text := _json_string(decoders[code], value):
-            _event(out, at, code, text)
+            yield from _event(at, code, text)
     for code, decoder in decoders.items():
         if tail := decoder.decode(b"", final=True):  # a character cut short by the end
-            _event(out, at, code, encode_basestring(tail).encode())
+            yield from _event(at, code, encode_basestring(tail).encode())
 
 
 def _json_string(decoder: codecs.IncrementalDecoder, data: bytes) -> bytes:
@@ -73,7 +99,5 @@ def _json_string(decoder: codecs.IncrementalDecoder, data: bytes) -> bytes:
     return encode_basestring(text).encode() if text else b""
 
 
-def _event(out: Output, at: float, code: str, string: bytes) -> None:
-    out.write(f'[{at:.6f}, "{code}", '.encode())
-    out.write(string)
-    out.write(b"]\n")
+def _event(at: float, code: str, string: bytes) -> tuple[bytes, bytes, bytes]:
+    return f'[{at:.6f}, "{code}", '.encode(), string, b"]\n"

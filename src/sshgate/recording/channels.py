@@ -20,8 +20,10 @@ from sshgate.recording import timing
 from sshgate.recording.files import ChannelFiles, Item, RecordFile
 from sshgate.recording.scp import ScpTracker
 
-WAKE_BYTES = 1 << 20
-"""Pending bytes after which a channel wakes the recorder early, so memory stays bounded."""
+WAKE_BYTES = 4 << 20
+"""Pending bytes after which a channel wakes the recorder early, so memory stays bounded (the
+relay's high-water mark is twice this). Each flush is a round trip to the recorder's thread:
+4 MiB rather than 1 took 8.9 -> 8.1 s/GB of gateway CPU recording a bulk download (loaded VM)."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ class Channel:
         self._items.append(item)
         if size:
             self._size += size
-            if self._size > WAKE_BYTES:
+            if self._size > WAKE_BYTES >= self._size - size:  # once, as the backlog crosses it
                 self._dirty(self)
 
     def output(self, data: bytes, stderr: bool = False) -> None:

@@ -1,30 +1,27 @@
-"""``sshgate recordings list | show | play | export | search | verify`` over the recording
-directory (docs/recordings.md); every command reads both layouts (reader.py)."""
+"""``sshgate recordings list | show | play | export | search | verify`` over the recordings
+(docs/recordings.md): the local directory, or S3 and its spool with ``sink: s3``, through the
+catalog; every command reads both layouts (reader.py)."""
 
 from __future__ import annotations
 
 import argparse
-import codecs
 import contextlib
+import datetime
 import os
 import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, BinaryIO
 
 from sshgate.config import ConfigError, config_path_from_env, load_config
-from sshgate.recording import asciicast, reader
+from sshgate.recording import reader
+from sshgate.recording.catalog import RecordingCatalog, open_catalog
 from sshgate.recording.files import WrittenOnce
-from sshgate.recording.manifest import (
-    fingerprint,
-    load_public_key,
-    load_signing_key,
-    verify,
-)
+from sshgate.recording.manifest import load_public_key
 from sshgate.recording.recorder import RecordingError
-from sshgate.recording.search import LineMatcher
+from sshgate.recording.sources import Entry
+from sshgate.recording.summary import SessionQuery, matches, rfc3339
 
 
 def add_recording_commands(subparsers: Any) -> None:
@@ -67,31 +64,35 @@ def add_recording_commands(subparsers: Any) -> None:
                        "(default: the configured signing_key's)")  # fmt: skip
 
 
-def _root(args: argparse.Namespace) -> tuple[Path, str | None]:
-    config = load_config(config_path_from_env(args.config))
-    return config.recording_dir, config.recording.signing_key
+def _catalog(args: argparse.Namespace) -> RecordingCatalog:
+    return open_catalog(load_config(config_path_from_env(args.config)))
 
 
-def _selected(root: Path, args: argparse.Namespace) -> Iterator[tuple[Path, dict[str, Any]]]:
-    for directory, doc in reader.sessions(root):
-        names = {doc.get("user"), doc.get("login"), doc.get("identity")}
-        if args.user and args.user.lower() not in {str(n).lower() for n in names if n}:
+def _selected(catalog: RecordingCatalog, args: argparse.Namespace) -> Iterator[Entry]:
+    since = None
+    if args.since:
+        try:
+            since = datetime.datetime.strptime(args.since, "%Y-%m-%d").replace(tzinfo=datetime.UTC)
+        except ValueError:
+            raise RecordingError(f"--since {args.since!r}: not a YYYY-MM-DD date") from None
+    query = SessionQuery(resource=args.resource, since=since)
+    wanted = args.user.lower() if args.user else None
+    for entry in catalog.newest_first():
+        summary = entry.summary
+        names = {summary.user, entry.login, summary.identity}
+        if wanted and wanted not in {n.lower() for n in names if n}:
             continue
-        if args.resource and doc.get("resource") != args.resource:
-            continue
-        if args.since and directory.parent.name < args.since:
-            continue
-        yield directory, doc
+        if matches(summary, query):
+            yield entry
 
 
 def _list(args: argparse.Namespace) -> int:
-    root, _ = _root(args)
     rows = [("SESSION", "STARTED", "STATUS", "USER", "RESOURCE", "NATIVE USER", "CHANNELS")]
-    for _, doc in _selected(root, args):
-        kinds = ",".join(str(c.get("kind")) for c in doc.get("channels", []))
-        status = str(doc.get("status")) + (f" ({doc['end_reason']})" if doc.get("end_reason") else "")
-        rows.append((str(doc.get("id")), str(doc.get("started")), status, str(doc.get("user")),
-                     str(doc.get("resource")), str(doc.get("native_user")), kinds or "-"))  # fmt: skip
+    for entry in _selected(_catalog(args), args):
+        s = entry.summary
+        kinds = ",".join(c.kind for c in s.channels)
+        status = s.status + (f" ({entry.end_reason})" if entry.end_reason else "")
+        rows.append((s.id, rfc3339(s.started), status, s.user, s.resource, s.native_user, kinds or "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
@@ -99,12 +100,10 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    root, _ = _root(args)
-    directory = reader.find(root, args.id)
-    doc = reader.load(directory)
+    entry, doc = _catalog(args).load(args.id)
     print(f"session      {doc.get('id')}  ({doc.get('status')}"
           + (f", {doc['end_reason']}" if doc.get("end_reason") else "") + ")")  # fmt: skip
-    print(f"directory    {directory}")
+    print(f"directory    {entry.files.where}")
     print(f"user         {doc.get('identity')}  groups {','.join(doc.get('groups') or []) or '-'}")
     print(f"resource     {doc.get('resource')} ({doc.get('resource_type')}) as {doc.get('native_user')}")
     print(f"client       {doc.get('client_ip')}  {doc.get('client_version')}  auth {doc.get('auth_method')}")
@@ -124,20 +123,14 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _channel(args: argparse.Namespace) -> tuple[Path, dict[str, Any], dict[str, Any]]:
-    root, _ = _root(args)
-    directory = reader.find(root, args.id)
-    doc = reader.load(directory)
-    return directory, doc, reader.terminal_channel(doc, args.channel)
-
-
 def _play(args: argparse.Namespace) -> int:
     if args.speed <= 0:
         raise RecordingError("--speed must be positive")
-    directory, _, channel = _channel(args)
+    entry, doc = _catalog(args).load(args.id)
+    channel = reader.terminal_channel(doc, args.channel)
     out = sys.stdout.buffer
     started = time.monotonic()
-    for at, code, value in reader.events(directory, channel):
+    for at, code, value in reader.events(entry.files, channel):
         if code != "o":
             continue
         delay = at / args.speed - (time.monotonic() - started)
@@ -150,16 +143,10 @@ def _play(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    directory, doc, channel = _channel(args)
+    pieces = _catalog(args).export(args.id, args.channel)
     with _output(args.output) as out:
-        cast = reader.legacy_cast(directory, channel)
-        if cast is not None:  # already asciicast v2
-            with cast.open("rb") as f:
-                while piece := f.read(1 << 20):
-                    out.write(piece)
-        else:
-            head = asciicast.header(doc, channel, reader.opened_unix(channel))
-            asciicast.write(out, head, reader.events(directory, channel))
+        for piece in pieces:
+            out.write(piece)
     return 0
 
 
@@ -176,53 +163,40 @@ def _output(path: str | None) -> Iterator[BinaryIO | WrittenOnce]:
 def _search(args: argparse.Namespace) -> int:
     if not args.text:
         raise RecordingError("search needs a text to find")
-    root, _ = _root(args)
     found = 0
-    for directory, doc in _selected(root, args):
-        prefix = f"{doc.get('id')}\t{doc.get('user')}\t{doc.get('resource')}\t{doc.get('started')}\t"
+    for entry in _selected(_catalog(args), args):
+        s = entry.summary
+        prefix = f"{s.id}\t{s.user}\t{s.resource}\t{rfc3339(s.started)}\t"
+        try:
+            doc = reader.load(entry.files)
+        except RecordingError as exc:
+            print(f"sshgate: {exc}", file=sys.stderr)
+            continue
         for channel in doc.get("channels", []):
             if not reader.is_terminal(channel):
                 continue
-            matcher = LineMatcher(args.text)
-            decoder = codecs.getincrementaldecoder("utf-8")("replace")
             try:
-                for _, code, value in reader.events(directory, channel):
-                    if code == "o":
-                        for line in matcher.feed(decoder.decode(value)):
-                            print(prefix + line)
-                            found += 1
+                for line in reader.output_lines(entry.files, channel, args.text):
+                    print(prefix + line)
+                    found += 1
             except RecordingError as exc:
                 print(f"sshgate: {exc}", file=sys.stderr)
-            for line in matcher.feed(decoder.decode(b"", final=True)) + matcher.end():
-                print(prefix + line)
-                found += 1
     return 0 if found else 1
 
 
 def _verify(args: argparse.Namespace) -> int:
-    root, key_path = _root(args)
-    directory = reader.find(root, args.id)
+    config = load_config(config_path_from_env(args.config))
+    catalog = open_catalog(config)
     if args.public_key:
         trusted, source = load_public_key(args.public_key), f"--public-key {args.public_key}"
-    elif key_path:
-        trusted, source = load_signing_key(key_path).public_key(), "the configured signing_key"
+    elif catalog.trusted is not None:
+        trusted, source = catalog.trusted, "the configured signing_key"
     else:
         trusted, source = None, ""
-    problems = verify(directory, trusted)
-    for problem in problems:
-        print(f"FAILED {problem}")
-    if problems:
-        return 1
-    signature = reader.load(directory).get("signature")
-    if signature is None:
-        print(f"OK {args.id}: every file matches its hash; unsigned, so nothing proves who wrote them")
-    elif trusted is not None:
-        print(f"OK {args.id}: every file matches its hash; signed by {fingerprint(trusted)} ({source})")
-    else:
-        print(f"OK {args.id}: every file matches its hash; the signature matches the key carried in the "
-              "manifest, which proves the files are unchanged since signing, not who signed them "
-              "(configure recording.signing_key or pass --public-key to check the origin)")  # fmt: skip
-    return 0
+    ok, lines = catalog.check(args.id, trusted, source)
+    for line in lines:
+        print(f"OK {line}" if ok else f"FAILED {line}")
+    return 0 if ok else 1
 
 
 def _guard(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:

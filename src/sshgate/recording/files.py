@@ -2,7 +2,7 @@
 them, JSON lines for events, each file hashed as it is written (the manifest's SHA-256).
 
 Runs in the recorder's flush thread, one flush at a time. There is nothing to encode: ``hashlib``
-and ``os.writev`` release the interpreter lock on large buffers, so the relay's event loop keeps
+and ``os.write`` release the interpreter lock on large buffers, so the relay's event loop keeps
 running while a flush hashes and writes. A writer process was measured no faster and no cheaper
 (bench/bench_recording.py; docs/recordings.md "Cost").
 """
@@ -18,7 +18,6 @@ from typing import Any, BinaryIO
 
 from sshgate.recording import timing
 
-IOV_MAX = 1024
 DROP_BYTES = 8 << 20
 COALESCE_S = 0.005
 """Output arriving within this of a timing line's first chunk joins that line: terminals hand
@@ -31,15 +30,12 @@ Item = tuple[float, str, Any]
 ``(cols, rows)``, ``j`` an event dict."""
 
 
-def write_all(fd: int, buffers: list[bytes]) -> None:
-    """``writev`` until every buffer is written."""
-    views = [memoryview(b) for b in buffers if b]
-    while views:
-        done = os.writev(fd, views[:IOV_MAX])
-        while views and done >= len(views[0]):
-            done -= len(views.pop(0))
-        if done:
-            views[0] = views[0][done:]
+def write_all(fd: int, data: bytes) -> None:
+    """``write`` until all of ``data`` is written."""
+    with memoryview(data) as view:
+        done = 0
+        while done < len(view):
+            done += os.write(fd, view[done:])
 
 
 def make_private_dirs(path: Path) -> None:
@@ -97,17 +93,20 @@ class RecordFile:
         self.broken: str | None = None  # a write failed: the digest no longer matches the file
 
     def append(self, buffers: list[bytes]) -> None:
+        """Write ``buffers`` as one block: one hash call and one write per flush, not per chunk.
+        Each of those releases the interpreter lock, and taking it back from a busy event loop
+        is what a chunk cost (docs/recordings.md, "Cost"); the join's one copy costs far less."""
         if not self.size and self.first_line:
             buffers = [self.first_line, *buffers]
+        data = buffers[0] if len(buffers) == 1 else b"".join(buffers)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
                      PRIVATE_FILE)  # fmt: skip
         try:
             if not self.size and not self.broken:
                 os.fchmod(fd, PRIVATE_FILE)
-            write_all(fd, buffers)
-            for buffer in buffers:
-                self.sha256.update(buffer)
-                self.size += len(buffer)
+            write_all(fd, data)
+            self.sha256.update(data)
+            self.size += len(data)
             if self.size - self.dropped >= DROP_BYTES:
                 drop_cached(fd)
                 self.dropped = self.size

@@ -2,7 +2,7 @@
 
 The relay's calls append references to the bytes to memory (channels.py). The recorder's flush
 task visits the channels that have something, at least every ``flush_interval`` seconds, on a
-channel's close, and early when a channel holds more than 1 MiB; each flush runs in the
+channel's close, and early when a channel holds more than 4 MiB; each flush runs in the
 recorder's own thread (files.py), so the event loop never waits on hashing or the disk.
 
 A live session holds an exclusive ``flock`` on ``<dir>/.active/<session-id>``. The kernel drops
@@ -122,6 +122,10 @@ class _Session:
 
     def note_decision(self, decision: dict[str, Any]) -> None:
         self.doc["decisions"].append({"at": utc_now(), **decision})
+        self.dirty = True
+
+    def note(self, fields: dict[str, Any]) -> None:
+        self.doc.update(fields)
         self.dirty = True
 
     async def close(self, status: EndStatus = "closed", *, end_reason: EndReason | None = None) -> None:

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from sshgate.recording.recorder import RecordingError
+from sshgate.recording.store import FILE_NAME, LocalFiles, SessionFiles
 
 SESSION_FILE = "session.json"
 
@@ -78,6 +79,18 @@ def file_digest(path: Path) -> dict[str, Any]:
     return {"sha256": digest.hexdigest(), "size": path.stat().st_size}
 
 
+def _digest(files: SessionFiles, name: str) -> dict[str, Any] | None:
+    try:
+        with files.open(name) as f:
+            digest, size = hashlib.sha256(), 0
+            while piece := f.read(1 << 20):
+                digest.update(piece)
+                size += len(piece)
+    except (OSError, RecordingError):
+        return None
+    return {"sha256": digest.hexdigest(), "size": size}
+
+
 def seal(
     doc: dict[str, Any],
     directory: Path,
@@ -103,15 +116,17 @@ def seal(
         }
 
 
-def verify(directory: Path, trusted: Ed25519PublicKey | None) -> list[str]:
+def verify(directory: Path | SessionFiles, trusted: Ed25519PublicKey | None) -> list[str]:
     """Problems found, each naming its file; empty when the recording is intact.
 
     The signature is checked against ``trusted`` (the configured signing key); without one, only
     against the key the manifest names, which proves integrity but not origin.
     """
+    files_at = LocalFiles(directory) if isinstance(directory, Path) else directory
     try:
-        doc = json.loads((directory / SESSION_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        with files_at.open(SESSION_FILE) as f:
+            doc = json.loads(f.read())
+    except (OSError, ValueError, RecordingError) as exc:
         return [f"{SESSION_FILE}: unreadable ({exc})"]
     if not isinstance(doc, dict) or "files" not in doc:
         return [f"{SESSION_FILE}: no manifest (the session is still active, or the file was replaced)"]
@@ -119,17 +134,17 @@ def verify(directory: Path, trusted: Ed25519PublicKey | None) -> list[str]:
     files = doc.get("files")
     if not isinstance(files, dict):
         return [f"{SESSION_FILE}: malformed manifest"]
+    present = files_at.names()
     for name, expected in sorted(files.items()):
-        path = directory / name
-        if "/" in name or name.startswith(".") or not isinstance(expected, dict):
+        if not FILE_NAME.fullmatch(name) or not isinstance(expected, dict):
             problems.append(f"{name}: not a recording file name")
-        elif not path.is_file():
+        elif name not in present:
             problems.append(f"{name}: missing")
-        elif file_digest(path) != {"sha256": expected.get("sha256"), "size": expected.get("size")}:
+        elif _digest(files_at, name) != {"sha256": expected.get("sha256"), "size": expected.get("size")}:
             problems.append(f"{name}: changed (sha256 differs from the manifest)")
-    for path in sorted(directory.iterdir()):
-        if path.name not in (SESSION_FILE, SESSION_FILE + ".tmp") and path.name not in files:
-            problems.append(f"{path.name}: not in the manifest")
+    for name in present:
+        if name not in (SESSION_FILE, SESSION_FILE + ".tmp") and name not in files:
+            problems.append(f"{name}: not in the manifest")
     signature = doc.get("signature")
     if signature is None:
         if trusted is not None:
@@ -150,3 +165,23 @@ def verify(directory: Path, trusted: Ed25519PublicKey | None) -> list[str]:
     except InvalidSignature:
         problems.append(f"{SESSION_FILE}: changed (signature does not match)")
     return problems
+
+
+def check(
+    files: SessionFiles, session_id: str, signature: Any, trusted: Ed25519PublicKey | None, source: str
+) -> tuple[bool, list[str]]:
+    """``verify`` as a verdict for people: ``(False, problems)``, or ``(True, [what the check
+    proves])``. ``signature`` is the document's; ``source`` names where ``trusted`` came from."""
+    problems = verify(files, trusted)
+    if problems:
+        return False, problems
+    intact = f"{session_id}: every file matches its hash"
+    if signature is None:
+        return True, [f"{intact}; unsigned, so nothing proves who wrote them"]
+    if trusted is not None:
+        return True, [f"{intact}; signed by {fingerprint(trusted)} ({source})"]
+    return True, [
+        f"{intact}; the signature matches the key carried in the "
+        "manifest, which proves the files are unchanged since signing, not who signed them "
+        "(configure recording.signing_key or pass --public-key to check the origin)"
+    ]

@@ -9,48 +9,56 @@ A terminal channel reads as a stream of events ``(seconds, code, value)``: ``o``
 from __future__ import annotations
 
 import calendar
+import codecs
+import io
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, BinaryIO
 
 from sshgate.recording import timing
 from sshgate.recording.manifest import SESSION_FILE
-from sshgate.recording.recorder import SESSION_ID, RecordingError
+from sshgate.recording.recorder import RecordingError
+from sshgate.recording.search import LineMatcher
+from sshgate.recording.store import SessionFiles
 
 PIECE = 256 << 10
 Event = tuple[float, str, Any]
 
 
-def sessions(root: Path) -> list[tuple[Path, dict[str, Any]]]:
-    """Every session under ``root`` with its (upgraded) document, newest first."""
-    found = []
-    for path in root.glob(f"[0-9]*/*/{SESSION_FILE}"):
-        try:
-            found.append((path.parent, load(path.parent)))
-        except RecordingError:
-            continue
-    return sorted(found, key=lambda pair: str(pair[1].get("started")), reverse=True)
+MAX_DOCUMENT = 16 << 20
+"""Bytes of session.json beyond which it is not read: no recorder writes one that large."""
 
 
-def find(root: Path, session_id: str) -> Path:
-    found = []
-    if SESSION_ID.fullmatch(session_id):
-        found = [p for p in root.glob(f"[0-9]*/{session_id}") if (p / SESSION_FILE).is_file()]
-    if not found:
-        raise RecordingError(f"no recording {session_id} in {root}")
-    return found[0]
-
-
-def load(directory: Path) -> dict[str, Any]:
-    """session.json, with a version 1 document's fields under their version 2 names."""
+def load(files: SessionFiles) -> dict[str, Any]:
+    """session.json, with a version 1 document's fields under their version 2 names; raises
+    :class:`RecordingError` when it is missing, unreadable or not a session document."""
     try:
-        doc = json.loads((directory / SESSION_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RecordingError(f"{directory / SESSION_FILE}: unreadable: {exc}") from None
+        with files.open(SESSION_FILE) as f:
+            return parse(f, files.where)
+    except OSError as exc:
+        raise RecordingError(f"{files.where}/{SESSION_FILE}: unreadable: {exc.strerror or exc}") from None
+
+
+def parse(f: BinaryIO, where: str) -> dict[str, Any]:
+    """An open session.json, read up to :data:`MAX_DOCUMENT` bytes, as :func:`load` returns it."""
+    pieces, size = [], 0
+    while size <= MAX_DOCUMENT and (piece := f.read(64 << 10)):
+        pieces.append(piece)
+        size += len(piece)
+    if size > MAX_DOCUMENT:
+        raise RecordingError(f"{where}/{SESSION_FILE}: larger than {MAX_DOCUMENT} bytes")
+    try:
+        return upgrade(json.loads(b"".join(pieces)))
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise RecordingError(f"{where}/{SESSION_FILE}: not a session document: {exc}") from None
+
+
+def upgrade(doc: Any) -> dict[str, Any]:
+    """A version 2 document as it is; a version 1 one with its fields under the version 2 names.
+    Raises ValueError (or TypeError, AttributeError) for what is not a session document."""
     if not isinstance(doc, dict):
-        raise RecordingError(f"{directory / SESSION_FILE}: not a session document")
+        raise ValueError("not an object")
     if doc.get("version", 1) >= 2:
         return doc
     user = doc.get("user") or {}
@@ -89,15 +97,16 @@ def terminal_channel(doc: dict[str, Any], n: int | None) -> dict[str, Any]:
     raise RecordingError(f"session {doc.get('id')} has no terminal channel" + (f" {n}" if n else ""))
 
 
-def legacy_cast(directory: Path, channel: dict[str, Any]) -> Path | None:
+def legacy_cast(channel: dict[str, Any]) -> str | None:
     """The asciicast file of a channel recorded before the raw layout, or None."""
-    casts = [f for f in channel.get("files", []) if f.endswith(".cast")]
-    return directory / casts[0] if casts else None
+    casts = [f for f in channel.get("files", []) if isinstance(f, str) and f.endswith(".cast")]
+    return casts[0] if casts else None
 
 
-def events(directory: Path, channel: dict[str, Any]) -> Iterator[Event]:
-    cast = legacy_cast(directory, channel)
-    return _cast_events(cast) if cast is not None else _raw_events(directory, channel)
+def events(files: SessionFiles, channel: dict[str, Any]) -> Iterator[Event]:
+    """The channel's events; of an active session, those flushed so far."""
+    cast = legacy_cast(channel)
+    return _cast_events(files, cast) if cast is not None else _raw_events(files, channel)
 
 
 def opened_unix(channel: dict[str, Any]) -> int:
@@ -110,8 +119,9 @@ def opened_unix(channel: dict[str, Any]) -> int:
 class _Log:
     """A data log read in order; its first line (script's header) is skipped."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, files: SessionFiles, name: str) -> None:
+        self.files = files
+        self.name = name
         self._file: BinaryIO | None = None
         self._ended = False
 
@@ -120,7 +130,7 @@ class _Log:
             return
         if self._file is None:
             try:
-                self._file = self.path.open("rb")
+                self._file = self.files.open(self.name)
             except FileNotFoundError:
                 self._ended = True
                 return
@@ -138,12 +148,20 @@ class _Log:
             self._file.close()
 
 
-def _raw_events(directory: Path, channel: dict[str, Any]) -> Iterator[Event]:
-    stem = f"{channel['n']}-{channel['kind']}"
-    logs = {name: _Log(directory / f"{stem}.{name}") for name in ("out", "err", "in")}
+def _complete_lines(lines: BinaryIO) -> Iterator[bytes]:
+    """Lines that end in a newline: an active session's last one may be half written."""
+    for line in lines:
+        if not line.endswith(b"\n"):
+            return
+        yield line
+
+
+def _raw_events(files: SessionFiles, channel: dict[str, Any]) -> Iterator[Event]:
+    stem = f"{channel.get('n')}-{channel.get('kind')}"
+    logs = {name: _Log(files, f"{stem}.{name}") for name in ("out", "err", "in")}
     try:
-        with (directory / f"{stem}.timing").open("rb") as lines:
-            for step in timing.parse(lines):
+        with files.open(f"{stem}.timing") as lines:
+            for step in timing.parse(_complete_lines(lines)):
                 if step.kind == "O" or step.name == "STDERR":
                     log, code = logs["out" if step.kind == "O" else "err"], "o"
                 elif step.kind == "I":
@@ -155,15 +173,15 @@ def _raw_events(directory: Path, channel: dict[str, Any]) -> Iterator[Event]:
                 for piece in log.read(step.size):
                     yield step.at, code, piece
     except (OSError, timing.TimingError) as exc:
-        raise RecordingError(f"{directory / (stem + '.timing')}: {exc}") from None
+        raise RecordingError(f"{files.where}/{stem}.timing: {exc}") from None
     finally:
         for log in logs.values():
             log.close()
 
 
-def _cast_events(path: Path) -> Iterator[Event]:
+def _cast_events(files: SessionFiles, name: str) -> Iterator[Event]:
     try:
-        with path.open(encoding="utf-8") as f:
+        with io.TextIOWrapper(files.open(name), encoding="utf-8") as f:
             f.readline()
             for line in f:
                 at, code, value = json.loads(line)
@@ -172,5 +190,22 @@ def _cast_events(path: Path) -> Iterator[Event]:
                     yield float(at), "r", (int(cols), int(rows))
                 elif code in ("o", "i"):
                     yield float(at), code, value.encode()
-    except (OSError, ValueError) as exc:
-        raise RecordingError(f"{path}: {exc}") from None
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        raise RecordingError(f"{files.where}/{name}: {exc}") from None
+
+
+def output_lines(files: SessionFiles, channel: dict[str, Any], text: str) -> Iterator[str]:
+    """The plain lines of a terminal channel's output that contain ``text`` (search.py). A read
+    error is raised after the lines found up to it."""
+    matcher = LineMatcher(text)
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    failed = None
+    try:
+        for _, code, value in events(files, channel):
+            if code == "o":
+                yield from matcher.feed(decoder.decode(value))
+    except RecordingError as exc:
+        failed = exc
+    yield from matcher.feed(decoder.decode(b"", final=True)) + matcher.end()
+    if failed is not None:
+        raise failed

@@ -25,6 +25,9 @@ class RecordingError(Exception):
 
 
 class ChannelRecording(Protocol):
+    n: int  # the channel's number in the file names
+    t0: float  # time.monotonic() when it opened: live output's times count from here
+
     def output(self, data: bytes, stderr: bool = False) -> None: ...
     def input(self, data: bytes) -> None: ...
     def resize(self, cols: int, rows: int) -> None: ...
@@ -41,6 +44,10 @@ class SessionRecording(Protocol):
 
     def open_channel(self, kind: ChannelKind, meta: dict[str, Any]) -> ChannelRecording: ...
     def note_decision(self, decision: dict[str, Any]) -> None: ...
+    def note(self, fields: dict[str, Any]) -> None:
+        """Add top-level fields to session.json (``terminated_by``)."""
+        ...
+
     async def close(self, status: EndStatus = "closed", *, end_reason: EndReason | None = None) -> None:
         """End the recording; ``end_reason`` None is ``client`` (the client left)."""
         ...
@@ -59,6 +66,9 @@ class Recorder(Protocol):
 
 
 class _NullChannel:
+    n = 0
+    t0 = 0.0
+
     def output(self, data: bytes, stderr: bool = False) -> None:
         pass
 
@@ -90,6 +100,9 @@ class _NullSession:
         return NULL_CHANNEL
 
     def note_decision(self, decision: dict[str, Any]) -> None:
+        pass
+
+    def note(self, fields: dict[str, Any]) -> None:
         pass
 
     async def close(self, status: EndStatus = "closed", *, end_reason: EndReason | None = None) -> None:

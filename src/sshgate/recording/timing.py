@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
 
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f\\]")
 
@@ -76,7 +75,7 @@ def _number(text: str, line: int) -> int:
     return int(text)
 
 
-def parse(lines: BinaryIO) -> Iterator[Step]:
+def parse(lines: Iterable[bytes]) -> Iterator[Step]:
     """The steps of a timing log, streaming; raises :class:`TimingError` on a malformed line."""
     at = 0.0
     for number, raw in enumerate(lines, 1):

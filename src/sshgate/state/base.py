@@ -24,6 +24,15 @@ class LiveSession:
     started_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class OutputChunk:
+    """Terminal output of one channel for live viewers; empty ``data`` says the channel closed."""
+
+    channel: int
+    t: float  # seconds since the channel opened, as in its asciicast
+    data: bytes
+
+
 class StateUnavailable(Exception):
     """The shared store did not answer within its bound; callers fall back to what they hold."""
 
@@ -65,10 +74,14 @@ class SharedState(Protocol):
     async def sessions(self) -> list[LiveSession]:
         """Every replica's live sessions; only this process's own while ``available`` is False."""
 
-    async def publish_output(self, session_id: str, data: bytes) -> None:
-        """Live output of a session, for whoever subscribed (nobody: dropped)."""
+    def watched(self, session_id: str) -> bool:
+        """True while someone, on any worker or replica, watches the session live: only then
+        does the relay publish its output (a set lookup on the hot path, nothing more)."""
 
-    def subscribe_output(self, session_id: str) -> AsyncIterator[bytes]:
+    def publish_output(self, session_id: str, chunk: OutputChunk) -> None:
+        """Live output of a session, for whoever subscribed; never waits (a slow path drops)."""
+
+    def subscribe_output(self, session_id: str) -> AsyncIterator[OutputChunk]:
         """The session's live output from now on, until the caller stops iterating; raises
         :class:`StateUnavailable` for another replica's session while the store is away."""
 

@@ -20,7 +20,7 @@ from typing import Any
 from sshgate import audit
 from sshgate.state import rpc
 from sshgate.state.availability import Availability
-from sshgate.state.base import LiveSession, RevokedHandler, StateUnavailable, TerminateHandler
+from sshgate.state.base import LiveSession, OutputChunk, RevokedHandler, StateUnavailable, TerminateHandler
 from sshgate.state.counters import LocalCounters
 from sshgate.state.file_bindings import FileBindings
 from sshgate.state.outputs import OutputHub
@@ -77,11 +77,15 @@ class StateHost:
                     reply = {"id": message.get("id"), "ok": True, "result": result}
                 except (KeyError, TypeError, ValueError) as exc:
                     reply = {"id": message.get("id"), "ok": False, "error": f"{type(exc).__name__}: {exc}"}
-                writer.write(rpc.encode(reply))
+                if "id" in message:  # output is fire-and-forget: no answer wanted
+                    writer.write(rpc.encode(reply))
         except (asyncio.IncompleteReadError, ConnectionError, rpc.FrameError):
             pass
         finally:
+            watched = {s: self._watchers(s) for s in link.watching}
             self._links.discard(link)
+            for session_id, before in watched.items():
+                self._tell_owner(session_id, before)
             for session in list(self.counters.sessions.values()):
                 if session.replica == link.replica:
                     self.counters.close_session(session.session_id)
@@ -112,20 +116,38 @@ class StateHost:
         if op == "terminate":
             return self._terminate(args["s"], args["by"])
         if op == "publish":
+            # The owner already fed its own watchers; the others get it from here.
             for other in self._links:
-                if other.watching[args["s"]] > 0:
-                    other.push({"push": "output", "s": args["s"], "d": args["d"]})
+                if other is not link and other.watching[args["s"]] > 0:
+                    other.push({"push": "output", **args})
             return True
         if op == "watch":
-            link.watching[args["s"]] += int(args["n"])
-            if link.watching[args["s"]] <= 0:
-                del link.watching[args["s"]]
+            session_id = args["s"]
+            before = self._watchers(session_id)
+            link.watching[session_id] += int(args["n"])
+            if link.watching[session_id] <= 0:
+                del link.watching[session_id]
+            self._tell_owner(session_id, before)
             return True
         raise ValueError(f"unknown operation {op!r}")
 
-    def _terminate(self, session_id: str, by: str) -> bool:
+    def _owner(self, session_id: str) -> _Link | None:
         session = self.counters.sessions.get(session_id)
-        owner = next((x for x in self._links if session and x.replica == session.replica), None)
+        return next((x for x in self._links if session and x.replica == session.replica), None)
+
+    def _watchers(self, session_id: str) -> int:
+        owner = self._owner(session_id)
+        return sum(x.watching[session_id] for x in self._links if x is not owner)
+
+    def _tell_owner(self, session_id: str, before: int) -> None:
+        """The owning worker publishes only while another worker watches: say when that changes."""
+        now = self._watchers(session_id)
+        owner = self._owner(session_id)
+        if owner is not None and (before > 0) != (now > 0):
+            owner.push({"push": "watched", "s": session_id, "on": now > 0})
+
+    def _terminate(self, session_id: str, by: str) -> bool:
+        owner = self._owner(session_id)
         if owner is None:
             return False
         owner.push({"push": "terminate", "s": session_id, "by": by})
@@ -141,6 +163,7 @@ class WorkerState(FileBindings):
         self._sock = socket.socket(fileno=fd)
         self.local = LocalCounters()
         self.hub = OutputHub()
+        self._watched_elsewhere: set[str] = set()
         self.availability = Availability(set_gauge)
         self._writer: asyncio.StreamWriter | None = None
         self._calls: dict[int, asyncio.Future[Any]] = {}
@@ -175,7 +198,12 @@ class WorkerState(FileBindings):
                 if message.get("push") == "terminate":
                     self._on_terminate(str(message["s"]), str(message["by"]))
                 elif message.get("push") == "output":
-                    self.hub.publish(str(message["s"]), rpc.unb64(message["d"]))
+                    chunk = OutputChunk(int(message["c"]), float(message["t"]), rpc.unb64(message["d"]))
+                    self.hub.publish(str(message["s"]), chunk)
+                elif message.get("push") == "watched":
+                    (self._watched_elsewhere.add if message["on"] else self._watched_elsewhere.discard)(
+                        str(message["s"])
+                    )
                 elif (call := self._calls.pop(message.get("id", -1), None)) is not None and not call.done():
                     call.set_result(message)
         except (asyncio.IncompleteReadError, ConnectionError, rpc.FrameError):
@@ -230,15 +258,25 @@ class WorkerState(FileBindings):
         except StateUnavailable:
             return list(self.local.sessions.values())
 
-    async def publish_output(self, session_id: str, data: bytes) -> None:
-        with contextlib.suppress(StateUnavailable):
-            await self._call("publish", s=session_id, d=rpc.b64(data))
+    def watched(self, session_id: str) -> bool:
+        return session_id in self._watched_elsewhere or self.hub.watched(session_id)
 
-    async def subscribe_output(self, session_id: str) -> AsyncIterator[bytes]:
+    def publish_output(self, session_id: str, chunk: OutputChunk) -> None:
+        self.hub.publish(session_id, chunk)
+        writer = self._writer
+        if session_id in self._watched_elsewhere and writer is not None and not writer.is_closing():
+            args = {"s": session_id, "c": chunk.channel, "t": chunk.t, "d": rpc.b64(chunk.data)}
+            writer.write(rpc.encode({"op": "publish", "args": args}))
+
+    async def subscribe_output(self, session_id: str) -> AsyncIterator[OutputChunk]:
+        if session_id in self.local.sessions:  # this worker's own: no supervisor in between
+            async for chunk in self.hub.subscribe(session_id):
+                yield chunk
+            return
         await self._call("watch", s=session_id, n=1)
         try:
-            async for data in self.hub.subscribe(session_id):
-                yield data
+            async for chunk in self.hub.subscribe(session_id):
+                yield chunk
         finally:
             with contextlib.suppress(StateUnavailable):
                 await self._call("watch", s=session_id, n=-1)

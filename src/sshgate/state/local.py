@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from sshgate.state.base import LiveSession, RevokedHandler, TerminateHandler
+from sshgate.state.base import LiveSession, OutputChunk, RevokedHandler, TerminateHandler
 from sshgate.state.counters import LocalCounters
 from sshgate.state.file_bindings import FileBindings
 from sshgate.state.outputs import OutputHub
@@ -49,10 +49,13 @@ class LocalState(FileBindings):
     async def sessions(self) -> list[LiveSession]:
         return list(self.counters.sessions.values())
 
-    async def publish_output(self, session_id: str, data: bytes) -> None:
-        self.hub.publish(session_id, data)
+    def watched(self, session_id: str) -> bool:
+        return self.hub.watched(session_id)
 
-    def subscribe_output(self, session_id: str) -> AsyncIterator[bytes]:
+    def publish_output(self, session_id: str, chunk: OutputChunk) -> None:
+        self.hub.publish(session_id, chunk)
+
+    def subscribe_output(self, session_id: str) -> AsyncIterator[OutputChunk]:
         return self.hub.subscribe(session_id)
 
     async def terminate(self, session_id: str, by: str) -> bool:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import struct
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import asdict
@@ -30,11 +31,14 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from sshgate.oidc.bindings import KeyBinding
-from sshgate.state.base import LiveSession
+from sshgate.state.base import LiveSession, OutputChunk
 from sshgate.state.seal import Sealer
 
 # The entries of a session hash whose replica still heartbeats; the others (a crashed replica's
 # sessions) are dropped from it and from ``also``.
+# A live output frame: channel number and seconds since the channel opened, then the bytes.
+_CHUNK_HEAD = struct.Struct(">Id")
+
 _LIVE_ENTRIES = """
 local function live_entries(key, also, prefix)
   local all = redis.call('HGETALL', key)
@@ -266,7 +270,14 @@ class RedisStore:
     # Terminate and live output
 
     async def send_terminate(self, replica: str, session_id: str, by: str) -> int:
-        doc = {"op": "terminate", "s": session_id, "by": by, "t": self._clock(), "n": secrets.token_hex(8)}
+        return await self._control(replica, {"op": "terminate", "s": session_id, "by": by})
+
+    async def send_watch(self, replica: str, session_id: str) -> int:
+        """Ask the owning replica to publish the session's output for the next while (a lease)."""
+        return await self._control(replica, {"op": "watch", "s": session_id})
+
+    async def _control(self, replica: str, doc: dict[str, Any]) -> int:
+        doc = {**doc, "t": self._clock(), "n": secrets.token_hex(8)}
         return int(
             await self.client.publish(self.key("ctl", replica), self.sealer.seal(f"ctl:{replica}", doc))
         )
@@ -274,17 +285,21 @@ class RedisStore:
     def control_channel(self) -> str:
         return self.key("ctl", self.replica)
 
-    async def publish_output(self, session_id: str, data: bytes) -> None:
-        await self.client.publish(self.key("out", session_id), self.sealer.encrypt(f"out:{session_id}", data))
+    async def publish_output(self, session_id: str, chunk: OutputChunk) -> None:
+        frame = _CHUNK_HEAD.pack(chunk.channel, chunk.t) + chunk.data
+        await self.client.publish(
+            self.key("out", session_id), self.sealer.encrypt(f"out:{session_id}", frame)
+        )
 
-    async def output(self, pubsub: PubSub, session_id: str) -> AsyncIterator[bytes]:
-        """Decrypted frames from a pubsub already subscribed to the session's channel."""
+    async def output(self, pubsub: PubSub, session_id: str) -> AsyncIterator[OutputChunk]:
+        """Decrypted chunks from a pubsub already subscribed to the session's channel."""
         async for message in pubsub.listen():
             if message.get("type") != "message":
                 continue
-            data = self.sealer.decrypt(f"out:{session_id}", bytes(message["data"]))
-            if data is not None:
-                yield data
+            frame = self.sealer.decrypt(f"out:{session_id}", bytes(message["data"]))
+            if frame is not None and len(frame) >= _CHUNK_HEAD.size:
+                channel, t = _CHUNK_HEAD.unpack_from(frame)
+                yield OutputChunk(channel, t, frame[_CHUNK_HEAD.size :])
 
     # SSO key bindings and step-ups
 

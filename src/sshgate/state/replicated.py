@@ -18,6 +18,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import TypeVar
 
 from redis.exceptions import RedisError
@@ -25,7 +26,7 @@ from redis.exceptions import RedisError
 from sshgate import audit
 from sshgate.oidc.bindings import KeyBinding
 from sshgate.state.availability import Availability
-from sshgate.state.base import LiveSession, RevokedHandler, StateUnavailable, TerminateHandler
+from sshgate.state.base import LiveSession, OutputChunk, RevokedHandler, StateUnavailable, TerminateHandler
 from sshgate.state.counters import LocalCounters
 from sshgate.state.outputs import OutputHub
 from sshgate.state.redis_store import RedisStore, as_text
@@ -35,6 +36,11 @@ T = TypeVar("T")
 PROBE_INTERVAL_S = 0.25
 # Without the store a replica honours the bindings it last saw for this long (DESIGN §12).
 CACHED_BINDINGS_S = 60.0
+# A watcher renews its lease on a session's output every third of this; the owner publishes
+# through the store only while a lease runs (nobody watching: the relay pays nothing).
+WATCH_LEASE_S = 6.0
+# Output waiting for the store; a watcher that far behind loses the oldest (the session never waits).
+_OUTBOX_CHUNKS = 1024
 # A terminate request older than this, or seen before, is ignored (replayed from the channel).
 _CONTROL_MAX_AGE_S = 30.0
 _FAULTS = (RedisError, OSError, TimeoutError, ConnectionError)
@@ -79,6 +85,9 @@ class ReplicatedState:
         self._version: str | None = None
         self._heartbeat_at = -float("inf")
         self._seen_nonces: dict[str, float] = {}
+        self._watch_leases: dict[str, float] = {}
+        self._outbox: deque[tuple[str, OutputChunk]] = deque()
+        self._outbox_ready = asyncio.Event()
         # Every lockout in the store, while subscribed to its announcements (else: ask the store).
         self._locks: dict[str, float] = {}
         self._locks_live = False
@@ -100,7 +109,7 @@ class ReplicatedState:
         except StateUnavailable:
             pass  # serve anyway; the probe converges once the store answers
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._probe()), loop.create_task(self._control())]
+        self._tasks = [loop.create_task(t) for t in (self._probe(), self._control(), self._send_output())]
 
     async def aclose(self) -> None:
         self._stop.set()
@@ -179,27 +188,62 @@ class ReplicatedState:
         except StateUnavailable:
             return list(self.local.sessions.values())
 
-    async def publish_output(self, session_id: str, data: bytes) -> None:
-        self.hub.publish(session_id, data)
-        with contextlib.suppress(StateUnavailable):
-            await self._try(lambda: self.store.publish_output(session_id, data))
+    def watched(self, session_id: str) -> bool:
+        lease = self._watch_leases.get(session_id)
+        return self.hub.watched(session_id) or (lease is not None and lease > time.monotonic())
 
-    async def subscribe_output(self, session_id: str) -> AsyncIterator[bytes]:
+    def publish_output(self, session_id: str, chunk: OutputChunk) -> None:
+        """To this replica's own watchers at once; through the store in order, never waiting:
+        a watcher on another replica loses output while the store is slow, the session does not."""
+        self.hub.publish(session_id, chunk)
+        lease = self._watch_leases.get(session_id)
+        if lease is None or lease < time.monotonic() or not self.available:
+            return
+        if len(self._outbox) >= _OUTBOX_CHUNKS:
+            self._outbox.popleft()
+        self._outbox.append((session_id, chunk))
+        self._outbox_ready.set()
+
+    async def _send_output(self) -> None:
+        """The one task that moves queued output to the store, in order."""
+        while not self._stop.is_set():
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            while self._outbox:
+                session_id, chunk = self._outbox.popleft()
+                with contextlib.suppress(StateUnavailable):
+                    await self._try(partial(self.store.publish_output, session_id, chunk))
+
+    async def subscribe_output(self, session_id: str) -> AsyncIterator[OutputChunk]:
         """Through the store; from this replica's own sessions only while the store is away."""
         if not self.available:
             if session_id not in self.local.sessions:
                 raise StateUnavailable("live output of other replicas' sessions needs the state store")
-            async for data in self.hub.subscribe(session_id):
-                yield data
+            async for chunk in self.hub.subscribe(session_id):
+                yield chunk
             return
         pubsub = self.store.client.pubsub()
+        lease = asyncio.get_running_loop().create_task(self._keep_watching(session_id))
         try:
             await self._bounded(pubsub.subscribe(self.store.key("out", session_id)))
-            async for data in self.store.output(pubsub, session_id):
-                yield data
+            async for chunk in self.store.output(pubsub, session_id):
+                yield chunk
         finally:
+            lease.cancel()
             with contextlib.suppress(*_FAULTS):
                 await asyncio.wait_for(pubsub.aclose(), self.timeout_s)
+
+    async def _keep_watching(self, session_id: str) -> None:
+        """Renew the owner's lease on publishing this session's output while we subscribe."""
+        while True:
+            if session_id in self.local.sessions:
+                self._watch_leases[session_id] = time.monotonic() + WATCH_LEASE_S
+            else:
+                with contextlib.suppress(StateUnavailable):
+                    session = await self._try(lambda: self.store.session(session_id))
+                    if session is not None:
+                        await self._try(partial(self.store.send_watch, session.replica, session_id))
+            await asyncio.sleep(WATCH_LEASE_S / 3)
 
     async def terminate(self, session_id: str, by: str) -> bool:
         """Close a session here, or ask its replica; StateUnavailable when it may be elsewhere."""
@@ -373,9 +417,14 @@ class ReplicatedState:
         now = time.time()
         self._seen_nonces = {n: t for n, t in self._seen_nonces.items() if now - t < 2 * _CONTROL_MAX_AGE_S}
         nonce = str(doc.get("n"))
-        if doc.get("op") != "terminate" or abs(now - float(doc["t"])) > _CONTROL_MAX_AGE_S:
+        if doc.get("op") not in ("terminate", "watch") or abs(now - float(doc["t"])) > _CONTROL_MAX_AGE_S:
             return
         if nonce in self._seen_nonces:
             return
         self._seen_nonces[nonce] = now
+        if doc["op"] == "watch":
+            self._watch_leases = {s: t for s, t in self._watch_leases.items() if t > time.monotonic()}
+            if str(doc["s"]) in self.local.sessions:
+                self._watch_leases[str(doc["s"])] = time.monotonic() + WATCH_LEASE_S
+            return
         self._on_terminate(str(doc["s"]), str(doc["by"]))

@@ -12,14 +12,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from sshgate.refusal import Refusal
 
-class UpstreamError(Exception):
+
+class UpstreamError(Refusal):
     """An upstream that cannot be used. ``str()`` is safe to show the client: it names the
     resource, never its address or the gateway's files; ``detail`` is for the audit log."""
 
     def __init__(self, message: str, detail: str = "") -> None:
-        super().__init__(message)
-        self.detail = detail or message
+        super().__init__(message, reason=detail, event="upstream.error")
+        self.detail = self.reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,16 +12,8 @@ import asyncssh
 
 from sshgate.config import HostKeyPolicy, SshResource
 from sshgate.native_secret import NativeCredential, Password, PrivateKey
+from sshgate.ssh_algorithms import ENCRYPTION_ALGS
 from sshgate.upstream.base import Downstream, ExitSignal, SessionRequest, UpstreamChannel, UpstreamError
-
-# AES-GCM first: asyncssh's chacha20 costs about twice the CPU per byte (bench/bench_relay.py).
-ENCRYPTION_ALGS = [
-    "aes128-gcm@openssh.com",
-    "aes256-gcm@openssh.com",
-    "chacha20-poly1305@openssh.com",
-    "aes128-ctr",
-    "aes256-ctr",
-]
 
 
 def known_hosts_for(policy: HostKeyPolicy) -> Any:

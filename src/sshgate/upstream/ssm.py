@@ -30,13 +30,13 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar, Unpack
 
 import aiohttp
-import asyncssh
 
 from sshgate.aws.clients import AwsClients, Credentials, call
 from sshgate.aws.errors import AwsError
+from sshgate.aws.instance_connect import push_instance_connect_key
 from sshgate.aws.targets import Ec2Target, EcsTarget
 from sshgate.config import Ec2Resource, EcsResource
-from sshgate.native_secret import AmbientIam, AssumeRole, NativeCredential, PrivateKey
+from sshgate.native_secret import AmbientIam, AssumeRole, NativeCredential
 from sshgate.ssm.client import (
     AgentProtocolError,
     CommandSession,
@@ -410,27 +410,3 @@ async def ssh_through_ssm(
     except UpstreamError:
         await cleanup()
         raise
-
-
-async def push_instance_connect_key(
-    clients: AwsClients,
-    name: str,
-    instance_id: str,
-    region: str | None,
-    credentials: Credentials | None,
-    user: str,
-) -> PrivateKey:
-    """A fresh key for this one login, valid for 60 seconds on the instance (EC2 Instance Connect)."""
-    key = asyncssh.generate_private_key("ssh-ed25519")
-    eic = clients.client("ec2-instance-connect", region, credentials)
-    try:
-        await call(
-            f"pushing a key to {name} with EC2 Instance Connect",
-            eic.send_ssh_public_key,
-            InstanceId=instance_id,
-            InstanceOSUser=user,
-            SSHPublicKey=key.export_public_key().decode(),
-        )
-    except AwsError as exc:
-        raise UpstreamError(str(exc)) from None
-    return PrivateKey(key)

@@ -1,0 +1,98 @@
+"""The web app's listener: pages, static files, sign-in and the API on ``web.listen``
+(docs/api.md). One per gateway: with ``workers: N`` it runs in worker 0 and reaches every
+worker's sessions through the shared state."""
+
+from __future__ import annotations
+
+import html
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from sshgate.config import Web
+from sshgate.metrics import parse_listen
+from sshgate.oidc.client import OidcClient
+from sshgate.recording.catalog import Catalog
+from sshgate.state.base import SharedState
+from sshgate.web.api import Api
+from sshgate.web.auth import Authenticator
+from sshgate.web.roles import Principal
+from sshgate.web.signin import SignInRoutes
+from sshgate.web.store import COOKIE, WebStore
+
+STATIC = Path(__file__).parent / "static"
+# Nothing from elsewhere: the player is shipped in static/vendor; it compiles WebAssembly.
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; "
+        "style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
+
+
+@web.middleware
+async def _security_headers(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        response: web.StreamResponse = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers.update(_SECURITY_HEADERS)
+        raise
+    if not response.prepared:
+        response.headers.update(_SECURITY_HEADERS)
+    return response
+
+
+class WebApp:
+    def __init__(
+        self, config: Web, catalog: Catalog, shared: SharedState, oidc: Callable[[], OidcClient | None]
+    ) -> None:
+        self.config = config
+        self.store = WebStore()
+        self.auth = Authenticator(config, self.store, oidc)
+        self.app = web.Application(middlewares=[_security_headers])
+        Api(self.auth, catalog, shared).add_to(self.app)
+        SignInRoutes(self.auth, config.public_url, config.tls is not None).add_to(self.app)
+        self.app.router.add_get("/", self.page("index.html"))
+        self.app.router.add_get("/sessions/{id}", self.page("session.html"))
+        self.app.router.add_static("/static/", STATIC, follow_symlinks=False)
+        self._runner = web.AppRunner(self.app, access_log=None)
+        self.port = 0
+
+    def page(self, name: str) -> Callable[[web.Request], Any]:
+        """A static page with the session's CSRF token in ``<meta name="csrf-token">``."""
+        text = (STATIC / name).read_text(encoding="utf-8")
+
+        async def handler(request: web.Request) -> web.Response:
+            cookie = request.cookies.get(COOKIE)
+            principal = self.store.session(cookie) if cookie else None
+            token = principal.csrf if principal is not None and principal.csrf else ""
+            body = text.replace("{{csrf}}", html.escape(token))
+            return web.Response(text=body, content_type="text/html", headers={"Cache-Control": "no-store"})
+
+        return handler
+
+    def one_time_link(self, email: str) -> str:
+        """A single-use sign-in as admin for a few minutes (``sshgate demo`` without a provider)."""
+        token = self.store.one_time_link(Principal(email, (), "admin"))
+        return f"{self.config.public_url}/signin/once?token={token}"
+
+    async def start(self) -> None:
+        host, port = parse_listen(self.config.listen)
+        context = None
+        if self.config.tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(self.config.tls.cert, self.config.tls.key)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, ssl_context=context)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()

@@ -1,0 +1,125 @@
+"""Browser sign-in with the OpenID provider: authorization code with PKCE S256, ``state`` and
+``nonce`` checked (docs/api.md, "Sign-in"); and the one-time links of ``sshgate demo``."""
+
+from __future__ import annotations
+
+import hmac
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from sshgate import audit
+from sshgate.oidc.errors import SignInError
+from sshgate.web.auth import Authenticator
+from sshgate.web.pkce import challenge, new_verifier, random_token
+from sshgate.web.roles import Principal
+from sshgate.web.store import COOKIE, SIGN_IN_TTL_S, PendingSignIn, cookie_options, csrf_ok
+
+CALLBACK = "/signin/callback"
+# The sign-in's state also sits in this cookie, so a callback only completes in the browser that
+# started it: nobody can sign a victim in to the attacker's account with a crafted link.
+STATE_COOKIE = "sshgate_signin"
+
+
+def safe_next(value: str | None) -> str:
+    """Only a path on this site (never ``//host`` or a URL): no open redirect after sign-in."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return "/"
+    return value
+
+
+class SignInRoutes:
+    def __init__(self, auth: Authenticator, public_url: str, secure: bool) -> None:
+        self.auth = auth
+        self.public_url = public_url
+        self.secure = secure
+        self.log = audit.logger()
+
+    def add_to(self, app: web.Application) -> None:
+        app.router.add_get("/signin", self.begin)
+        app.router.add_get(CALLBACK, self.callback)
+        app.router.add_get("/signin/once", self.once)
+        app.router.add_post("/signout", self.sign_out)
+
+    def _signed_in(self, principal: Principal, next_path: str) -> web.Response:
+        response = web.Response(status=302, headers={"Location": next_path})
+        response.set_cookie(COOKIE, self.auth.store.open_session(principal), **cookie_options(self.secure))
+        self.log.info("web.sign_in", email=principal.email, role=principal.role)
+        return response
+
+    async def begin(self, request: web.Request) -> web.StreamResponse:
+        client = self.auth.oidc()
+        if client is None:
+            raise web.HTTPServiceUnavailable(text="sign-in needs identities.oidc in the configuration\n")
+        try:
+            metadata = await client.metadata()
+        except SignInError as exc:
+            raise web.HTTPServiceUnavailable(
+                text=f"the identity provider is unavailable: {exc.reason}\n"
+            ) from None
+        if metadata.authorization_endpoint is None:
+            raise web.HTTPServiceUnavailable(text="the identity provider has no authorization_endpoint\n")
+        verifier, nonce = new_verifier(), random_token()
+        state = self.auth.store.begin_sign_in(
+            PendingSignIn(verifier, nonce, safe_next(request.query.get("next")))
+        )
+        query = {
+            "response_type": "code",
+            "client_id": client.config.client_id,
+            "redirect_uri": self.public_url + CALLBACK,
+            "scope": " ".join(client.config.scopes),
+            "state": state,
+            "nonce": nonce,
+            "code_challenge": challenge(verifier),
+            "code_challenge_method": "S256",
+        }
+        response = web.Response(
+            status=302, headers={"Location": f"{metadata.authorization_endpoint}?{urlencode(query)}"}
+        )
+        options = cookie_options(self.secure)
+        response.set_cookie(STATE_COOKIE, state, httponly=True, samesite="Lax", secure=options["secure"],
+                            path=CALLBACK, max_age=int(SIGN_IN_TTL_S))  # fmt: skip
+        return response
+
+    async def callback(self, request: web.Request) -> web.StreamResponse:
+        state = request.query.get("state", "")
+        if not state or not hmac.compare_digest(state, request.cookies.get(STATE_COOKIE, "")):
+            raise web.HTTPBadRequest(
+                text="sign-in failed: it was not started in this browser; start again at /signin\n"
+            )
+        pending = self.auth.store.finish_sign_in(state)
+        if pending is None:
+            raise web.HTTPBadRequest(
+                text="sign-in failed: unknown or expired state; start again at /signin\n"
+            )
+        client = self.auth.oidc()
+        code = request.query.get("code")
+        if client is None or not code:
+            error = request.query.get("error", "no code")
+            self.log.warning("web.sign_in", result="refused", reason=f"provider answered {error[:100]}")
+            raise web.HTTPForbidden(text="sign-in failed at the identity provider\n")
+        try:
+            tokens = await client.exchange_code(code, self.public_url + CALLBACK, pending.verifier)
+            principal = await self.auth.person_from_tokens(client, tokens, pending.nonce)
+        except SignInError as exc:
+            self.log.warning("web.sign_in", result="refused", reason=exc.reason)
+            raise web.HTTPForbidden(text=f"sign-in failed: {exc}\n") from None
+        response = self._signed_in(principal, pending.next_path)
+        response.del_cookie(STATE_COOKIE, path=CALLBACK)
+        return response
+
+    async def once(self, request: web.Request) -> web.StreamResponse:
+        principal = self.auth.store.use_link(request.query.get("token", ""))
+        if principal is None:
+            raise web.HTTPForbidden(text="this sign-in link was used already or has expired\n")
+        return self._signed_in(principal, "/")
+
+    async def sign_out(self, request: web.Request) -> web.StreamResponse:
+        cookie = request.cookies.get(COOKIE)
+        principal = self.auth.store.session(cookie) if cookie else None
+        if principal is None or not csrf_ok(principal, request.headers.get("X-CSRF-Token")):
+            raise web.HTTPForbidden(text="sign-out needs the page's CSRF token\n")
+        self.auth.store.close_session(cookie or "")
+        response = web.Response(status=204)
+        response.del_cookie(COOKIE, path="/")
+        return response
