@@ -31,7 +31,7 @@ from typing import TypeVar, Unpack
 
 import aiohttp
 
-from sshgate.aws.clients import AwsClients, Credentials, call
+from sshgate.aws.clients import AwsClients, Credentials
 from sshgate.aws.errors import AwsError
 from sshgate.aws.instance_connect import push_instance_connect_key
 from sshgate.aws.targets import Ec2Target, EcsTarget
