@@ -170,15 +170,18 @@ def echo_rtt(term: Terminal, count: int) -> tuple[float, float]:
     return samples[len(samples) // 2], samples[int(0.99 * (len(samples) - 1))]
 
 
-def exec_download(client: Client, size: int) -> float:
-    """MB/s until the last byte arrives. The command lingers after printing: an agent gives a
-    finished command only 2 s to flush its backlog (as AWS's does), which would cut the stream."""
+def exec_download(client: Client, size: int) -> tuple[float, float]:
+    """MB/s until the last byte arrives, counted from starting ssh (login, StartSession and the
+    data channel's handshake included), and the seconds until the first byte. The command lingers
+    after printing: an agent gives a finished command only 2 s to flush its backlog (as AWS's
+    does), which would cut the stream."""
     argv = client.ssh_argv("alice+app", f"sh -c 'head -c {size}M /dev/zero; sleep 30'")
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
     assert proc.stdout is not None
-    start, got = time.perf_counter(), 0
+    start, got, first = time.perf_counter(), 0, 0.0
     try:
         while got < size << 20 and (chunk := proc.stdout.read1(1 << 20)):
+            first = first or time.perf_counter() - start
             got += len(chunk)
         elapsed = time.perf_counter() - start
     finally:
@@ -186,7 +189,7 @@ def exec_download(client: Client, size: int) -> float:
         proc.wait()
     if got != size << 20:
         raise SystemExit(f"exec returned {got} bytes of {size << 20}")
-    return size / elapsed
+    return size / elapsed, first
 
 
 def forwards(
@@ -273,9 +276,14 @@ def main() -> None:
             try:
                 client = Client(gw, env.keys.alice, env.root / "client")
                 size = args.megabytes
-                rates = [exec_download(client, size) for _ in range(args.rounds)]
+                assert gw.process is not None
+                before = cpu_seconds(gw.process.pid)
+                runs = [exec_download(client, size) for _ in range(args.rounds)]
+                cpu = (cpu_seconds(gw.process.pid) - before) / (size * args.rounds) * 1e3
+                rate, first = (statistics.median(r[i] for r in runs) for i in (0, 1))
                 print(
-                    f"exec download via sshgate -> SSM: {statistics.median(rates):.1f} MB/s (median of {args.rounds})"
+                    f"exec download via sshgate -> SSM: {rate:.1f} MB/s (median of {args.rounds}; first byte"
+                    f" after {first * 1e3:.0f} ms; gateway CPU {cpu:.1f} ms per MB, logins included)"
                 )
                 term = Terminal(client.ssh_argv("alice+app", options=["-tt"]))
                 try:

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import boto3
 
-from sshgate.ssm.client import open_port, start_session
+from sshgate.ssm.client import PortSession, open_port
 from sshgate.ssm.codec import ClientMessage, MessageType, PayloadType, decode, encode
+from sshgate.ssm.control import SsmControl
 
 SINK = r"""
 import asyncio, sys
@@ -67,10 +68,7 @@ def bench_codec(count: int = 200_000) -> tuple[float, float]:
     return codec_only, with_build
 
 
-async def transfer(port_session: object, streams: int, total: int, mode: str) -> float:
-    from sshgate.ssm.client import PortSession
-
-    assert isinstance(port_session, PortSession)
+async def transfer(port_session: PortSession, streams: int, total: int, mode: str) -> float:
     each = total // streams
 
     async def one() -> None:
@@ -109,10 +107,11 @@ async def bench_mux(megabytes: int) -> None:
         ec2 = boto3.client("ec2", endpoint_url=url, **creds)
         ssm = boto3.client("ssm", endpoint_url=url, **creds)
         instance = ec2.run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1)["Instances"][0]
-        target = await start_session(
-            ssm, instance["InstanceId"], "AWS-StartPortForwardingSession", {"portNumber": [sink_port]}
+        control = SsmControl(ssm)
+        target = await control.start_session(
+            instance["InstanceId"], "AWS-StartPortForwardingSession", {"portNumber": [sink_port]}
         )
-        session = await open_port(target)
+        session = await open_port(target, control=control)
         total = megabytes * 1_000_000
         for streams in (1, 8):
             for mode in ("up", "down"):

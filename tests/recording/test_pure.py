@@ -88,6 +88,9 @@ def test_scp_that_is_not_scp_stops_being_followed() -> None:
     assert [e["op"] for e in events] == ["untracked"]
     events = follow("upload", [b"GET / HTTP/1.1\n", b"C0644 1 f\n"], [b"\x00"])
     assert [e["op"] for e in events] == ["untracked"]  # and nothing after
+    # A size in digits that are not ASCII (superscript two: str.isdigit() says yes, int() says no).
+    events = follow("upload", [b"C0644 \xc2\xb2 f\n"], [b"\x00"])
+    assert [e["op"] for e in events] == ["untracked"]
 
 
 @settings(max_examples=200, deadline=None)

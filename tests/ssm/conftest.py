@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from sshgate.ssm.client import Boto3Control, StreamTarget, start_session
+from sshgate.ssm.client import StreamTarget
+from sshgate.ssm.control import SsmControl
 from sshgate.ssm.emulator import Emulator
 from tests.support.emulator import aws_client as _client
 from tests.support.emulator import emulator_process as start_emulator_process
@@ -34,6 +35,10 @@ class EmulatorProcess:
     url: str
     instance_id: str
     ssm: Any
+
+    @property
+    def control(self) -> SsmControl:
+        return SsmControl(self.ssm)
 
 
 @pytest.fixture(scope="session")
@@ -66,13 +71,13 @@ class Aws:
     instance_id: str
 
     @property
-    def control(self) -> Boto3Control:
-        return Boto3Control(self.ssm)
+    def control(self) -> SsmControl:
+        return SsmControl(self.ssm, self.ecs)
 
     async def start(
         self, document: str | None = None, parameters: dict[str, list[str]] | None = None
     ) -> StreamTarget:
-        return await start_session(self.ssm, self.instance_id, document, parameters)
+        return await self.control.start_session(self.instance_id, document, parameters)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

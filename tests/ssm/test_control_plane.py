@@ -14,7 +14,9 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from sshgate.ssm.client import SsmSessionError, StreamTarget, execute_command, open_shell
+from sshgate.aws.errors import AwsError
+from sshgate.ssm.client import SessionKindError, SsmSessionError, StreamTarget, open_command, open_shell
+from sshgate.ssm.control import SsmControl
 from sshgate.ssm.emulator import Emulator
 from tests.ssm.conftest import REGION, Aws, aws_client
 from tests.ssm.test_sessions import read_all, read_until
@@ -87,7 +89,7 @@ async def test_ecs_execute_command(aws: Aws) -> None:
         interactive=True,
     )
     assert reply["containerName"] == "app" and reply["session"]["streamUrl"].startswith("ws://")
-    target = await execute_command(ecs, "demo", task_id, "printf ecs-%s ok", container="app")
+    target = await aws.control.execute_command("demo", task_id, "printf ecs-%s ok", container="app")
     shell = await open_shell(target, control=aws.control)
     assert b"ecs-ok" in await read_all(shell)  # exec'd directly, no sh -c (container mode)
 
@@ -235,3 +237,30 @@ async def test_api_faults_answer_in_each_services_error_format(aws: Aws, emulato
     await asyncio.to_thread(aws.ec2.describe_instances)
     with pytest.raises(ValueError, match="throttle"):
         emulator.api_faults.configure({"ec2:DescribeInstances": "explode"})
+
+
+async def test_ssm_control_turns_aws_failures_into_readable_errors(aws: Aws, emulator: Emulator) -> None:
+    """The one control-plane API (gateway, tests, benches): boto errors leave it as AwsError lines."""
+    control = SsmControl(aws.ssm, subject="web-7")
+    with pytest.raises(AwsError, match=r"SSM agent is not connected \(starting an SSM session on web-7\)"):
+        await control.start_session("i-0123456789abcdef0")
+    with pytest.raises(AwsError, match="resuming SSM session emulator-nope") as gone:
+        await control.resume("emulator-nope")
+    assert gone.value.code == "DoesNotExistException"
+    with pytest.raises(ValueError, match="without an ECS client"):
+        await control.execute_command("demo", "task", "sh")
+    started = await control.start_session(aws.instance_id, reason="audit says why")
+    session = emulator.session(started.session_id)
+    assert session.spec.reason == "audit says why" and session.status == "Connecting"
+    await control.terminate(started.session_id)
+    assert session.status == "Terminated"
+
+
+async def test_opening_the_wrong_session_kind_fails_and_ends_it(aws: Aws, emulator: Emulator) -> None:
+    """A document of another kind than the caller expects (a port session where a command was asked)."""
+    target = await aws.start("AWS-StartPortForwardingSession", {"portNumber": ["9"]})
+    with pytest.raises(
+        SessionKindError, match="the document opened a Port session, not NonInteractiveCommands"
+    ):
+        await open_command(target, control=aws.control)
+    await asyncio.wait_for(emulator.session(target.session_id).ended.wait(), 10)

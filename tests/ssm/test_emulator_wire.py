@@ -8,7 +8,9 @@ import json
 from collections.abc import AsyncIterator
 
 import aiohttp
+import pytest
 import pytest_asyncio
+from aiohttp import web
 
 from sshgate.ssm.codec import (
     ActionStatus,
@@ -24,7 +26,7 @@ from sshgate.ssm.codec import (
     decode,
     encode,
 )
-from sshgate.ssm.reliable import IncomingBuffer, OutgoingBuffer, websocket_transport
+from sshgate.ssm.reliable import IncomingBuffer, OutgoingBuffer, websocket_post, websocket_transport
 from tests.ssm.conftest import Aws, TcpServer
 
 
@@ -266,3 +268,42 @@ async def test_websocket_transport_survives_aiohttps_shared_drain_future() -> No
     assert cancelled.cancelled()
     assert bystander.done() and bystander.exception() is None  # its frame was written: sent
     assert ws.written == [b"a", b"b"]
+
+
+async def test_websocket_post_writes_whole_frames_in_order_on_a_real_socket() -> None:
+    """Acks leave through aiohttp's frame writer without awaiting: the hook must exist on both
+    aiohttp's client and server sockets, and frames written that way must arrive intact and in order."""
+    received: list[bytes] = []
+    done = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        assert websocket_post(ws) is not None
+        async for msg in ws:
+            received.append(msg.data)
+            if len(received) == 3:
+                done.set()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    frames = [b"a" * 10, b"b" * 300, b"c" * 70_000]  # all three websocket length encodings
+    try:
+        async with aiohttp.ClientSession() as http, http.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
+            post = websocket_post(ws)
+            assert post is not None
+            for frame in frames:
+                post(frame)
+            await asyncio.wait_for(done.wait(), 10)
+            await ws.close()
+            with pytest.raises(ConnectionResetError):
+                post(b"late")
+    finally:
+        await runner.cleanup()
+    assert received == frames

@@ -10,7 +10,6 @@ import re
 import pytest
 
 from sshgate.ssm.client import (
-    Boto3Control,
     CommandSession,
     ConnectToPortError,
     KmsEncryptionUnsupported,
@@ -22,7 +21,6 @@ from sshgate.ssm.client import (
     open_command,
     open_port,
     open_shell,
-    start_session,
 )
 from sshgate.ssm.emulator import Emulator
 from tests.ssm.conftest import Aws, EmulatorProcess, TcpServer
@@ -162,13 +160,12 @@ async def test_port_mux_many_streams(emulator_process: EmulatorProcess, hash_ser
     """20 concurrent streams of 10 MB (even ones upload, odd ones download), each SHA-256 checked.
 
     The emulator runs as its own process here so client and agent each get a core."""
-    target = await start_session(
-        emulator_process.ssm,
+    target = await emulator_process.control.start_session(
         emulator_process.instance_id,
         "AWS-StartPortForwardingSession",
         {"portNumber": [str(hash_server.port)]},
     )
-    port = await open_port(target, control=Boto3Control(emulator_process.ssm))
+    port = await open_port(target, control=emulator_process.control)
     assert port.mode is PortMode.MUX
     size = int(os.environ.get("SSHGATE_SSM_MUX_BYTES", 10_000_000))
 
@@ -240,8 +237,8 @@ async def test_shell_in_the_emulator_process_has_a_controlling_terminal(
     emulator_process: EmulatorProcess,
 ) -> None:
     """The command runs on uvloop: its pty shells must work there too (preexec order differs)."""
-    target = await start_session(emulator_process.ssm, emulator_process.instance_id)
-    shell = await open_shell(target, control=Boto3Control(emulator_process.ssm))
+    target = await emulator_process.control.start_session(emulator_process.instance_id)
+    shell = await open_shell(target, control=emulator_process.control)
     await shell.write(b"awk '{print \"tty_nr=\" $7}' /proc/self/stat; exit\n")
     out = await read_all(shell)
     match = re.search(rb"tty_nr=(\d+)", out)

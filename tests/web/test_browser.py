@@ -220,6 +220,9 @@ def test_api_refusals_in_order(browser: Any, site: WebSite, recorded: dict[str, 
         assert "root:" not in json.dumps(body)
     assert browser_api(browser, f"/api/v1/sessions/{sid}/channels/..%2F1/cast")[0] == 404
     assert browser_api(browser, f"/api/v1/sessions/{sid}/channels/9/cast")[0] == 404
+    for digits in ("%C2%B2", "%D9%A1"):  # superscript two, Arabic-Indic one: digits to str, not to int
+        assert browser_api(browser, f"/api/v1/sessions/{sid}/channels/{digits}/cast")[0] == 404
+        assert browser_api(browser, f"/api/v1/sessions/{sid}/channels/{digits}/live")[0] == 404
     status, _ = site.request("/static/..%2F..%2F..%2Fconfig.py")
     assert status in (403, 404)
     # An admin may ask, but a finished session cannot be terminated.

@@ -97,7 +97,7 @@ class ScpTracker:
             return
         if kind == "C":
             _, size, name = [*text.split(" ", 2), "", ""][:3]
-            if not size.isdigit() or not name:
+            if not (size.isascii() and size.isdigit()) or not name:
                 self._give_up("a malformed file line")
                 return
             self._pending.append(("C", "/".join([*self._dirs, name]), int(size)))

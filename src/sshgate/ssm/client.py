@@ -1,10 +1,11 @@
 """Asyncio Session Manager client: what AWS's session-manager-plugin does, as a library.
 
-Start a session on the control plane (``start_session`` for EC2 / managed instances,
-``execute_command`` for ECS; both run the blocking boto3 call in a thread), then ``connect`` to its
-data channel. ``connect`` opens the websocket, sends the open-data-channel frame (ClientVersion
-above 1.2.331.0 so the agent turns smux keep-alive off), answers the agent's handshake and returns
-a session object matching the session type the agent announced:
+Start a session on the control plane (``sshgate.ssm.control.SsmControl``: ``start_session`` for
+EC2 / managed instances, ``execute_command`` for ECS), then open its data channel: ``connect``
+returns whichever session kind the agent announced, ``open_shell`` / ``open_command`` /
+``open_port`` the one the caller expects (``SessionKindError`` otherwise). Opening a channel opens
+the websocket, sends the open-data-channel frame (ClientVersion above 1.2.331.0 so the agent turns
+smux keep-alive off) and answers the agent's handshake. The session kinds:
 
 ``ShellSession`` (Standard_Stream, InteractiveCommands, ECS exec)
     ``await read() -> bytes`` (b"" once the session ended; also ``async for chunk in session``),
@@ -25,7 +26,8 @@ a session object matching the session type the agent announced:
 
 Every session has ``session_id``, ``session_type``, ``properties``, ``agent_version``, ``closed``,
 ``close_reason``, ``await wait_closed()`` and ``await close()`` (port sessions send the
-TerminateSession flag; the others call ``ssm:TerminateSession`` through ``control``). Output flows
+TerminateSession flag; the others call ``ssm:TerminateSession`` through ``control``, a
+``SessionControl`` such as ``SsmControl``). Output flows
 with backpressure: unread output stays unacknowledged once ~2 MiB are queued, so the agent slows
 down instead of this process buffering without bound. If the websocket drops, the session resumes
 on its own through ``control.resume`` (``ssm:ResumeSession``) with the same sequence state.
@@ -48,7 +50,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypedDict, TypeVar, Unpack
 
 import aiohttp
 
@@ -70,7 +72,7 @@ from sshgate.ssm.codec import (
     parse_flag,
     version_gt,
 )
-from sshgate.ssm.reliable import CLIENT, DataChannel, Inbox, websocket_transport
+from sshgate.ssm.reliable import CLIENT, DataChannel, Inbox, websocket_post, websocket_transport
 from sshgate.ssm.smux import SmuxSession, SmuxStream, StreamClosed
 
 CLIENT_VERSION = "1.2.650.0"
@@ -96,6 +98,10 @@ class KmsEncryptionUnsupported(SsmSessionError):
 
 class ConnectToPortError(SsmSessionError):
     """The agent could not connect to the port-forwarding destination."""
+
+
+class SessionKindError(SsmSessionError):
+    """The agent opened another kind of session than the caller asked for (wrong document)."""
 
 
 class AgentProtocolError(SsmSessionError):
@@ -134,48 +140,6 @@ class SessionControl(Protocol):
         ...
 
     async def terminate(self, session_id: str) -> None: ...
-
-
-class Boto3Control:
-    """``SessionControl`` over a boto3 SSM client (calls run in a worker thread)."""
-
-    def __init__(self, ssm_client: Any) -> None:
-        self._ssm = ssm_client
-
-    async def resume(self, session_id: str) -> str:
-        response = await asyncio.to_thread(self._ssm.resume_session, SessionId=session_id)
-        return str(response.get("TokenValue") or "")
-
-    async def terminate(self, session_id: str) -> None:
-        await asyncio.to_thread(self._ssm.terminate_session, SessionId=session_id)
-
-
-async def start_session(
-    ssm_client: Any,
-    target: str,
-    document: str | None = None,
-    parameters: Mapping[str, list[str]] | None = None,
-    reason: str | None = None,
-) -> StreamTarget:
-    """ssm:StartSession (parameters are lists of strings, e.g. ``{"portNumber": ["22"]}``)."""
-    kwargs: dict[str, Any] = {"Target": target}
-    if document:
-        kwargs["DocumentName"] = document
-    if parameters:
-        kwargs["Parameters"] = {k: list(v) for k, v in parameters.items()}
-    if reason:
-        kwargs["Reason"] = reason
-    return StreamTarget.from_response(await asyncio.to_thread(ssm_client.start_session, **kwargs))
-
-
-async def execute_command(
-    ecs_client: Any, cluster: str, task: str, command: str, container: str | None = None
-) -> StreamTarget:
-    """ecs:ExecuteCommand (always interactive, as ECS requires)."""
-    kwargs: dict[str, Any] = {"cluster": cluster, "task": task, "command": command, "interactive": True}
-    if container:
-        kwargs["container"] = container
-    return StreamTarget.from_response(await asyncio.to_thread(ecs_client.execute_command, **kwargs))
 
 
 class PortMode(Enum):
@@ -244,7 +208,7 @@ class _Connection:
         await ws.send_str(opening.to_json())
         self._ws = ws
         self.channel.start()
-        await self.channel.attach(websocket_transport(ws))
+        await self.channel.attach(websocket_transport(ws), websocket_post(ws))
         self._spawn(self._read_loop(ws))
 
     def _spawn(self, coro: Any) -> None:
@@ -255,14 +219,16 @@ class _Connection:
     async def _read_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         ping = asyncio.get_running_loop().create_task(self._ping_loop(ws))
         close_text = ""
+        inbox, feed = self.inbox, self.channel.feed
         try:
             while True:
-                await self.inbox.room()
+                if inbox.full:
+                    await inbox.room()
                 msg = await ws.receive()
                 if msg.type == aiohttp.WSMsgType.BINARY:
-                    await self.channel.feed(msg.data)
+                    await feed(msg.data)
                 elif msg.type == aiohttp.WSMsgType.TEXT:
-                    await self.channel.feed(msg.data.encode())
+                    await feed(msg.data.encode())
                 elif msg.type == aiohttp.WSMsgType.CLOSE:
                     close_text = f"code {msg.data}: {msg.extra}"
                 elif msg.type == aiohttp.WSMsgType.ERROR and _too_big(msg.data):
@@ -456,6 +422,8 @@ class _Connection:
 class Session:
     """State shared by every session kind; see the module docstring."""
 
+    expected_types = "any"  # the session types (docs/ssm-protocol.md §8) this class stands for
+
     def __init__(self, conn: _Connection) -> None:
         self._conn = conn
 
@@ -520,6 +488,7 @@ _S = TypeVar("_S", bound=Session)
 
 
 class ShellSession(Session):
+    expected_types = "Standard_Stream or InteractiveCommands"
     _sizing: asyncio.Task[None] | None = None
 
     async def _agent_spoke(self) -> None:
@@ -551,6 +520,8 @@ class ShellSession(Session):
 
 
 class CommandSession(Session):
+    expected_types = "NonInteractiveCommands"
+
     def __init__(self, conn: _Connection) -> None:
         super().__init__(conn)
         self._pending: deque[ClientMessage] = deque()
@@ -617,6 +588,8 @@ class _DirectStream:
 
 
 class PortSession(Session):
+    expected_types = "Port"
+
     def __init__(self, conn: _Connection) -> None:
         super().__init__(conn)
         props = conn.properties if isinstance(conn.properties, dict) else {}
@@ -742,21 +715,34 @@ async def connect(
     return session
 
 
-async def _connect_as(kind: type[_S], target: StreamTarget, **kwargs: Any) -> _S:
-    session = await connect(target, **kwargs)
+class ConnectOptions(TypedDict, total=False):
+    """``connect``'s keyword arguments, for the typed openers below."""
+
+    control: SessionControl | None
+    size: tuple[int, int] | None
+    client_version: str
+    http: aiohttp.ClientSession | None
+    timeout: float
+    no_handshake: bool
+
+
+async def _connect_as(kind: type[_S], target: StreamTarget, options: ConnectOptions) -> _S:
+    session = await connect(target, **options)
     if not isinstance(session, kind):
         await session.close()
-        raise SsmSessionError(f"expected a {kind.__name__}, the agent opened {session.session_type}")
+        raise SessionKindError(
+            f"the document opened a {session.session_type or 'unknown'} session, not {kind.expected_types}"
+        )
     return session
 
 
-async def open_shell(target: StreamTarget, **kwargs: Any) -> ShellSession:
-    return await _connect_as(ShellSession, target, **kwargs)
+async def open_shell(target: StreamTarget, **options: Unpack[ConnectOptions]) -> ShellSession:
+    return await _connect_as(ShellSession, target, options)
 
 
-async def open_command(target: StreamTarget, **kwargs: Any) -> CommandSession:
-    return await _connect_as(CommandSession, target, **kwargs)
+async def open_command(target: StreamTarget, **options: Unpack[ConnectOptions]) -> CommandSession:
+    return await _connect_as(CommandSession, target, options)
 
 
-async def open_port(target: StreamTarget, **kwargs: Any) -> PortSession:
-    return await _connect_as(PortSession, target, **kwargs)
+async def open_port(target: StreamTarget, **options: Unpack[ConnectOptions]) -> PortSession:
+    return await _connect_as(PortSession, target, options)

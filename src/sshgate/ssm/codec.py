@@ -301,9 +301,10 @@ _ACK_TYPE = MessageType.ACKNOWLEDGE.value.encode().ljust(MESSAGE_TYPE_WIDTH, b" 
 
 def encode_ack(acked: ClientMessage) -> bytes:
     """``encode(ack_message(acked))`` in one step: every received stream message costs one."""
+    h = acked.message_id.hex()
     payload = (
         f'{{"AcknowledgedMessageType":"{acked.message_type}",'
-        f'"AcknowledgedMessageId":"{format_uuid(acked.message_id)}",'
+        f'"AcknowledgedMessageId":"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}",'
         f'"AcknowledgedMessageSequenceNumber":{acked.sequence_number},"IsSequentialMessage":true}}'
     ).encode()
     mid = new_message_id()
@@ -312,7 +313,7 @@ def encode_ack(acked: ClientMessage) -> bytes:
             HEADER_LENGTH,
             _ACK_TYPE,
             SCHEMA_VERSION,
-            now_ms(),
+            int(time.time() * 1000),
             0,
             HeaderFlag.CONTROL,
             mid[8:] + mid[:8],

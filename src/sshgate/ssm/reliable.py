@@ -14,14 +14,16 @@ Public API:
     ``DataChannel(config, deliver=..., on_control=..., on_failure=None, on_malformed=None)``
         (``on_malformed(what, error)``: an acknowledge whose payload the codec refuses; without
         it such acks are dropped, as AWS's agent and plugin drop them):
-        ``attach(transport)`` / ``detach()``, ``await feed(raw)`` for each received frame,
+        ``attach(transport, post=None)`` / ``detach()`` (``post`` writes an ack without waiting),
+        ``await feed(raw)`` for each received frame,
         ``await send(payload_type, payload)``, ``await send_data(data, payload_type)`` (≤1024-byte
         chunks), ``await send_control(raw)``, ``redeliver()``, ``await wait_drained(timeout)``,
         ``start()`` / ``close()``; counters ``retransmits``, ``dropped``, ``duplicates``,
         ``out_of_order``.
     ``Inbox(limit, on_space)`` -- the bounded hand-off from ``deliver`` to a consumer task
         (``get()`` one message, ``get_many(max_bytes)`` all that waits).
-    ``websocket_transport(ws)`` -- the transport both sides use over an aiohttp websocket.
+    ``websocket_transport(ws)`` -- the transport both sides use over an aiohttp websocket;
+    ``websocket_post(ws)`` -- its non-waiting form for acks (None when aiohttp lacks the hook).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+import aiohttp
 
 from sshgate.ssm.codec import (
     Acknowledge,
@@ -55,6 +59,7 @@ CHUNK_SIZE = 1024
 INCOMING_BYTES = 32 * 1024 * 1024  # out-of-order payload bytes held per channel
 
 Transport = Callable[[bytes], Awaitable[None]]
+Post = Callable[[bytes], None]
 
 
 class WebSocket(Protocol):
@@ -87,6 +92,9 @@ class CoalescingTransport:
         pending, self._pending = self._pending, []
         if pending and not self._transport.is_closing():
             self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def is_closing(self) -> bool:
+        return bool(self._transport.is_closing())  # asked before every frame: no __getattr__ detour
 
     def close(self) -> None:
         self._flush()
@@ -128,6 +136,28 @@ def websocket_transport(ws: WebSocket) -> Callable[[bytes], Coroutine[Any, Any, 
                 raise
 
     return send
+
+
+def websocket_post(ws: WebSocket) -> Post | None:
+    """Write one binary frame at once, never waiting for the socket to drain: for acks.
+
+    Every 1 KiB message received costs an ack; through ``send_bytes`` each ack was three
+    coroutines deep. An ack is small and there is one per message taken in, which the reader
+    already bounds, so it needs no flow control of its own; the next data frame drains. Uses
+    aiohttp's frame writer (``_write_websocket_frame``, not public): None when it is missing or
+    the socket compresses, and the caller awaits the transport instead.
+    """
+    writer: Any = getattr(ws, "_writer", None)
+    write_frame = getattr(writer, "_write_websocket_frame", None)
+    if write_frame is None or getattr(writer, "compress", True):
+        return None
+
+    def post(raw: bytes) -> None:
+        if ws.closed:
+            raise ConnectionResetError("websocket closed")
+        write_frame(raw, aiohttp.WSMsgType.BINARY, 0)
+
+    return post
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +312,7 @@ class DataChannel:
         self.incoming = IncomingBuffer(config.incoming_capacity)
         self._next_seq = 0
         self._transport: Transport | None = None
+        self._post: Post | None = None
         self._room = asyncio.Event()
         self._room.set()
         self._drained = asyncio.Event()
@@ -299,15 +330,19 @@ class DataChannel:
     def attached(self) -> bool:
         return self._transport is not None
 
-    async def attach(self, transport: Transport) -> None:
-        """Use a new socket and resend everything unacked on it at once (a resume loses in-flight data)."""
+    async def attach(self, transport: Transport, post: Post | None = None) -> None:
+        """Use a new socket and resend everything unacked on it at once (a resume loses in-flight data).
+
+        ``post``, when given, writes an ack on the same socket without waiting (``websocket_post``).
+        """
         self._transport = transport
+        self._post = post
         for raw in self.outgoing.take_all(time.monotonic()):
             if not await self._transmit(raw):
                 return
 
     def detach(self) -> None:
-        self._transport = None
+        self._transport = self._post = None
 
     async def _transmit(self, raw: bytes) -> bool:
         transport = self._transport
@@ -317,7 +352,7 @@ class DataChannel:
             await transport(raw)
         except (ConnectionError, RuntimeError, OSError):
             if self._transport is transport:
-                self._transport = None
+                self._transport = self._post = None
             return False
         return True
 
@@ -329,7 +364,7 @@ class DataChannel:
     def close(self) -> None:
         """Stop for good; buffered messages are released."""
         self.closed = True
-        self._transport = None
+        self._transport = self._post = None
         self.outgoing = OutgoingBuffer(0)
         self.incoming = IncomingBuffer(0)
         self._room.set()
@@ -361,8 +396,13 @@ class DataChannel:
             self.dropped += 1
             return
         mtype = message.message_type
-        if mtype == MessageType.ACKNOWLEDGE:
-            self._unpause()
+        if mtype == self.config.receive_type:  # first: one per KiB of the transfer
+            if self._paused:
+                self._unpause()
+            await self._receive_stream(message)
+        elif mtype == MessageType.ACKNOWLEDGE:
+            if self._paused:
+                self._unpause()
             try:
                 ack = Acknowledge.from_json(message.payload)
             except CodecError as exc:
@@ -375,15 +415,12 @@ class DataChannel:
                     self._room.set()
                 if not len(self.outgoing):
                     self._drained.set()
-            return
-        if mtype == self.config.receive_type:
-            self._unpause()
-            await self._receive_stream(message)
         elif mtype == MessageType.PAUSE_PUBLICATION:
             if self.config.honor_pause:
                 self._paused = True
         elif mtype == MessageType.START_PUBLICATION:
-            self._unpause()
+            if self._paused:
+                self._unpause()
         else:
             self._on_control(message)
 
@@ -414,12 +451,19 @@ class DataChannel:
             incoming.expected += 1
 
     async def _ack(self, message: ClientMessage) -> None:
-        await self._transmit(encode_ack(message))
+        post = self._post
+        if post is None:
+            await self._transmit(encode_ack(message))
+            return
+        try:
+            post(encode_ack(message))
+        except (ConnectionError, RuntimeError, OSError):
+            self._transport = self._post = None
 
     def _unpause(self) -> None:
-        if self._paused:
-            self._paused = False
-            asyncio.get_running_loop().create_task(self._flush_unsent())
+        """Publication resumed: send what was held back while paused."""
+        self._paused = False
+        asyncio.get_running_loop().create_task(self._flush_unsent())
 
     async def _flush_unsent(self) -> None:
         for raw in self.outgoing.take_unsent(time.monotonic()):
@@ -488,6 +532,10 @@ class Inbox:
             self._room.clear()
         self._ready.set()
         return True
+
+    @property
+    def full(self) -> bool:
+        return not self._room.is_set()
 
     async def room(self) -> None:
         """Wait while full. A reader that waits here before taking the next frame holds the peer

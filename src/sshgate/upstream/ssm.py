@@ -26,12 +26,12 @@ import contextlib
 import os
 import shlex
 import socket
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TypeVar, Unpack
 
 import aiohttp
 
-from sshgate.aws.clients import AwsClients, Credentials, call
+from sshgate.aws.clients import AwsClients, Credentials
 from sshgate.aws.errors import AwsError
 from sshgate.aws.instance_connect import push_instance_connect_key
 from sshgate.aws.targets import Ec2Target, EcsTarget
@@ -39,15 +39,18 @@ from sshgate.config import Ec2Resource, EcsResource
 from sshgate.native_secret import AmbientIam, AssumeRole, NativeCredential
 from sshgate.ssm.client import (
     AgentProtocolError,
-    Boto3Control,
     CommandSession,
+    ConnectOptions,
     PortSession,
     Session,
     ShellSession,
     SsmSessionError,
     StreamTarget,
-    connect,
+    open_command,
+    open_port,
+    open_shell,
 )
+from sshgate.ssm.control import SsmControl
 from sshgate.upstream.base import Downstream, SessionRequest, UpstreamChannel, UpstreamError
 from sshgate.upstream.ssh import SshUpstream, ssh_login
 from sshgate.upstream.ssm_relay import (
@@ -62,6 +65,7 @@ from sshgate.upstream.ssm_relay import (
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "fish"})
 READY_TIMEOUT = 30.0
+_S = TypeVar("_S", bound=Session)
 
 
 class SsmUpstream:
@@ -80,23 +84,21 @@ class SsmUpstream:
         self._ecs = (
             clients.client("ecs", resource.region, credentials) if isinstance(target, EcsTarget) else None
         )
+        self._control = SsmControl(self._ssm, self._ecs, subject=resource.name)
         self._http = aiohttp.ClientSession()
         self._sessions: list[Session] = []
         self._ports: dict[tuple[str, int], asyncio.Task[PortSession]] = {}
 
     async def _connect(
-        self, started: StreamTarget, size: tuple[int, int] | None = None, *, no_handshake: bool = False
-    ) -> Session:
+        self,
+        opener: Callable[..., Awaitable[_S]],
+        started: StreamTarget,
+        **options: Unpack[ConnectOptions],
+    ) -> _S:
         # Kept for close(); a long-lived connection runs session after session, so drop ended ones.
         self._sessions = [s for s in self._sessions if not s.closed]
         try:
-            session = await connect(
-                started,
-                control=Boto3Control(self._ssm),
-                size=size,
-                http=self._http,
-                no_handshake=no_handshake,
-            )
+            session = await opener(started, control=self._control, http=self._http, **options)
         except AgentProtocolError as exc:
             raise UpstreamError(_violation_text(self._resource.name, exc)) from None
         except (SsmSessionError, aiohttp.ClientError, TimeoutError) as exc:
@@ -105,34 +107,20 @@ class SsmUpstream:
         return session
 
     async def _start(self, document: str | None, parameters: dict[str, list[str]] | None) -> StreamTarget:
-        kwargs: dict[str, Any] = {"Target": self._target.target}
-        if document:
-            kwargs["DocumentName"] = document
-        if parameters:
-            kwargs["Parameters"] = parameters
         try:
-            response = await call(
-                f"starting an SSM session on {self._resource.name}", self._ssm.start_session, **kwargs
-            )
+            return await self._control.start_session(self._target.target, document, parameters)
         except AwsError as exc:
             raise UpstreamError(str(exc)) from None
-        return StreamTarget.from_response(response)
 
     async def _exec_ecs(self, command: str) -> StreamTarget:
-        assert self._ecs is not None and isinstance(self._target, EcsTarget)
+        assert isinstance(self._target, EcsTarget)
+        target = self._target
         try:
-            response = await call(
-                f"starting ECS exec on {self._resource.name}",
-                self._ecs.execute_command,
-                cluster=self._target.cluster,
-                task=self._target.task_id,
-                container=self._target.facts.container_name,
-                command=command,
-                interactive=True,
+            return await self._control.execute_command(
+                target.cluster, target.task_id, command, target.facts.container_name
             )
         except AwsError as exc:
             raise UpstreamError(str(exc)) from None
-        return StreamTarget.from_response(response)
 
     async def open_session(self, request: SessionRequest, downstream: Downstream) -> UpstreamChannel:
         if request.kind == "subsystem":
@@ -147,11 +135,7 @@ class SsmUpstream:
         if request.kind == "exec" and request.command is not None and not request.pty:
             assert isinstance(self._resource, Ec2Resource)
             started = await self._start(self._resource.command_document, {"command": [request.command]})
-            session = await self._connect(started)
-            if not isinstance(session, CommandSession):
-                raise UpstreamError(
-                    f"document {self._resource.command_document} is not a NonInteractiveCommands one"
-                )
+            session = await self._connect(open_command, started)
             return _command_pump(session, downstream, self._resource.name)
         interactive = request.command if request.kind == "exec" else request.shell
         if interactive:
@@ -159,8 +143,7 @@ class SsmUpstream:
             started = await self._start("AWS-StartInteractiveCommand", {"command": [interactive]})
         else:
             started = await self._start(None, None)
-        shell = await self._connect(started, size or (80, 24), no_handshake=True)
-        assert isinstance(shell, ShellSession)
+        shell = await self._connect(open_shell, started, size=size or (80, 24), no_handshake=True)
         return _shell_pump(shell, downstream, None, self._resource.name)
 
     def _piped_program(self, request: SessionRequest) -> str | None:
@@ -181,8 +164,7 @@ class SsmUpstream:
             started = await self._exec_ecs(piped.command)
         else:
             started = await self._start("AWS-StartInteractiveCommand", {"command": [piped.command]})
-        shell = await self._connect(started, no_handshake=True)
-        assert isinstance(shell, ShellSession)
+        shell = await self._connect(open_shell, started, no_handshake=True)
         try:
             first = await asyncio.wait_for(piped.wait_ready(shell.read), READY_TIMEOUT)
         except (ConnectionError, TimeoutError) as exc:
@@ -201,8 +183,8 @@ class SsmUpstream:
             command = marker.wrap(request.command)
         else:
             command = request.shell or self._resource.shell
-        session = await self._connect(await self._exec_ecs(command), size or (80, 24), no_handshake=True)
-        assert isinstance(session, ShellSession)
+        started = await self._exec_ecs(command)
+        session = await self._connect(open_shell, started, size=size or (80, 24), no_handshake=True)
         return _shell_pump(session, downstream, marker, self._resource.name)
 
     async def _port_session(self, host: str, port: int) -> PortSession:
@@ -211,9 +193,7 @@ class SsmUpstream:
         else:
             document = "AWS-StartPortForwardingSessionToRemoteHost"
             parameters = {"host": [host], "portNumber": [str(port)]}
-        session = await self._connect(await self._start(document, parameters))
-        assert isinstance(session, PortSession)
-        return session
+        return await self._connect(open_port, await self._start(document, parameters))
 
     async def open_tcp(self, host: str, port: int, downstream: Downstream) -> UpstreamChannel:
         key = (host, port)
@@ -378,21 +358,16 @@ async def ssh_through_ssm(
         credential = await push_instance_connect_key(
             clients, resource.name, target.facts.instance_id, resource.region, credentials, user
         )
-    ssm = clients.client("ssm", resource.region, credentials)
+    control = SsmControl(clients.client("ssm", resource.region, credentials), subject=resource.name)
     http = aiohttp.ClientSession()
     try:
-        started = StreamTarget.from_response(
-            await call(
-                f"starting an SSH session on {resource.name}",
-                ssm.start_session,
-                Target=target.target,
-                DocumentName="AWS-StartSSHSession",
-                Parameters={"portNumber": [str(settings.port)]},
-            )
+        started = await control.start_session(
+            target.target,
+            "AWS-StartSSHSession",
+            {"portNumber": [str(settings.port)]},
+            doing=f"starting an SSH session on {resource.name}",
         )
-        session = await connect(started, control=Boto3Control(ssm), http=http)
-        if not isinstance(session, PortSession):
-            raise UpstreamError("AWS-StartSSHSession did not open a port session")
+        session = await open_port(started, control=control, http=http)
         stream = await session.open_stream()
     except (AwsError, SsmSessionError, aiohttp.ClientError, TimeoutError) as exc:
         await http.close()

@@ -164,7 +164,7 @@ class Api:
 
     def _channel(self, request: web.Request, doc: dict[str, Any]) -> int:
         text = request.match_info["n"]
-        n = int(text) if text.isdigit() and len(text) < 6 else -1
+        n = int(text) if text.isascii() and text.isdigit() and len(text) < 6 else -1
         for channel in doc.get("channels", []):
             if (
                 channel.get("n") == n
@@ -199,7 +199,7 @@ class Api:
         await self._allowed_doc(request)
         session_id = request.match_info["id"]
         text = request.match_info["n"]
-        if not text.isdigit() or len(text) > 5:
+        if not (text.isascii() and text.isdigit()) or len(text) > 5:
             raise _error(404, "no such terminal channel")
         n = int(text)
         response = web.StreamResponse(

@@ -43,6 +43,7 @@ from sshgate.ssm.reliable import CHUNK_SIZE, DataChannel, Inbox
 from sshgate.ssm.smux import SmuxSession, SmuxStream
 
 INBOX_LIMIT = 4 * 1024 * 1024
+READ_AHEAD = 64 * 1024
 CONTROL_SIGNALS = {0x03: signal.SIGINT, 0x1C: signal.SIGQUIT}
 ERROR_EXIT_CODE = 1
 REPLACEMENT = "\ufffd"
@@ -61,6 +62,8 @@ def split_utf8(data: bytes) -> tuple[bytes, bytes]:
     incomplete rune). Go reports the valid encoding of U+FFFD as RuneError too, so EF BF BD
     leaves as EF: an agent bug, reproduced.
     """
+    if data.isascii():
+        return data, b""
     try:
         if REPLACEMENT not in data.decode():
             return data, b""
@@ -159,22 +162,30 @@ class Plugin:
         self, read: Callable[[int], Awaitable[bytes]], payload_type: int, *, utf8: bool, prefix: bytes = b""
     ) -> None:
         """The agent's stdout/stderr writer: reads of 1024 bytes (less the prefix), each sent after
-        what the previous one kept back (see ``split_utf8``); what is kept at the end is lost."""
+        what the previous one kept back (see ``split_utf8``); what is kept at the end is lost.
+
+        One read takes up to ``READ_AHEAD`` bytes and is cut into the agent's 1024-byte reads:
+        the same messages as reading 1 KiB at a time from the same buffer, one await per burst.
+        """
         carry = b""
         need_prefix = True
+        size = CHUNK_SIZE - len(prefix)
+        send = self.channel.send
         while True:
             try:
-                data = await read(CHUNK_SIZE - len(prefix))
+                burst = await read(READ_AHEAD)
             except OSError:
-                data = b""
-            if not data:
+                burst = b""
+            if not burst:
                 return
-            chunk = carry + prefix + data if need_prefix else carry + data
-            need_prefix = data.endswith(b"\n")
-            if utf8:
-                chunk, carry = split_utf8(chunk)
-            if chunk:
-                await self.channel.send(payload_type, chunk)
+            for pos in range(0, len(burst), size):
+                data = burst[pos : pos + size]
+                chunk = carry + prefix + data if need_prefix else carry + data
+                need_prefix = data.endswith(b"\n")
+                if utf8:
+                    chunk, carry = split_utf8(chunk)
+                if chunk:
+                    await send(payload_type, chunk)
 
 
 def _controlling_tty(slave: int) -> Callable[[], None]:
