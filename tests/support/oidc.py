@@ -202,7 +202,6 @@ class Person:
             self._press("allow")
         return " ".join(self._forms().text)
 
-
     def authorize(self, authorization_url: str, redirect_uri: str) -> str:
         """The code flow at the provider: sign in, allow. Returns the provider's redirect to
         ``redirect_uri`` (with ``code`` and ``state``), not followed."""
