@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote_plus
-
-import aiohttp
 
 from sshgate.config import OidcConfig
 from sshgate.native_secret import SecretError, read_indirect
@@ -80,13 +79,14 @@ class OidcClient:
         except MetadataError as exc:
             raise errors.unavailable(str(exc)) from None
         form = {**form, "client_id": self.config.client_id}
-        auth = None
+        headers = {}
         if method == "client_secret_basic" and secret is not None:
-            auth = aiohttp.BasicAuth(_form_encode(self.config.client_id), _form_encode(secret))
+            pair = f"{_form_encode(self.config.client_id)}:{_form_encode(secret)}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
         elif method == "client_secret_post" and secret is not None:
             form["client_secret"] = secret
         try:
-            return await self.http.post_form(url, form, auth)
+            return await self.http.post_form(url, form, headers)
         except ProviderUnreachable as exc:
             raise errors.unavailable(str(exc)) from None
 

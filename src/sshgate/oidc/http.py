@@ -44,10 +44,12 @@ class ProviderHttp:
         return doc
 
     async def post_form(
-        self, url: str, form: dict[str, str], auth: aiohttp.BasicAuth | None = None
+        self, url: str, form: dict[str, str], headers: dict[str, str] | None = None
     ) -> tuple[int, Any]:
-        """POST a form; the status and JSON body, whatever the status (OAuth errors are 400s)."""
-        return await self._call("POST", url, data=form, auth=auth, headers={"Accept": "application/json"})
+        """POST a form; the status and JSON body, whatever the status (OAuth errors are 400s).
+        ``headers`` may carry the client's HTTP Basic credentials (RFC 6749 §2.3.1)."""
+        sent = {"Accept": "application/json", **(headers or {})}
+        return await self._call("POST", url, data=form, headers=sent)
 
     async def _call(self, method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
         try:

@@ -28,7 +28,7 @@ MAX_EVENTS = 1000
 # How often a live stream checks that its session still runs (and keeps proxies from timing out).
 LIVE_CHECK_S = 2.0
 _FILTERS = ("user", "resource", "native_user", "status")
-PRINCIPAL_KEY = "sshgate.principal"
+PRINCIPAL_KEY = web.RequestKey("sshgate.principal", Principal)
 
 
 def _error(status: int, message: str) -> web.HTTPException:
