@@ -28,10 +28,6 @@ from tests.support.oidc import OidcProvider, device_id_token
 from tests.support.terminal import Terminal
 from tests.web.conftest import ARTIFACTS, ROOT, WebSite, web_gateway
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("chromium") is None, reason="scripts/bootstrap installs chromium"
-)
-
 
 def wait_for(browser: Any, css: str, timeout: float = 15.0) -> Any:
     from selenium.webdriver.common.by import By

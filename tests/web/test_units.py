@@ -83,10 +83,20 @@ async def test_sign_in_state_and_one_time_links_are_single_use(tmp_path: Path) -
 
 
 @pytest.mark.parametrize(
-    "value", ["//evil.com/x", "https://evil.com", "/\\evil.com", "", None, "javascript:x"]
-)
+    "value",
+    [
+        "//evil.com/x", "https://evil.com", "/\\evil.com", "", None, "javascript:x",
+        "/\t/evil.com", "/\n/evil.com", "/\r\nSet-Cookie: x=1", "/ /evil.com", "/\u3000/evil.com",
+    ],
+)  # fmt: skip
 def test_after_sign_in_only_paths_on_this_site(value: str | None) -> None:
     assert safe_next(value) == "/"
+
+
+def test_after_sign_in_a_path_on_this_site_is_kept() -> None:
+    assert safe_next("/sessions/0123456789abcdef0123456789abcdef?tab=live") == (
+        "/sessions/0123456789abcdef0123456789abcdef?tab=live"
+    )
 
 
 def test_sse_events_are_asciicast_output_and_split_utf8_survives() -> None:

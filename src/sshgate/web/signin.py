@@ -23,8 +23,16 @@ STATE_COOKIE = "sshgate_signin"
 
 
 def safe_next(value: str | None) -> str:
-    """Only a path on this site (never ``//host`` or a URL): no open redirect after sign-in."""
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+    """Only a path on this site (never ``//host`` or a URL): no open redirect after sign-in.
+    Printable ASCII only: browsers drop tabs and newlines from a ``Location``, so ``/<TAB>/evil.com``
+    would become ``//evil.com``, and CR/LF would split the header."""
+    if (
+        not value
+        or not value.startswith("/")
+        or value.startswith("//")
+        or "\\" in value
+        or not all(" " < ch < "\x7f" for ch in value)
+    ):
         return "/"
     return value
 
