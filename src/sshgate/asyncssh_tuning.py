@@ -1,7 +1,8 @@
 """Measured speed-ups for asyncssh's per-packet path (bench/bench_relay.py shows the effect).
 
 * asyncssh 2.x builds a new ``AESGCM`` object, which sets up an OpenSSL cipher context, for
-  every packet it seals or opens. One object per key gives the same bytes for less CPU.
+  every packet it seals or opens. One object per key (``ssh_packet_path.KeyedGCMCipher``) gives
+  the same bytes for less CPU.
 * Before every packet past key exchange asyncssh sends an ``SSH_MSG_IGNORE`` packet: RFC 4251
   §9.3.1's countermeasure for CBC, whose next IV an attacker could predict. An AEAD cipher
   (AES-GCM, chacha20-poly1305) takes a fresh nonce per packet and has no chained IV, so under one
@@ -15,8 +16,11 @@
   for the first's ACK, which Linux delays by 40 ms when the gateway has nothing to answer with.
   ``TCP_QUICKACK`` after each of a connection's first reads sends that ACK at once.
 * asyncssh keeps received bytes in ``bytes`` and re-slices the remainder after every header and
-  every packet, copying a 256 KB read several times over. :class:`RecvBuffer` consumes a prefix
-  by moving an offset and compacts once per read.
+  every packet, copying a 256 KB read several times over. ``ssh_packet_path.RecvBuffer``
+  consumes a prefix by moving an offset and compacts once per read.
+* Under AES-GCM after authentication, channel data packets take ``ssh_packet_path``'s lean path
+  (opened from and sealed into one buffer each, no generic dispatch or logging work); every other
+  packet and cipher keeps asyncssh's code.
 
 These reach into asyncssh's internals, so :func:`apply` installs them only on the asyncssh versions
 they were measured and tested on (``TESTED_ASYNCSSH``; pyproject.toml pins the same range); any
@@ -37,10 +41,9 @@ from asyncssh.connection import SSHConnection
 from asyncssh.constants import MSG_IGNORE
 from asyncssh.encryption import ChachaEncryption, GCMEncryption
 from asyncssh.packet import SSHPacketLogger
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from sshgate import audit
+from sshgate import audit, ssh_packet_path
+from sshgate.ssh_packet_path import KeyedGCMCipher, RecvBuffer
 
 TESTED_ASYNCSSH = ("2.24.1",)
 
@@ -50,81 +53,29 @@ REPLACED = (
     "asyncssh.connection:SSHConnection.send_packet",
     "asyncssh.connection:SSHConnection._send",
     "asyncssh.connection:SSHConnection.data_received",
+    "asyncssh.connection:SSHConnection._recv_pkthdr",
+    "asyncssh.channel:SSHChannel.send_packet",
 )
-# asyncssh code the replacements depend on: where the cipher class is looked up and called, and every
-# method that reads ``_inpbuf`` (RecvBuffer offers exactly the operations they use on it).
+# asyncssh code the replacements depend on: where the cipher class is looked up and called, every
+# method that reads ``_inpbuf`` (RecvBuffer offers exactly the operations they use on it), and what
+# ssh_packet_path does in asyncssh's place for channel data (dispatch, checks, delivery, logging).
 RELIED_ON = (
     "asyncssh.encryption:GCMEncryption",
     "asyncssh.encryption:ChachaEncryption",
     "asyncssh.connection:SSHConnection._recv_data",
     "asyncssh.connection:SSHConnection._recv_version",
-    "asyncssh.connection:SSHConnection._recv_pkthdr",
     "asyncssh.connection:SSHConnection._recv_packet",
     "asyncssh.connection:SSHConnection._finish_recv_packet",
+    "asyncssh.connection:SSHConnection._send_kexinit",
+    "asyncssh.channel:SSHChannel._flush_send_buf",
+    "asyncssh.channel:SSHChannel._process_data",
+    "asyncssh.channel:SSHChannel._process_extended_data",
+    "asyncssh.channel:SSHChannel._accept_data",
+    "asyncssh.packet:SSHPacketHandler.process_packet",
+    "asyncssh.packet:SSHPacketLogger._log_packet",
+    "asyncssh.logging:SSHLogger.packet",
+    "asyncssh.logging:SSHLogger.debug2",
 )
-
-_TAG_SIZE = 16
-_COUNTER_MASK = (1 << 64) - 1
-
-
-class KeyedGCMCipher:
-    """Drop-in for ``asyncssh.crypto.GCMCipher``: RFC 5647 nonces (fixed part + 64-bit counter)."""
-
-    def __init__(self, cipher_name: str, key: bytes, iv: bytes) -> None:
-        self._aead = AESGCM(key)
-        self._fixed = iv[:4]
-        self._counter = int.from_bytes(iv[4:], "big")
-
-    def _next_nonce(self) -> bytes:
-        nonce = self._fixed + self._counter.to_bytes(8, "big")
-        self._counter = (self._counter + 1) & _COUNTER_MASK
-        return nonce
-
-    def encrypt_and_sign(self, header: bytes, data: bytes) -> tuple[bytes, bytes]:
-        """The whole packet (header, ciphertext, tag) and an empty tag: ``send_packet`` sends
-        ``packet + mac``, which for an empty ``mac`` is the packet itself, not a copy."""
-        return header + self._aead.encrypt(self._next_nonce(), data, header), b""
-
-    def verify_and_decrypt(self, header: bytes, data: bytes, mac: bytes) -> bytes | None:
-        try:
-            return self._aead.decrypt(self._next_nonce(), data + mac, header)
-        except InvalidTag:
-            return None
-
-
-class RecvBuffer:
-    """The bytes operations asyncssh's receive path uses, without copying on prefix removal."""
-
-    __slots__ = ("_buf", "_pos")
-
-    def __init__(self, buf: bytearray, pos: int = 0) -> None:
-        self._buf = buf
-        self._pos = pos
-
-    def __iadd__(self, data: bytes) -> RecvBuffer:
-        if self._pos:
-            del self._buf[: self._pos]
-            self._pos = 0
-        self._buf += data
-        return self
-
-    def __len__(self) -> int:
-        return len(self._buf) - self._pos
-
-    def __bool__(self) -> bool:
-        return len(self._buf) > self._pos
-
-    def find(self, sub: bytes, start: int, end: int) -> int:
-        found = self._buf.find(sub, self._pos + start, self._pos + end)
-        return found - self._pos if found >= 0 else -1
-
-    def __getitem__(self, index: slice) -> Any:
-        start, stop, _ = index.indices(len(self))
-        if index.stop is None:  # ``buf = buf[n:]``: drop a prefix, share the storage
-            return RecvBuffer(self._buf, self._pos + start)
-        with memoryview(self._buf) as view:
-            return bytes(view[self._pos + start : self._pos + stop])
-
 
 # Reads that acknowledge at once: covers key exchange, authentication and the first channel
 # requests, after which a connection is interactive (the client sets TCP_NODELAY) or bulk.
@@ -197,7 +148,7 @@ def apply() -> bool:
         return False
     asyncssh.encryption.GCMCipher = KeyedGCMCipher  # type: ignore[assignment,attr-defined]
     SSHConnection._sshgate_batch = None  # type: ignore[attr-defined]
-    SSHConnection.send_packet = _batched_send_packet  # type: ignore[method-assign]
     SSHConnection._send = _collecting_send  # type: ignore[method-assign]
     SSHConnection.data_received = _data_received  # type: ignore[method-assign]
+    ssh_packet_path.install(_batched_send_packet)
     return True

@@ -18,7 +18,8 @@ from asyncssh.crypto import GCMCipher
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from sshgate.asyncssh_tuning import RELIED_ON, REPLACED, TESTED_ASYNCSSH, KeyedGCMCipher
+from sshgate.asyncssh_tuning import RELIED_ON, REPLACED, TESTED_ASYNCSSH
+from sshgate.ssh_packet_path import KeyedGCMCipher
 
 
 def test_same_bytes_as_asyncssh_and_round_trip() -> None:
@@ -43,7 +44,7 @@ def test_tampered_packet_is_rejected_and_counter_still_advances() -> None:
 
 
 def test_recv_buffer_behaves_like_bytes() -> None:
-    from sshgate.asyncssh_tuning import RecvBuffer
+    from sshgate.ssh_packet_path import RecvBuffer
 
     model = b""
     buf = RecvBuffer(bytearray())
@@ -100,13 +101,23 @@ FINGERPRINTS = {
         "asyncssh.connection:SSHConnection.send_packet": "fb9da7bec6dd395a",
         "asyncssh.connection:SSHConnection._send": "c6698a37eb80f574",
         "asyncssh.connection:SSHConnection.data_received": "b2d14a83b2604db6",
+        "asyncssh.connection:SSHConnection._recv_pkthdr": "7adc4d88fe20593c",
+        "asyncssh.channel:SSHChannel.send_packet": "00e81b763c8f3dd2",
         "asyncssh.encryption:GCMEncryption": "d255f9e6b1fa73ee",
         "asyncssh.encryption:ChachaEncryption": "5902581e97e59135",
         "asyncssh.connection:SSHConnection._recv_data": "fc4e0735191bb0fd",
         "asyncssh.connection:SSHConnection._recv_version": "05573b0ac8886bf3",
-        "asyncssh.connection:SSHConnection._recv_pkthdr": "7adc4d88fe20593c",
         "asyncssh.connection:SSHConnection._recv_packet": "b3daa22e9763eee9",
         "asyncssh.connection:SSHConnection._finish_recv_packet": "e12d96db58b3524e",
+        "asyncssh.connection:SSHConnection._send_kexinit": "275ddc818b59f44b",
+        "asyncssh.channel:SSHChannel._flush_send_buf": "3f11e9dc27c58b18",
+        "asyncssh.channel:SSHChannel._process_data": "342490795c4b893c",
+        "asyncssh.channel:SSHChannel._process_extended_data": "e4e69e0e1f37e977",
+        "asyncssh.channel:SSHChannel._accept_data": "33121e9e185c9850",
+        "asyncssh.packet:SSHPacketHandler.process_packet": "490a59d971d0ce03",
+        "asyncssh.packet:SSHPacketLogger._log_packet": "f3263d7da93663f1",
+        "asyncssh.logging:SSHLogger.packet": "a4baf6329fa97dcf",
+        "asyncssh.logging:SSHLogger.debug2": "7f086ecd89814cd1",
     }
 }
 
@@ -155,11 +166,13 @@ def run_python(script: str) -> list[str]:
 
 SNAPSHOT = """
 import json
-import asyncssh.connection, asyncssh.encryption
+import asyncssh.channel, asyncssh.connection, asyncssh.encryption
 def snapshot():
     return {**{f"asyncssh.encryption:{k}": v for k, v in vars(asyncssh.encryption).items()},
             **{f"asyncssh.connection:SSHConnection.{k}": v
-               for k, v in vars(asyncssh.connection.SSHConnection).items()}}
+               for k, v in vars(asyncssh.connection.SSHConnection).items()},
+            **{f"asyncssh.channel:SSHChannel.{k}": v
+               for k, v in vars(asyncssh.channel.SSHChannel).items()}}
 before = snapshot()
 """
 CHANGED = "sorted(k for k, v in snapshot().items() if before.get(k, before) is not v)"
