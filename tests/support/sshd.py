@@ -128,7 +128,9 @@ class Sshd:
             self.process.wait()
 
 
-def start_sshd(root: Path) -> Sshd:
+def start_sshd(root: Path, first_lines: str = "") -> Sshd:
+    """A real sshd on 127.0.0.1; ``first_lines`` of sshd_config win over the defaults below (sshd
+    keeps the first value it reads for a keyword)."""
     root.mkdir(parents=True, exist_ok=True)
     Path("/run/sshd").mkdir(exist_ok=True)
     host_key = keygen(root / "host_ed25519", "upstream-host")
@@ -160,7 +162,7 @@ def start_sshd(root: Path) -> Sshd:
     port = free_port()
     config = root / "sshd_config"
     config.write_text(
-        f"""Port {port}
+        f"""{first_lines}Port {port}
 ListenAddress 127.0.0.1
 HostKey {host_key}
 HostCertificate {host_key}-cert.pub

@@ -1,0 +1,118 @@
+"""A client that tampers with its own packets after logging in: a flipped ciphertext byte ends the
+connection with nothing of that packet relayed, and a packet length beyond the limit is refused as
+soon as its four bytes arrive, before the gateway waits for (or sets aside room for) the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+import pytest
+
+from tests.conftest import Keys
+from tests.support.gateway import Client, GatewayProcess
+
+LOGIN = "alice+web-1"
+# AES-GCM takes ssh_packet_path's lean receive path; aes128-ctr (encrypt-then-MAC, so the length
+# stays readable like GCM's) takes asyncssh's own.
+CIPHERS = [
+    ("aes128-gcm@openssh.com", "hmac-sha2-256-etm@openssh.com"),
+    ("aes128-ctr", "hmac-sha2-256-etm@openssh.com"),
+]
+CHUNK = 100_000
+
+
+class Hostile(asyncssh.SSHClient):
+    def __init__(self) -> None:
+        self.lost: Exception | None = None
+        self.gone = asyncio.Event()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = exc
+        self.gone.set()
+
+
+async def hostile_session(gateway: GatewayProcess, keys: Keys, cipher: str, mac: str) -> tuple[Any, Hostile]:
+    hostile = Hostile()
+    conn, _ = await asyncssh.create_connection(
+        lambda: hostile,
+        "127.0.0.1",
+        gateway.port,
+        username=LOGIN,
+        client_keys=[str(keys.alice)],
+        known_hosts=None,
+        agent_path=None,
+        config=None,
+        encryption_algs=[cipher],
+        mac_algs=[mac],
+        compression_algs=None,
+    )
+    return conn, hostile
+
+
+async def wait_for_size(path: Path, size: int, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.stat().st_size >= size):
+        assert time.monotonic() < deadline, f"{path} never reached {size} bytes"
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize(("cipher", "mac"), CIPHERS, ids=[c for c, _ in CIPHERS])
+def test_a_flipped_ciphertext_byte_closes_the_connection_and_relays_nothing(
+    gateway: GatewayProcess, keys: Keys, alice: Client, remote_dir: Path, cipher: str, mac: str
+) -> None:
+    target = remote_dir / "upload"
+
+    async def attack() -> Hostile:
+        conn, hostile = await hostile_session(gateway, keys, cipher, mac)
+        proc = await conn.create_process(f"cat > {target}", encoding=None)
+        proc.stdin.write(b"a" * CHUNK)
+        await proc.stdin.drain()
+        await wait_for_size(target, CHUNK)
+        transport = conn._transport
+        write = transport.write
+
+        def corrupting(data: bytes) -> None:
+            if len(data) > 1024:  # the channel data packet (not an IGNORE asyncssh sends first)
+                transport.write = write
+                tampered = bytearray(data)
+                tampered[4] ^= 0x01  # first encrypted byte; the length before it is in the clear
+                data = bytes(tampered)
+            write(data)
+
+        transport.write = corrupting
+        proc.stdin.write(b"b" * CHUNK)
+        await asyncio.wait_for(hostile.gone.wait(), 15)
+        return hostile
+
+    hostile = asyncio.run(attack())
+    assert isinstance(hostile.lost, asyncssh.Error)
+    assert "MAC verification failed" in hostile.lost.reason
+    time.sleep(0.5)  # anything relayed after the refusal would have reached the file by now
+    assert target.read_bytes() == b"a" * CHUNK
+    assert alice.ssh(LOGIN, "echo still-serving").stdout == b"still-serving\n"
+
+
+@pytest.mark.parametrize(("cipher", "mac"), CIPHERS, ids=[c for c, _ in CIPHERS])
+def test_an_oversized_packet_length_is_refused_before_the_packet(
+    gateway: GatewayProcess, keys: Keys, alice: Client, cipher: str, mac: str
+) -> None:
+    async def attack() -> tuple[Hostile, float]:
+        conn, hostile = await hostile_session(gateway, keys, cipher, mac)
+        proc = await conn.create_process("cat", encoding=None)
+        proc.stdin.write(b"warm-up")
+        assert await asyncio.wait_for(proc.stdout.readexactly(7), 10) == b"warm-up"
+        start = time.monotonic()
+        # 2 GB announced, one block sent: a gateway that waited for the rest would sit here
+        conn._transport.write((0x7FFFFFF0).to_bytes(4, "big") + bytes(12))
+        await asyncio.wait_for(hostile.gone.wait(), 15)
+        return hostile, time.monotonic() - start
+
+    hostile, took = asyncio.run(attack())
+    assert isinstance(hostile.lost, asyncssh.Error)
+    assert "Max packet size exceeded" in hostile.lost.reason
+    assert took < 5
+    assert alice.ssh(LOGIN, "echo still-serving").stdout == b"still-serving\n"
