@@ -32,6 +32,7 @@ there until someone has read what changed.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from typing import Any
 
@@ -89,7 +90,15 @@ def _quickack_socket(conn: Any) -> Any:
     return sock
 
 
+# While a connection handles what it read, the writes that causes (to its own peer, or to the other
+# leg of a relay) are held per transport and leave in one writev each when it is done: a 256 KB read
+# of eight data packets becomes one write to the other leg, not eight. Nothing waits for a later
+# event; asyncssh never closes a transport within a callback (``_force_close`` aborts it soon).
+_held: dict[Any, list[bytes]] | None = None
+
+
 def _data_received(self: Any, data: bytes, datatype: object = None) -> None:
+    global _held
     buf = self._inpbuf
     if buf.__class__ is not RecvBuffer:
         self._inpbuf = buf = RecvBuffer(bytearray(buf))
@@ -99,7 +108,18 @@ def _data_received(self: Any, data: bytes, datatype: object = None) -> None:
         self._sshgate_quickacks -= 1
         self._sshgate_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
     buf += data
-    self._recv_data()
+    if _held is not None:
+        self._recv_data()
+        return
+    held: dict[Any, list[bytes]] = {}
+    _held = held
+    try:
+        self._recv_data()
+    finally:
+        _held = None
+        for transport, chunks in held.items():
+            with contextlib.suppress(ConnectionError):  # as asyncssh's _send
+                transport.writelines(chunks)
 
 
 _AEAD = (GCMEncryption, ChachaEncryption)
@@ -121,13 +141,23 @@ def _batched_send_packet(
     finally:
         self._sshgate_batch = None
         if batch:
-            _send(self, batch[0] if len(batch) == 1 else b"".join(batch))
+            _held_send(self, batch[0] if len(batch) == 1 else b"".join(batch))
+
+
+def _held_send(self: Any, data: bytes) -> None:
+    held, transport = _held, self._transport
+    if held is None or transport is None:
+        _send(self, data)
+    elif (chunks := held.get(transport)) is None:
+        held[transport] = [data]
+    else:
+        chunks.append(data)
 
 
 def _collecting_send(self: Any, data: bytes) -> None:
     batch = self._sshgate_batch
     if batch is None:
-        _send(self, data)
+        _held_send(self, data)
     else:
         batch.append(data)
 
