@@ -18,6 +18,8 @@
 * asyncssh keeps received bytes in ``bytes`` and re-slices the remainder after every header and
   every packet, copying a 256 KB read several times over. ``ssh_packet_path.RecvBuffer``
   consumes a prefix by moving an offset and compacts once per read.
+* The writes a read causes (to the same peer, or to the other leg of a relay) leave in one
+  ``writelines`` (writev) per transport once the read is handled, not one system call a packet.
 * Under AES-GCM after authentication, channel data packets take ``ssh_packet_path``'s lean path
   (opened from and sealed into one buffer each, no generic dispatch or logging work); every other
   packet and cipher keeps asyncssh's code.
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import threading
 from typing import Any
 
 import asyncssh
@@ -94,11 +97,16 @@ def _quickack_socket(conn: Any) -> Any:
 # leg of a relay) are held per transport and leave in one writev each when it is done: a 256 KB read
 # of eight data packets becomes one write to the other leg, not eight. Nothing waits for a later
 # event; asyncssh never closes a transport within a callback (``_force_close`` aborts it soon).
-_held: dict[Any, list[bytes]] | None = None
+class _Held(threading.local):
+    """Per thread, as each thread runs its own event loop."""
+
+    writes: dict[Any, list[bytes]] | None = None
+
+
+_held = _Held()
 
 
 def _data_received(self: Any, data: bytes, datatype: object = None) -> None:
-    global _held
     buf = self._inpbuf
     if buf.__class__ is not RecvBuffer:
         self._inpbuf = buf = RecvBuffer(bytearray(buf))
@@ -108,15 +116,15 @@ def _data_received(self: Any, data: bytes, datatype: object = None) -> None:
         self._sshgate_quickacks -= 1
         self._sshgate_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
     buf += data
-    if _held is not None:
+    if _held.writes is not None:
         self._recv_data()
         return
     held: dict[Any, list[bytes]] = {}
-    _held = held
+    _held.writes = held
     try:
         self._recv_data()
     finally:
-        _held = None
+        _held.writes = None
         for transport, chunks in held.items():
             with contextlib.suppress(ConnectionError):  # as asyncssh's _send
                 transport.writelines(chunks)
@@ -145,7 +153,7 @@ def _batched_send_packet(
 
 
 def _held_send(self: Any, data: bytes) -> None:
-    held, transport = _held, self._transport
+    held, transport = _held.writes, self._transport
     if held is None or transport is None:
         _send(self, data)
     elif (chunks := held.get(transport)) is None:

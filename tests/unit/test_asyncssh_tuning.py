@@ -92,6 +92,46 @@ def test_only_a_connections_first_reads_acknowledge_at_once() -> None:
     assert calls == [(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)] * _QUICKACK_READS
 
 
+def test_writes_a_read_causes_leave_together_per_transport_and_others_at_once() -> None:
+    from sshgate.asyncssh_tuning import _collecting_send, _data_received
+
+    class Transport:
+        def __init__(self) -> None:
+            self.calls: list[list[bytes]] = []
+
+        def get_extra_info(self, name: str) -> object:
+            return None
+
+        def write(self, data: bytes) -> None:
+            self.calls.append([data])
+
+        def writelines(self, chunks: list[bytes]) -> None:
+            self.calls.append(list(chunks))
+
+    class Conn:
+        _sshgate_batch = None
+
+        def __init__(self, peer: Conn | None = None) -> None:
+            self._inpbuf = b""
+            self._transport = Transport()
+            self.peer = peer
+
+        def _recv_data(self) -> None:  # a read that answers its own peer and relays to another
+            _collecting_send(self, b"own-1")
+            if self.peer is not None:
+                _collecting_send(self.peer, b"relayed-1")
+                _collecting_send(self.peer, b"relayed-2")
+            _collecting_send(self, b"own-2")
+
+    other = Conn()
+    conn = Conn(peer=other)
+    _data_received(conn, b"x")
+    assert conn._transport.calls == [[b"own-1", b"own-2"]]
+    assert other._transport.calls == [[b"relayed-1", b"relayed-2"]]
+    _collecting_send(other, b"from-a-timer")  # outside a read: written at once
+    assert other._transport.calls[-1] == [b"from-a-timer"]
+
+
 # sha256 (first 16 hex digits) of inspect.getsource of each asyncssh object asyncssh_tuning replaces or
 # relies on, per tested version. A new asyncssh fails here: read what changed in these (2.24.0 -> 2.24.1
 # changed _recv_pkthdr, for one), re-run bench/bench_relay.py, then add the version and its prints.
