@@ -20,7 +20,8 @@
   consumes a prefix by moving an offset and compacts once per read.
 * The writes a read causes (to the same peer, or to the other leg of a relay) leave in one
   ``writelines`` (writev) per transport once the read is handled, not one system call a packet.
-* Under AES-GCM after authentication, channel data packets take ``ssh_packet_path``'s lean path
+* Under AES-GCM or chacha20-poly1305 after authentication, channel data packets take
+  ``ssh_packet_path``'s lean path
   (opened from and sealed into one buffer each, no generic dispatch or logging work); every other
   packet and cipher keeps asyncssh's code.
 
@@ -47,13 +48,14 @@ from asyncssh.encryption import ChachaEncryption, GCMEncryption
 from asyncssh.packet import SSHPacketLogger
 
 from sshgate import audit, ssh_packet_path
-from sshgate.ssh_packet_path import KeyedGCMCipher, RecvBuffer
+from sshgate.ssh_packet_path import KeyedChachaCipher, KeyedGCMCipher, RecvBuffer
 
 TESTED_ASYNCSSH = ("2.24.1",)
 
 # What apply() replaces, as "module:qualified.name".
 REPLACED = (
     "asyncssh.encryption:GCMCipher",
+    "asyncssh.encryption:ChachaCipher",
     "asyncssh.connection:SSHConnection.send_packet",
     "asyncssh.connection:SSHConnection._send",
     "asyncssh.connection:SSHConnection.data_received",
@@ -185,6 +187,7 @@ def apply() -> bool:
             )
         return False
     asyncssh.encryption.GCMCipher = KeyedGCMCipher  # type: ignore[assignment,attr-defined]
+    asyncssh.encryption.ChachaCipher = KeyedChachaCipher  # type: ignore[attr-defined]
     SSHConnection._sshgate_batch = None  # type: ignore[attr-defined]
     SSHConnection._send = _collecting_send  # type: ignore[method-assign]
     SSHConnection.data_received = _data_received  # type: ignore[method-assign]

@@ -1,18 +1,18 @@
-"""A lean packet path for asyncssh connections under AES-GCM once key exchange and authentication
-are done: the packets that carry a session's bytes.
+"""A lean packet path for asyncssh connections under AES-GCM or chacha20-poly1305 once key exchange
+and authentication are done: the packets that carry a session's bytes.
 
 asyncssh's generic path copies a 32 KB channel data packet about seven times on the way in (buffer
 slices, header + rest, data + tag, decrypt output, payload slice, string) and as often on the way
 out (string, joins, padding, ciphertext + header), and logs every packet even when nobody listens.
-Here a received packet is opened straight from the receive buffer (``decrypt_into``) and a sent
-one sealed into one fresh buffer that already holds its length header (``encrypt_into``; fresh per
-packet because the transport may keep a reference to what it was given).
+Here a received packet is opened straight from the receive buffer (``decrypt_into``,
+``update_into``) and a sent one sealed into one fresh buffer that already holds its length header
+(fresh per packet because the transport may keep a reference to what it was given).
 
 Only the happy case is handled here; everything else goes through asyncssh's own code unchanged:
 other ciphers, key exchange and authentication, compression, a rekey that is due, debug logging,
 and every received packet other than well-formed channel data for an open channel within its
-window (for those the cipher is rewound one nonce and asyncssh opens the packet again, so its
-checks and errors are the ones that apply). Checks that do apply here: the peer's packet length is
+window (for those asyncssh opens the packet again, the GCM nonce rewound by one, so its checks
+and errors are the ones that apply). Checks that do apply here: the peer's packet length is
 refused before anything is allocated for it, a failed tag disconnects (``MACError``), padding must
 be at least 4 bytes and the packet a multiple of the block size (as OpenSSH requires), sequence
 numbers and rekey byte counts advance as asyncssh advances them. ``asyncssh_tuning.apply``
@@ -28,13 +28,17 @@ from typing import Any
 from asyncssh.channel import SSHChannel
 from asyncssh.connection import SSHConnection
 from asyncssh.constants import MSG_CHANNEL_DATA, MSG_CHANNEL_EXTENDED_DATA, MSG_USERAUTH_LAST
-from asyncssh.encryption import GCMEncryption
+from asyncssh.crypto.chacha import ChachaCipher
+from asyncssh.encryption import ChachaEncryption, GCMEncryption
 from asyncssh.logging import SSHLogger
 from asyncssh.misc import MACError, ProtocolError
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.ciphers.algorithms import ChaCha20
+from cryptography.hazmat.primitives.poly1305 import Poly1305
 
-BLOCK = 16  # AES block, and the GCM tag's size
+TAG = 16  # GCM's and Poly1305's
 _COUNTER_MASK = (1 << 64) - 1
 _SEQ_MASK = 0xFFFFFFFF
 # Offsets in an opened packet (padding length, type, channel, [data type], data length, data).
@@ -47,6 +51,7 @@ class KeyedGCMCipher:
     one ``AESGCM`` per key, where asyncssh builds one, an OpenSSL context, per packet."""
 
     __slots__ = ("_aead", "_counter", "_fixed")
+    block = 16
 
     def __init__(self, cipher_name: str, key: bytes, iv: bytes) -> None:
         self._aead = AESGCM(key)
@@ -73,23 +78,82 @@ class KeyedGCMCipher:
         except InvalidTag:
             return None
 
-    def seal(self, plaintext: bytes) -> bytearray:
+    def packet_length(self, seq: int, header: memoryview) -> int:
+        """The length field, which GCM leaves in the clear."""
+        return int.from_bytes(header, "big")
+
+    def seal(self, seq: int, plaintext: bytes) -> bytearray:
         """The packet as it goes on the wire: length header, ciphertext and tag in one new buffer."""
         header = len(plaintext).to_bytes(4, "big")
-        packet = bytearray(4 + len(plaintext) + BLOCK)
+        packet = bytearray(4 + len(plaintext) + TAG)
         packet[:4] = header
         with memoryview(packet) as out:
             self._aead.encrypt_into(self._next_nonce(), plaintext, header, out[4:])
         return packet
 
-    def open(self, packet: memoryview) -> bytearray | None:
+    def open(self, seq: int, packet: memoryview) -> bytearray | None:
         """The plaintext of a whole wire packet (header, ciphertext, tag), or None if its tag is
         wrong (the nonce is used either way, as the peer's is)."""
-        plaintext = bytearray(len(packet) - 4 - BLOCK)
+        plaintext = bytearray(len(packet) - 4 - TAG)
         try:
             self._aead.decrypt_into(self._next_nonce(), packet[4:], packet[:4], plaintext)
         except InvalidTag:
             return None
+        return plaintext
+
+
+_POLY1305_KEY_BLOCK = bytes(64)  # ChaCha20 block 0: the Poly1305 key, then the payload from block 1
+
+
+class KeyedChachaCipher(ChachaCipher):
+    """asyncssh's ``chacha20-poly1305@openssh.com`` (PROTOCOL.chacha20poly1305 in OpenSSH: the
+    length under its own key, the sequence number as nonce), with whole-packet seal and open. One
+    ChaCha20 stream gives both the Poly1305 key (block 0) and the payload (from block 1), where
+    asyncssh starts a stream for each."""
+
+    block = 8
+
+    def __init__(self, key: bytes) -> None:
+        super().__init__(key)
+        self._length = Cipher(ChaCha20(self._adkey, bytes(16)), mode=None).encryptor()
+        self._payload = Cipher(ChaCha20(self._key, bytes(16)), mode=None).encryptor()
+
+    @staticmethod
+    def _at(stream: Any, seq: int) -> Any:
+        """The stream restarted for packet ``seq`` (block counter 0, the sequence number as nonce):
+        one context per key, where building one costs more than the packet's whole header."""
+        stream.reset_nonce(bytes(8) + seq.to_bytes(8, "big"))
+        return stream
+
+    def packet_length(self, seq: int, header: memoryview) -> int:
+        return int.from_bytes(self._at(self._length, seq).update(header), "big")
+
+    def rewind(self) -> None:
+        """Nothing to step back: the nonce is the packet's sequence number."""
+
+    def seal(self, seq: int, plaintext: bytes) -> bytearray:
+        """The packet as it goes on the wire: length, ciphertext and tag in one new buffer."""
+        size = len(plaintext)
+        payload = self._at(self._payload, seq)
+        packet = bytearray(4 + size + TAG)
+        packet[:4] = self._at(self._length, seq).update(size.to_bytes(4, "big"))
+        poly_key = payload.update(_POLY1305_KEY_BLOCK)[:32]
+        with memoryview(packet) as out:
+            payload.update_into(plaintext, out[4 : 4 + size])
+            out[4 + size :] = Poly1305.generate_tag(poly_key, out[: 4 + size])
+        return packet
+
+    def open(self, seq: int, packet: memoryview) -> bytearray | None:
+        """The plaintext of a whole wire packet, or None if its tag is wrong."""
+        end = len(packet) - TAG
+        payload = self._at(self._payload, seq)
+        poly_key = payload.update(_POLY1305_KEY_BLOCK)[:32]
+        try:
+            Poly1305.verify_tag(poly_key, packet[:end], bytes(packet[end:]))
+        except InvalidSignature:
+            return None
+        plaintext = bytearray(end - 4)
+        payload.update_into(packet[4:end], plaintext)
         return plaintext
 
 
@@ -128,10 +192,6 @@ class RecvBuffer:
         with memoryview(self._buf) as view:
             return bytes(view[self._pos + start : self._pos + stop])
 
-    def uint32(self) -> int:
-        """The first four bytes, big-endian (a packet's length field)."""
-        return int.from_bytes(self._buf[self._pos : self._pos + 4], "big")
-
     def packet(self, size: int) -> memoryview:
         """A view of the first ``size`` bytes; release it (``with``) before the buffer grows."""
         with memoryview(self._buf) as view:
@@ -141,18 +201,19 @@ class RecvBuffer:
         self._pos += size
 
 
-def padding_length(payload_length: int) -> int:
-    """RFC 4253 §6 under AES-GCM (RFC 5647 §7.2: the length field is not encrypted, so padding
-    length, payload and padding fill whole blocks): at least 4 bytes, as asyncssh and OpenSSH pad."""
-    padlen = -(1 + payload_length) % BLOCK
-    return padlen + BLOCK if padlen < 4 else padlen
+def padding_length(payload_length: int, block: int) -> int:
+    """RFC 4253 §6 for ciphers whose length field is apart (RFC 5647 §7.2, OpenSSH's chacha20):
+    padding length, payload and padding fill whole blocks, with at least 4 bytes of padding, as
+    asyncssh and OpenSSH pad."""
+    padlen = -(1 + payload_length) % block
+    return padlen + block if padlen < 4 else padlen
 
 
-def check_packet_length(pktlen: int, limit: int) -> None:
+def check_packet_length(pktlen: int, limit: int, block: int) -> None:
     """Refuse a peer's packet length before anything is allocated or awaited for it."""
     if pktlen > limit:
         raise ProtocolError("Max packet size exceeded")
-    if pktlen < BLOCK or pktlen % BLOCK:
+    if pktlen < block or pktlen % block:
         raise ProtocolError("Invalid packet length")
 
 
@@ -165,11 +226,16 @@ def payload_end(plaintext: bytearray) -> int:
     return len(plaintext) - padlen
 
 
-def _keyed(encryption: object) -> KeyedGCMCipher | None:
-    if encryption.__class__ is not GCMEncryption:
+_LEAN_ENCRYPTIONS = (GCMEncryption, ChachaEncryption)
+_LEAN_CIPHERS = (KeyedGCMCipher, KeyedChachaCipher)
+
+
+def _keyed(encryption: object) -> Any:
+    """The cipher of an encryption this path seals and opens itself, else None."""
+    if encryption.__class__ not in _LEAN_ENCRYPTIONS:
         return None
     cipher: Any = getattr(encryption, "_cipher", None)
-    return cipher if cipher.__class__ is KeyedGCMCipher else None
+    return cipher if cipher.__class__ in _LEAN_CIPHERS else None
 
 
 _generic_send_packet: Any = SSHConnection.send_packet
@@ -187,7 +253,7 @@ def install(send_packet: Any) -> None:
 
 
 def _send_packet(self: Any, pkttype: int, *args: bytes, handler: Any = None) -> None:
-    """asyncssh's ``send_packet`` for a connection message under AES-GCM with nothing pending: no
+    """asyncssh's ``send_packet`` for a connection message under an AEAD with nothing pending: no
     deferral (kex and auth are done), no IGNORE (AEAD), no rekey due, no compression, no logging."""
     cipher = _keyed(self._send_encryption)
     if (
@@ -202,10 +268,11 @@ def _send_packet(self: Any, pkttype: int, *args: bytes, handler: Any = None) -> 
     ):
         _generic_send_packet(self, pkttype, *args, handler=handler)
         return
-    padlen = padding_length(sum(map(len, args)) + 1)
+    padlen = padding_length(sum(map(len, args)) + 1, cipher.block)
     plaintext = b"".join((bytes((padlen, pkttype)), *args, os.urandom(padlen)))
-    self._send(cipher.seal(plaintext))
-    self._send_seq = (self._send_seq + 1) & _SEQ_MASK
+    seq = self._send_seq
+    self._send(cipher.seal(seq, plaintext))
+    self._send_seq = (seq + 1) & _SEQ_MASK
     self._rekey_bytes_sent += len(plaintext)
 
 
@@ -217,21 +284,23 @@ def _channel_send_packet(self: Any, pkttype: int, *args: bytes) -> None:
 
 
 def _recv_pkthdr(self: Any) -> bool:
-    """Receive a whole packet under AES-GCM; any other cipher, and the header of any packet this
-    path leaves to asyncssh, go to asyncssh's ``_recv_pkthdr``."""
+    """Receive a whole packet under AES-GCM or chacha20-poly1305; any other cipher, and the header
+    of any packet this path leaves to asyncssh, go to asyncssh's ``_recv_pkthdr``."""
     cipher = _keyed(self._recv_encryption)
     buf = self._inpbuf
     if cipher is None or self._decompressor is not None or buf.__class__ is not RecvBuffer:
         return bool(_generic_recv_pkthdr(self))
-    if len(buf) < BLOCK:
+    if len(buf) < cipher.block:
         return False
-    pktlen = buf.uint32()
-    check_packet_length(pktlen, self._max_recv_pktlen)
-    size = 4 + pktlen + BLOCK
+    seq = self._recv_seq
+    with buf.packet(4) as header:
+        pktlen = cipher.packet_length(seq, header)
+    check_packet_length(pktlen, self._max_recv_pktlen, cipher.block)
+    size = 4 + pktlen + TAG
     if len(buf) < size:
         return False
     with buf.packet(size) as packet:
-        plaintext = cipher.open(packet)
+        plaintext = cipher.open(seq, packet)
     if plaintext is None:
         raise MACError("MAC verification failed")
     end = payload_end(plaintext)
@@ -239,7 +308,7 @@ def _recv_pkthdr(self: Any) -> bool:
         buf.consume(size)
         self._auth_final = True
         if self._transport:
-            self._recv_seq = (self._recv_seq + 1) & _SEQ_MASK
+            self._recv_seq = (seq + 1) & _SEQ_MASK
         return True
     cipher.rewind()
     return bool(_generic_recv_pkthdr(self))

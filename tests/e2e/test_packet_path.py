@@ -1,6 +1,6 @@
 """Bytes through the gateway stay exact under every cipher it offers, across rekeys in the middle of
-a transfer on both legs: AES-GCM takes ssh_packet_path's lean path, chacha20-poly1305 and aes128-ctr
-asyncssh's own (the fallbacks). Real OpenSSH client and sshd; the gateway is a real process."""
+a transfer on both legs: AES-GCM and chacha20-poly1305 take ssh_packet_path's lean path, aes128-ctr
+asyncssh's own (the fallback). Real OpenSSH client and sshd; the gateway is a real process."""
 
 from __future__ import annotations
 
@@ -129,9 +129,9 @@ print(json.dumps([asyncio.run(main(int(sys.argv[1]), sys.argv[2], sys.argv[3], s
 """
 
 
-@pytest.mark.parametrize("cipher", ["aes128-gcm@openssh.com", "aes128-ctr"])
+@pytest.mark.parametrize("cipher", ["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com", "aes128-ctr"])
 def test_rekeys_the_gateway_starts_by_bytes_sent(sshd: Sshd, remote_dir: Path, cipher: str) -> None:
-    """The upstream leg is asyncssh: with ``rekey_bytes`` its sender (the lean one under AES-GCM)
+    """The upstream leg is asyncssh: with ``rekey_bytes`` its sender (the lean one under an AEAD)
     counts what it sent and starts key exchanges in the middle of a transfer, bytes intact."""
     data = remote_dir / "data.bin"
     data.write_bytes(os.urandom(SIZE))

@@ -138,6 +138,7 @@ def test_writes_a_read_causes_leave_together_per_transport_and_others_at_once() 
 FINGERPRINTS = {
     "2.24.1": {
         "asyncssh.encryption:GCMCipher": "e389d2b5bed8eb41",
+        "asyncssh.encryption:ChachaCipher": "e678065d67f48c01",
         "asyncssh.connection:SSHConnection.send_packet": "fb9da7bec6dd395a",
         "asyncssh.connection:SSHConnection._send": "c6698a37eb80f574",
         "asyncssh.connection:SSHConnection.data_received": "b2d14a83b2604db6",
