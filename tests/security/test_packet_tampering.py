@@ -11,19 +11,31 @@ from typing import Any
 
 import asyncssh
 import pytest
+from asyncssh.crypto.chacha import chacha20
 
 from tests.conftest import Keys
 from tests.support.gateway import Client, GatewayProcess
 
 LOGIN = "alice+web-1"
 # AES-GCM and chacha20-poly1305 take ssh_packet_path's lean receive path; aes128-ctr
-# (encrypt-then-MAC, so the length stays readable like GCM's) takes asyncssh's own.
+# (encrypt-then-MAC, so the length is in the clear as under GCM) takes asyncssh's own.
 CIPHERS = [
     ("aes128-gcm@openssh.com", "hmac-sha2-256-etm@openssh.com"),
     ("aes128-ctr", "hmac-sha2-256-etm@openssh.com"),
 ]
-# chacha20-poly1305 encrypts the length too: any four bytes the client sends are some length.
-TAMPERED = [*CIPHERS, ("chacha20-poly1305@openssh.com", "hmac-sha2-256-etm@openssh.com")]
+CIPHERS.append(("chacha20-poly1305@openssh.com", "hmac-sha2-256-etm@openssh.com"))
+
+
+def length_field(conn: Any, length: int) -> bytes:
+    """A packet length as this client's cipher sends it (chacha20-poly1305 encrypts it under its
+    own key, with the sequence number as nonce; the others send it in the clear)."""
+    cipher = conn._send_encryption._cipher
+    field = length.to_bytes(4, "big")
+    if hasattr(cipher, "decrypt_header"):  # asyncssh's ChachaCipher
+        return bytes(chacha20(cipher._adkey, field, conn._send_seq.to_bytes(8, "big"), 0))
+    return field
+
+
 CHUNK = 100_000
 
 
@@ -62,7 +74,7 @@ async def wait_for_size(path: Path, size: int, timeout: float = 15) -> None:
         await asyncio.sleep(0.05)
 
 
-@pytest.mark.parametrize(("cipher", "mac"), TAMPERED, ids=[c for c, _ in TAMPERED])
+@pytest.mark.parametrize(("cipher", "mac"), CIPHERS, ids=[c for c, _ in CIPHERS])
 def test_a_flipped_ciphertext_byte_closes_the_connection_and_relays_nothing(
     gateway: GatewayProcess, keys: Keys, alice: Client, remote_dir: Path, cipher: str, mac: str
 ) -> None:
@@ -113,7 +125,7 @@ def test_an_oversized_packet_length_is_refused_before_the_packet(
         assert await asyncio.wait_for(proc.stdout.readexactly(7), 10) == b"warm-up"
         start = time.monotonic()
         # 2 GB announced, one block sent: a gateway that waited for the rest would sit here
-        conn._transport.write((0x7FFFFFF0).to_bytes(4, "big") + bytes(12))
+        conn._transport.write(length_field(conn, 0x7FFFFFF0) + bytes(12))
         await asyncio.wait_for(hostile.gone.wait(), 15)
         return hostile, time.monotonic() - start
 
