@@ -77,21 +77,23 @@ def test_large_appends_go_direct_and_stay_exact(tmp_path: Path, monkeypatch: pyt
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1-exec.out"]  # the probe left nothing
 
 
-def test_filesystems_without_direct_io_get_buffered_writes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """What a filesystem whose probe failed gets (tmpfs takes O_DIRECT since Linux 6.6, so the
-    probe's answer for this device is set instead)."""
-    monkeypatch.setitem(direct_io._supported, tmp_path.stat().st_dev, False)
-    opened: list[int] = []
-    real_open = os.open
-    monkeypatch.setattr(
-        os, "open", lambda path, flags, *a: opened.append(flags) or real_open(path, flags, *a)
-    )
-    record, written = _append_all(tmp_path / "1-exec.out")
-    assert (tmp_path / "1-exec.out").read_bytes() == written
-    assert record.digest() == {"sha256": hashlib.sha256(written).hexdigest(), "size": len(written)}
-    assert opened and not any(flags & direct_io.O_DIRECT for flags in opened)
+def test_filesystems_without_a_block_device_get_buffered_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tmpfs (as NFS, FUSE or overlay) has no block device behind it: it keeps buffered writes,
+    byte-exact, with or without large appends."""
+    shm = Path("/dev/shm")
+    assert os.major(shm.stat().st_dev) == 0 and not direct_io.supported(shm)
+    directory = shm / f"sshgate-test-{os.getpid()}"
+    directory.mkdir()
+    try:
+        opened = _spy_open_flags(monkeypatch)
+        record, written = _append_all(directory / "1-exec.out")
+        assert (directory / "1-exec.out").read_bytes() == written
+        assert record.digest() == {"sha256": hashlib.sha256(written).hexdigest(), "size": len(written)}
+        assert opened and not any(flags & direct_io.O_DIRECT for flags in opened)
+    finally:
+        for child in directory.iterdir():
+            child.unlink()
+        directory.rmdir()
 
 
 def test_probe_refuses_what_cannot_be_opened(tmp_path: Path) -> None:

@@ -8,9 +8,8 @@ that buffer, every time, and leaves the page cache to programs that read (docs/r
 
 Direct I/O moves whole blocks at aligned offsets, so a file's last partial block (its *tail*)
 is kept in memory by the caller, written with an ordinary write (on disk within a flush, as
-before) and written again, completed, by the next direct write. Filesystems without direct
-I/O (tmpfs, some network and FUSE filesystems) are detected once per device by a probe and
-get ordinary writes.
+before) and written again, completed, by the next direct write. Filesystems that are not on a
+block device, or whose probe fails, get ordinary writes (:func:`supported`).
 """
 
 from __future__ import annotations
@@ -34,12 +33,16 @@ _local = threading.local()
 
 
 def supported(directory: Path) -> bool:
-    """Whether ``directory``'s filesystem takes aligned direct writes (probed once per device)."""
+    """Whether ``directory``'s filesystem takes aligned direct writes (probed once per device).
+
+    Only filesystems on a block device qualify: on NFS (EFS), FUSE or SMB a direct write is a
+    synchronous round trip to a server, and tmpfs or overlay gain nothing from it; those have
+    device numbers without a major (as do btrfs subvolumes, which keep buffered writes)."""
     if not O_DIRECT:
         return False
     device = os.stat(directory).st_dev
     if device not in _supported:
-        _supported[device] = _probe(directory)
+        _supported[device] = os.major(device) != 0 and _probe(directory)
     return _supported[device]
 
 
