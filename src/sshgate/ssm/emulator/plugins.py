@@ -218,6 +218,44 @@ async def _fd_ready(fd: int, *, write: bool) -> None:
         (loop.remove_writer if write else loop.remove_reader)(fd)
 
 
+class _Readable:
+    """Read readiness of one non-blocking fd, watched for as long as its reader keeps waiting.
+
+    ``add_reader`` / ``remove_reader`` around every wait cost each echoed keystroke two epoll
+    changes and, on uvloop, a poll handle set up anew (an FIONBIO ioctl). Here the watch stays
+    registered across waits; it is dropped only when readiness finds nobody waiting (the reader
+    is busy sending, so the level-triggered watch would wake the loop on every turn), and taken
+    up again at the next wait.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._loop = asyncio.get_running_loop()
+        self._waiter: asyncio.Future[None] | None = None
+        self._watching = False
+
+    async def wait(self) -> None:
+        self._waiter = waiter = self._loop.create_future()
+        if not self._watching:
+            self._loop.add_reader(self._fd, self._ready)
+            self._watching = True
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+    def _ready(self) -> None:
+        if self._waiter is None or self._waiter.done():
+            self.close()
+        else:
+            self._waiter.set_result(None)
+
+    def close(self) -> None:
+        if self._watching:
+            self._watching = False
+            self._loop.remove_reader(self._fd)
+
+
 class PtyPlugin(Plugin):
     """The master side is driven with plain non-blocking reads and writes: pipe transports on a
     pty master misbehave under uvloop (no output at all), and Linux reports the last slave closing
@@ -228,6 +266,8 @@ class PtyPlugin(Plugin):
         self.argv = argv
         self._master = -1
         self._proc: asyncio.subprocess.Process | None = None
+        self._readable: _Readable | None = None
+        self._drained = False
 
     async def start(self) -> None:
         master, slave = os.openpty()
@@ -248,17 +288,26 @@ class PtyPlugin(Plugin):
         finally:
             os.close(slave)
         os.set_blocking(master, False)
+        self._readable = _Readable(master)
         await super().start()
         self.spawn(self._run())
 
     async def _read(self, n: int) -> bytes:
+        """The next output; after a short read the pty is taken as drained and waited on first
+        (a keystroke's echo is one short read: no read that only says EAGAIN after it)."""
+        assert self._readable is not None
         while True:
+            if self._drained:
+                await self._readable.wait()
             try:
-                return os.read(self._master, n)
+                data = os.read(self._master, n)
             except BlockingIOError:
-                await _fd_ready(self._master, write=False)
+                self._drained = True
+                continue
             except OSError:
                 return b""
+            self._drained = len(data) < n
+            return data
 
     async def _run(self) -> None:
         await self.pump_output(self._read, PayloadType.OUTPUT, utf8=True)
@@ -296,6 +345,8 @@ class PtyPlugin(Plugin):
                 os.killpg(self._proc.pid, signal.SIGKILL)
             await self._proc.wait()
         await super().stop()
+        if self._readable is not None:
+            self._readable.close()
         if self._master >= 0:
             os.close(self._master)
             self._master = -1
