@@ -537,6 +537,11 @@ class Inbox:
     def full(self) -> bool:
         return not self._room.is_set()
 
+    @property
+    def empty(self) -> bool:
+        """Nothing waits to be taken (what was taken may still be in the consumer's hands)."""
+        return not self._items
+
     async def room(self) -> None:
         """Wait while full. A reader that waits here before taking the next frame holds the peer
         back through TCP, as the plugin's blocking stdout does; refusing messages instead leaves

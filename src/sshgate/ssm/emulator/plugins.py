@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import ipaddress
 import os
@@ -268,6 +269,7 @@ class PtyPlugin(Plugin):
         self._proc: asyncio.subprocess.Process | None = None
         self._readable: _Readable | None = None
         self._drained = False
+        self._writing = False  # the consumer holds input the pty has not taken yet
 
     async def start(self) -> None:
         master, slave = os.openpty()
@@ -316,28 +318,55 @@ class PtyPlugin(Plugin):
         self.finish()
 
     def input(self, message: ClientMessage) -> bool:
-        if message.payload_type not in (PayloadType.OUTPUT, PayloadType.SIZE):
+        """Input and resizes in sequence order, as the agent writes stdin and sets the size inline:
+        here too when nothing is queued or being written (a keystroke reaches the pty in the turn
+        its frame arrived, not one task switch later); what the pty does not take at once waits
+        in the inbox for the consumer."""
+        ptype = message.payload_type
+        if ptype not in (PayloadType.OUTPUT, PayloadType.SIZE):
             return True
+        if not self._writing and self.inbox.empty:
+            if ptype == PayloadType.SIZE:
+                self._resize(message.payload)
+                return True
+            rest = self._write(memoryview(message.payload))
+            if not rest:
+                return True
+            message = dataclasses.replace(message, payload=bytes(rest))
         return super().input(message)
 
     async def handle(self, message: ClientMessage) -> None:
-        """Input and resizes in sequence order, as the agent writes stdin and sets the size inline."""
         if message.payload_type == PayloadType.SIZE:
-            with contextlib.suppress(CodecError, OSError):
-                size = SizeData.from_json(message.payload)
-                self.sizes.append((size.cols, size.rows, self.input_bytes))
-                winsize = struct.pack("HHHH", min(size.rows, 0xFFFF), min(size.cols, 0xFFFF), 0, 0)
-                fcntl.ioctl(self._master, termios.TIOCSWINSZ, winsize)
+            self._resize(message.payload)
             return
-        data = memoryview(message.payload)
-        self.input_bytes += len(data)
+        self._writing = True
+        try:
+            rest = self._write(memoryview(message.payload))
+            while rest:
+                await _fd_ready(self._master, write=True)
+                rest = self._write(rest)
+        finally:
+            self._writing = False
+
+    def _resize(self, payload: bytes) -> None:
+        with contextlib.suppress(CodecError, OSError):
+            size = SizeData.from_json(payload)
+            self.sizes.append((size.cols, size.rows, self.input_bytes))
+            winsize = struct.pack("HHHH", min(size.rows, 0xFFFF), min(size.cols, 0xFFFF), 0, 0)
+            fcntl.ioctl(self._master, termios.TIOCSWINSZ, winsize)
+
+    def _write(self, data: memoryview) -> memoryview:
+        """Write what the pty takes now; the rest (empty once all is written, or the pty is gone)."""
         while data and self._master >= 0:
             try:
-                data = data[os.write(self._master, data) :]
+                written = os.write(self._master, data)
             except BlockingIOError:
-                await _fd_ready(self._master, write=True)
+                return data
             except OSError:
-                return
+                break
+            self.input_bytes += written
+            data = data[written:]
+        return data[:0]
 
     async def stop(self) -> None:
         if self._proc is not None and self._proc.returncode is None:
