@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 
 from sshgate.ssm.client import MAX_MESSAGE, AgentProtocolError, PortMode, PortSession, open_port, open_shell
-from sshgate.ssm.codec import ClientMessage, OpenDataChannel, PayloadType
+from sshgate.ssm.codec import ClientMessage, OpenDataChannel, PayloadType, decode, encode_ack
 from sshgate.ssm.emulator import Emulator
-from sshgate.ssm.reliable import CLIENT, CoalescingTransport, DataChannel, IncomingBuffer
+from sshgate.ssm.reliable import CLIENT, RESEND_INTERVAL, CoalescingTransport, DataChannel, IncomingBuffer
 from tests.ssm.conftest import Aws, TcpServer
 from tests.ssm.test_sessions import read_until, roundtrip
 
@@ -214,3 +214,31 @@ async def test_frames_of_one_loop_turn_leave_in_one_write() -> None:
     assert (inner.writes[-1], inner.closed) == (b"close-frame", True)
     await asyncio.sleep(0)
     assert len(inner.writes) == 2
+
+
+async def test_an_idle_channel_parks_its_resend_timer_and_wakes_it_for_the_next_message() -> None:
+    """Nothing in flight: the resend loop waits without a timer; a later unacked message is
+    still resent (the send wakes the loop)."""
+    sent: list[bytes] = []
+
+    async def transport(raw: bytes) -> None:
+        sent.append(raw)
+
+    channel = DataChannel(CLIENT, deliver=lambda _m: True, on_control=lambda _m: None)
+    await channel.attach(transport)
+    channel.start()
+    try:
+        await channel.send(PayloadType.OUTPUT, b"a")
+        await channel.feed(encode_ack(decode(sent[0])))
+        async with asyncio.timeout(2):
+            while channel._unacked.is_set():  # the loop saw nothing in flight and parked
+                await asyncio.sleep(0.02)
+        await asyncio.sleep(RESEND_INTERVAL * 3)
+        assert len(sent) == 1 and channel.retransmits == 0
+        await channel.send(PayloadType.OUTPUT, b"b")  # never acked
+        async with asyncio.timeout(3):
+            while channel.retransmits == 0:
+                await asyncio.sleep(0.02)
+        assert sent[2:] and all(raw == sent[1] for raw in sent[2:])
+    finally:
+        channel.close()

@@ -5,9 +5,10 @@ oldest-first retransmission) and ``IncomingBuffer`` (out-of-order messages). ``D
 them to a swappable transport (one websocket at a time, so a resumed socket keeps the sequence
 state): it numbers outgoing stream messages from 0, acks every accepted incoming one, re-acks
 duplicates, buffers out-of-order input, retransmits the oldest unacked message after RTO (checked
-every 100 ms) and bounds both buffers. Backpressure: ``send`` waits while the outgoing buffer is
-full, and an owner whose ``deliver`` callback returns False leaves the message unacked and
-uncounted ("handler not ready"), so the peer retransmits it later.
+every 100 ms while anything is unacked; an idle channel has no timer) and bounds both buffers.
+Backpressure: ``send`` waits while the outgoing buffer is full, and an owner whose ``deliver``
+callback returns False leaves the message unacked and uncounted ("handler not ready"), so the
+peer retransmits it later.
 
 Public API:
     ``ChannelConfig`` with the two presets ``CLIENT`` and ``AGENT``.
@@ -317,6 +318,7 @@ class DataChannel:
         self._room.set()
         self._drained = asyncio.Event()
         self._drained.set()
+        self._unacked = asyncio.Event()  # set by send; the resend loop clears it when all is acked
         self._paused = False
         self._resender: asyncio.Task[None] | None = None
         self.closed = False
@@ -369,11 +371,18 @@ class DataChannel:
         self.incoming = IncomingBuffer(0)
         self._room.set()
         self._drained.set()
+        self._unacked.set()
         if self._resender is not None:
             self._resender.cancel()
 
     async def _resend_loop(self) -> None:
+        """Every ``RESEND_INTERVAL`` while anything is unacked, resend the oldest message once
+        its RTO has passed. A channel with nothing in flight sets no timer: an idle session
+        costs no wake-ups (it cost ten a second, on each side)."""
         while not self.closed:
+            if not len(self.outgoing):
+                self._unacked.clear()
+                await self._unacked.wait()
             await asyncio.sleep(RESEND_INTERVAL)
             if self._paused or self._transport is None:
                 continue
@@ -484,6 +493,7 @@ class DataChannel:
         live = self._transport is not None and not self._paused
         self.outgoing.add(seq, raw, time.monotonic(), sent=live)
         self._drained.clear()
+        self._unacked.set()
         if live:
             await self._transmit(raw)
 
