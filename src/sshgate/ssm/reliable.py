@@ -83,10 +83,12 @@ class CoalescingTransport:
     def __init__(self, transport: Any) -> None:
         self._transport = transport
         self._pending: list[bytes | bytearray] = []
+        # Looked up once: asyncio.get_running_loop() costs a getpid() system call on Python 3.11.
+        self._loop = asyncio.get_running_loop()
 
     def write(self, data: bytes | bytearray) -> None:
         if not self._pending:
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop.call_soon(self._flush)
         self._pending.append(data)
 
     def _flush(self) -> None:
