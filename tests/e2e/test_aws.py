@@ -26,8 +26,10 @@ from tests.conftest import Keys, Upstream, base_config
 from tests.e2e.test_forward import ssh_background
 from tests.support.emulator import (
     REGION,
+    SERVICES,
     aws_client,
     create_command_document,
+    emulated_aws_gateway,
     emulator_process,
     emulator_sessions,
 )
@@ -39,7 +41,6 @@ from tests.support.terminal import Terminal
 from tests.support.vscode import remote_ssh_flow
 
 ROLE_ARN = "arn:aws:iam::123456789012:role/ecs-exec"
-CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}
 
 POLICY = """package formal.v2
 
@@ -145,8 +146,6 @@ def world() -> Iterator[AwsWorld]:
 def aws_gateway(
     world: AwsWorld, keys: Keys, upstream: Upstream, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayProcess]:
-    root = tmp_path_factory.mktemp("aws-gw")
-    (root / "policy.rego").write_text(POLICY)
     config = base_config(keys, upstream)
     iam = [{"username": "ops", "secret": "iam", "default": True}]
     config["identities"]["users"][0]["groups"] = ["dev", "oncall"]
@@ -225,12 +224,9 @@ def aws_gateway(
             "native_users": [{"username": "sgtest", "secret": "iam", "default": True}],
         }
     )
-    services = ("ec2", "ecs", "ssm", "sts", "ec2-instance-connect")
-    config["aws"] = {"region": REGION, "endpoints": {s: world.url for s in services}}
-    config["policies"] = {"paths": [str(root / "policy.rego")]}
-    gw = GatewayProcess(root / "gw", config, env=CREDS).start()
-    yield gw
-    gw.stop()
+    services = (*SERVICES, "ec2-instance-connect")
+    with emulated_aws_gateway(tmp_path_factory.mktemp("aws-gw"), config, world.url, services, POLICY) as gw:
+        yield gw
 
 
 @pytest.fixture(scope="module")

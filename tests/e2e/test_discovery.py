@@ -15,8 +15,13 @@ from typing import Any
 import pytest
 
 from tests.conftest import Keys, Upstream, base_config, ssh_resource
-from tests.e2e.test_aws import CREDS
-from tests.support.emulator import REGION, aws_client, create_command_document, emulator_process
+from tests.support.emulator import (
+    REGION,
+    aws_client,
+    create_command_document,
+    emulated_aws_gateway,
+    emulator_process,
+)
 from tests.support.gateway import Client, GatewayProcess
 
 INTERVAL_S = 1
@@ -42,8 +47,6 @@ def emulator() -> Iterator[str]:
 def gw(
     emulator: str, keys: Keys, upstream: Upstream, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayProcess]:
-    root = tmp_path_factory.mktemp("discovery-gw")
-    (root / "policy.rego").write_text(POLICY)
     config = base_config(keys, upstream)
     key = f"FILE:{upstream.sshd.native_key}"
     config["resources"] = [
@@ -54,12 +57,11 @@ def gw(
         "ec2": {"enabled": True, "tag_filters": {"sshgate": "true"}},
         "ecs": {"clusters": ["disco"], "container": "app"},
     }
-    config["policies"] = {"paths": [str(root / "policy.rego")]}
-    services = ("ec2", "ecs", "ssm", "sts")
-    config["aws"] = {"region": REGION, "endpoints": {s: emulator for s in services}}
-    gateway = GatewayProcess(root / "gw", config, env={**CREDS, "ENABLE_ECS_AUTO_DISCOVERY": "true"}).start()
-    yield gateway
-    gateway.stop()
+    root = tmp_path_factory.mktemp("discovery-gw")
+    with emulated_aws_gateway(
+        root, config, emulator, policy=POLICY, env={"ENABLE_ECS_AUTO_DISCOVERY": "true"}
+    ) as gateway:
+        yield gateway
 
 
 @pytest.fixture(scope="module")

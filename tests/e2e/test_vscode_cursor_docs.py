@@ -23,8 +23,7 @@ import yaml
 
 from sshgate.config import parse_config
 from tests.conftest import Keys, Upstream, base_config
-from tests.e2e.test_aws import CREDS
-from tests.support.emulator import REGION, aws_client, emulator_process
+from tests.support.emulator import aws_client, emulated_aws_gateway, emulator_process
 from tests.support.gateway import GatewayProcess
 from tests.support.net import free_port
 from tests.support.sshd import ensure_account, shared_test_password
@@ -116,10 +115,8 @@ def gw(
     port = free_port()
     config["listen"] = {"host": "127.0.0.1", "port": port}
     config["public_address"] = f"127.0.0.1:{port}"
-    config["aws"] = {"region": REGION, "endpoints": {s: emulator for s in ("ec2", "ecs", "ssm", "sts")}}
-    gateway = GatewayProcess(tmp_path_factory.mktemp("docs-gw"), config, env=CREDS).start()
-    yield gateway
-    gateway.stop()
+    with emulated_aws_gateway(tmp_path_factory.mktemp("docs-gw"), config, emulator) as gateway:
+        yield gateway
 
 
 @pytest.fixture(scope="module")

@@ -17,10 +17,9 @@ import pytest
 
 from sshgate.ssm.emulator.aws import runtime_id
 from tests.conftest import Keys, Upstream, base_config
-from tests.support.emulator import REGION, aws_client, emulator_process, emulator_sessions
+from tests.support.emulator import aws_client, emulated_aws_gateway, emulator_process, emulator_sessions
 from tests.support.gateway import Client, GatewayProcess, control_master
 
-CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}
 SERVICE_ARN = "arn:aws:ecs:us-east-1:123456789012:service/prod/api"
 
 # john (ops) is blocked with a message that repeats what the policy saw of the task.
@@ -106,8 +105,6 @@ def world() -> Iterator[EcsWorld]:
 def ecs_gateway(
     world: EcsWorld, keys: Keys, upstream: Upstream, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayProcess]:
-    root = tmp_path_factory.mktemp("ecs-targets-gw")
-    (root / "policy.rego").write_text(POLICY)
     config = base_config(keys, upstream)
     iam = [{"username": "exec", "secret": "iam", "default": True}]
     config["resources"] = [
@@ -129,11 +126,9 @@ def ecs_gateway(
         },
         {"name": "lone", "type": "ecs", "cluster": "prod", "task": world.lone, "native_users": iam},
     ]
-    config["aws"] = {"region": REGION, "endpoints": {s: world.url for s in ("ecs", "ssm", "sts")}}
-    config["policies"] = {"paths": [str(root / "policy.rego")]}
-    gw = GatewayProcess(root / "gw", config, env=CREDS).start()
-    yield gw
-    gw.stop()
+    root = tmp_path_factory.mktemp("ecs-targets-gw")
+    with emulated_aws_gateway(root, config, world.url, ("ecs", "ssm", "sts"), POLICY) as gw:
+        yield gw
 
 
 @pytest.fixture(scope="module")

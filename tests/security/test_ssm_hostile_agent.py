@@ -20,16 +20,15 @@ import pytest
 
 from tests.conftest import Keys, Upstream, base_config
 from tests.support.emulator import (
-    REGION,
     aws_client,
     configure_faults,
     create_command_document,
+    emulated_aws_gateway,
     emulator_process,
     emulator_sessions,
 )
 from tests.support.gateway import Client, GatewayProcess
 
-CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}
 DEEP = "[" * 100_000 + "]" * 100_000
 
 
@@ -68,10 +67,8 @@ def gateway(
         {"name": "box", "type": "ec2", "instance_id": world.instance_id, "native_users": iam},
         {"name": "api", "type": "ecs", "cluster": "prod", "task": world.task_id, "native_users": iam},
     ]
-    config["aws"] = {"region": REGION, "endpoints": {s: world.url for s in ("ec2", "ecs", "ssm", "sts")}}
-    gw = GatewayProcess(tmp_path_factory.mktemp("hostile-gw"), config, env=CREDS).start()
-    yield gw
-    gw.stop()
+    with emulated_aws_gateway(tmp_path_factory.mktemp("hostile-gw"), config, world.url) as gw:
+        yield gw
 
 
 @pytest.fixture(scope="module")

@@ -8,20 +8,44 @@ import subprocess
 import sys
 import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import boto3
 
+from tests.support.gateway import GatewayProcess
+
 REGION = "us-east-1"
+CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}
+SERVICES = ("ec2", "ecs", "ssm", "sts")
 
 
 @contextmanager
-def emulator_process(
-    *args: str, env: dict[str, str] | None = None, exe: Path | None = None
-) -> Iterator[str]:
+def emulated_aws_gateway(
+    root: Path,
+    config: dict[str, Any],
+    url: str,
+    services: Iterable[str] = SERVICES,
+    policy: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[GatewayProcess]:
+    """A gateway in ``root`` whose AWS APIs are the emulator at ``url``, with ``policy`` as its only
+    Rego file when given; stopped on leaving."""
+    if policy is not None:
+        (root / "policy.rego").write_text(policy)
+        config["policies"] = {"paths": [str(root / "policy.rego")]}
+    config["aws"] = {"region": REGION, "endpoints": {s: url for s in services}}
+    gateway = GatewayProcess(root / "gw", config, env={**CREDS, **(env or {})}).start()
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
+
+
+@contextmanager
+def emulator_process(*args: str, env: dict[str, str] | None = None, exe: Path | None = None) -> Iterator[str]:
     """Start it (this environment's, or ``exe``) on a free port; yields ``http://127.0.0.1:PORT`` once
     it printed its ready line. ``env`` adds to the environment its shells (the "instances" and
     "containers") inherit."""

@@ -175,11 +175,17 @@ def test_live_view_shows_typing_within_a_second_and_an_admin_terminates(
             time.sleep(0.02)
         term.write("\n")
         term.read_until("typed-4242")
+        # A terminal, not a text dump: the cursor moves back and "right" overwrites "-part".
+        term.write("printf 'cursor-left-part\\033[5Dright\\n'\n")
+        deadline = time.monotonic() + 5
+        while "cursor-leftright" not in live.text:
+            assert time.monotonic() < deadline, f"escape sequences not applied: {live.text[-300:]!r}"
+            time.sleep(0.05)
         browser.find_element(By.ID, "terminate").click()
         term.read_until("sshgate: session terminated by admin@corp.com", timeout=10)
         term.wait(timeout=10)
         assert term.process.returncode != 0
-        wait_for(browser, "#live .ended")
+        wait_for(browser, "#live-ended:not([hidden])")
     finally:
         term.close()
     event = site.gateway.wait_event("session.terminated", session_id=session_id)

@@ -13,9 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import boto3
-from botocore.config import Config as BotoConfig
-
 from sshgate.aws.errors import AwsError, explain, is_throttle
 from sshgate.config import Aws
 
@@ -39,7 +36,17 @@ class AwsClients:
         self._config = config
         self._clients: dict[tuple[str, str, str], Any] = {}
         self._lock = threading.Lock()
-        self._session = boto3.session.Session()
+        self._session_made: Any = None
+
+    @property
+    def _session(self) -> Any:
+        """boto3 is imported on first use: the ``recordings`` CLI on a local store never needs it,
+        and it is a tenth of a second of every command's start."""
+        if self._session_made is None:
+            import boto3
+
+            self._session_made = boto3.session.Session()
+        return self._session_made
 
     def region(self, region: str | None) -> str:
         chosen = region or self._config.region or self._session.region_name
@@ -52,6 +59,8 @@ class AwsClients:
         key = (service, region_name, credentials.access_key_id if credentials else "")
         with self._lock:
             if key not in self._clients:
+                from botocore.config import Config as BotoConfig
+
                 kwargs: dict[str, Any] = {
                     "region_name": region_name,
                     "config": BotoConfig(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5),

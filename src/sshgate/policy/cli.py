@@ -11,9 +11,7 @@ from typing import Any
 
 from sshgate.config import ConfigError, Policies, config_path_from_env, load_config
 from sshgate.policy.decision import Decision, Stage
-from sshgate.policy.loader import ReloadableDecisionPoint
 from sshgate.policy.sources import PolicyLoadError
-from sshgate.policy.testing import run_tests
 
 
 def add_policy_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,6 +34,8 @@ def add_policy_commands(subparsers: argparse._SubParsersAction[argparse.Argument
 
 
 def policy_test(args: argparse.Namespace) -> int:
+    from sshgate.policy.testing import run_tests  # on use: the engines are most of a start-up
+
     try:
         results = run_tests(args.paths)
     except PolicyLoadError as exc:
@@ -69,6 +69,8 @@ def policy_eval(args: argparse.Namespace) -> int:
 
 
 async def _decide(policies: Policies, stage: Stage, input_doc: dict[str, Any]) -> Decision:
+    from sshgate.policy.loader import ReloadableDecisionPoint  # on use, as run_tests
+
     point = await ReloadableDecisionPoint.open(policies)
     try:
         return await point.decide(stage, input_doc)

@@ -16,9 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sshgate.recording import timing
+from sshgate.recording import direct_io, timing
 
 DROP_BYTES = 8 << 20
+DIRECT_BYTES = 256 << 10
 COALESCE_S = 0.005
 """Output arriving within this of a timing line's first chunk joins that line: terminals hand
 output over in small reads, and players cannot show the difference."""
@@ -76,13 +77,15 @@ class WrittenOnce:
 class RecordFile:
     """One append-only file, created 0600 on first use (with ``first_line``) and hashed as written.
 
-    Opened for each append and closed after, so an idle session holds no descriptor. Every
-    ``DROP_BYTES`` it asks the kernel to write out and drop the file's cached pages: a recording
-    is written once and read rarely, and on a VM fresh pages cost more kernel time than the
-    writes (measured 0.8 s/GB with recycled pages, 2.1 s/GB without).
+    Opened for each append and closed after, so an idle session holds no descriptor. Appends of
+    ``DIRECT_BYTES`` or more go to the disk with ``O_DIRECT`` where the filesystem allows it
+    (direct_io.py: the kernel CPU of a buffered write, measured, is what recording cost most
+    after the hash). Smaller ones are buffered, and every ``DROP_BYTES`` the kernel is asked to
+    write out and drop the file's cached pages: a recording is written once and read rarely, and
+    on a VM fresh pages cost more kernel time than the writes.
     """
 
-    __slots__ = ("broken", "dropped", "first_line", "name", "path", "sha256", "size")
+    __slots__ = ("broken", "dropped", "first_line", "name", "path", "sha256", "size", "tail")
 
     def __init__(self, path: Path, first_line: bytes = b"") -> None:
         self.path = path
@@ -90,24 +93,32 @@ class RecordFile:
         self.first_line = first_line
         self.sha256 = hashlib.sha256()
         self.size = self.dropped = 0
+        self.tail = b""  # the file's last partial block (direct_io.BLOCK): what a direct write redoes
         self.broken: str | None = None  # a write failed: the digest no longer matches the file
 
     def append(self, buffers: list[bytes]) -> None:
-        """Write ``buffers`` as one block: one hash call and one write per flush, not per chunk.
-        Each of those releases the interpreter lock, and taking it back from a busy event loop
-        is what a chunk cost (docs/recordings.md, "Cost"); the join's one copy costs far less."""
+        """Write ``buffers`` as one block: one hash call and one write per flush (or per
+        ``direct_io.STAGING_BYTES``), not per chunk. Each of those releases the interpreter
+        lock, and taking it back from a busy event loop is what a chunk cost (docs/recordings.md,
+        "Cost")."""
         if not self.size and self.first_line:
             buffers = [self.first_line, *buffers]
-        data = buffers[0] if len(buffers) == 1 else b"".join(buffers)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
-                     PRIVATE_FILE)  # fmt: skip
+        total = sum(map(len, buffers))
+        direct = total >= DIRECT_BYTES and self.broken is None and direct_io.supported(self.path.parent)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        fd = os.open(self.path, flags | (direct_io.O_DIRECT if direct else os.O_APPEND), PRIVATE_FILE)
         try:
             if not self.size and not self.broken:
                 os.fchmod(fd, PRIVATE_FILE)
-            write_all(fd, data)
-            self.sha256.update(data)
-            self.size += len(data)
-            if self.size - self.dropped >= DROP_BYTES:
+            if direct:
+                self.tail = direct_io.append(fd, self.size, self.tail, buffers, self.sha256.update)
+            else:
+                data = buffers[0] if len(buffers) == 1 else b"".join(buffers)
+                write_all(fd, data)
+                self.sha256.update(data)
+                self.tail = direct_io.tail_after(self.tail, data, self.size + total)
+            self.size += total
+            if not direct and self.size - self.dropped >= DROP_BYTES:
                 drop_cached(fd)
                 self.dropped = self.size
         except OSError as exc:

@@ -2,7 +2,7 @@
 "use strict";
 const sessionId = decodeURIComponent(window.location.pathname.split("/").pop());
 const base = "/api/v1/sessions/" + encodeURIComponent(sessionId);
-let liveSource = null;
+let livePlayer = null;
 let player = null;
 
 function play(n) {
@@ -15,34 +15,48 @@ function play(n) {
   player = AsciinemaPlayer.create(`${base}/channels/${n}/cast`, target, { controls: true, fit: "width", autoPlay: true, idleTimeLimit: 2 });
 }
 
-// A plain-text terminal: escape sequences removed, carriage returns and backspaces applied per line.
-function plainText(text) {
-  return text.replace(/\x1b\][^\x07\x1b]*(\x07|\x1b\\)?/g, "").replace(/\x1b\[[0-?]*[ -/]*[@-~]/g, "").replace(/\x1b[()][0-9A-Za-z]|\x1b[=>78]/g, "");
+// The live route as an asciinema-player driver: the player's own "eventsource" driver ends on
+// an event named "done", the API's is "end" (docs/api.md), so this one listens for that.
+function liveDriver(url, cols, rows, onEnd) {
+  return ({ dispatch }) => {
+    let source = null;
+    return {
+      play() {
+        if (source) return true;
+        dispatch("play");
+        dispatch("reset", { size: { cols, rows } });
+        dispatch("playing");
+        source = new EventSource(url);
+        source.onmessage = (message) => {
+          const [, code, text] = JSON.parse(message.data);
+          if (code === "o") dispatch("output", text);
+        };
+        source.addEventListener("end", () => {
+          source.close();
+          dispatch("ended", { message: "Session ended" });
+          onEnd();
+        });
+        return true;
+      },
+      stop() {
+        if (source) source.close();
+      },
+    };
+  };
 }
 
-function watch(n) {
+function watch(c) {
   const box = document.getElementById("live-box");
-  const pre = document.getElementById("live");
   box.hidden = false;
-  document.getElementById("live-title").textContent = `Live: channel ${n}`;
-  pre.textContent = "";
-  if (liveSource) liveSource.close();
-  liveSource = new EventSource(`${base}/channels/${n}/live`);
-  liveSource.onmessage = (message) => {
-    const [, , text] = JSON.parse(message.data);
-    let shown = pre.textContent;
-    for (const ch of plainText(text).replace(/\r\n/g, "\n")) {
-      if (ch === "\b") shown = shown.slice(0, -1);
-      else if (ch === "\r") shown = shown.slice(0, shown.lastIndexOf("\n") + 1);
-      else if (ch >= " " || ch === "\n" || ch === "\t") shown += ch;
-    }
-    pre.textContent = shown.slice(-200000);
-    pre.scrollTop = pre.scrollHeight;
-  };
-  liveSource.addEventListener("end", () => {
-    pre.appendChild(el("span", "\n[session ended]", { class: "ended" }));
-    liveSource.close();
-  });
+  document.getElementById("live-title").textContent = `Live: channel ${c.n}`;
+  document.getElementById("live-ended").hidden = true;
+  const target = document.getElementById("live");
+  if (livePlayer) livePlayer.dispose();
+  target.replaceChildren();
+  const [cols, rows] = c.size || [80, 24];
+  const ended = () => { document.getElementById("live-ended").hidden = false; };
+  livePlayer = AsciinemaPlayer.create(liveDriver(`${base}/channels/${c.n}/live`, cols, rows, ended), target,
+    { controls: false, fit: "width", autoPlay: true });
 }
 
 function facts(doc) {
@@ -89,7 +103,7 @@ function channels(doc) {
       div.appendChild(playButton);
       if (doc.status === "active" && !c.closed_at) {
         const liveButton = el("button", "Watch live", { type: "button", class: "watch", "data-channel": c.n });
-        liveButton.addEventListener("click", () => watch(c.n));
+        liveButton.addEventListener("click", () => watch(c));
         div.appendChild(liveButton);
       }
     }
