@@ -203,8 +203,8 @@ def _controlling_tty(slave: int) -> Callable[[], None]:
     return setup
 
 
-async def _fd_ready(fd: int, *, write: bool) -> None:
-    """Wait until a non-blocking fd is readable (or writable); works on asyncio and uvloop alike."""
+async def _writable(fd: int) -> None:
+    """Wait until a non-blocking fd is writable (rare: a pty that does not take its input)."""
     loop = asyncio.get_running_loop()
     ready = loop.create_future()
 
@@ -212,11 +212,11 @@ async def _fd_ready(fd: int, *, write: bool) -> None:
         if not ready.done():
             ready.set_result(None)
 
-    (loop.add_writer if write else loop.add_reader)(fd, wake)
+    loop.add_writer(fd, wake)
     try:
         await ready
     finally:
-        (loop.remove_writer if write else loop.remove_reader)(fd)
+        loop.remove_writer(fd)
 
 
 class _Readable:
@@ -343,7 +343,7 @@ class PtyPlugin(Plugin):
         try:
             rest = self._write(memoryview(message.payload))
             while rest:
-                await _fd_ready(self._master, write=True)
+                await _writable(self._master)
                 rest = self._write(rest)
         finally:
             self._writing = False
