@@ -200,20 +200,28 @@ class _RecordingTransport:
         return 0
 
 
-async def test_frames_of_one_loop_turn_leave_in_one_write() -> None:
+async def test_a_frame_on_an_idle_socket_leaves_at_once_a_busy_turns_frames_in_one_write() -> None:
     inner = _RecordingTransport()
     transport = CoalescingTransport(inner)
     for frame in (b"ack-1", b"ack-2", bytearray(b"ack-3")):
         transport.write(frame)
-    assert inner.writes == []
+    assert inner.writes == [b"ack-1"]
     assert transport.get_write_buffer_size() == 0  # everything else is the transport's own
     await asyncio.sleep(0)
-    assert inner.writes == [b"ack-1ack-2ack-3"]
+    assert inner.writes == [b"ack-1", b"ack-2ack-3"]
+    transport.write(b"ack-4")  # the stream is still busy: held for the end of the turn
+    transport.write(b"ack-5")
+    assert inner.writes[-1] == b"ack-2ack-3"
+    await asyncio.sleep(0)
+    assert inner.writes[-1] == b"ack-4ack-5"
+    await asyncio.sleep(0)  # a turn without frames: idle again
+    transport.write(b"keystroke")
+    assert inner.writes[-1] == b"keystroke"
     transport.write(b"close-frame")
     transport.close()  # what is pending goes out before the close
     assert (inner.writes[-1], inner.closed) == (b"close-frame", True)
     await asyncio.sleep(0)
-    assert len(inner.writes) == 2
+    assert len(inner.writes) == 5
 
 
 async def test_an_idle_channel_parks_its_resend_timer_and_wakes_it_for_the_next_message() -> None:

@@ -73,23 +73,38 @@ class WebSocket(Protocol):
 
 
 class CoalescingTransport:
-    """An asyncio transport whose writes made in one event-loop turn leave in one write.
+    """An asyncio transport that writes a frame at once when the socket was idle, and the frames
+    of a busy stream's event-loop turn together when the turn is over.
 
     Every stream message costs an ack the other way, each its own websocket frame; a burst of
-    1 KiB messages read in one turn made one ``send()`` per ack. Same bytes, same order, one
-    system call per turn. ``close`` sends what is pending first; ``abort`` drops it.
+    1 KiB messages read in one turn made one ``send()`` per ack: now one per turn while frames
+    keep coming. A lone frame (a keystroke, its echo, their acks) leaves without waiting for the
+    turn to end: holding it one more loop turn cost each echoed keystroke 30-50 µs. Same bytes,
+    same order. ``close`` sends what is pending first; ``abort`` drops it.
     """
 
     def __init__(self, transport: Any) -> None:
         self._transport = transport
         self._pending: list[bytes | bytearray] = []
+        self._busy = False  # a frame was written in this turn or the one before
         # Looked up once: asyncio.get_running_loop() costs a getpid() system call on Python 3.11.
         self._loop = asyncio.get_running_loop()
 
     def write(self, data: bytes | bytearray) -> None:
-        if not self._pending:
-            self._loop.call_soon(self._flush)
-        self._pending.append(data)
+        if self._busy:
+            self._pending.append(data)
+            return
+        self._busy = True
+        self._loop.call_soon(self._end_turn)
+        if not self._transport.is_closing():
+            self._transport.write(data)
+
+    def _end_turn(self) -> None:
+        if self._pending:
+            self._flush()
+            self._loop.call_soon(self._end_turn)
+        else:
+            self._busy = False
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
@@ -117,7 +132,7 @@ def coalesce_writes(ws: object) -> None:
 
 def websocket_transport(ws: WebSocket) -> Callable[[bytes], Coroutine[Any, Any, None]]:
     """Send each frame as a binary message on ``ws``, immune to aiohttp's shared drain future,
-    the frames of one event-loop turn in one write (:class:`CoalescingTransport`).
+    a busy stream's frames of one event-loop turn in one write (:class:`CoalescingTransport`).
 
     While the socket is paused, aiohttp's senders all wait on one future, and a sender cancelled
     there cancels it for every other (aio-libs/aiohttp#6028): a port stream's sender, cancelled
