@@ -3,8 +3,11 @@
 Exec download throughput (NonInteractiveCommands), single-byte PTY echo (p50/p99), and port
 forwards, download and upload, 1 and 4 concurrent streams: through `ssh -L` via sshgate, and, with
 `--plugin PATH` (or SSM_PLUGIN), through AWS's session-manager-plugin against the same emulator
-(AWS-StartPortForwardingSession, mux), in interleaved rounds; medians, with the gateway's CPU per MB.
-Run as root: .venv/bin/python -m bench.bench_aws [--megabytes 32] [--rounds 5] [--plugin PATH]
+(AWS-StartPortForwardingSession, mux), in interleaved rounds; medians, with the gateway's CPU per MB
+and the gateway's and emulator's CPU per keystroke.
+Run as root: .venv/bin/python -m bench.bench_aws [--megabytes 32] [--rounds 5] [--keystrokes 1000]
+[--plugin PATH] [--only exec|keys|forward ...] (``--only keys --rounds 3 --keystrokes 1000``: the
+keystroke echo alone, about 20 s)
 """
 
 from __future__ import annotations
@@ -29,11 +32,12 @@ from tests.support.gateway import Client, GatewayProcess
 from tests.support.net import free_port
 from tests.support.terminal import Terminal
 
-from bench.common import bench_env, cpu_seconds
+from bench.common import bench_env, cpu_seconds, thread_cpu_seconds
 
 REGION = "us-east-1"
 DOCUMENT = Path(__file__).parents[1] / "deploy/ssm/SSHGate-NonInteractiveCommands.json"
 BLOCK = os.urandom(1 << 16)
+PARTS = ("exec", "keys", "forward")
 
 
 def serve(handle: Callable[[socket.socket], None]) -> int:
@@ -155,10 +159,8 @@ def plugin_forward(plugin: str, url: str, instance: str, target: int) -> Iterato
         proc.wait()
 
 
-def echo_rtt(term: Terminal, count: int) -> tuple[float, float]:
-    term.write("stty raw -echo; echo READY; exec cat\n")
-    term.read_until("READY")
-    tty.setraw(term.master)
+def echo_rtt(term: Terminal, count: int) -> list[float]:
+    """Round trips of ``count`` single keystrokes through ``cat`` on a raw terminal, in µs."""
     samples = []
     for _ in range(count):
         start = time.perf_counter()
@@ -166,8 +168,43 @@ def echo_rtt(term: Terminal, count: int) -> tuple[float, float]:
         while not os.read(term.master, 16):
             pass
         samples.append((time.perf_counter() - start) * 1e6)
-    samples.sort()
-    return samples[len(samples) // 2], samples[int(0.99 * (len(samples) - 1))]
+    return samples
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return ordered[len(ordered) // 2], ordered[int(0.99 * (len(ordered) - 1))]
+
+
+def keystrokes(client: Client, pids: dict[str, int], count: int, rounds: int) -> None:
+    """Echo p50 / p99 per round of ``count`` keys (their range, and over all keys), with the CPU
+    each process named in ``pids`` spent per keystroke: latency follows the machine's load, CPU
+    per key much less."""
+    term = Terminal(client.ssh_argv("alice+app", options=["-tt"]))
+    try:
+        term.write("stty raw -echo; echo READY; exec cat\n")
+        term.read_until("READY")
+        tty.setraw(term.master)
+        echo_rtt(term, min(count, 100))  # warm-up
+        rows, every = [], []
+        for _ in range(rounds):
+            before = {name: thread_cpu_seconds(pid) for name, pid in pids.items()}
+            samples = echo_rtt(term, count)
+            cpu = {name: (thread_cpu_seconds(pid) - before[name]) / count * 1e6 for name, pid in pids.items()}
+            rows.append((*percentiles(samples), cpu))
+            every += samples
+    finally:
+        term.close()
+    p50s, p99s = sorted(r[0] for r in rows), sorted(r[1] for r in rows)
+    p50, p99 = percentiles(every)
+    print(
+        f"keystroke echo via sshgate -> SSM shell, {rounds} x {count} keys: p50 {p50s[0]:.0f}-{p50s[-1]:.0f} us,"
+        f" p99 {p99s[0]:.0f}-{p99s[-1]:.0f} us (all keys: {p50:.0f} / {p99:.0f} us; load {os.getloadavg()[0]:.1f})"
+    )
+    for name in pids:
+        print(
+            f"  {name} CPU per keystroke: {statistics.median(r[2][name] for r in rows):.0f} us (median of rounds)"
+        )
 
 
 def exec_download(client: Client, size: int) -> tuple[float, float]:
@@ -235,12 +272,16 @@ def forwards(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--megabytes", type=int, default=32)
-    parser.add_argument("--keystrokes", type=int, default=300)
+    parser.add_argument("--keystrokes", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument(
         "--plugin", default=os.environ.get("SSM_PLUGIN"), help="session-manager-plugin binary"
     )
+    parser.add_argument(
+        "--only", choices=PARTS, action="append", help="run only this part (repeatable; default: all)"
+    )
     args = parser.parse_args()
+    parts = set(args.only or PARTS)
     os.environ.update(
         {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}
     )
@@ -277,21 +318,20 @@ def main() -> None:
                 client = Client(gw, env.keys.alice, env.root / "client")
                 size = args.megabytes
                 assert gw.process is not None
-                before = cpu_seconds(gw.process.pid)
-                runs = [exec_download(client, size) for _ in range(args.rounds)]
-                cpu = (cpu_seconds(gw.process.pid) - before) / (size * args.rounds) * 1e3
-                rate, first = (statistics.median(r[i] for r in runs) for i in (0, 1))
-                print(
-                    f"exec download via sshgate -> SSM: {rate:.1f} MB/s (median of {args.rounds}; first byte"
-                    f" after {first * 1e3:.0f} ms; gateway CPU {cpu:.1f} ms per MB, logins included)"
-                )
-                term = Terminal(client.ssh_argv("alice+app", options=["-tt"]))
-                try:
-                    p50, p99 = echo_rtt(term, args.keystrokes)
-                finally:
-                    term.close()
-                print(f"keystroke echo via sshgate -> SSM shell: p50 {p50:.0f} us, p99 {p99:.0f} us")
-                forwards(client, gw, args.plugin, url, instance, size << 20, args.rounds)
+                if "exec" in parts:
+                    before = cpu_seconds(gw.process.pid)
+                    runs = [exec_download(client, size) for _ in range(args.rounds)]
+                    cpu = (cpu_seconds(gw.process.pid) - before) / (size * args.rounds) * 1e3
+                    rate, first = (statistics.median(r[i] for r in runs) for i in (0, 1))
+                    print(
+                        f"exec download via sshgate -> SSM: {rate:.1f} MB/s (median of {args.rounds}; first"
+                        f" byte after {first * 1e3:.0f} ms; gateway CPU {cpu:.1f} ms per MB, logins included)"
+                    )
+                if "keys" in parts:
+                    pids = {"gateway": gw.process.pid, "emulator": emulator.pid}
+                    keystrokes(client, pids, args.keystrokes, args.rounds)
+                if "forward" in parts:
+                    forwards(client, gw, args.plugin, url, instance, size << 20, args.rounds)
             finally:
                 gw.stop()
     finally:

@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 
 from sshgate.ssm.client import MAX_MESSAGE, AgentProtocolError, PortMode, PortSession, open_port, open_shell
-from sshgate.ssm.codec import ClientMessage, OpenDataChannel, PayloadType
+from sshgate.ssm.codec import ClientMessage, OpenDataChannel, PayloadType, decode, encode_ack
 from sshgate.ssm.emulator import Emulator
-from sshgate.ssm.reliable import CLIENT, CoalescingTransport, DataChannel, IncomingBuffer
+from sshgate.ssm.reliable import CLIENT, RESEND_INTERVAL, CoalescingTransport, DataChannel, IncomingBuffer
 from tests.ssm.conftest import Aws, TcpServer
 from tests.ssm.test_sessions import read_until, roundtrip
 
@@ -200,17 +200,53 @@ class _RecordingTransport:
         return 0
 
 
-async def test_frames_of_one_loop_turn_leave_in_one_write() -> None:
+async def test_a_frame_on_an_idle_socket_leaves_at_once_a_busy_turns_frames_in_one_write() -> None:
     inner = _RecordingTransport()
     transport = CoalescingTransport(inner)
     for frame in (b"ack-1", b"ack-2", bytearray(b"ack-3")):
         transport.write(frame)
-    assert inner.writes == []
+    assert inner.writes == [b"ack-1"]
     assert transport.get_write_buffer_size() == 0  # everything else is the transport's own
     await asyncio.sleep(0)
-    assert inner.writes == [b"ack-1ack-2ack-3"]
+    assert inner.writes == [b"ack-1", b"ack-2ack-3"]
+    transport.write(b"ack-4")  # the stream is still busy: held for the end of the turn
+    transport.write(b"ack-5")
+    assert inner.writes[-1] == b"ack-2ack-3"
+    await asyncio.sleep(0)
+    assert inner.writes[-1] == b"ack-4ack-5"
+    await asyncio.sleep(0)  # a turn without frames: idle again
+    transport.write(b"keystroke")
+    assert inner.writes[-1] == b"keystroke"
     transport.write(b"close-frame")
     transport.close()  # what is pending goes out before the close
     assert (inner.writes[-1], inner.closed) == (b"close-frame", True)
     await asyncio.sleep(0)
-    assert len(inner.writes) == 2
+    assert len(inner.writes) == 5
+
+
+async def test_an_idle_channel_parks_its_resend_timer_and_wakes_it_for_the_next_message() -> None:
+    """Nothing in flight: the resend loop waits without a timer; a later unacked message is
+    still resent (the send wakes the loop)."""
+    sent: list[bytes] = []
+
+    async def transport(raw: bytes) -> None:
+        sent.append(raw)
+
+    channel = DataChannel(CLIENT, deliver=lambda _m: True, on_control=lambda _m: None)
+    await channel.attach(transport)
+    channel.start()
+    try:
+        await channel.send(PayloadType.OUTPUT, b"a")
+        await channel.feed(encode_ack(decode(sent[0])))
+        async with asyncio.timeout(2):
+            while channel._unacked.is_set():  # the loop saw nothing in flight and parked
+                await asyncio.sleep(0.02)
+        await asyncio.sleep(RESEND_INTERVAL * 3)
+        assert len(sent) == 1 and channel.retransmits == 0
+        await channel.send(PayloadType.OUTPUT, b"b")  # never acked
+        async with asyncio.timeout(3):
+            while channel.retransmits == 0:
+                await asyncio.sleep(0.02)
+        assert sent[2:] and all(raw == sent[1] for raw in sent[2:])
+    finally:
+        channel.close()

@@ -56,7 +56,7 @@ from sshgate.ssm.emulator.plugins import (
     SessionFailure,
     loopback_address,
 )
-from sshgate.ssm.reliable import AGENT, DataChannel, websocket_transport
+from sshgate.ssm.reliable import AGENT, DataChannel, websocket_post, websocket_transport
 
 HANDSHAKE_TIMEOUT = 15.0
 MUX_MIN_CLIENT = "1.1.70"
@@ -151,9 +151,10 @@ class AgentSession:
         self.client_id = opening.client_id
         self.client_version = opening.client_version or self.client_version
 
-        link = FaultyLink(self.faults, websocket_transport(ws), abort)
+        post = websocket_post(ws)
+        link = FaultyLink(self.faults, websocket_transport(ws), abort, post)
         self.channel.start()
-        await self.channel.attach(link.send)
+        await self.channel.attach(link.send, None if post is None else link.post)
         if self._runner is None:
             self._runner = asyncio.ensure_future(self._run())
         try:

@@ -83,11 +83,16 @@ class FaultyLink:
     """Applies ``Faults`` to one socket's traffic in both directions."""
 
     def __init__(
-        self, faults: Faults, send: Callable[[bytes], Coroutine[Any, Any, None]], abort: Callable[[], None]
+        self,
+        faults: Faults,
+        send: Callable[[bytes], Coroutine[Any, Any, None]],
+        abort: Callable[[], None],
+        post: Callable[[bytes], None] | None = None,
     ) -> None:
         self._faults = faults
         self._send = send
         self._abort = abort
+        self._post = post
         self._held: bytes | None = None
         self._count = 0
         self._late: set[asyncio.Task[None]] = set()
@@ -130,12 +135,25 @@ class FaultyLink:
             held, self._held = self._held, None
             await self._send(held)
 
+    def post(self, raw: bytes) -> None:
+        """``send`` without waiting, for acks (``websocket_post``): the frame is written at once
+        unless a delay or reordering is set, which hold frames back; then it takes ``send``'s
+        path in a task of its own."""
+        f = self._faults
+        if self._post is None or f.delay or f.reorder_rate:
+            self._spawn(self.send(raw))
+        elif not (self._tick() or self._lost(raw)):
+            self._post(f.tampered(raw))
+
     def _release_held(self) -> None:
         if self._held is not None:
             held, self._held = self._held, None
-            task = asyncio.get_running_loop().create_task(self._send(held))
-            self._late.add(task)
-            task.add_done_callback(self._late_done)
+            self._spawn(self._send(held))
+
+    def _spawn(self, send: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(send)
+        self._late.add(task)
+        task.add_done_callback(self._late_done)
 
     def _late_done(self, task: asyncio.Task[None]) -> None:
         self._late.discard(task)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import ipaddress
 import os
@@ -202,8 +203,8 @@ def _controlling_tty(slave: int) -> Callable[[], None]:
     return setup
 
 
-async def _fd_ready(fd: int, *, write: bool) -> None:
-    """Wait until a non-blocking fd is readable (or writable); works on asyncio and uvloop alike."""
+async def _writable(fd: int) -> None:
+    """Wait until a non-blocking fd is writable (rare: a pty that does not take its input)."""
     loop = asyncio.get_running_loop()
     ready = loop.create_future()
 
@@ -211,11 +212,49 @@ async def _fd_ready(fd: int, *, write: bool) -> None:
         if not ready.done():
             ready.set_result(None)
 
-    (loop.add_writer if write else loop.add_reader)(fd, wake)
+    loop.add_writer(fd, wake)
     try:
         await ready
     finally:
-        (loop.remove_writer if write else loop.remove_reader)(fd)
+        loop.remove_writer(fd)
+
+
+class _Readable:
+    """Read readiness of one non-blocking fd, watched for as long as its reader keeps waiting.
+
+    ``add_reader`` / ``remove_reader`` around every wait cost each echoed keystroke two epoll
+    changes and, on uvloop, a poll handle set up anew (an FIONBIO ioctl). Here the watch stays
+    registered across waits; it is dropped only when readiness finds nobody waiting (the reader
+    is busy sending, so the level-triggered watch would wake the loop on every turn), and taken
+    up again at the next wait.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._loop = asyncio.get_running_loop()
+        self._waiter: asyncio.Future[None] | None = None
+        self._watching = False
+
+    async def wait(self) -> None:
+        self._waiter = waiter = self._loop.create_future()
+        if not self._watching:
+            self._loop.add_reader(self._fd, self._ready)
+            self._watching = True
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+    def _ready(self) -> None:
+        if self._waiter is None or self._waiter.done():
+            self.close()
+        else:
+            self._waiter.set_result(None)
+
+    def close(self) -> None:
+        if self._watching:
+            self._watching = False
+            self._loop.remove_reader(self._fd)
 
 
 class PtyPlugin(Plugin):
@@ -228,6 +267,9 @@ class PtyPlugin(Plugin):
         self.argv = argv
         self._master = -1
         self._proc: asyncio.subprocess.Process | None = None
+        self._readable: _Readable | None = None
+        self._drained = False
+        self._writing = False  # the consumer holds input the pty has not taken yet
 
     async def start(self) -> None:
         master, slave = os.openpty()
@@ -248,17 +290,26 @@ class PtyPlugin(Plugin):
         finally:
             os.close(slave)
         os.set_blocking(master, False)
+        self._readable = _Readable(master)
         await super().start()
         self.spawn(self._run())
 
     async def _read(self, n: int) -> bytes:
+        """The next output; after a short read the pty is taken as drained and waited on first
+        (a keystroke's echo is one short read: no read that only says EAGAIN after it)."""
+        assert self._readable is not None
         while True:
+            if self._drained:
+                await self._readable.wait()
             try:
-                return os.read(self._master, n)
+                data = os.read(self._master, n)
             except BlockingIOError:
-                await _fd_ready(self._master, write=False)
+                self._drained = True
+                continue
             except OSError:
                 return b""
+            self._drained = len(data) < n
+            return data
 
     async def _run(self) -> None:
         await self.pump_output(self._read, PayloadType.OUTPUT, utf8=True)
@@ -267,28 +318,55 @@ class PtyPlugin(Plugin):
         self.finish()
 
     def input(self, message: ClientMessage) -> bool:
-        if message.payload_type not in (PayloadType.OUTPUT, PayloadType.SIZE):
+        """Input and resizes in sequence order, as the agent writes stdin and sets the size inline:
+        here too when nothing is queued or being written (a keystroke reaches the pty in the turn
+        its frame arrived, not one task switch later); what the pty does not take at once waits
+        in the inbox for the consumer."""
+        ptype = message.payload_type
+        if ptype not in (PayloadType.OUTPUT, PayloadType.SIZE):
             return True
+        if not self._writing and self.inbox.empty:
+            if ptype == PayloadType.SIZE:
+                self._resize(message.payload)
+                return True
+            rest = self._write(memoryview(message.payload))
+            if not rest:
+                return True
+            message = dataclasses.replace(message, payload=bytes(rest))
         return super().input(message)
 
     async def handle(self, message: ClientMessage) -> None:
-        """Input and resizes in sequence order, as the agent writes stdin and sets the size inline."""
         if message.payload_type == PayloadType.SIZE:
-            with contextlib.suppress(CodecError, OSError):
-                size = SizeData.from_json(message.payload)
-                self.sizes.append((size.cols, size.rows, self.input_bytes))
-                winsize = struct.pack("HHHH", min(size.rows, 0xFFFF), min(size.cols, 0xFFFF), 0, 0)
-                fcntl.ioctl(self._master, termios.TIOCSWINSZ, winsize)
+            self._resize(message.payload)
             return
-        data = memoryview(message.payload)
-        self.input_bytes += len(data)
+        self._writing = True
+        try:
+            rest = self._write(memoryview(message.payload))
+            while rest:
+                await _writable(self._master)
+                rest = self._write(rest)
+        finally:
+            self._writing = False
+
+    def _resize(self, payload: bytes) -> None:
+        with contextlib.suppress(CodecError, OSError):
+            size = SizeData.from_json(payload)
+            self.sizes.append((size.cols, size.rows, self.input_bytes))
+            winsize = struct.pack("HHHH", min(size.rows, 0xFFFF), min(size.cols, 0xFFFF), 0, 0)
+            fcntl.ioctl(self._master, termios.TIOCSWINSZ, winsize)
+
+    def _write(self, data: memoryview) -> memoryview:
+        """Write what the pty takes now; the rest (empty once all is written, or the pty is gone)."""
         while data and self._master >= 0:
             try:
-                data = data[os.write(self._master, data) :]
+                written = os.write(self._master, data)
             except BlockingIOError:
-                await _fd_ready(self._master, write=True)
+                return data
             except OSError:
-                return
+                break
+            self.input_bytes += written
+            data = data[written:]
+        return data[:0]
 
     async def stop(self) -> None:
         if self._proc is not None and self._proc.returncode is None:
@@ -296,6 +374,8 @@ class PtyPlugin(Plugin):
                 os.killpg(self._proc.pid, signal.SIGKILL)
             await self._proc.wait()
         await super().stop()
+        if self._readable is not None:
+            self._readable.close()
         if self._master >= 0:
             os.close(self._master)
             self._master = -1
