@@ -46,6 +46,7 @@ def _pieces() -> list[list[bytes]]:
 
 
 def _append_all(path: Path) -> tuple[RecordFile, bytes]:
+    descriptors = len(os.listdir("/proc/self/fd"))
     record = RecordFile(path, b"Script started\n")
     written = bytearray(b"Script started\n")
     for batch in _pieces():
@@ -53,6 +54,8 @@ def _append_all(path: Path) -> tuple[RecordFile, bytes]:
         written += b"".join(batch)
         assert path.stat().st_size == len(written) == record.size  # on disk after every flush
         assert len(record.tail) == record.size % BLOCK
+    record.close()
+    assert len(os.listdir("/proc/self/fd")) == descriptors  # nothing left open
     return record, bytes(written)
 
 
@@ -69,8 +72,11 @@ def test_large_appends_go_direct_and_stay_exact(tmp_path: Path, monkeypatch: pyt
     assert direct_io.supported(tmp_path), "the test machine's disk takes O_DIRECT (ext4)"
     opened = _spy_open_flags(monkeypatch)
     record, written = _append_all(tmp_path / "1-exec.out")
+    # Two runs of appends >= DIRECT_BYTES, each opening the file once with O_DIRECT (and once
+    # without, for the tail); the small appends between and after them close those descriptors.
     direct = [bool(flags & direct_io.O_DIRECT) for flags in opened]
-    assert direct.count(True) == 4 and direct.count(False) == 5  # the four appends >= DIRECT_BYTES
+    assert direct.count(True) == 2 and direct.count(False) == 5 + 2
+    assert record.fds is None
     assert (tmp_path / "1-exec.out").read_bytes() == written
     assert record.digest() == {"sha256": hashlib.sha256(written).hexdigest(), "size": len(written)}
     assert stat.S_IMODE((tmp_path / "1-exec.out").stat().st_mode) == 0o600

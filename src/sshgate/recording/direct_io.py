@@ -14,8 +14,6 @@ block device, or whose probe fails, get ordinary writes (:func:`supported`).
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import mmap
 import os
 import threading
@@ -86,15 +84,18 @@ def tail_after(tail: bytes, data: bytes, size: int) -> bytes:
 
 
 def append(
-    fd: int, size: int, tail: bytes, buffers: list[bytes], hash_update: Callable[[memoryview], object]
+    fd: int,
+    plain_fd: int,
+    size: int,
+    tail: bytes,
+    buffers: list[bytes],
+    hash_update: Callable[[memoryview], object],
 ) -> bytes:
-    """Append ``buffers`` to the file open at ``fd`` with ``O_DIRECT``, which holds ``size`` bytes
-    ending in ``tail`` (its last partial block, already on disk and hashed). The new bytes go to
-    ``hash_update`` in pieces of up to ``STAGING_BYTES``; the new tail, returned, is written
-    with ``O_DIRECT`` cleared."""
+    """Append ``buffers`` to the file open at ``fd`` with ``O_DIRECT`` (and at ``plain_fd``
+    without), which holds ``size`` bytes ending in ``tail`` (its last partial block, already on
+    disk and hashed). The new bytes go to ``hash_update`` in pieces of up to ``STAGING_BYTES``;
+    the new tail, returned, is written through ``plain_fd``."""
     offset = size - len(tail)
-    if offset % BLOCK or os.fstat(fd).st_size != size:
-        raise OSError(errno.EIO, "the file's size does not match what was recorded")
     staging = _staging()
     with memoryview(staging) as view:
         staging[: len(tail)] = tail
@@ -118,6 +119,5 @@ def append(
             pwrite_all(fd, view[:whole], offset)
         new_tail = bytes(view[whole:filled])
     if new_tail:
-        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~O_DIRECT)
-        pwrite_all(fd, new_tail, offset + whole)
+        pwrite_all(plain_fd, new_tail, offset + whole)
     return new_tail

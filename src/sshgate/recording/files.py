@@ -9,6 +9,7 @@ running while a flush hashes and writes. A writer process was measured no faster
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -77,15 +78,17 @@ class WrittenOnce:
 class RecordFile:
     """One append-only file, created 0600 on first use (with ``first_line``) and hashed as written.
 
-    Opened for each append and closed after, so an idle session holds no descriptor. Appends of
-    ``DIRECT_BYTES`` or more go to the disk with ``O_DIRECT`` where the filesystem allows it
-    (direct_io.py: the kernel CPU of a buffered write, measured, is what recording cost most
-    after the hash). Smaller ones are buffered, and every ``DROP_BYTES`` the kernel is asked to
-    write out and drop the file's cached pages: a recording is written once and read rarely, and
-    on a VM fresh pages cost more kernel time than the writes.
+    Appends of ``DIRECT_BYTES`` or more go to the disk with ``O_DIRECT`` where the filesystem
+    allows it (direct_io.py: the kernel CPU of a buffered write, measured, is what recording
+    cost most after the hash); the file then stays open (two descriptors) while it keeps taking
+    such appends, since every system call is a round trip for the interpreter lock with a busy
+    event loop (docs/recordings.md, "Cost"). Smaller appends open the file, append and close it,
+    so an idle session holds no descriptor; every ``DROP_BYTES`` the kernel is asked to write
+    out and drop the file's cached pages: a recording is written once and read rarely, and on a
+    VM fresh pages cost more kernel time than the writes.
     """
 
-    __slots__ = ("broken", "dropped", "first_line", "name", "path", "sha256", "size", "tail")
+    __slots__ = ("broken", "dropped", "fds", "first_line", "name", "path", "sha256", "size", "tail")
 
     def __init__(self, path: Path, first_line: bytes = b"") -> None:
         self.path = path
@@ -94,37 +97,63 @@ class RecordFile:
         self.sha256 = hashlib.sha256()
         self.size = self.dropped = 0
         self.tail = b""  # the file's last partial block (direct_io.BLOCK): what a direct write redoes
+        self.fds: tuple[int, int] | None = None  # (O_DIRECT, plain) while taking direct appends
         self.broken: str | None = None  # a write failed: the digest no longer matches the file
 
     def append(self, buffers: list[bytes]) -> None:
         """Write ``buffers`` as one block: one hash call and one write per flush (or per
-        ``direct_io.STAGING_BYTES``), not per chunk. Each of those releases the interpreter
-        lock, and taking it back from a busy event loop is what a chunk cost (docs/recordings.md,
-        "Cost")."""
+        ``direct_io.STAGING_BYTES``), not per chunk."""
         if not self.size and self.first_line:
             buffers = [self.first_line, *buffers]
         total = sum(map(len, buffers))
-        direct = total >= DIRECT_BYTES and self.broken is None and direct_io.supported(self.path.parent)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-        fd = os.open(self.path, flags | (direct_io.O_DIRECT if direct else os.O_APPEND), PRIVATE_FILE)
+        try:
+            if total >= DIRECT_BYTES and self.broken is None and direct_io.supported(self.path.parent):
+                self._append_direct(buffers)
+            else:
+                self.close()
+                self._append_buffered(buffers)
+        except OSError as exc:
+            self.broken = exc.strerror or str(exc)
+            self.close()
+            raise
+        self.size += total
+
+    def _append_direct(self, buffers: list[bytes]) -> None:
+        if self.fds is None:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+            plain = os.open(self.path, flags, PRIVATE_FILE)
+            try:
+                self.fds = (os.open(self.path, flags | direct_io.O_DIRECT), plain)
+            except OSError:
+                os.close(plain)
+                raise
+            if not self.size:
+                os.fchmod(plain, PRIVATE_FILE)
+            if os.fstat(plain).st_size != self.size:  # direct writes go by offset: it must be ours
+                raise OSError(errno.EIO, "the file's size does not match what was recorded")
+        self.tail = direct_io.append(*self.fds, self.size, self.tail, buffers, self.sha256.update)
+
+    def _append_buffered(self, buffers: list[bytes]) -> None:
+        data = buffers[0] if len(buffers) == 1 else b"".join(buffers)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+                     PRIVATE_FILE)  # fmt: skip
         try:
             if not self.size and not self.broken:
                 os.fchmod(fd, PRIVATE_FILE)
-            if direct:
-                self.tail = direct_io.append(fd, self.size, self.tail, buffers, self.sha256.update)
-            else:
-                data = buffers[0] if len(buffers) == 1 else b"".join(buffers)
-                write_all(fd, data)
-                self.sha256.update(data)
-                self.tail = direct_io.tail_after(self.tail, data, self.size + total)
-            self.size += total
-            if not direct and self.size - self.dropped >= DROP_BYTES:
+            write_all(fd, data)
+            self.sha256.update(data)
+            self.tail = direct_io.tail_after(self.tail, data, self.size + len(data))
+            if self.size + len(data) - self.dropped >= DROP_BYTES:
                 drop_cached(fd)
-                self.dropped = self.size
-        except OSError as exc:
-            self.broken = exc.strerror or str(exc)
-            raise
+                self.dropped = self.size + len(data)
         finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        """Close the descriptors a run of direct appends left open (the channel ended, or its
+        output slowed to small appends)."""
+        fds, self.fds = self.fds, None
+        for fd in fds or ():
             os.close(fd)
 
     def digest(self) -> dict[str, Any] | None:
@@ -167,9 +196,10 @@ class ChannelFiles:
         return [f.name for f in self.files() if f.size or f is not self.streams.get("e")]
 
     def write(
-        self, items: list[Item], closing: list[bytes], on_error: Callable[[RecordFile, str], None]
+        self, items: list[Item], closing: list[bytes] | None, on_error: Callable[[RecordFile, str], None]
     ) -> None:
-        """Append ``items``; ``closing`` are the last timing headers (DURATION, EXIT_CODE)."""
+        """Append ``items``; ``closing`` (the last timing headers: DURATION, EXIT_CODE) says this
+        is the channel's last write, after which its files are closed."""
         data: dict[str, list[bytes]] = {code: [] for code in self.streams}
         lines, self._headers = self._headers, []  # written once, then not kept
         events: list[bytes] = []
@@ -201,7 +231,7 @@ class ChannelFiles:
             group = [code, t, len(value)]
         if group:
             lines.append(self._line(*group))
-        lines += closing
+        lines += closing or []
         targets: list[tuple[RecordFile, list[bytes]]] = [(self.streams[c], d) for c, d in data.items()]
         if self.timing is not None:
             targets.append((self.timing, lines))  # after the bytes it describes
@@ -214,6 +244,9 @@ class ChannelFiles:
                 except OSError as exc:
                     on_error(file, exc.strerror or str(exc))
         self.created = True
+        if closing is not None:
+            for file in self.files():
+                file.close()
 
     def _line(self, code: str, t: float, size: int) -> bytes:
         delay, self._last = t - self._last, t

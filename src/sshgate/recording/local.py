@@ -310,7 +310,7 @@ class FileRecorder:
 
     def _write(self, work: list[Work], docs: list[tuple[_Session, dict[str, Any]]]) -> None:
         for channel, items, closing in work:
-            channel.files.write(items, closing or [], _log_failure)
+            channel.files.write(items, closing, _log_failure)
         for session, doc in docs:
             try:
                 write_json(session.dir / SESSION_FILE, doc)
