@@ -2,7 +2,7 @@
 
 The relay's calls append references to the bytes to memory (channels.py). The recorder's flush
 task visits the channels that have something, at least every ``flush_interval`` seconds, on a
-channel's close, and early when a channel holds more than 4 MiB; each flush runs in the
+channel's close, and early when a channel holds more than 8 MiB; each flush runs in the
 recorder's own thread (files.py), so the event loop never waits on hashing or the disk.
 
 A live session holds an exclusive ``flock`` on ``<dir>/.active/<session-id>``. The kernel drops
