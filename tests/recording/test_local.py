@@ -400,3 +400,40 @@ async def test_retention_deletes_sessions_that_ended_long_ago(tmp_path: Path) ->
         await asyncio.sleep(0.05)
     await recorder.aclose()
     assert not old_day.exists()
+
+
+def _open_under(directory: Path) -> list[str]:
+    """This process's descriptors that point into ``directory``."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(directory)):
+            found.append(target)
+    return found
+
+
+async def test_a_bulk_channel_holds_its_files_open_only_until_it_ends(tmp_path: Path) -> None:
+    """Large flushes keep their file open between writes (files.RecordFile); the channel's end
+    closes it, and the bytes and manifest are whole."""
+    recorder = FileRecorder(tmp_path / "rec")
+    await recorder.start()
+    session = await recorder.start_session("s-bulk", META)
+    chan = session.open_channel("exec", EXEC)
+    chunk = os.urandom(32768)
+    for _ in range(64):  # 2 MiB: above the direct-write threshold in one flush
+        chan.output(chunk)
+    await recorder.flush()
+    assert any(p.endswith("1-exec.out") for p in _open_under(tmp_path / "rec"))
+    for _ in range(64):  # the last flush is a direct one too: only the channel's end closes the file
+        chan.output(chunk)
+    chan.output(b"tail")
+    chan.close(0)
+    await session.close()
+    await recorder.aclose()
+    assert _open_under(tmp_path / "rec") == []
+    directory = session_dir(tmp_path / "rec", "s-bulk")
+    assert (directory / "1-exec.out").read_bytes().split(b"\n", 1)[1] == chunk * 128 + b"tail"
+    assert verify(directory, None) == []
