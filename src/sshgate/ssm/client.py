@@ -9,7 +9,8 @@ smux keep-alive off) and answers the agent's handshake. The session kinds:
 
 ``ShellSession`` (Standard_Stream, InteractiveCommands, ECS exec)
     ``await read() -> bytes`` (b"" once the session ended; also ``async for chunk in session``),
-    ``await write(data)``, ``await resize(cols, rows)``. Shells carry no exit status
+    ``await write(data)``, ``await resize(cols, rows)``; without waiting: ``push(sink)`` (output
+    handed over as it arrives) and ``write_now(data) -> bool``. Shells carry no exit status
     (docs/ssm-protocol.md §8.1).
 ``CommandSession`` (NonInteractiveCommands)
     ``await read() -> Output | None`` where ``Output.stream`` is ``"stdout"`` or ``"stderr"``,
@@ -47,7 +48,7 @@ import contextlib
 import random
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Literal, Protocol, TypedDict, TypeVar, Unpack
@@ -72,7 +73,14 @@ from sshgate.ssm.codec import (
     parse_flag,
     version_gt,
 )
-from sshgate.ssm.reliable import CLIENT, DataChannel, Inbox, websocket_post, websocket_transport
+from sshgate.ssm.reliable import (
+    CLIENT,
+    DataChannel,
+    Inbox,
+    websocket_post,
+    websocket_transport,
+    websocket_writable,
+)
 from sshgate.ssm.smux import SmuxSession, SmuxStream, StreamClosed
 
 CLIENT_VERSION = "1.2.650.0"
@@ -405,6 +413,13 @@ class _Connection:
             raise SsmSessionError(f"session {self.target.session_id} is closed: {self.close_reason}")
         await self.channel.send_data(payload, payload_type)
 
+    def send_now(self, payload_type: int, payload: bytes) -> bool:
+        """``send`` in this call, or False (nothing sent) when it would have to wait."""
+        ws = self._ws
+        if self.closed.is_set() or ws is None or not websocket_writable(ws):
+            return False
+        return self.channel.send_now(payload_type, payload)
+
     async def terminate(self, *, flag: bool) -> None:
         if self.closed.is_set():
             return
@@ -510,9 +525,33 @@ class ShellSession(Session):
         while chunk := await self.read():
             yield chunk
 
+    def push(self, sink: Callable[[bytes], bool]) -> None:
+        """Hand output to ``sink`` as it arrives, in the websocket's receive callback, while
+        nothing waits for ``read``: no task wakes per echoed keystroke. ``sink`` returning False
+        (its consumer is paused) leaves the data, and what follows it, to ``read``; backpressure
+        is then ``read``'s."""
+
+        def take(message: ClientMessage) -> bool:
+            if message.payload_type not in DATA_TYPES or not message.payload:
+                return True  # what read() skips
+            return sink(message.payload)
+
+        self._conn.inbox.sink = take
+
     async def write(self, data: bytes) -> None:
         await self._agent_spoke()
         await self._conn.send(PayloadType.OUTPUT, data)
+
+    def write_now(self, data: bytes) -> bool:
+        """``write`` in this call when nothing has to be waited for (the agent has spoken, the
+        window size went first, the socket and the send buffer have room); False: nothing was
+        sent, call ``write``."""
+        ready, sizing = self._conn.ready, self._sizing
+        if not ready.done() or ready.cancelled() or ready.exception() is not None:
+            return False
+        if sizing is not None and not sizing.done():
+            return False
+        return self._conn.send_now(PayloadType.OUTPUT, data)
 
     async def resize(self, cols: int, rows: int) -> None:
         await self._agent_spoke()

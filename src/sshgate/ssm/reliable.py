@@ -18,13 +18,16 @@ Public API:
         ``attach(transport, post=None)`` / ``detach()`` (``post`` writes an ack without waiting),
         ``await feed(raw)`` for each received frame,
         ``await send(payload_type, payload)``, ``await send_data(data, payload_type)`` (≤1024-byte
-        chunks), ``await send_control(raw)``, ``redeliver()``, ``await wait_drained(timeout)``,
-        ``start()`` / ``close()``; counters ``retransmits``, ``dropped``, ``duplicates``,
-        ``out_of_order``.
+        chunks), ``send_now(payload_type, payload) -> bool`` (the same without waiting, when
+        nothing needs waiting for), ``await send_control(raw)``, ``redeliver()``,
+        ``await wait_drained(timeout)``, ``start()`` / ``close()``; counters ``retransmits``,
+        ``dropped``, ``duplicates``, ``out_of_order``.
     ``Inbox(limit, on_space)`` -- the bounded hand-off from ``deliver`` to a consumer task
-        (``get()`` one message, ``get_many(max_bytes)`` all that waits).
+        (``get()`` one message, ``get_many(max_bytes)`` all that waits), or straight to its
+        ``sink`` while nothing waits.
     ``websocket_transport(ws)`` -- the transport both sides use over an aiohttp websocket;
-    ``websocket_post(ws)`` -- its non-waiting form for acks (None when aiohttp lacks the hook).
+    ``websocket_post(ws)`` -- its non-waiting form for acks (None when aiohttp lacks the hook);
+    ``websocket_writable(ws)`` -- whether a frame written now needs no wait for the socket.
 """
 
 from __future__ import annotations
@@ -176,6 +179,13 @@ def websocket_post(ws: WebSocket) -> Post | None:
         write_frame(raw, aiohttp.WSMsgType.BINARY, 0)
 
     return post
+
+
+def websocket_writable(ws: object) -> bool:
+    """Whether a frame written now leaves without ``send_bytes`` having to wait for the socket to
+    drain (aiohttp's protocol is not paused for writing): ``DataChannel.send_now``'s precondition."""
+    protocol = getattr(getattr(ws, "_writer", None), "protocol", None)
+    return protocol is not None and not getattr(protocol, "writing_paused", True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -503,16 +513,45 @@ class DataChannel:
             await self._room.wait()
         if self.closed:
             raise ConnectionError("data channel is closed")
-        seq = self._next_seq
-        self._next_seq += 1
-        flags = HeaderFlag.SYN if seq == 0 and self.config.syn_on_first else 0
-        raw = encode(ClientMessage(self.config.send_type, seq, payload_type, payload, flags=flags))
+        raw = self._number(payload_type, payload)
         live = self._transport is not None and not self._paused
-        self.outgoing.add(seq, raw, time.monotonic(), sent=live)
+        self.outgoing.add(self._next_seq - 1, raw, time.monotonic(), sent=live)
         self._drained.clear()
         self._unacked.set()
         if live:
             await self._transmit(raw)
+
+    def send_now(self, payload_type: int, payload: bytes) -> bool:
+        """Send ``payload`` (1 KiB chunks) in this call if nothing has to be waited for: a live,
+        unpaused socket with an ack writer (``post``) and room for every chunk in the outgoing
+        buffer. False means nothing was sent: use ``send_data``. A keystroke taken this way
+        leaves in the SSH data callback that brought it, without a task hop; the caller checks
+        the socket's own write buffer (``send`` waits for it to drain, this does not)."""
+        if not payload:
+            return True  # as send_data: nothing to send
+        post = self._post
+        chunks = -(-len(payload) // CHUNK_SIZE)
+        if post is None or self._paused or len(self.outgoing) + chunks > self.outgoing.capacity:
+            return False
+        now = time.monotonic()
+        for pos in range(0, len(payload), CHUNK_SIZE):
+            raw = self._number(payload_type, payload[pos : pos + CHUNK_SIZE])
+            self.outgoing.add(self._next_seq - 1, raw, now, sent=True)
+            try:
+                post(raw)
+            except (ConnectionError, RuntimeError, OSError):
+                self._transport = self._post = None  # resent from the buffer on the next socket
+                break
+        self._drained.clear()
+        self._unacked.set()
+        return True
+
+    def _number(self, payload_type: int, payload: bytes) -> bytes:
+        """The next sequenced stream message, encoded."""
+        seq = self._next_seq
+        self._next_seq += 1
+        flags = HeaderFlag.SYN if seq == 0 and self.config.syn_on_first else 0
+        return encode(ClientMessage(self.config.send_type, seq, payload_type, payload, flags=flags))
 
     async def send_data(self, data: bytes, payload_type: int = PayloadType.OUTPUT) -> None:
         for pos in range(0, len(data), CHUNK_SIZE):
@@ -534,7 +573,13 @@ class Inbox:
 
     ``offer`` refuses (so the message stays unacked) once ``limit`` payload bytes are waiting;
     when the consumer makes room again ``on_space`` runs, typically ``DataChannel.redeliver``.
+    A consumer that can take a message at once sets ``sink``: while nothing waits, ``offer``
+    hands the message to it in the same call (the websocket's receive callback) instead of
+    waking a task; a sink returning False (its consumer is paused) leaves the message queued,
+    and so the ones after it, for ``get_many``.
     """
+
+    sink: Callable[[ClientMessage], bool] | None = None
 
     def __init__(self, limit: int, on_space: Callable[[], None]) -> None:
         self.limit = limit
@@ -553,6 +598,8 @@ class Inbox:
         if self._size >= self.limit:
             self._blocked = True
             return False
+        if not self._items and self.sink is not None and self.sink(message):
+            return True
         self._items.append(message)
         self._size += len(message.payload)
         if self._size >= self.limit:
