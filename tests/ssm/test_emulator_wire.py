@@ -216,7 +216,7 @@ async def test_channel_pair_delivers_in_order_over_a_shuffling_link() -> None:
             if roll < 0.3:
                 queue.append(raw)  # delivered later, out of order
                 return
-            await peer.feed(raw)
+            peer.feed(raw)
 
         return send
 
@@ -224,7 +224,7 @@ async def test_channel_pair_delivers_in_order_over_a_shuffling_link() -> None:
         for peer in (agent, client):
             queue = held[id(peer)]
             while queue:
-                await peer.feed(queue.pop(0))
+                peer.feed(queue.pop(0))
 
     await client.attach(link(agent))
     await agent.attach(link(client))

@@ -120,7 +120,7 @@ async def test_stdin_before_the_pty_is_up_is_retransmitted_until_taken(aws: Aws,
         acked: float | None = None
         async with asyncio.timeout(10):
             while not (found := re.search(rb"hex:([0-9a-f]*):end", output)):
-                await channel.feed(await ws.receive_bytes())
+                channel.feed(await ws.receive_bytes())
                 if acked is None and not len(channel.outgoing):
                     acked = time.monotonic()
         channel.close()
@@ -237,7 +237,7 @@ async def test_an_idle_channel_parks_its_resend_timer_and_wakes_it_for_the_next_
     channel.start()
     try:
         await channel.send(PayloadType.OUTPUT, b"a")
-        await channel.feed(encode_ack(decode(sent[0])))
+        channel.feed(encode_ack(decode(sent[0])))
         async with asyncio.timeout(2):
             while channel._unacked.is_set():  # the loop saw nothing in flight and parked
                 await asyncio.sleep(0.02)

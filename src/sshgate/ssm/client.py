@@ -82,6 +82,7 @@ from sshgate.ssm.reliable import (
     websocket_writable,
 )
 from sshgate.ssm.smux import SmuxSession, SmuxStream, StreamClosed
+from sshgate.ssm.websocket_direct import take_directly
 
 CLIENT_VERSION = "1.2.650.0"
 SHELL_TYPES = frozenset({"Standard_Stream", "InteractiveCommands"})
@@ -212,6 +213,7 @@ class _Connection:
         if self._http is None:
             self._http = aiohttp.ClientSession()
         ws = await self._http.ws_connect(self.target.stream_url, autoping=True, max_msg_size=MAX_MESSAGE)
+        take_directly(ws, self._take, MAX_MESSAGE)  # before the agent speaks
         opening = OpenDataChannel(token, self.client_id, self.client_version)
         await ws.send_str(opening.to_json())
         self._ws = ws
@@ -234,9 +236,9 @@ class _Connection:
                     await inbox.room()
                 msg = await ws.receive()
                 if msg.type == aiohttp.WSMsgType.BINARY:
-                    await feed(msg.data)
+                    feed(msg.data)
                 elif msg.type == aiohttp.WSMsgType.TEXT:
-                    await feed(msg.data.encode())
+                    feed(msg.data.encode())
                 elif msg.type == aiohttp.WSMsgType.CLOSE:
                     close_text = f"code {msg.data}: {msg.extra}"
                 elif msg.type == aiohttp.WSMsgType.ERROR and _too_big(msg.data):
@@ -262,6 +264,17 @@ class _Connection:
             self._finish(f"the service closed the data channel ({close_text or 'connection lost'})")
         else:
             await self._resume()
+
+    def _take(self, raw: bytes) -> bool:
+        """A binary message in the websocket's receive callback: fed to the channel now unless
+        the inbox is full (then the read loop gets it once there is room, as before)."""
+        if self.inbox.full:
+            return False
+        try:
+            self.channel.feed(raw)
+        except Exception as exc:  # as in the read loop: the session ends, never hangs
+            self._violated("message", exc)
+        return True
 
     @staticmethod
     async def _ping_loop(ws: aiohttp.ClientWebSocketResponse) -> None:

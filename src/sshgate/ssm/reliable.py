@@ -16,7 +16,8 @@ Public API:
         (``on_malformed(what, error)``: an acknowledge whose payload the codec refuses; without
         it such acks are dropped, as AWS's agent and plugin drop them):
         ``attach(transport, post=None)`` / ``detach()`` (``post`` writes an ack without waiting),
-        ``await feed(raw)`` for each received frame,
+        ``feed(raw)`` for each received frame (no await: it may run in the socket's receive
+        callback),
         ``await send(payload_type, payload)``, ``await send_data(data, payload_type)`` (≤1024-byte
         chunks), ``send_now(payload_type, payload) -> bool`` (the same without waiting, when
         nothing needs waiting for), ``await send_control(raw)``, ``redeliver()``,
@@ -348,6 +349,7 @@ class DataChannel:
         self._unacked = asyncio.Event()  # set by send; the resend loop clears it when all is acked
         self._paused = False
         self._resender: asyncio.Task[None] | None = None
+        self._acking: set[asyncio.Task[bool]] = set()  # acks sent without ``post``
         self.closed = False
         self.retransmits = 0
         self.dropped = 0
@@ -425,7 +427,8 @@ class DataChannel:
             await self._transmit(raw)
 
     # -- receiving -----------------------------------------------------------------------------
-    async def feed(self, raw: bytes) -> None:
+    def feed(self, raw: bytes) -> None:
+        """Take one received frame in this call; its ack is written through ``post``."""
         try:
             message = decode(raw, verify_digest=self.config.verify_digest)
         except CodecError:
@@ -435,7 +438,7 @@ class DataChannel:
         if mtype == self.config.receive_type:  # first: one per KiB of the transfer
             if self._paused:
                 self._unpause()
-            await self._receive_stream(message)
+            self._receive_stream(message)
         elif mtype == MessageType.ACKNOWLEDGE:
             if self._paused:
                 self._unpause()
@@ -460,22 +463,22 @@ class DataChannel:
         else:
             self._on_control(message)
 
-    async def _receive_stream(self, message: ClientMessage) -> None:
+    def _receive_stream(self, message: ClientMessage) -> None:
         seq = message.sequence_number
         incoming = self.incoming
         if seq == incoming.expected:
             if not self._deliver(message):
                 return
             incoming.expected += 1
-            await self._ack(message)
+            self._ack(message)  # after the delivery: the owner's output leaves first
             self.redeliver()
         elif seq > incoming.expected:
             if incoming.store(message):
                 self.out_of_order += 1
-                await self._ack(message)
+                self._ack(message)
         else:
             self.duplicates += 1
-            await self._ack(message)
+            self._ack(message)
 
     def redeliver(self) -> None:
         """Deliver buffered messages that became in-order (call when the owner is ready again)."""
@@ -486,10 +489,12 @@ class DataChannel:
                 return
             incoming.expected += 1
 
-    async def _ack(self, message: ClientMessage) -> None:
+    def _ack(self, message: ClientMessage) -> None:
         post = self._post
-        if post is None:
-            await self._transmit(encode_ack(message))
+        if post is None:  # a transport that can only be awaited: the ack goes in a task
+            task = asyncio.get_running_loop().create_task(self._transmit(encode_ack(message)))
+            self._acking.add(task)
+            task.add_done_callback(self._acking.discard)
             return
         try:
             post(encode_ack(message))

@@ -166,7 +166,7 @@ class AgentSession:
                 else:
                     continue
                 if link.incoming(raw):
-                    await self.channel.feed(raw)
+                    self.channel.feed(raw)
         except (ConnectionError, OSError):
             pass
         finally:
