@@ -5,6 +5,8 @@ cross the gateway without task hops, and a paused client still gets every byte i
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -92,31 +94,38 @@ async def test_finished_sessions_are_let_go(
 SHELL = SessionRequest("shell", term_type="xterm", term_size=(80, 24, 0, 0))
 
 
+@asynccontextmanager
+async def shell_pump(
+    aws: Aws, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[SessionPump, Collector, SsmUpstream]]:
+    upstream = _upstream(aws, emulator, monkeypatch)
+    client = Collector()
+    try:
+        channel = await upstream.open_session(SHELL, client)
+        assert isinstance(channel, SessionPump)
+        yield channel, client, upstream
+        channel.close()
+    finally:
+        await upstream.close()
+
+
 async def test_a_keystroke_and_its_echo_cross_without_task_hops(
     aws: Aws, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Typed data is on the websocket when ``write`` returns (no writer task in between), and the
     echo reaches the client in the websocket's receive callback: in no task at all, neither the
     pump's reader nor the read loop that awaits aiohttp's queue."""
-    upstream = _upstream(aws, emulator, monkeypatch)
-    client = Collector()
-    try:
-        channel = await upstream.open_session(SHELL, client)
-        assert isinstance(channel, SessionPump)
+    async with shell_pump(aws, emulator, monkeypatch) as (channel, client, upstream):
         channel.write(b"echo up-$((1+1))\r")
         await client.wait_for(b"up-2")  # the agent has spoken: input may go at once
-        outgoing = upstream._sessions[-1]._conn.channel.outgoing
+        data_channel = upstream._sessions[-1]._conn.channel
         typed = len(client.tasks)
-        for key in b"echo fast-$((6*7))":
-            sent = len(outgoing._items) and max(outgoing._items)
+        for key in b"echo fast-$((6*7))\r":
+            seq = data_channel._next_seq
             channel.write(bytes([key]))
-            assert max(outgoing._items) == sent + 1 if sent else len(outgoing._items) == 1
-        channel.write(b"\r")
+            assert data_channel.outgoing._items[seq].sent  # numbered and written in this call
         await client.wait_for(b"fast-42")
         assert client.tasks[typed:] and set(client.tasks[typed:]) == {None}
-        channel.close()
-    finally:
-        await upstream.close()
 
 
 async def test_a_paused_client_gets_the_output_in_order(
@@ -124,11 +133,7 @@ async def test_a_paused_client_gets_the_output_in_order(
 ) -> None:
     """Output held while the client's window is full (queued for the reader task) and output
     handed over as it arrives never overtake each other."""
-    upstream = _upstream(aws, emulator, monkeypatch)
-    client = Collector()
-    try:
-        channel = await upstream.open_session(SHELL, client)
-        assert isinstance(channel, SessionPump)
+    async with shell_pump(aws, emulator, monkeypatch) as (channel, client, _):
         channel.write(b"seq 1 20000; echo seq-$((1+1))done\r")
         await client.wait_for(b"\n1000")
         channel.pause_reading()
@@ -141,6 +146,3 @@ async def test_a_paused_client_gets_the_output_in_order(
         lines = client.data.split(b"seq-2done\r\n")[0].split(b"\r\n")
         numbers = [int(line) for line in lines if line.isdigit()]
         assert numbers == list(range(1, 20001))
-        channel.close()
-    finally:
-        await upstream.close()
