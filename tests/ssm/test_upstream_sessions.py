@@ -30,8 +30,12 @@ class Collector:
         self.closed = asyncio.Event()
         self.arrived = asyncio.Event()
         self.tasks: list[asyncio.Task[object] | None] = []  # the task each piece arrived in
+        self.error: str | None = None
+        self.broken = False  # writing to this client fails, as to an SSH channel already closing
 
     def upstream_data(self, data: bytes, stderr: bool) -> None:
+        if self.broken:
+            raise BrokenPipeError("channel is closing")
         self.data += data
         self.tasks.append(asyncio.current_task())
         self.arrived.set()
@@ -49,6 +53,7 @@ class Collector:
         pass
 
     def upstream_closed(self, error: str | None) -> None:
+        self.error = error
         self.closed.set()
 
     def pause_reading(self) -> None:
@@ -146,3 +151,19 @@ async def test_a_paused_client_gets_the_output_in_order(
         lines = client.data.split(b"seq-2done\r\n")[0].split(b"\r\n")
         numbers = [int(line) for line in lines if line.isdigit()]
         assert numbers == list(range(1, 20001))
+
+
+async def test_a_client_that_cannot_take_the_echo_ends_the_channel_not_the_agents_fault(
+    aws: Aws, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Output handed over in the websocket's callback to a client channel that fails: the
+    channel ends with that error, as when the reader task passed it on, and the SSM session is
+    not taken for a protocol violation by the agent."""
+    async with shell_pump(aws, emulator, monkeypatch) as (channel, client, upstream):
+        channel.write(b"echo up-$((1+1))\r")
+        await client.wait_for(b"up-2")
+        client.broken = True
+        channel.write(b"echo more\r")
+        await asyncio.wait_for(client.closed.wait(), 10)
+        assert client.error == "channel is closing"
+        assert upstream._sessions[-1].violation is None

@@ -653,7 +653,12 @@ class Inbox:
             self._room.set()
         if self._blocked and self._size < self.limit:
             self._blocked = False
-            self._on_space()
+            # What comes back now queues behind the batch being taken: the sink must not pass it.
+            sink, self.sink = self.sink, None
+            try:
+                self._on_space()
+            finally:
+                self.sink = sink
         return taken
 
     def close(self) -> None:

@@ -70,6 +70,7 @@ class SessionPump:
         self._backlog = 0  # items put in the queue and not yet done with by the writer
         self._client_paused = False
         self._closed = False
+        self._ended = False  # the client channel was told how the session ended
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._reader()), loop.create_task(self._writer())]
 
@@ -85,6 +86,12 @@ class SessionPump:
                     self._down.upstream_data(*chunk)
         except Exception as exc:  # reported to the client channel, which then closes
             error = str(exc) or type(exc).__name__
+        self._end(error)
+
+    def _end(self, error: str | None) -> None:
+        if self._ended:
+            return
+        self._ended = True
         if error is None and (broken := self._broken()) is not None:
             line, error = broken
             self._down.upstream_data(line, True)
@@ -135,10 +142,14 @@ class SessionPump:
     def offer(self, chunk: Chunk) -> bool:
         """Pass output on now, in the caller's callback, unless reading is paused or over;
         False: the caller keeps it for ``read``."""
-        if not self._may_read.is_set() or self._closed or self._tasks[0].done():
+        if not self._may_read.is_set() or self._closed or self._ended:
             return False
-        if chunk[0]:
-            self._down.upstream_data(*chunk)
+        try:
+            if chunk[0]:
+                self._down.upstream_data(*chunk)
+        except Exception as exc:  # as in the reader task: the client's side failed, not the agent
+            self._tasks[0].cancel()
+            self._end(str(exc) or type(exc).__name__)
         return True
 
     def send_signal(self, name: str) -> None:
