@@ -74,6 +74,7 @@ from sshgate.ssm.codec import (
     version_gt,
 )
 from sshgate.ssm.reliable import (
+    CHUNK_SIZE,
     CLIENT,
     DataChannel,
     Inbox,
@@ -218,7 +219,7 @@ class _Connection:
         await ws.send_str(opening.to_json())
         self._ws = ws
         self.channel.start()
-        await self.channel.attach(websocket_transport(ws), websocket_post(ws))
+        await self.channel.attach(websocket_transport(ws), websocket_post(ws), lambda: websocket_writable(ws))
         self._spawn(self._read_loop(ws))
 
     def _spawn(self, coro: Any) -> None:
@@ -428,10 +429,8 @@ class _Connection:
 
     def send_now(self, payload_type: int, payload: bytes) -> bool:
         """``send`` in this call, or False (nothing sent) when it would have to wait."""
-        ws = self._ws
-        if self.closed.is_set() or ws is None or not websocket_writable(ws):
-            return False
-        return self.channel.send_now(payload_type, payload)
+        chunks = [payload[pos : pos + CHUNK_SIZE] for pos in range(0, len(payload), CHUNK_SIZE)]
+        return not self.closed.is_set() and self.channel.send_now(payload_type, chunks)
 
     async def terminate(self, *, flag: bool) -> None:
         if self.closed.is_set():

@@ -15,12 +15,13 @@ Public API:
     ``DataChannel(config, deliver=..., on_control=..., on_failure=None, on_malformed=None)``
         (``on_malformed(what, error)``: an acknowledge whose payload the codec refuses; without
         it such acks are dropped, as AWS's agent and plugin drop them):
-        ``attach(transport, post=None)`` / ``detach()`` (``post`` writes an ack without waiting),
+        ``attach(transport, post=None, writable=None)`` / ``detach()`` (``post`` writes an ack
+        without waiting; ``writable`` says whether the socket takes a frame without draining),
         ``feed(raw)`` for each received frame (no await: it may run in the socket's receive
         callback),
         ``await send(payload_type, payload)``, ``await send_data(data, payload_type)`` (≤1024-byte
-        chunks), ``send_now(payload_type, payload) -> bool`` (the same without waiting, when
-        nothing needs waiting for), ``await send_control(raw)``, ``redeliver()``,
+        chunks), ``can_send_now(count)`` and ``send_now(payload_type, payloads) -> bool`` (messages
+        sent without waiting, when nothing needs waiting for), ``await send_control(raw)``, ``redeliver()``,
         ``await wait_drained(timeout)``, ``start()`` / ``close()``; counters ``retransmits``,
         ``dropped``, ``duplicates``, ``out_of_order``.
     ``Inbox(limit, on_space)`` -- the bounded hand-off from ``deliver`` to a consumer task
@@ -342,6 +343,7 @@ class DataChannel:
         self._next_seq = 0
         self._transport: Transport | None = None
         self._post: Post | None = None
+        self._writable: Callable[[], bool] | None = None
         self._room = asyncio.Event()
         self._room.set()
         self._drained = asyncio.Event()
@@ -361,19 +363,24 @@ class DataChannel:
     def attached(self) -> bool:
         return self._transport is not None
 
-    async def attach(self, transport: Transport, post: Post | None = None) -> None:
+    async def attach(
+        self, transport: Transport, post: Post | None = None, writable: Callable[[], bool] | None = None
+    ) -> None:
         """Use a new socket and resend everything unacked on it at once (a resume loses in-flight data).
 
-        ``post``, when given, writes an ack on the same socket without waiting (``websocket_post``).
+        ``post``, when given, writes an ack on the same socket without waiting (``websocket_post``);
+        ``writable`` says whether a frame written now needs no wait for the socket to drain
+        (``websocket_writable``): without both, ``send_now`` always declines.
         """
         self._transport = transport
         self._post = post
+        self._writable = writable
         for raw in self.outgoing.take_all(time.monotonic()):
             if not await self._transmit(raw):
                 return
 
     def detach(self) -> None:
-        self._transport = self._post = None
+        self._transport = self._post = self._writable = None
 
     async def _transmit(self, raw: bytes) -> bool:
         transport = self._transport
@@ -526,29 +533,37 @@ class DataChannel:
         if live:
             await self._transmit(raw)
 
-    def send_now(self, payload_type: int, payload: bytes) -> bool:
-        """Send ``payload`` (1 KiB chunks) in this call if nothing has to be waited for: a live,
-        unpaused socket with an ack writer (``post``) and room for every chunk in the outgoing
-        buffer. False means nothing was sent: use ``send_data``. A keystroke taken this way
-        leaves in the SSH data callback that brought it, without a task hop; the caller checks
-        the socket's own write buffer (``send`` waits for it to drain, this does not)."""
-        if not payload:
-            return True  # as send_data: nothing to send
-        post = self._post
-        chunks = -(-len(payload) // CHUNK_SIZE)
-        if post is None or self._paused or len(self.outgoing) + chunks > self.outgoing.capacity:
+    def can_send_now(self, chunks: int) -> bool:
+        """Whether ``send_now`` would send ``chunks`` messages: a live, unpaused socket that takes
+        a frame without waiting to drain, with ``post``, and room in the outgoing buffer."""
+        writable = self._writable
+        return (
+            self._post is not None
+            and writable is not None
+            and not self._paused
+            and len(self.outgoing) + chunks <= self.outgoing.capacity
+            and writable()
+        )
+
+    def send_now(self, payload_type: int, payloads: list[bytes]) -> bool:
+        """Send ``payloads``, one sequenced message each, in this call if nothing has to be
+        waited for (``can_send_now``), else none of them (False: use ``send``). A keystroke sent
+        this way leaves in the SSH data callback that brought it, without a task hop."""
+        if not self.can_send_now(len(payloads)):
             return False
         now = time.monotonic()
-        for pos in range(0, len(payload), CHUNK_SIZE):
-            raw = self._number(payload_type, payload[pos : pos + CHUNK_SIZE])
-            self.outgoing.add(self._next_seq - 1, raw, now, sent=True)
-            try:
-                post(raw)
-            except (ConnectionError, RuntimeError, OSError):
-                self._transport = self._post = None  # resent from the buffer on the next socket
-                break
-        self._drained.clear()
-        self._unacked.set()
+        for payload in payloads:
+            raw = self._number(payload_type, payload)
+            post = self._post
+            self.outgoing.add(self._next_seq - 1, raw, now, sent=post is not None)
+            if post is not None:
+                try:
+                    post(raw)
+                except (ConnectionError, RuntimeError, OSError):
+                    self._transport = self._post = None  # resent from the buffer on the next socket
+        if payloads:
+            self._drained.clear()
+            self._unacked.set()
         return True
 
     def _number(self, payload_type: int, payload: bytes) -> bytes:

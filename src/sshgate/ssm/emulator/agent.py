@@ -56,7 +56,13 @@ from sshgate.ssm.emulator.plugins import (
     SessionFailure,
     loopback_address,
 )
-from sshgate.ssm.reliable import AGENT, DataChannel, websocket_post, websocket_transport
+from sshgate.ssm.reliable import (
+    AGENT,
+    DataChannel,
+    websocket_post,
+    websocket_transport,
+    websocket_writable,
+)
 from sshgate.ssm.websocket_direct import DirectWebSocketResponse
 
 HANDSHAKE_TIMEOUT = 15.0
@@ -155,7 +161,8 @@ class AgentSession:
         post = websocket_post(ws)
         link = FaultyLink(self.faults, websocket_transport(ws), abort, post)
         self.channel.start()
-        await self.channel.attach(link.send, None if post is None else link.post)
+        writable = None if post is None else lambda: websocket_writable(ws)
+        await self.channel.attach(link.send, None if post is None else link.post, writable)
         if self._runner is None:
             self._runner = asyncio.ensure_future(self._run())
 
