@@ -11,7 +11,7 @@ from pathlib import Path
 
 import asyncssh
 
-from sshgate import asyncssh_tuning, audit
+from sshgate import asyncssh_checks, asyncssh_tuning, audit
 from sshgate.aws.access import AwsAccess
 from sshgate.aws.discovery import Discoverer
 from sshgate.config import Config, ConfigError, load_config
@@ -275,6 +275,7 @@ async def serve(config_path: str) -> int:
         return await Supervisor(config, config_path).run()
     if WORKER_ENV in os.environ:
         use_multiprocess_dir(Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
+    asyncssh_checks.apply()
     asyncssh_tuning.apply()
     gateway = Gateway(config, config_path)
     await gateway.serve_forever()
