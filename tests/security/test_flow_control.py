@@ -109,42 +109,41 @@ def test_data_past_the_window_ends_the_connection_and_is_not_relayed(
     still_serving(alice)
 
 
+async def oversized(conn: Any, chan: Any, hostile: Hostile) -> int:
+    """One data packet six times the channel's maximum packet size, yet well within the window
+    and the connection's packet limit (256 KiB)."""
+    conn.send_packet(MSG_CHANNEL_DATA, *data(chan, b"x" * 200_000))
+    return 200_000
+
+
+async def stderr(conn: Any, chan: Any, hostile: Hostile) -> int:
+    """Extended data past the window: a session channel reads none from a client at all."""
+    for _ in range(2 * WINDOW // PACKET):
+        conn.send_packet(MSG_CHANNEL_EXTENDED_DATA, UInt32(chan._send_chan), UInt32(1), String(b"e" * PACKET))
+    return 2 * WINDOW
+
+
+@pytest.mark.parametrize(
+    ("attack", "reason"),
+    [(oversized, "Channel max packet size exceeded"), (stderr, "Invalid extended data type")],
+    ids=["over-max-packet-size", "extended-data"],
+)
 @pytest.mark.parametrize(("cipher", "mac"), CIPHERS, ids=IDS)
-def test_a_packet_over_the_max_packet_size_ends_the_connection_and_is_not_relayed(
-    gateway: GatewayProcess, keys: Keys, alice: Client, remote_dir: Path, cipher: str, mac: str
+def test_a_packet_the_channel_does_not_take_ends_the_connection_and_is_not_relayed(
+    gateway: GatewayProcess,
+    keys: Keys,
+    alice: Client,
+    remote_dir: Path,
+    cipher: str,
+    mac: str,
+    attack: Attack,
+    reason: str,
 ) -> None:
-    # Well within the window and the connection's packet limit (256 KiB), six times the channel's
     target = remote_dir / "upload"
-
-    async def big(conn: Any, chan: Any, hostile: Hostile) -> int:
-        conn.send_packet(MSG_CHANNEL_DATA, *data(chan, b"x" * 200_000))
-        return 200_000
-
-    ended = len(gateway.events("session.end", error="Channel max packet size exceeded"))
-    hostile, _ = run_attack(gateway, keys, cipher, mac, f"cat > {target}", big)
-    close = refused(gateway, hostile, "Channel max packet size exceeded", ended)
-    assert close["bytes_in"] == 7
+    ended = len(gateway.events("session.end", error=reason))
+    hostile, _ = run_attack(gateway, keys, cipher, mac, f"cat > {target}", attack)
+    assert refused(gateway, hostile, reason, ended)["bytes_in"] == 7
     time.sleep(0.5)  # anything relayed would have reached the file by now
-    assert target.read_bytes() == b""
-    still_serving(alice)
-
-
-@pytest.mark.parametrize(("cipher", "mac"), CIPHERS, ids=IDS)
-def test_extended_data_from_the_client_ends_the_connection(
-    gateway: GatewayProcess, keys: Keys, alice: Client, remote_dir: Path, cipher: str, mac: str
-) -> None:
-    # A session channel reads no extended data from a client, whatever the window says.
-    target = remote_dir / "upload"
-
-    async def stderr(conn: Any, chan: Any, hostile: Hostile) -> int:
-        for _ in range(2 * WINDOW // PACKET):
-            conn.send_packet(MSG_CHANNEL_EXTENDED_DATA, UInt32(chan._send_chan), UInt32(1), String(b"e" * PACKET))
-        return 2 * WINDOW
-
-    ended = len(gateway.events("session.end", error="Invalid extended data type"))
-    hostile, _ = run_attack(gateway, keys, cipher, mac, f"cat > {target}", stderr)
-    assert refused(gateway, hostile, "Invalid extended data type", ended)["bytes_in"] == 7
-    time.sleep(0.5)
     assert target.read_bytes() == b""
     still_serving(alice)
 
