@@ -30,7 +30,7 @@ from sshgate.recording.build import build_recorder
 from sshgate.recording.catalog import open_catalog
 from sshgate.recording.recorder import NullRecorder, Recorder, RecordingError
 from sshgate.ssh_algorithms import ENCRYPTION_ALGS
-from sshgate.state.build import build_state
+from sshgate.state.build import build_state, web_sealer
 from sshgate.web.app import WebApp
 
 
@@ -118,7 +118,8 @@ class Gateway:
             self.log.info("metrics.listening", listen=config.metrics.listen, port=self._metrics_server.port)
         if config.web is not None and os.environ.get(WORKER_ENV, "0") == "0":
             # One web app per gateway (worker 0); it reaches every worker's sessions via the state.
-            self.web = WebApp(config.web, open_catalog(config), self.state.shared, self._oidc_client)
+            sealer = web_sealer(config)
+            self.web = WebApp(config.web, open_catalog(config), self.state.shared, sealer, self._oidc_client)
             await self.web.start()
             self.log.info("web.listening", listen=config.web.listen, port=self.web.port)
         self.log.info(
