@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tests.support.gateway import Client, GatewayProcess
 
-from bench.common import UnrecordedGateway, bench_env, tree_cpu_seconds
+from bench.common import UnrecordedGateway, bench_env, machine_busy_seconds, tree_cpu_seconds
 
 SCP_TARGET = Path("/tmp/sshgate-bench-scp.bin")
 
@@ -35,12 +35,6 @@ def settle(pid: int) -> None:
         time.sleep(0.3)
         if tree_cpu_seconds(pid) - cpu < 0.03:
             return
-
-
-def machine_busy_seconds() -> float:
-    """CPU time every process on the machine has used (with 2 cores, at most 2 s per second)."""
-    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def timed(pid: int, run: Callable[[], object], megabytes: float) -> tuple[float, float, float]:

@@ -23,7 +23,7 @@ from tests.support.gateway import Client, GatewayProcess
 from tests.support.sshd import Sshd, start_sshd
 from tests.support.terminal import Terminal
 
-from bench.common import CIPHER, UnrecordedGateway, bench_env, connect, tree_cpu_seconds
+from bench.common import CIPHER, UnrecordedGateway, bench_env, connect, machine_busy_seconds, tree_cpu_seconds
 
 KEX = "curve25519-sha256"  # the same key exchange on every path, so setup times compare
 
@@ -69,27 +69,48 @@ def timed(argv: list[str], stdin: int | None = None) -> float:
     return time.perf_counter() - start
 
 
+def busy_timed(argv: list[str]) -> tuple[float, float]:
+    """Seconds of a download and the machine's CPU seconds meanwhile (every process)."""
+    busy0 = machine_busy_seconds()
+    wall = timed(argv)
+    return wall, machine_busy_seconds() - busy0
+
+
 def bulk(argv_for: dict[str, list[str]], size_mb: int, gateways: dict[str, int], rounds: int) -> None:
     """Down and up through each path, the paths' order alternating per round so load from other
-    work hits all alike; CPU is the gateway's own (recording included), per GB moved."""
+    work hits all alike; CPU is the gateway's own (recording included), per GB moved, and the
+    whole machine's on the way down: when its busy cores reach the core count, a path is bound
+    by the machine's CPU, and recording on/off cannot exceed all(off) / all(on)."""
     print(f"\n## Bulk, {size_mb} MB through exec, {CIPHER} on every leg, {rounds} rounds")
-    print(f"{'round':<6}{'path':<14}{'down MB/s':>10}{'up MB/s':>9}{'gw CPU s/GB down':>18}{'up':>7}")
-    results: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name in argv_for}
+    print(
+        f"{'round':<6}{'path':<14}{'down MB/s':>10}{'up MB/s':>9}{'gw CPU s/GB down':>18}{'up':>7}"
+        f"{'all CPU s/GB down':>19}{'busy cores':>11}"
+    )
+    results: dict[str, list[tuple[float, float, float, float, float]]] = {name: [] for name in argv_for}
     for n in range(rounds):
         for name in list(argv_for) if n % 2 == 0 else list(reversed(argv_for)):
             base, pid = argv_for[name], gateways.get(name)
             cpu0 = tree_cpu_seconds(pid) if pid else 0.0
-            down = timed([*base, f"head -c {size_mb}M /dev/zero"])
+            down, busy = busy_timed([*base, f"head -c {size_mb}M /dev/zero"])
             cpu1 = tree_cpu_seconds(pid) if pid else 0.0
             feeder = subprocess.Popen(["head", "-c", f"{size_mb}M", "/dev/zero"], stdout=subprocess.PIPE)
             up = timed([*base, "cat > /dev/null"], stdin=feeder.stdout.fileno() if feeder.stdout else None)
             feeder.wait()
             cpu2 = tree_cpu_seconds(pid) if pid else 0.0
             per_gb = 1024 / size_mb
-            row = (size_mb / down, size_mb / up, (cpu1 - cpu0) * per_gb, (cpu2 - cpu1) * per_gb)
+            row = (
+                size_mb / down,
+                size_mb / up,
+                (cpu1 - cpu0) * per_gb,
+                (cpu2 - cpu1) * per_gb,
+                busy * per_gb,
+            )
             results[name].append(row)
-            print(f"{n:<6}{name:<14}{row[0]:>10.0f}{row[1]:>9.0f}{row[2]:>18.2f}{row[3]:>7.2f}")
-    med = {name: [statistics.median(r[i] for r in rows) for i in range(4)] for name, rows in results.items()}
+            print(
+                f"{n:<6}{name:<14}{row[0]:>10.0f}{row[1]:>9.0f}{row[2]:>18.2f}{row[3]:>7.2f}"
+                f"{row[4]:>19.2f}{busy / down:>11.2f}"
+            )
+    med = {name: [statistics.median(r[i] for r in rows) for i in range(5)] for name, rows in results.items()}
     jump, direct = med["proxyjump"], med["direct"]
     print("medians over the rounds:")
     for name in gateways:
@@ -101,6 +122,9 @@ def bulk(argv_for: dict[str, list[str]], size_mb: int, gateways: dict[str, int],
         print(f"recording on / off: down {on[0] / off[0]:.2f}x (target >= 0.9x), up {on[1] / off[1]:.2f}x")
         print(
             f"recording's own CPU: down {on[2] - off[2]:.2f} s/GB, up {on[3] - off[3]:.2f} s/GB (target <= 0.8)"
+        )
+        print(
+            f"machine CPU per GB down, off / on: {off[4]:.2f} / {on[4]:.2f} (on/off bound {off[4] / on[4]:.2f}x)"
         )
     for name, rows in results.items():
         print(
