@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import secrets
 import statistics
 import subprocess
 import tempfile
@@ -33,6 +34,7 @@ from sshgate.config import Web
 from sshgate.recording.catalog import RecordingCatalog
 from sshgate.recording.sources import LocalSource
 from sshgate.state.local import LocalState
+from sshgate.state.seal import Sealer
 from sshgate.web.app import WebApp
 
 TARGET_MS = 300.0
@@ -47,6 +49,7 @@ async def list_page(sessions: int, runs: int) -> None:
             Web(listen="127.0.0.1:0", public_url="http://127.0.0.1"),
             RecordingCatalog([LocalSource(root)]),
             LocalState(str(root / "data")),
+            Sealer(secrets.token_urlsafe(32)),
             lambda: None,
         )
         await web.start()

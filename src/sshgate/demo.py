@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncssh
 import yaml
 
-from sshgate import asyncssh_tuning
+from sshgate import asyncssh_checks, asyncssh_tuning
 from sshgate.config import load_config
 from sshgate.demo_upstream import start_demo_upstream
 from sshgate.gateway.server import Gateway
@@ -83,6 +83,7 @@ async def run_demo(port: int = 2222, workdir: str | None = None, web_port: int =
         }
         _write(root / "upstream_key", gateway_to_upstream.export_private_key().decode())
         _write(root / "sshgate.yaml", yaml.safe_dump(config, sort_keys=False))
+        asyncssh_checks.apply()
         asyncssh_tuning.apply()
         gateway = Gateway(load_config(root / "sshgate.yaml"), str(root / "sshgate.yaml"))
         try:

@@ -25,7 +25,7 @@ from sshgate.state.redis_store import as_text
 from sshgate.state.seal import Sealer
 from sshgate.web.app import WebApp
 from sshgate.web.store import COOKIE, record_key
-from tests.state.conftest import Replica
+from tests.state.conftest import HMAC_KEY, Replica
 from tests.support.net import free_port
 from tests.support.oidc import CLIENT_SECRET, OidcProvider, Person
 from tests.support.redis import RedisServer
@@ -69,9 +69,8 @@ async def start_pair(redis_server: RedisServer, tmp_path: Path, issuer: str | No
     apps = []
     for port, replica in zip((0, b_port), replicas, strict=True):
         web = Web(listen=f"127.0.0.1:{port}", public_url=public_url, viewer_groups=["security"])
-        app = WebApp(
-            web, RecordingCatalog([LocalSource(tmp_path / "recordings")]), replica.state, lambda: oidc
-        )
+        catalog = RecordingCatalog([LocalSource(tmp_path / "recordings")])
+        app = WebApp(web, catalog, replica.state, Sealer(HMAC_KEY), lambda: oidc)
         await app.start()
         apps.append(app)
     return Pair(apps[0], apps[1], replicas, public_url, aiohttp.ClientSession())
@@ -221,3 +220,34 @@ async def test_while_the_store_hangs_known_sessions_work_and_single_use_records_
             server.process.send_signal(signal.SIGCONT)
         await stop_pair(pair)
         server.stop()
+
+
+async def test_sign_ins_started_store_nothing_and_a_completed_one_is_used_once_anywhere(
+    signin_pair: Pair,
+) -> None:
+    """Anybody may start sign-ins without signing in: 1,000 of them leave nothing in the store.
+    The one completed at the provider leaves one mark; its callback replayed, also on both
+    replicas at once, signs nobody in again."""
+    pair = signin_pair
+    client = pair.replicas[0].state.store.client
+    for _ in range(10):
+        answers = await asyncio.gather(*(pair.get(app, "/signin") for app in (pair.a, pair.b) * 50))
+        assert {a.status for a in answers} == {302}
+    assert [as_text(k) for k in await client.keys("sg:web:*")] == []
+    started = await pair.get(pair.a, "/signin?next=/sessions/y")
+    state_cookie = started.cookies["sshgate_signin"].value
+    callback = await asyncio.to_thread(
+        Person(EMAIL).authorize, started.headers["Location"], pair.public_url + "/signin/callback"
+    )
+    path = "/signin/callback?" + urllib.parse.urlparse(callback).query
+    racing = await asyncio.gather(*(pair.get(app, path, sshgate_signin=state_cookie) for app in (pair.a, pair.b)))
+    # The loser is refused by the mark, or, if it got past the first look, by the provider (the
+    # code is spent) or the mark again: either way exactly one browser session.
+    assert sorted(a.status for a in racing) in ([302, 400], [302, 403]), [a.status for a in racing]
+    winner = next(a for a in racing if a.status == 302)
+    assert winner.headers["Location"] == "/sessions/y" and COOKIE in winner.cookies
+    for app in (pair.a, pair.b):
+        again = await pair.get(app, path, sshgate_signin=state_cookie)
+        assert again.status == 400 and "used" in (await again.text())
+    keys = sorted(as_text(k).split(":")[2] for k in await client.keys("sg:web:*"))
+    assert keys == ["session", "signin"]

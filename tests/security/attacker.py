@@ -1,6 +1,7 @@
 """An asyncssh client bent the way an attacker bends one: it sends what stock OpenSSH will not
 (signed key requests without a query, raw user names, password requests sent ahead of the
-answers) and can stop between the server's first answer and its first credential."""
+answers) and can stop between the server's first answer and its first credential; once logged in
+(``hostile_session``) it can send raw packets of its choosing."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ import asyncssh
 import asyncssh.auth
 import asyncssh.connection
 from asyncssh.packet import Boolean, String
+
+from tests.conftest import Keys
+from tests.support.gateway import GatewayProcess
 
 
 @dataclass
@@ -144,3 +148,42 @@ def names_as_sent() -> Iterator[None]:
     """User names go out as given: no SASLprep, so control characters and NUL reach the server."""
     with mock.patch.object(asyncssh.connection, "saslprep", _as_sent):
         yield
+
+
+LOGIN = "alice+web-1"
+# AES-GCM and chacha20-poly1305 take ssh_packet_path's lean receive path; aes128-ctr
+# (encrypt-then-MAC, so the length is in the clear as under GCM) takes asyncssh's own.
+CIPHERS = [
+    ("aes128-gcm@openssh.com", "hmac-sha2-256-etm@openssh.com"),
+    ("aes128-ctr", "hmac-sha2-256-etm@openssh.com"),
+    ("chacha20-poly1305@openssh.com", "hmac-sha2-256-etm@openssh.com"),
+]
+
+
+class Hostile(asyncssh.SSHClient):
+    def __init__(self) -> None:
+        self.lost: Exception | None = None
+        self.gone = asyncio.Event()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = exc
+        self.gone.set()
+
+
+async def hostile_session(gateway: GatewayProcess, keys: Keys, cipher: str, mac: str) -> tuple[Any, Hostile]:
+    """Alice logged in to the gateway with ``cipher`` pinned; the connection and its client."""
+    hostile = Hostile()
+    conn, _ = await asyncssh.create_connection(
+        lambda: hostile,
+        "127.0.0.1",
+        gateway.port,
+        username=LOGIN,
+        client_keys=[str(keys.alice)],
+        known_hosts=None,
+        agent_path=None,
+        config=None,
+        encryption_algs=[cipher],
+        mac_algs=[mac],
+        compression_algs=None,
+    )
+    return conn, hostile

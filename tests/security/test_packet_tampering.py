@@ -14,16 +14,8 @@ import pytest
 from asyncssh.crypto.chacha import chacha20
 
 from tests.conftest import Keys
+from tests.security.attacker import CIPHERS, LOGIN, Hostile, hostile_session
 from tests.support.gateway import Client, GatewayProcess
-
-LOGIN = "alice+web-1"
-# AES-GCM and chacha20-poly1305 take ssh_packet_path's lean receive path; aes128-ctr
-# (encrypt-then-MAC, so the length is in the clear as under GCM) takes asyncssh's own.
-CIPHERS = [
-    ("aes128-gcm@openssh.com", "hmac-sha2-256-etm@openssh.com"),
-    ("aes128-ctr", "hmac-sha2-256-etm@openssh.com"),
-]
-CIPHERS.append(("chacha20-poly1305@openssh.com", "hmac-sha2-256-etm@openssh.com"))
 
 
 def length_field(conn: Any, length: int) -> bytes:
@@ -37,34 +29,6 @@ def length_field(conn: Any, length: int) -> bytes:
 
 
 CHUNK = 100_000
-
-
-class Hostile(asyncssh.SSHClient):
-    def __init__(self) -> None:
-        self.lost: Exception | None = None
-        self.gone = asyncio.Event()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = exc
-        self.gone.set()
-
-
-async def hostile_session(gateway: GatewayProcess, keys: Keys, cipher: str, mac: str) -> tuple[Any, Hostile]:
-    hostile = Hostile()
-    conn, _ = await asyncssh.create_connection(
-        lambda: hostile,
-        "127.0.0.1",
-        gateway.port,
-        username=LOGIN,
-        client_keys=[str(keys.alice)],
-        known_hosts=None,
-        agent_path=None,
-        config=None,
-        encryption_algs=[cipher],
-        mac_algs=[mac],
-        compression_algs=None,
-    )
-    return conn, hostile
 
 
 async def wait_for_size(path: Path, size: int, timeout: float = 15) -> None:

@@ -97,6 +97,8 @@ async def test_web_records_live_in_the_supervisor_and_single_use_ones_are_taken_
     assert await a.state.get_record("session", "nope") is None
     taken = await asyncio.gather(a.state.take_record("link", "k2"), b.state.take_record("link", "k2"))
     assert sorted(t is not None for t in taken) == [False, True]
+    claimed = await asyncio.gather(a.state.claim_record("signin", "k4", later), b.state.claim_record("signin", "k4", later))
+    assert sorted(claimed) == [False, True] and not await a.state.claim_record("signin", "k4", later)
     await b.state.drop_record("session", "k1")
     assert await a.state.get_record("session", "k1") is None  # not revived from a's copy
     await a.state.put_record("session", "gone", {"email": "a@corp.com"}, time.time() - 1)

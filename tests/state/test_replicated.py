@@ -216,6 +216,11 @@ async def test_a_hung_store_delays_no_call_beyond_the_bound(replicas: Any) -> No
                 raise AssertionError("terminate of another replica's session needs the store")
             except StateUnavailable:
                 pass
+            try:  # a mark is never made in a replica's copy
+                await replica.state.claim_record("signin", "k", time.time() + 60)
+                raise AssertionError("a claim needs the store")
+            except StateUnavailable:
+                pass
         finally:
             await replica.state.aclose()
 
@@ -238,3 +243,17 @@ async def test_without_the_store_bindings_come_from_the_last_copy_for_a_bounded_
     redis_server.start()
     await until(lambda: asyncio.sleep(0, a.state.available and b.state.available), timeout=10)
     assert (await a.state.binding("SHA256:new")) is not None  # replayed when the store came back
+
+
+async def test_a_claim_is_won_by_one_replica_and_expires(replicas: Any) -> None:
+    a, b = await replicas(), await replicas()
+    later = time.time() + 60
+    for n in range(5):
+        won = await asyncio.gather(a.state.claim_record("signin", f"k{n}", later),
+                                   b.state.claim_record("signin", f"k{n}", later))  # fmt: skip
+        assert sorted(won) == [False, True]
+    assert await b.state.get_record("signin", "k0") == {}
+    assert await a.state.claim_record("signin", "short", time.time() + 0.2)
+    await asyncio.sleep(0.4)
+    assert await b.state.claim_record("signin", "short", later)  # the first one expired
+    assert not await a.state.claim_record("signin", "past", time.time() - 1)  # never stored

@@ -13,6 +13,7 @@ from sshgate.config import Web
 from sshgate.recording.catalog import RecordingCatalog
 from sshgate.recording.sources import LocalSource
 from sshgate.state.local import LocalState
+from sshgate.state.seal import Sealer
 from sshgate.web.app import WebApp
 from tests.support.recordings import write_sessions
 
@@ -23,7 +24,7 @@ async def test_the_index_is_warm_before_the_first_query(
     write_sessions(tmp_path / "recordings", 300)
     catalog = RecordingCatalog([LocalSource(tmp_path / "recordings")])
     app = WebApp(Web(listen="127.0.0.1:0", public_url="http://127.0.0.1"), catalog, LocalState(str(tmp_path)),
-                 lambda: None)  # fmt: skip
+                 Sealer("a-web-test-key-of-32-characters-or-more"), lambda: None)  # fmt: skip
     await app.start()
     try:
         url = f"http://127.0.0.1:{app.port}/api/v1/me"

@@ -5,17 +5,29 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import pytest
 
 from sshgate.config import ConfigError, Web, load_config
 from sshgate.state.local import LocalState
+from sshgate.state.seal import Sealer
 from sshgate.web.pkce import challenge, new_verifier
 from sshgate.web.roles import Principal, identity_email, may_terminate, may_view, owner_filter, role_of
-from sshgate.web.signin import safe_next
+from sshgate.web.signin import MAX_NEXT_CHARS, safe_next
 from sshgate.web.sse import END, OutputEvents
-from sshgate.web.store import PendingSignIn, WebStore, cookie_options, csrf_ok, record_key
+from sshgate.web.store import (
+    MAX_STATE_CHARS,
+    SIGN_IN_TTL_S,
+    PendingSignIn,
+    WebStore,
+    cookie_options,
+    csrf_ok,
+    record_key,
+)
+
+SEALER = Sealer("a-web-test-key-of-32-characters-or-more")
 
 
 def test_pkce_s256_matches_rfc7636_appendix_b() -> None:
@@ -52,7 +64,7 @@ def test_a_user_sees_only_sessions_of_their_own_identity_whichever_provider() ->
 
 async def test_cookie_sessions_carry_a_csrf_token_checked_exactly(tmp_path: Path) -> None:
     shared = LocalState(str(tmp_path))
-    store = WebStore(shared)
+    store = WebStore(shared, SEALER)
     cookie = await store.open_session(Principal("a@corp.com", ("g",), "admin"))
     principal = await store.session(cookie)
     assert principal is not None and principal.csrf and principal.email == "a@corp.com"
@@ -73,11 +85,38 @@ async def test_cookie_sessions_carry_a_csrf_token_checked_exactly(tmp_path: Path
     assert not cookie_options(secure=False)["secure"]
 
 
-async def test_sign_in_state_and_one_time_links_are_single_use(tmp_path: Path) -> None:
-    store = WebStore(LocalState(str(tmp_path)))
-    state = await store.begin_sign_in(PendingSignIn("verifier", "nonce", "/"))
-    assert await store.finish_sign_in(state) == PendingSignIn("verifier", "nonce", "/")
-    assert await store.finish_sign_in(state) is None
+async def test_a_sign_in_lives_in_its_sealed_state_and_is_used_once(tmp_path: Path) -> None:
+    now = [time.time()]  # the marks expire by the real clock
+    shared = LocalState(str(tmp_path))
+    store = WebStore(shared, SEALER, clock=lambda: now[0])
+    pending = PendingSignIn("the-verifier", "the-nonce", "/sessions/x")
+    states = [store.begin_sign_in(pending) for _ in range(1000)]
+    assert shared.records.get("signin", record_key(states[0])) is None  # starting stores nothing
+    assert all(len(s) < MAX_STATE_CHARS for s in states) and len(set(states)) == 1000
+    assert all("the-verifier" not in s and "the-nonce" not in s for s in states)  # sealed, not encoded
+    assert store.open_sign_in(states[0]) == (pending, now[0] + SIGN_IN_TTL_S)
+    assert not await store.sign_in_used(states[0])
+    assert await store.use_sign_in(states[0], now[0] + SIGN_IN_TTL_S)
+    assert await store.sign_in_used(states[0]) and not await store.use_sign_in(states[0], now[0] + 600)
+    assert not await store.sign_in_used(states[1])
+    now[0] += SIGN_IN_TTL_S
+    assert store.open_sign_in(states[1]) is None  # expired
+
+
+def test_a_state_not_sealed_by_this_key_or_altered_opens_to_nothing() -> None:
+    store = WebStore(LocalState("/nonexistent"), SEALER)
+    state = store.begin_sign_in(PendingSignIn("v", "n", "/"))
+    other = WebStore(LocalState("/nonexistent"), Sealer("another-key-of-32-characters-or-more!"))
+    flipped = state[:20] + ("A" if state[20] != "A" else "B") + state[21:]
+    for bad in (flipped, state[:-2], "", "!!not base64!!", "x" * (MAX_STATE_CHARS + 1), other.begin_sign_in(
+        PendingSignIn("v", "n", "/"))):  # fmt: skip
+        assert store.open_sign_in(bad) is None
+    # A session record's sealed value is no sign-in either (another context)
+    assert store.open_sign_in(SEALER.seal_private("web:session:x", {"v": "v", "n": "n", "x": "/", "e": 2e9}).hex()) is None
+
+
+async def test_one_time_links_are_single_use(tmp_path: Path) -> None:
+    store = WebStore(LocalState(str(tmp_path)), SEALER)
     token = await store.one_time_link(Principal("demo@example.com", (), "admin"))
     assert await store.use_link(token) is not None and await store.use_link(token) is None
 
@@ -87,6 +126,7 @@ async def test_sign_in_state_and_one_time_links_are_single_use(tmp_path: Path) -
     [
         "//evil.com/x", "https://evil.com", "/\\evil.com", "", None, "javascript:x",
         "/\t/evil.com", "/\n/evil.com", "/\r\nSet-Cookie: x=1", "/ /evil.com", "/\u3000/evil.com",
+        "/" + "a" * MAX_NEXT_CHARS,
     ],
 )  # fmt: skip
 def test_after_sign_in_only_paths_on_this_site(value: str | None) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import asyncssh
 
-from sshgate import asyncssh_tuning, audit
+from sshgate import asyncssh_checks, asyncssh_tuning, audit
 from sshgate.aws.access import AwsAccess
 from sshgate.aws.discovery import Discoverer
 from sshgate.config import Config, ConfigError, load_config
@@ -30,7 +30,7 @@ from sshgate.recording.build import build_recorder
 from sshgate.recording.catalog import open_catalog
 from sshgate.recording.recorder import NullRecorder, Recorder, RecordingError
 from sshgate.ssh_algorithms import ENCRYPTION_ALGS
-from sshgate.state.build import build_state
+from sshgate.state.build import build_state, web_sealer
 from sshgate.web.app import WebApp
 
 
@@ -118,7 +118,8 @@ class Gateway:
             self.log.info("metrics.listening", listen=config.metrics.listen, port=self._metrics_server.port)
         if config.web is not None and os.environ.get(WORKER_ENV, "0") == "0":
             # One web app per gateway (worker 0); it reaches every worker's sessions via the state.
-            self.web = WebApp(config.web, open_catalog(config), self.state.shared, self._oidc_client)
+            sealer = web_sealer(config)
+            self.web = WebApp(config.web, open_catalog(config), self.state.shared, sealer, self._oidc_client)
             await self.web.start()
             self.log.info("web.listening", listen=config.web.listen, port=self.web.port)
         self.log.info(
@@ -275,6 +276,7 @@ async def serve(config_path: str) -> int:
         return await Supervisor(config, config_path).run()
     if WORKER_ENV in os.environ:
         use_multiprocess_dir(Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
+    asyncssh_checks.apply()
     asyncssh_tuning.apply()
     gateway = Gateway(config, config_path)
     await gateway.serve_forever()

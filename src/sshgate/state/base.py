@@ -109,7 +109,8 @@ class SharedState(Protocol):
     async def record_step_up(self, provider: str, email: str, at: float) -> None: ...
 
     # The web app's records, each under the hash of its cookie or token (never the value itself),
-    # gone at ``expires_at`` (wall clock). Only take_record may raise StateUnavailable.
+    # gone at ``expires_at`` (wall clock). Only take_record and claim_record may raise
+    # StateUnavailable.
 
     async def put_record(
         self, kind: RecordKind, key: str, doc: dict[str, Any], expires_at: float, once: bool = False
@@ -122,3 +123,7 @@ class SharedState(Protocol):
         """Read and remove in one step: of two replicas taking one record, one gets it."""
 
     async def drop_record(self, kind: RecordKind, key: str) -> None: ...
+
+    async def claim_record(self, kind: RecordKind, key: str, expires_at: float) -> bool:
+        """Mark ``key`` used until ``expires_at`` in one step: of two replicas claiming one key,
+        one gets True. Never in a copy: StateUnavailable while the shared place is away."""

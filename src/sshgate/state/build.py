@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import uuid
 from collections.abc import Callable
 
@@ -12,6 +13,7 @@ from sshgate.native_secret import SecretError, read_indirect
 from sshgate.state.base import SharedState
 from sshgate.state.hosted import WORKER_STATE_FD, WorkerState
 from sshgate.state.local import LocalState
+from sshgate.state.seal import Sealer
 
 
 def state_secrets(state: State) -> tuple[str, str]:
@@ -33,7 +35,6 @@ def build_state(config: Config, set_gauge: Callable[[bool], None]) -> SharedStat
         # Imported here: the Redis client costs every other gateway a second of start-up.
         from sshgate.state.redis_store import RedisStore, connect
         from sshgate.state.replicated import ReplicatedState
-        from sshgate.state.seal import Sealer
 
         url, key = state_secrets(config.state)
         timeout_s = config.state.timeout_ms / 1000
@@ -43,3 +44,12 @@ def build_state(config: Config, set_gauge: Callable[[bool], None]) -> SharedStat
     if WORKER_STATE_FD in os.environ:
         return WorkerState(int(os.environ[WORKER_STATE_FD]), config.data_dir, set_gauge)
     return LocalState(config.data_dir)
+
+
+def web_sealer(config: Config) -> Sealer:
+    """What the web app seals its sign-ins in flight with: under ``state.hmac_key``, so every
+    replica opens what another sealed; else a key of this process's own (the gateway's one web
+    app, in worker 0: a restart of it only asks sign-ins in flight to start again)."""
+    if config.state is not None:
+        return Sealer(state_secrets(config.state)[1])
+    return Sealer(secrets.token_urlsafe(32))

@@ -158,6 +158,8 @@ class StateHost:
         if op == "record_drop":
             self.records.drop(kind, key)
             return True
+        if op == "record_claim":
+            return self.records.claim(kind, key, float(args["e"]))
         raise ValueError(f"unknown operation {op!r}")
 
     def _owner(self, session_id: str) -> _Link | None:
@@ -336,3 +338,6 @@ class _SupervisorRecords:
 
     async def drop_record(self, kind: RecordKind, key: str) -> None:
         await self.worker._call("record_drop", kind=kind, key=key)
+
+    async def claim_record(self, kind: RecordKind, key: str, expires_at: float) -> bool:
+        return bool(await self.worker._call("record_claim", kind=kind, key=key, e=expires_at))

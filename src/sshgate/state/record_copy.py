@@ -31,6 +31,8 @@ class RecordRemote(Protocol):
 
     async def drop_record(self, kind: RecordKind, key: str) -> None: ...
 
+    async def claim_record(self, kind: RecordKind, key: str, expires_at: float) -> bool: ...
+
 
 class CopiedRecords:
     def __init__(self, remote: RecordRemote) -> None:
@@ -104,6 +106,11 @@ class CopiedRecords:
         except StateUnavailable:
             self._remember(kind, key, write=False)
 
+    async def claim(self, kind: RecordKind, key: str, expires_at: float) -> bool:
+        """In the shared place only, like taking a single-use record."""
+        await self.replay()
+        return await self.remote.claim_record(kind, key, expires_at)
+
 
 class CopiedRecordCalls:
     """The SharedState record calls on :class:`CopiedRecords` (a worker's, a replica's)."""
@@ -123,3 +130,6 @@ class CopiedRecordCalls:
 
     async def drop_record(self, kind: RecordKind, key: str) -> None:
         await self.records.drop(kind, key)
+
+    async def claim_record(self, kind: RecordKind, key: str, expires_at: float) -> bool:
+        return await self.records.claim(kind, key, expires_at)

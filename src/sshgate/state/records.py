@@ -57,6 +57,13 @@ class ExpiringRecords:
     def drop(self, kind: RecordKind, key: str) -> None:
         self._of(kind).pop(key, None)
 
+    def claim(self, kind: RecordKind, key: str, expires_at: float) -> bool:
+        """True if ``key`` was not there (and now is, empty, until ``expires_at``)."""
+        if expires_at <= self._clock() or self.entry(kind, key) is not None:
+            return False
+        self.put(kind, key, {}, expires_at)
+        return True
+
 
 class LocalRecords:
     """The SharedState record calls on :class:`ExpiringRecords` (a process that is the whole gateway)."""
@@ -76,3 +83,6 @@ class LocalRecords:
 
     async def drop_record(self, kind: RecordKind, key: str) -> None:
         self.records.drop(kind, key)
+
+    async def claim_record(self, kind: RecordKind, key: str, expires_at: float) -> bool:
+        return self.records.claim(kind, key, expires_at)

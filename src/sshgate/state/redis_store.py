@@ -378,11 +378,15 @@ class RedisStore:
     def _record_key(self, kind: RecordKind, key: str) -> str:
         return self.key("web", kind, key)
 
-    async def put_record(self, kind: RecordKind, key: str, doc: dict[str, Any], expires_at: float) -> None:
+    async def put_record(
+        self, kind: RecordKind, key: str, doc: dict[str, Any], expires_at: float, only_new: bool = False
+    ) -> bool:
+        """Store a record (``only_new``: unless one is there); whether it was stored."""
         ttl_ms = int((expires_at - self._clock()) * 1000)
-        if ttl_ms > 0:
-            sealed = self.sealer.seal_private(f"web:{kind}:{key}", {"d": doc, "e": expires_at})
-            await self.client.set(self._record_key(kind, key), sealed, px=ttl_ms)
+        if ttl_ms <= 0:
+            return False
+        sealed = self.sealer.seal_private(f"web:{kind}:{key}", {"d": doc, "e": expires_at})
+        return bool(await self.client.set(self._record_key(kind, key), sealed, px=ttl_ms, nx=only_new))
 
     def _open_record(self, kind: RecordKind, key: str, sealed: bytes | str | None) -> Entry | None:
         raw = sealed.encode() if isinstance(sealed, str) else sealed
@@ -405,3 +409,6 @@ class RedisStore:
 
     async def drop_record(self, kind: RecordKind, key: str) -> None:
         await self.client.delete(self._record_key(kind, key))
+
+    async def claim_record(self, kind: RecordKind, key: str, expires_at: float) -> bool:
+        return await self.put_record(kind, key, {}, expires_at, only_new=True)

@@ -461,3 +461,6 @@ class _StoreRecords:
 
     async def drop_record(self, kind: RecordKind, key: str) -> None:
         await self.state._try(lambda: self.store.drop_record(kind, key))
+
+    async def claim_record(self, kind: RecordKind, key: str, expires_at: float) -> bool:
+        return await self.state._try(lambda: self.store.claim_record(kind, key, expires_at))

@@ -20,6 +20,7 @@ from sshgate.metrics import parse_listen
 from sshgate.oidc.client import OidcClient
 from sshgate.recording.catalog import Catalog
 from sshgate.state.base import SharedState
+from sshgate.state.seal import Sealer
 from sshgate.web.api import Api
 from sshgate.web.auth import Authenticator
 from sshgate.web.roles import Principal
@@ -54,11 +55,16 @@ async def _security_headers(request: web.Request, handler: Any) -> web.StreamRes
 
 class WebApp:
     def __init__(
-        self, config: Web, catalog: Catalog, shared: SharedState, oidc: Callable[[], OidcClient | None]
+        self,
+        config: Web,
+        catalog: Catalog,
+        shared: SharedState,
+        sealer: Sealer,
+        oidc: Callable[[], OidcClient | None],
     ) -> None:
         self.config = config
         self.catalog = catalog
-        self.store = WebStore(shared)
+        self.store = WebStore(shared, sealer)
         self.auth = Authenticator(config, self.store, oidc)
         self.app = web.Application(middlewares=[_security_headers])
         Api(self.auth, catalog, shared).add_to(self.app)

@@ -20,6 +20,8 @@ CALLBACK = "/signin/callback"
 # The sign-in's state also sits in this cookie, so a callback only completes in the browser that
 # started it: nobody can sign a victim in to the attacker's account with a crafted link.
 STATE_COOKIE = "sshgate_signin"
+# Where to go after sign-in travels inside the sealed state (and so in a cookie and a URL).
+MAX_NEXT_CHARS = 1024
 
 
 def safe_next(value: str | None) -> str:
@@ -28,6 +30,7 @@ def safe_next(value: str | None) -> str:
     would become ``//evil.com``, and CR/LF would split the header."""
     if (
         not value
+        or len(value) > MAX_NEXT_CHARS
         or not value.startswith("/")
         or value.startswith("//")
         or "\\" in value
@@ -70,7 +73,7 @@ class SignInRoutes:
         if metadata.authorization_endpoint is None:
             raise web.HTTPServiceUnavailable(text="the identity provider has no authorization_endpoint\n")
         verifier, nonce = new_verifier(), random_token()
-        state = await self.auth.store.begin_sign_in(
+        state = self.auth.store.begin_sign_in(
             PendingSignIn(verifier, nonce, safe_next(request.query.get("next")))
         )
         query = {
@@ -97,14 +100,11 @@ class SignInRoutes:
             raise web.HTTPBadRequest(
                 text="sign-in failed: it was not started in this browser; start again at /signin\n"
             )
-        try:
-            pending = await self.auth.store.finish_sign_in(state)
-        except StateUnavailable:
-            raise _store_away() from None
-        if pending is None:
-            raise web.HTTPBadRequest(
-                text="sign-in failed: unknown or expired state; start again at /signin\n"
-            )
+        store = self.auth.store
+        opened = store.open_sign_in(state)
+        if opened is None or await store.sign_in_used(state):
+            raise _unknown_state()
+        pending, expires_at = opened
         client = self.auth.oidc()
         code = request.query.get("code")
         if client is None or not code:
@@ -117,6 +117,15 @@ class SignInRoutes:
         except SignInError as exc:
             self.log.warning("web.sign_in", result="refused", reason=exc.reason)
             raise web.HTTPForbidden(text=f"sign-in failed: {exc}\n") from None
+        # Marked used only now, for a sign-in the provider completed: marks are as many as real
+        # sign-ins. Of two callbacks with one state (a replay racing the original), one gets here.
+        try:
+            first = await store.use_sign_in(state, expires_at)
+        except StateUnavailable:
+            raise _store_away() from None
+        if not first:
+            self.log.warning("web.sign_in", result="refused", reason="sign-in state used twice")
+            raise _unknown_state()
         response = await self._signed_in(principal, pending.next_path)
         response.del_cookie(STATE_COOKIE, path=CALLBACK)
         return response
@@ -139,6 +148,10 @@ class SignInRoutes:
         response = web.Response(status=204)
         response.del_cookie(COOKIE, path="/")
         return response
+
+
+def _unknown_state() -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text="sign-in failed: unknown, used or expired state; start again at /signin\n")
 
 
 def _store_away() -> web.HTTPServiceUnavailable:

@@ -1,23 +1,34 @@
-"""The web app's server-side state: browser sessions behind an opaque cookie, sign-ins in
-flight (state, nonce, PKCE verifier) and one-time sign-in links. They live in the gateway's
-shared state (sshgate.state), under the SHA-256 of the cookie or token, so every worker or
-replica knows them (docs/api.md, "Sign-in"); the value itself is only ever in the browser."""
+"""The web app's server-side state: browser sessions behind an opaque cookie and one-time
+sign-in links live in the gateway's shared state (sshgate.state), under the SHA-256 of the
+cookie or token, so every worker or replica knows them (docs/api.md, "Sign-in"); the value
+itself is only ever in the browser. A sign-in in flight (PKCE verifier, nonce, where to go
+after, expiry) is sealed into its own ``state`` instead: starting one, which anybody may do
+without signing in, stores nothing; only a sign-in the provider completed leaves a mark, so
+that its ``state`` is refused a second time."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from sshgate.state.base import SharedState
+from sshgate.state.seal import Sealer
 from sshgate.web.pkce import random_token
 from sshgate.web.roles import Principal, Role
 
 COOKIE = "sshgate_session"
 SESSION_TTL_S = 8 * 3600.0
 SIGN_IN_TTL_S = 600.0
+# A sealed state is about 250 characters plus its ``next`` (at most MAX_NEXT_CHARS); anything
+# much longer is not one of ours and is not decoded.
+MAX_STATE_CHARS = 4096
+_SIGN_IN_CONTEXT = "web:signin-state"
 ONE_TIME_TTL_S = 300.0
 _ROLES: tuple[Role, ...] = ("admin", "viewer", "user")
 
@@ -51,8 +62,13 @@ def _principal(doc: dict[str, Any] | None) -> Principal | None:
 
 
 class WebStore:
-    def __init__(self, shared: SharedState) -> None:
+    """``sealer`` seals sign-ins in flight: under ``state.hmac_key`` with replicas, so any of them
+    opens what another sealed (state/build.py, ``web_sealer``)."""
+
+    def __init__(self, shared: SharedState, sealer: Sealer, clock: Callable[[], float] = time.time) -> None:
         self.shared = shared
+        self.sealer = sealer
+        self._clock = clock
 
     # Browser sessions: the CSRF token lives beside the principal.
 
@@ -68,23 +84,38 @@ class WebStore:
     async def close_session(self, cookie: str) -> None:
         await self.shared.drop_record("session", record_key(cookie))
 
-    # Sign-ins in flight, keyed by their ``state``; each is used once (StateUnavailable when the
-    # store that holds it does not answer).
+    # Sign-ins in flight: the ``state`` is the sign-in itself, encrypted and authenticated
+    # (AES-GCM); nobody without the key reads its verifier or makes one up. Used once: a mark
+    # under its hash when it completes (StateUnavailable when the store does not answer).
 
-    async def begin_sign_in(self, pending: PendingSignIn) -> str:
-        state = random_token()
-        doc = {"verifier": pending.verifier, "nonce": pending.nonce, "next": pending.next_path}
-        await self.shared.put_record("signin", record_key(state), doc, time.time() + SIGN_IN_TTL_S, once=True)
-        return state
+    def begin_sign_in(self, pending: PendingSignIn) -> str:
+        doc = {"v": pending.verifier, "n": pending.nonce, "x": pending.next_path,
+               "e": self._clock() + SIGN_IN_TTL_S}  # fmt: skip
+        sealed = self.sealer.seal_private(_SIGN_IN_CONTEXT, doc)
+        return base64.urlsafe_b64encode(sealed).rstrip(b"=").decode("ascii")
 
-    async def finish_sign_in(self, state: str) -> PendingSignIn | None:
-        doc = await self.shared.take_record("signin", record_key(state))
-        if doc is None:
+    def open_sign_in(self, state: str) -> tuple[PendingSignIn, float] | None:
+        """The sign-in and when it expires, or None for a state we did not seal or that expired."""
+        if len(state) > MAX_STATE_CHARS:
             return None
-        verifier, nonce, next_path = doc.get("verifier"), doc.get("nonce"), doc.get("next")
-        if not isinstance(verifier, str) or not isinstance(nonce, str) or not isinstance(next_path, str):
+        try:
+            sealed = base64.urlsafe_b64decode(state + "=" * (-len(state) % 4))
+        except (binascii.Error, ValueError):
             return None
-        return PendingSignIn(verifier, nonce, next_path)
+        doc = self.sealer.open_private(_SIGN_IN_CONTEXT, sealed) or {}
+        verifier, nonce, next_path, expires_at = doc.get("v"), doc.get("n"), doc.get("x"), doc.get("e")
+        if not (isinstance(verifier, str) and isinstance(nonce, str) and isinstance(next_path, str)):
+            return None
+        if not isinstance(expires_at, (int, float)) or expires_at <= self._clock():
+            return None
+        return PendingSignIn(verifier, nonce, next_path), float(expires_at)
+
+    async def sign_in_used(self, state: str) -> bool:
+        return await self.shared.get_record("signin", record_key(state)) is not None
+
+    async def use_sign_in(self, state: str, expires_at: float) -> bool:
+        """Mark the state used until it expires anyway; True for the one caller that did."""
+        return await self.shared.claim_record("signin", record_key(state), expires_at)
 
     # One-time links (``sshgate demo`` without a provider): single use, short expiry.
 

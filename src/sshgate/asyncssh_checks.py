@@ -1,0 +1,68 @@
+"""Two limits RFC 4254 §5.2 sets on a peer's channel traffic that asyncssh (2.24) leaves
+unchecked, checked here for every channel the gateway has, on both legs (a hostile client or a
+hostile upstream), whichever receive path the packet took:
+
+* data or extended data longer than the maximum packet size this side announced for the channel.
+  asyncssh accepts anything within the window and the connection's 256 KiB packet limit, so a
+  client could hand the relay 200 KB in one packet where 32 KiB was agreed. OpenSSH drops such a
+  packet; here it ends the connection as a protocol error (the audit log's ``session.end``
+  carries the reason), like a window overrun.
+* a window adjust that takes the peer's window past 2^32 - 1 ("MUST NOT be increased above"):
+  asyncssh's window is a Python int and grows without end; OpenSSH disconnects, and so does this.
+
+Both sit where every path meets: ``SSHChannel._accept_data`` (asyncssh's ``_process_data`` and
+``ssh_packet_path``'s lean path both deliver through it, after their window check) and the
+channel's dispatch entry for ``MSG_CHANNEL_WINDOW_ADJUST``. tests/unit/test_asyncssh_tuning.py
+fingerprints the asyncssh code named in ``WRAPPED``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asyncssh.channel import SSHChannel
+from asyncssh.constants import MSG_CHANNEL_WINDOW_ADJUST
+from asyncssh.misc import ProtocolError
+
+WRAPPED = (
+    "asyncssh.channel:SSHChannel._accept_data",
+    "asyncssh.channel:SSHChannel._process_window_adjust",
+)
+MAX_WINDOW = 0xFFFFFFFF
+
+
+def check_data_size(length: int, max_pktsize: int) -> None:
+    """Refuse channel data longer than the packet size announced for the channel."""
+    if length > max_pktsize:
+        raise ProtocolError("Channel max packet size exceeded")
+
+
+def check_window_adjust(window: int, adjust: int) -> None:
+    """Refuse an adjust that would take the window past 2^32 - 1."""
+    if window + adjust > MAX_WINDOW:
+        raise ProtocolError("Window adjust overflows the window")
+
+
+_accept_data: Any = SSHChannel._accept_data
+_process_window_adjust: Any = SSHChannel._process_window_adjust
+
+
+def _checked_accept_data(self: Any, data: bytes, datatype: Any = None) -> None:
+    check_data_size(len(data), self._recv_pktsize)
+    _accept_data(self, data, datatype)
+
+
+def _checked_window_adjust(self: Any, pkttype: int, pktid: int, packet: Any) -> None:
+    # The adjust is the first uint32 after the channel number asyncssh has read; a short packet
+    # is left to asyncssh's own parsing, which refuses it.
+    field = packet.get_remaining_payload()[:4]
+    if len(field) == 4:
+        check_window_adjust(self._send_window, int.from_bytes(field, "big"))
+    _process_window_adjust(self, pkttype, pktid, packet)
+
+
+def apply() -> None:
+    """Install the checks for every channel from now on (idempotent). The gateway calls it at
+    start (``serve``, ``demo``); importing this module changes nothing."""
+    SSHChannel._accept_data = _checked_accept_data  # type: ignore[method-assign]
+    SSHChannel._packet_handlers[MSG_CHANNEL_WINDOW_ADJUST] = _checked_window_adjust

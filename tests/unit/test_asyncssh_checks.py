@@ -1,0 +1,34 @@
+"""The limits asyncssh_checks adds: exact at the boundary, installed on asyncssh's channel."""
+
+from __future__ import annotations
+
+import pytest
+from asyncssh.channel import SSHChannel
+from asyncssh.constants import MSG_CHANNEL_WINDOW_ADJUST
+from asyncssh.misc import ProtocolError
+
+from sshgate import asyncssh_checks
+from sshgate.asyncssh_checks import MAX_WINDOW, check_data_size, check_window_adjust
+
+
+def test_data_up_to_the_announced_packet_size_passes_and_one_byte_more_does_not() -> None:
+    check_data_size(32768, 32768)
+    with pytest.raises(ProtocolError, match="max packet size"):
+        check_data_size(32769, 32768)
+
+
+def test_a_window_may_reach_2_32_minus_1_and_not_pass_it() -> None:
+    check_window_adjust(MAX_WINDOW - 10, 10)
+    with pytest.raises(ProtocolError, match="overflows"):
+        check_window_adjust(MAX_WINDOW - 10, 11)
+
+
+def test_apply_installs_both_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Undone after the test, so other tests (the fingerprints) see asyncssh's own code
+    monkeypatch.setattr(SSHChannel, "_accept_data", SSHChannel._accept_data)
+    handlers = SSHChannel._packet_handlers
+    monkeypatch.setitem(handlers, MSG_CHANNEL_WINDOW_ADJUST, handlers[MSG_CHANNEL_WINDOW_ADJUST])  # type: ignore[arg-type]
+    asyncssh_checks.apply()
+    asyncssh_checks.apply()
+    assert SSHChannel._accept_data is asyncssh_checks._checked_accept_data
+    assert SSHChannel._packet_handlers[MSG_CHANNEL_WINDOW_ADJUST] is asyncssh_checks._checked_window_adjust
