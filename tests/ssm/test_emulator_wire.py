@@ -137,6 +137,35 @@ async def test_shell_wire_format(http: aiohttp.ClientSession, aws: Aws) -> None:
     await client.ws.close()
 
 
+async def test_shell_output_is_cut_on_utf8_boundaries_like_the_agents_reads(
+    http: aiohttp.ClientSession, aws: Aws
+) -> None:
+    """The pty's output, read in the readiness callback when the channel can take it at once or
+    by the output task, is cut into the agent's 1 KiB reads with split UTF-8 runes carried over:
+    every message decodes on its own, none is over 1024 bytes plus a carried rune."""
+    client = await connect_raw(http, aws)
+    command = b"stty -echo; i=0; while [ $i -lt 3000 ]; do printf '\\342\\230\\203'; i=$((i+1)); done; exit\n"
+    _, prompt = await client.next_stream()  # the pty is up
+    payloads = {prompt.sequence_number: prompt.payload}
+    await client.ack(prompt)
+    await client.send(PayloadType.OUTPUT, command)
+    async with asyncio.timeout(30):
+        while True:
+            _, message = await client.receive()
+            if message.message_type == "channel_closed":
+                break
+            if message.message_type == MessageType.OUTPUT_STREAM_DATA:
+                payloads[message.sequence_number] = message.payload
+                await client.ack(message)
+    assert sorted(payloads) == list(range(len(payloads)))
+    for payload in payloads.values():
+        payload.decode()  # no rune cut in two
+        assert len(payload) <= 1024 + 3
+    text = b"".join(payloads[seq] for seq in sorted(payloads)).decode()
+    assert text.count("\u2603") == 3000
+    await client.ws.close()
+
+
 async def test_port_handshake_and_discard_before_completion(
     http: aiohttp.ClientSession, aws: Aws, echo_server: TcpServer
 ) -> None:
@@ -216,7 +245,7 @@ async def test_channel_pair_delivers_in_order_over_a_shuffling_link() -> None:
             if roll < 0.3:
                 queue.append(raw)  # delivered later, out of order
                 return
-            await peer.feed(raw)
+            peer.feed(raw)
 
         return send
 
@@ -224,7 +253,7 @@ async def test_channel_pair_delivers_in_order_over_a_shuffling_link() -> None:
         for peer in (agent, client):
             queue = held[id(peer)]
             while queue:
-                await peer.feed(queue.pop(0))
+                peer.feed(queue.pop(0))
 
     await client.attach(link(agent))
     await agent.attach(link(client))

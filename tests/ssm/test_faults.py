@@ -13,7 +13,14 @@ import pytest
 from sshgate.ssm.client import MAX_MESSAGE, AgentProtocolError, PortMode, PortSession, open_port, open_shell
 from sshgate.ssm.codec import ClientMessage, OpenDataChannel, PayloadType, decode, encode_ack
 from sshgate.ssm.emulator import Emulator
-from sshgate.ssm.reliable import CLIENT, RESEND_INTERVAL, CoalescingTransport, DataChannel, IncomingBuffer
+from sshgate.ssm.reliable import (
+    CLIENT,
+    RESEND_INTERVAL,
+    CoalescingTransport,
+    DataChannel,
+    Inbox,
+    IncomingBuffer,
+)
 from tests.ssm.conftest import Aws, TcpServer
 from tests.ssm.test_sessions import read_until, roundtrip
 
@@ -120,7 +127,7 @@ async def test_stdin_before_the_pty_is_up_is_retransmitted_until_taken(aws: Aws,
         acked: float | None = None
         async with asyncio.timeout(10):
             while not (found := re.search(rb"hex:([0-9a-f]*):end", output)):
-                await channel.feed(await ws.receive_bytes())
+                channel.feed(await ws.receive_bytes())
                 if acked is None and not len(channel.outgoing):
                     acked = time.monotonic()
         channel.close()
@@ -169,6 +176,31 @@ async def test_malformed_ack_ends_the_session(aws: Aws, emulator: Emulator) -> N
         await shell.write(b"echo hi\n")
         await shell.wait_closed()
     assert shell.violation is not None and shell.violation.what == "acknowledge"
+
+
+async def test_a_sink_never_passes_the_batch_a_reader_is_taking() -> None:
+    """A message redelivered while the reader takes a full inbox's batch (``on_space``) queues
+    behind that batch; handed to the sink, it would reach the client first."""
+    sunk: list[bytes] = []
+    accept = False
+
+    def sink(message: ClientMessage) -> bool:
+        if accept:
+            sunk.append(message.payload)
+        return accept
+
+    def message(n: int) -> ClientMessage:
+        return ClientMessage(CLIENT.receive_type, n, PayloadType.OUTPUT, b"%d" % n)
+
+    inbox = Inbox(2, on_space=lambda: inbox.offer(message(3)) and None)
+    inbox.sink = sink
+    assert inbox.offer(message(1)) and inbox.offer(message(2))  # the sink is paused: queued
+    assert not inbox.offer(message(3))  # full: refused, left to the redelivery
+    accept = True
+    assert [m.payload for m in await inbox.get_many(100)] == [b"1", b"2"]
+    assert sunk == []
+    assert [m.payload for m in await inbox.get_many(100)] == [b"3"]
+    assert inbox.offer(message(4)) and sunk == [b"4"]  # nothing waits: straight to the sink
 
 
 def test_out_of_order_buffer_is_bounded_in_bytes() -> None:
@@ -237,7 +269,7 @@ async def test_an_idle_channel_parks_its_resend_timer_and_wakes_it_for_the_next_
     channel.start()
     try:
         await channel.send(PayloadType.OUTPUT, b"a")
-        await channel.feed(encode_ack(decode(sent[0])))
+        channel.feed(encode_ack(decode(sent[0])))
         async with asyncio.timeout(2):
             while channel._unacked.is_set():  # the loop saw nothing in flight and parked
                 await asyncio.sleep(0.02)

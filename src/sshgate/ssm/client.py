@@ -9,7 +9,8 @@ smux keep-alive off) and answers the agent's handshake. The session kinds:
 
 ``ShellSession`` (Standard_Stream, InteractiveCommands, ECS exec)
     ``await read() -> bytes`` (b"" once the session ended; also ``async for chunk in session``),
-    ``await write(data)``, ``await resize(cols, rows)``. Shells carry no exit status
+    ``await write(data)``, ``await resize(cols, rows)``; without waiting: ``push(sink)`` (output
+    handed over as it arrives) and ``write_now(data) -> bool``. Shells carry no exit status
     (docs/ssm-protocol.md §8.1).
 ``CommandSession`` (NonInteractiveCommands)
     ``await read() -> Output | None`` where ``Output.stream`` is ``"stdout"`` or ``"stderr"``,
@@ -47,7 +48,7 @@ import contextlib
 import random
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Literal, Protocol, TypedDict, TypeVar, Unpack
@@ -72,8 +73,17 @@ from sshgate.ssm.codec import (
     parse_flag,
     version_gt,
 )
-from sshgate.ssm.reliable import CLIENT, DataChannel, Inbox, websocket_post, websocket_transport
+from sshgate.ssm.reliable import (
+    CHUNK_SIZE,
+    CLIENT,
+    DataChannel,
+    Inbox,
+    websocket_post,
+    websocket_transport,
+    websocket_writable,
+)
 from sshgate.ssm.smux import SmuxSession, SmuxStream, StreamClosed
+from sshgate.ssm.websocket_direct import take_directly
 
 CLIENT_VERSION = "1.2.650.0"
 SHELL_TYPES = frozenset({"Standard_Stream", "InteractiveCommands"})
@@ -204,11 +214,12 @@ class _Connection:
         if self._http is None:
             self._http = aiohttp.ClientSession()
         ws = await self._http.ws_connect(self.target.stream_url, autoping=True, max_msg_size=MAX_MESSAGE)
+        take_directly(ws, self._take, MAX_MESSAGE)  # before the agent speaks
         opening = OpenDataChannel(token, self.client_id, self.client_version)
         await ws.send_str(opening.to_json())
         self._ws = ws
         self.channel.start()
-        await self.channel.attach(websocket_transport(ws), websocket_post(ws))
+        await self.channel.attach(websocket_transport(ws), websocket_post(ws), lambda: websocket_writable(ws))
         self._spawn(self._read_loop(ws))
 
     def _spawn(self, coro: Any) -> None:
@@ -226,9 +237,9 @@ class _Connection:
                     await inbox.room()
                 msg = await ws.receive()
                 if msg.type == aiohttp.WSMsgType.BINARY:
-                    await feed(msg.data)
+                    feed(msg.data)
                 elif msg.type == aiohttp.WSMsgType.TEXT:
-                    await feed(msg.data.encode())
+                    feed(msg.data.encode())
                 elif msg.type == aiohttp.WSMsgType.CLOSE:
                     close_text = f"code {msg.data}: {msg.extra}"
                 elif msg.type == aiohttp.WSMsgType.ERROR and _too_big(msg.data):
@@ -254,6 +265,17 @@ class _Connection:
             self._finish(f"the service closed the data channel ({close_text or 'connection lost'})")
         else:
             await self._resume()
+
+    def _take(self, raw: bytes) -> bool:
+        """A binary message in the websocket's receive callback: fed to the channel now unless
+        the inbox is full (then the read loop gets it once there is room, as before)."""
+        if self.inbox.full:
+            return False
+        try:
+            self.channel.feed(raw)
+        except Exception as exc:  # as in the read loop: the session ends, never hangs
+            self._violated("message", exc)
+        return True
 
     @staticmethod
     async def _ping_loop(ws: aiohttp.ClientWebSocketResponse) -> None:
@@ -405,6 +427,11 @@ class _Connection:
             raise SsmSessionError(f"session {self.target.session_id} is closed: {self.close_reason}")
         await self.channel.send_data(payload, payload_type)
 
+    def send_now(self, payload_type: int, payload: bytes) -> bool:
+        """``send`` in this call, or False (nothing sent) when it would have to wait."""
+        chunks = [payload[pos : pos + CHUNK_SIZE] for pos in range(0, len(payload), CHUNK_SIZE)]
+        return not self.closed.is_set() and self.channel.send_now(payload_type, chunks)
+
     async def terminate(self, *, flag: bool) -> None:
         if self.closed.is_set():
             return
@@ -510,9 +537,33 @@ class ShellSession(Session):
         while chunk := await self.read():
             yield chunk
 
+    def push(self, sink: Callable[[bytes], bool]) -> None:
+        """Hand output to ``sink`` as it arrives, in the websocket's receive callback, while
+        nothing waits for ``read``: no task wakes per echoed keystroke. ``sink`` returning False
+        (its consumer is paused) leaves the data, and what follows it, to ``read``; backpressure
+        is then ``read``'s."""
+
+        def take(message: ClientMessage) -> bool:
+            if message.payload_type not in DATA_TYPES or not message.payload:
+                return True  # what read() skips
+            return sink(message.payload)
+
+        self._conn.inbox.sink = take
+
     async def write(self, data: bytes) -> None:
         await self._agent_spoke()
         await self._conn.send(PayloadType.OUTPUT, data)
+
+    def write_now(self, data: bytes) -> bool:
+        """``write`` in this call when nothing has to be waited for (the agent has spoken, the
+        window size went first, the socket and the send buffer have room); False: nothing was
+        sent, call ``write``."""
+        ready, sizing = self._conn.ready, self._sizing
+        if not ready.done() or ready.cancelled() or ready.exception() is not None:
+            return False
+        if sizing is not None and not sizing.done():
+            return False
+        return self._conn.send_now(PayloadType.OUTPUT, data)
 
     async def resize(self, cols: int, rows: int) -> None:
         await self._agent_spoke()

@@ -15,16 +15,21 @@ Public API:
     ``DataChannel(config, deliver=..., on_control=..., on_failure=None, on_malformed=None)``
         (``on_malformed(what, error)``: an acknowledge whose payload the codec refuses; without
         it such acks are dropped, as AWS's agent and plugin drop them):
-        ``attach(transport, post=None)`` / ``detach()`` (``post`` writes an ack without waiting),
-        ``await feed(raw)`` for each received frame,
+        ``attach(transport, post=None, writable=None)`` / ``detach()`` (``post`` writes an ack
+        without waiting; ``writable`` says whether the socket takes a frame without draining),
+        ``feed(raw)`` for each received frame (no await: it may run in the socket's receive
+        callback),
         ``await send(payload_type, payload)``, ``await send_data(data, payload_type)`` (≤1024-byte
-        chunks), ``await send_control(raw)``, ``redeliver()``, ``await wait_drained(timeout)``,
-        ``start()`` / ``close()``; counters ``retransmits``, ``dropped``, ``duplicates``,
-        ``out_of_order``.
+        chunks), ``can_send_now(count)`` and ``send_now(payload_type, payloads) -> bool`` (messages
+        sent without waiting, when nothing needs waiting for), ``await send_control(raw)``, ``redeliver()``,
+        ``await wait_drained(timeout)``, ``start()`` / ``close()``; counters ``retransmits``,
+        ``dropped``, ``duplicates``, ``out_of_order``.
     ``Inbox(limit, on_space)`` -- the bounded hand-off from ``deliver`` to a consumer task
-        (``get()`` one message, ``get_many(max_bytes)`` all that waits).
+        (``get()`` one message, ``get_many(max_bytes)`` all that waits), or straight to its
+        ``sink`` while nothing waits.
     ``websocket_transport(ws)`` -- the transport both sides use over an aiohttp websocket;
-    ``websocket_post(ws)`` -- its non-waiting form for acks (None when aiohttp lacks the hook).
+    ``websocket_post(ws)`` -- its non-waiting form for acks (None when aiohttp lacks the hook);
+    ``websocket_writable(ws)`` -- whether a frame written now needs no wait for the socket.
 """
 
 from __future__ import annotations
@@ -176,6 +181,13 @@ def websocket_post(ws: WebSocket) -> Post | None:
         write_frame(raw, aiohttp.WSMsgType.BINARY, 0)
 
     return post
+
+
+def websocket_writable(ws: object) -> bool:
+    """Whether a frame written now leaves without ``send_bytes`` having to wait for the socket to
+    drain (aiohttp's protocol is not paused for writing): ``DataChannel.send_now``'s precondition."""
+    protocol = getattr(getattr(ws, "_writer", None), "protocol", None)
+    return protocol is not None and not getattr(protocol, "writing_paused", True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,6 +343,7 @@ class DataChannel:
         self._next_seq = 0
         self._transport: Transport | None = None
         self._post: Post | None = None
+        self._writable: Callable[[], bool] | None = None
         self._room = asyncio.Event()
         self._room.set()
         self._drained = asyncio.Event()
@@ -338,6 +351,7 @@ class DataChannel:
         self._unacked = asyncio.Event()  # set by send; the resend loop clears it when all is acked
         self._paused = False
         self._resender: asyncio.Task[None] | None = None
+        self._acking: set[asyncio.Task[bool]] = set()  # acks sent without ``post``
         self.closed = False
         self.retransmits = 0
         self.dropped = 0
@@ -349,19 +363,24 @@ class DataChannel:
     def attached(self) -> bool:
         return self._transport is not None
 
-    async def attach(self, transport: Transport, post: Post | None = None) -> None:
+    async def attach(
+        self, transport: Transport, post: Post | None = None, writable: Callable[[], bool] | None = None
+    ) -> None:
         """Use a new socket and resend everything unacked on it at once (a resume loses in-flight data).
 
-        ``post``, when given, writes an ack on the same socket without waiting (``websocket_post``).
+        ``post``, when given, writes an ack on the same socket without waiting (``websocket_post``);
+        ``writable`` says whether a frame written now needs no wait for the socket to drain
+        (``websocket_writable``): without both, ``send_now`` always declines.
         """
         self._transport = transport
         self._post = post
+        self._writable = writable
         for raw in self.outgoing.take_all(time.monotonic()):
             if not await self._transmit(raw):
                 return
 
     def detach(self) -> None:
-        self._transport = self._post = None
+        self._transport = self._post = self._writable = None
 
     async def _transmit(self, raw: bytes) -> bool:
         transport = self._transport
@@ -415,7 +434,8 @@ class DataChannel:
             await self._transmit(raw)
 
     # -- receiving -----------------------------------------------------------------------------
-    async def feed(self, raw: bytes) -> None:
+    def feed(self, raw: bytes) -> None:
+        """Take one received frame in this call; its ack is written through ``post``."""
         try:
             message = decode(raw, verify_digest=self.config.verify_digest)
         except CodecError:
@@ -425,7 +445,7 @@ class DataChannel:
         if mtype == self.config.receive_type:  # first: one per KiB of the transfer
             if self._paused:
                 self._unpause()
-            await self._receive_stream(message)
+            self._receive_stream(message)
         elif mtype == MessageType.ACKNOWLEDGE:
             if self._paused:
                 self._unpause()
@@ -450,22 +470,22 @@ class DataChannel:
         else:
             self._on_control(message)
 
-    async def _receive_stream(self, message: ClientMessage) -> None:
+    def _receive_stream(self, message: ClientMessage) -> None:
         seq = message.sequence_number
         incoming = self.incoming
         if seq == incoming.expected:
             if not self._deliver(message):
                 return
             incoming.expected += 1
-            await self._ack(message)
+            self._ack(message)  # after the delivery: the owner's output leaves first
             self.redeliver()
         elif seq > incoming.expected:
             if incoming.store(message):
                 self.out_of_order += 1
-                await self._ack(message)
+                self._ack(message)
         else:
             self.duplicates += 1
-            await self._ack(message)
+            self._ack(message)
 
     def redeliver(self) -> None:
         """Deliver buffered messages that became in-order (call when the owner is ready again)."""
@@ -476,10 +496,12 @@ class DataChannel:
                 return
             incoming.expected += 1
 
-    async def _ack(self, message: ClientMessage) -> None:
+    def _ack(self, message: ClientMessage) -> None:
         post = self._post
-        if post is None:
-            await self._transmit(encode_ack(message))
+        if post is None:  # a transport that can only be awaited: the ack goes in a task
+            task = asyncio.get_running_loop().create_task(self._transmit(encode_ack(message)))
+            self._acking.add(task)
+            task.add_done_callback(self._acking.discard)
             return
         try:
             post(encode_ack(message))
@@ -503,16 +525,53 @@ class DataChannel:
             await self._room.wait()
         if self.closed:
             raise ConnectionError("data channel is closed")
-        seq = self._next_seq
-        self._next_seq += 1
-        flags = HeaderFlag.SYN if seq == 0 and self.config.syn_on_first else 0
-        raw = encode(ClientMessage(self.config.send_type, seq, payload_type, payload, flags=flags))
+        raw = self._number(payload_type, payload)
         live = self._transport is not None and not self._paused
-        self.outgoing.add(seq, raw, time.monotonic(), sent=live)
+        self.outgoing.add(self._next_seq - 1, raw, time.monotonic(), sent=live)
         self._drained.clear()
         self._unacked.set()
         if live:
             await self._transmit(raw)
+
+    def can_send_now(self, chunks: int) -> bool:
+        """Whether ``send_now`` would send ``chunks`` messages: a live, unpaused socket that takes
+        a frame without waiting to drain, with ``post``, and room in the outgoing buffer."""
+        writable = self._writable
+        return (
+            self._post is not None
+            and writable is not None
+            and not self._paused
+            and len(self.outgoing) + chunks <= self.outgoing.capacity
+            and writable()
+        )
+
+    def send_now(self, payload_type: int, payloads: list[bytes]) -> bool:
+        """Send ``payloads``, one sequenced message each, in this call if nothing has to be
+        waited for (``can_send_now``), else none of them (False: use ``send``). A keystroke sent
+        this way leaves in the SSH data callback that brought it, without a task hop."""
+        if not self.can_send_now(len(payloads)):
+            return False
+        now = time.monotonic()
+        for payload in payloads:
+            raw = self._number(payload_type, payload)
+            post = self._post
+            self.outgoing.add(self._next_seq - 1, raw, now, sent=post is not None)
+            if post is not None:
+                try:
+                    post(raw)
+                except (ConnectionError, RuntimeError, OSError):
+                    self._transport = self._post = None  # resent from the buffer on the next socket
+        if payloads:
+            self._drained.clear()
+            self._unacked.set()
+        return True
+
+    def _number(self, payload_type: int, payload: bytes) -> bytes:
+        """The next sequenced stream message, encoded."""
+        seq = self._next_seq
+        self._next_seq += 1
+        flags = HeaderFlag.SYN if seq == 0 and self.config.syn_on_first else 0
+        return encode(ClientMessage(self.config.send_type, seq, payload_type, payload, flags=flags))
 
     async def send_data(self, data: bytes, payload_type: int = PayloadType.OUTPUT) -> None:
         for pos in range(0, len(data), CHUNK_SIZE):
@@ -534,7 +593,13 @@ class Inbox:
 
     ``offer`` refuses (so the message stays unacked) once ``limit`` payload bytes are waiting;
     when the consumer makes room again ``on_space`` runs, typically ``DataChannel.redeliver``.
+    A consumer that can take a message at once sets ``sink``: while nothing waits, ``offer``
+    hands the message to it in the same call (the websocket's receive callback) instead of
+    waking a task; a sink returning False (its consumer is paused) leaves the message queued,
+    and so the ones after it, for ``get_many``.
     """
+
+    sink: Callable[[ClientMessage], bool] | None = None
 
     def __init__(self, limit: int, on_space: Callable[[], None]) -> None:
         self.limit = limit
@@ -553,6 +618,8 @@ class Inbox:
         if self._size >= self.limit:
             self._blocked = True
             return False
+        if not self._items and self.sink is not None and self.sink(message):
+            return True
         self._items.append(message)
         self._size += len(message.payload)
         if self._size >= self.limit:
@@ -601,7 +668,12 @@ class Inbox:
             self._room.set()
         if self._blocked and self._size < self.limit:
             self._blocked = False
-            self._on_space()
+            # What comes back now queues behind the batch being taken: the sink must not pass it.
+            sink, self.sink = self.sink, None
+            try:
+                self._on_space()
+            finally:
+                self.sink = sink
         return taken
 
     def close(self) -> None:

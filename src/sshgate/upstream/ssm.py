@@ -300,15 +300,14 @@ def _shell_pump(
     """Relay a pty session; with ``piped`` it is a terminal-less shell (see :class:`PipedShell`)
     whose output starts with ``first``."""
     pending = [first] if first else []
+    shape = marker.feed if marker is not None else bytes
 
     async def read() -> Chunk | None:
         data = pending.pop() if pending else await session.read()
-        if marker is None:
-            return (data, False) if data else None
-        if not data:
-            rest = marker.flush()
-            return (rest, False) if rest else None
-        return marker.feed(data), False
+        if data:
+            return shape(data), False
+        rest = marker.flush() if marker is not None else b""
+        return (rest, False) if rest else None
 
     def finish() -> int | None:
         # Shells carry no exit status over SSM; one that ended without error exited, so 0.
@@ -324,7 +323,7 @@ def _shell_pump(
 
     missing = _missing_status(resource) if marker is not None else None
     # A piped shell's only resize is its EOF, and a byte standing for a signal would be data.
-    return SessionPump(
+    pump = SessionPump(
         downstream,
         read,
         session.write,
@@ -335,7 +334,11 @@ def _shell_pump(
         signals=SIGNAL_BYTES if piped is None else {},
         missing_status=missing,
         broken=_broken(session, resource),
+        write_now=session.write_now,
     )
+    # Output the reader task has not taken yet (``first``, or queued while paused) goes first.
+    session.push(lambda data: not pending and pump.offer((shape(data), False)))
+    return pump
 
 
 async def ssh_through_ssm(

@@ -29,6 +29,11 @@ class SessionPump:
     ``broken`` says, once reading ended, whether the session was ended for a fault: then its
     ``(line, reason)`` replaces all that, the line told to the client on stderr, the reason
     passed on as the channel's upstream error (the audit log's).
+
+    Without task hops (an echoed keystroke crossed two per direction): ``write_now`` sends the
+    client's data in the SSH data callback when nothing is queued before it and the session need
+    not wait (else the writer task takes it, in order), and the session may hand output to
+    :meth:`offer` as it arrives.
     """
 
     def __init__(
@@ -44,6 +49,7 @@ class SessionPump:
         signals: Mapping[str, bytes] = SIGNAL_BYTES,
         missing_status: bytes | None = None,
         broken: Callable[[], tuple[bytes, str] | None] = lambda: None,
+        write_now: Callable[[bytes], bool] | None = None,
     ) -> None:
         self._down = downstream
         self._missing_status = missing_status
@@ -51,6 +57,7 @@ class SessionPump:
         self._signals = signals
         self._read = read
         self._write = write
+        self._write_now = write_now
         self._close = close
         self._finish = finish
         self._on_eof = on_eof
@@ -60,8 +67,10 @@ class SessionPump:
         # Data and window sizes share one queue: the agent gets them in the client's order.
         self._queue: asyncio.Queue[bytes | tuple[int, int] | None] = asyncio.Queue()
         self._queued = 0
+        self._backlog = 0  # items put in the queue and not yet done with by the writer
         self._client_paused = False
         self._closed = False
+        self._ended = False  # the client channel was told how the session ended
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._reader()), loop.create_task(self._writer())]
 
@@ -77,6 +86,12 @@ class SessionPump:
                     self._down.upstream_data(*chunk)
         except Exception as exc:  # reported to the client channel, which then closes
             error = str(exc) or type(exc).__name__
+        self._end(error)
+
+    def _end(self, error: str | None) -> None:
+        if self._ended:
+            return
+        self._ended = True
         if error is None and (broken := self._broken()) is not None:
             line, error = broken
             self._down.upstream_data(line, True)
@@ -94,28 +109,48 @@ class SessionPump:
             if isinstance(data, tuple):
                 if self._resize is not None:
                     await self._resize(*data)
-                continue
-            self._queued -= len(data)
-            if self._client_paused and self._queued < _LOW_WATER:
-                self._client_paused = False
-                self._down.resume_reading()
-            await self._write(data)
+            else:
+                self._queued -= len(data)
+                if self._client_paused and self._queued < _LOW_WATER:
+                    self._client_paused = False
+                    self._down.resume_reading()
+                await self._write(data)
+            self._backlog -= 1
         if self._on_eof is not None:
             await self._on_eof()
 
+    def _put(self, item: bytes | tuple[int, int] | None) -> None:
+        self._backlog += 1
+        self._queue.put_nowait(item)
+
     def write(self, data: bytes) -> None:
+        if not self._backlog and self._write_now is not None and self._write_now(data):
+            return
         self._queued += len(data)
-        self._queue.put_nowait(data)
+        self._put(data)
         if not self._client_paused and self._queued > _HIGH_WATER:
             self._client_paused = True
             self._down.pause_reading()
 
     def write_eof(self) -> None:
-        self._queue.put_nowait(None)
+        self._put(None)
 
     def resize(self, cols: int, rows: int, width: int, height: int) -> None:
         if self._resize is not None:
-            self._queue.put_nowait((cols, rows))
+            self._put((cols, rows))
+
+    def offer(self, chunk: Chunk) -> bool:
+        """Pass output on now, in the caller's callback, unless reading is paused or over;
+        False: the caller keeps it for ``read``."""
+        if not self._may_read.is_set() or self._closed or self._ended:
+            return False
+        try:
+            if chunk[0]:
+                self._down.upstream_data(*chunk)
+        except Exception as exc:  # as in the reader task: the client's side failed, not the agent
+            self._tasks[0].cancel()
+            self._end(str(exc) or type(exc).__name__)
+        return True
 
     def send_signal(self, name: str) -> None:
         if name in self._signals:

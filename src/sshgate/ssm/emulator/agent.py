@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMsgType
 
 from sshgate.ssm.codec import (
     ActionStatus,
@@ -56,7 +56,14 @@ from sshgate.ssm.emulator.plugins import (
     SessionFailure,
     loopback_address,
 )
-from sshgate.ssm.reliable import AGENT, DataChannel, websocket_post, websocket_transport
+from sshgate.ssm.reliable import (
+    AGENT,
+    DataChannel,
+    websocket_post,
+    websocket_transport,
+    websocket_writable,
+)
+from sshgate.ssm.websocket_direct import DirectWebSocketResponse
 
 HANDSHAKE_TIMEOUT = 15.0
 MUX_MIN_CLIENT = "1.1.70"
@@ -107,7 +114,7 @@ class AgentSession:
         self._plugin_ready = False
         self._handshake_done = not spec.needs_handshake
         self._handshake: asyncio.Future[HandshakeResponse] = asyncio.get_running_loop().create_future()
-        self._ws: web.WebSocketResponse | None = None
+        self._ws: DirectWebSocketResponse | None = None
         self._abort: Callable[[], None] | None = None
         self._runner: asyncio.Task[None] | None = None
         self.ended = asyncio.Event()
@@ -140,7 +147,7 @@ class AgentSession:
 
     # -- websocket -----------------------------------------------------------------------------
     async def serve(
-        self, ws: web.WebSocketResponse, opening: OpenDataChannel, abort: Callable[[], None]
+        self, ws: DirectWebSocketResponse, opening: OpenDataChannel, abort: Callable[[], None]
     ) -> None:
         """Run one websocket of this session until it closes (a later one may resume the session)."""
         if self._abort is not None:
@@ -154,11 +161,20 @@ class AgentSession:
         post = websocket_post(ws)
         link = FaultyLink(self.faults, websocket_transport(ws), abort, post)
         self.channel.start()
-        await self.channel.attach(link.send, None if post is None else link.post)
+        writable = None if post is None else lambda: websocket_writable(ws)
+        await self.channel.attach(link.send, None if post is None else link.post, writable)
         if self._runner is None:
             self._runner = asyncio.ensure_future(self._run())
+
+        def take(raw: bytes) -> bool:  # in the socket's receive callback: no task hop
+            if link.incoming(raw):
+                with contextlib.suppress(ConnectionError, OSError):
+                    self.channel.feed(raw)
+            return True
+
+        ws.take(take)
         try:
-            async for msg in ws:
+            async for msg in ws:  # what was queued before, and control frames
                 if msg.type == WSMsgType.BINARY:
                     raw = msg.data
                 elif msg.type == WSMsgType.TEXT:
@@ -166,7 +182,7 @@ class AgentSession:
                 else:
                     continue
                 if link.incoming(raw):
-                    await self.channel.feed(raw)
+                    self.channel.feed(raw)
         except (ConnectionError, OSError):
             pass
         finally:

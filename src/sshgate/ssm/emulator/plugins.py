@@ -160,17 +160,10 @@ class Plugin:
         self.finish()
 
     async def pump_output(
-        self, read: Callable[[int], Awaitable[bytes]], payload_type: int, *, utf8: bool, prefix: bytes = b""
+        self, read: Callable[[int], Awaitable[bytes]], payload_type: int, cutter: OutputCutter
     ) -> None:
-        """The agent's stdout/stderr writer: reads of 1024 bytes (less the prefix), each sent after
-        what the previous one kept back (see ``split_utf8``); what is kept at the end is lost.
-
-        One read takes up to ``READ_AHEAD`` bytes and is cut into the agent's 1024-byte reads:
-        the same messages as reading 1 KiB at a time from the same buffer, one await per burst.
-        """
-        carry = b""
-        need_prefix = True
-        size = CHUNK_SIZE - len(prefix)
+        """The agent's stdout/stderr writer: each read of up to ``READ_AHEAD`` bytes is cut into
+        the agent's messages (``OutputCutter``), one await per burst."""
         send = self.channel.send
         while True:
             try:
@@ -179,14 +172,35 @@ class Plugin:
                 burst = b""
             if not burst:
                 return
-            for pos in range(0, len(burst), size):
-                data = burst[pos : pos + size]
-                chunk = carry + prefix + data if need_prefix else carry + data
-                need_prefix = data.endswith(b"\n")
-                if utf8:
-                    chunk, carry = split_utf8(chunk)
-                if chunk:
-                    await send(payload_type, chunk)
+            for chunk in cutter.cut(burst):
+                await send(payload_type, chunk)
+
+
+class OutputCutter:
+    """The agent's reads of 1024 bytes (less the prefix), each sent after what the previous one
+    kept back (see ``split_utf8``); what is kept at the end is lost. Cutting a larger read gives
+    the same messages as reading 1 KiB at a time from the same buffer."""
+
+    def __init__(self, *, utf8: bool, prefix: bytes = b"") -> None:
+        self._utf8 = utf8
+        self._prefix = prefix
+        self._size = CHUNK_SIZE - len(prefix)
+        self._carry = b""
+        self._need_prefix = True
+
+    def cut(self, burst: bytes) -> list[bytes]:
+        out = []
+        prefix, carry, size = self._prefix, self._carry, self._size
+        for pos in range(0, len(burst), size):
+            data = burst[pos : pos + size]
+            chunk = carry + prefix + data if self._need_prefix else carry + data
+            self._need_prefix = data.endswith(b"\n")
+            if self._utf8:
+                chunk, carry = split_utf8(chunk)
+            if chunk:
+                out.append(chunk)
+        self._carry = carry
+        return out
 
 
 def _controlling_tty(slave: int) -> Callable[[], None]:
@@ -226,11 +240,13 @@ class _Readable:
     changes and, on uvloop, a poll handle set up anew (an FIONBIO ioctl). Here the watch stays
     registered across waits; it is dropped only when readiness finds nobody waiting (the reader
     is busy sending, so the level-triggered watch would wake the loop on every turn), and taken
-    up again at the next wait.
+    up again at the next wait. ``take``, when set, is tried first while the reader waits: True
+    means it dealt with the readiness itself and the reader stays asleep.
     """
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, take: Callable[[], bool] | None = None) -> None:
         self._fd = fd
+        self._take = take
         self._loop = asyncio.get_running_loop()
         self._waiter: asyncio.Future[None] | None = None
         self._watching = False
@@ -248,7 +264,7 @@ class _Readable:
     def _ready(self) -> None:
         if self._waiter is None or self._waiter.done():
             self.close()
-        else:
+        elif self._take is None or not self._take():
             self._waiter.set_result(None)
 
     def close(self) -> None:
@@ -268,6 +284,7 @@ class PtyPlugin(Plugin):
         self._master = -1
         self._proc: asyncio.subprocess.Process | None = None
         self._readable: _Readable | None = None
+        self._cutter = OutputCutter(utf8=True)
         self._drained = False
         self._writing = False  # the consumer holds input the pty has not taken yet
 
@@ -290,7 +307,7 @@ class PtyPlugin(Plugin):
         finally:
             os.close(slave)
         os.set_blocking(master, False)
-        self._readable = _Readable(master)
+        self._readable = _Readable(master, self._output_now)
         await super().start()
         self.spawn(self._run())
 
@@ -311,8 +328,24 @@ class PtyPlugin(Plugin):
             self._drained = len(data) < n
             return data
 
+    def _output_now(self) -> bool:
+        """Output read and sent in the pty's readiness callback (the output task waits for it),
+        when the channel takes a whole read without waiting: an echo wakes no task. False leaves
+        it to the task (the end of output, too)."""
+        if not self.channel.can_send_now(READ_AHEAD // CHUNK_SIZE):  # what one read is cut into
+            return False
+        try:
+            burst = os.read(self._master, READ_AHEAD)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        if not burst:
+            return False
+        return self.channel.send_now(PayloadType.OUTPUT, self._cutter.cut(burst))  # checked above
+
     async def _run(self) -> None:
-        await self.pump_output(self._read, PayloadType.OUTPUT, utf8=True)
+        await self.pump_output(self._read, PayloadType.OUTPUT, self._cutter)
         if self._proc is not None:
             await self._proc.wait()
         self.finish()
@@ -421,10 +454,16 @@ class CommandPlugin(Plugin):
 
     async def _run(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
-        pumps = [self.pump_output(proc.stdout.read, PayloadType.OUTPUT, utf8=True, prefix=self.stdout_prefix)]
+        pumps = [
+            self.pump_output(
+                proc.stdout.read, PayloadType.OUTPUT, OutputCutter(utf8=True, prefix=self.stdout_prefix)
+            )
+        ]
         if proc.stderr is not None:
             pumps.append(
-                self.pump_output(proc.stderr.read, PayloadType.STDERR, utf8=True, prefix=self.stderr_prefix)
+                self.pump_output(
+                    proc.stderr.read, PayloadType.STDERR, OutputCutter(utf8=True, prefix=self.stderr_prefix)
+                )
             )
         await asyncio.gather(*pumps)
         code = await proc.wait()
@@ -482,7 +521,7 @@ class BasicPortPlugin(Plugin):
         self._tasks.append(self._reader_task)
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await self.pump_output(reader.read, PayloadType.OUTPUT, utf8=False)
+        await self.pump_output(reader.read, PayloadType.OUTPUT, OutputCutter(utf8=False))
         _close_writer(writer)
         if self._writer is writer:
             self._writer = None

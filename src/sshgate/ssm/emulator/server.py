@@ -56,6 +56,7 @@ from sshgate.ssm.emulator.aws import (
 from sshgate.ssm.emulator.boot import Boots
 from sshgate.ssm.emulator.faults import Faults
 from sshgate.ssm.emulator.instance_connect import EIC_PREFIX, InstanceConnect
+from sshgate.ssm.websocket_direct import DirectWebSocketResponse
 
 DEFAULT_AGENT_VERSION = "3.3.1142.0"
 HOP_HEADERS = frozenset(
@@ -179,7 +180,7 @@ class Emulator:
         if session is None or session.status == "Terminated":
             raise web.HTTPNotFound(text="no such session")
         transport = request.transport
-        ws = web.WebSocketResponse(max_msg_size=0, compress=False)  # like gorilla's default upgrader
+        ws = DirectWebSocketResponse(max_msg_size=0, compress=False)  # like gorilla's default upgrader
         await ws.prepare(request)
         try:
             first = await ws.receive(timeout=10.0)
