@@ -38,26 +38,17 @@ META: dict[str, Any] = {"user": {"type": "human", "email": "bench@corp.com"}, "r
 CHILD = """
 import os, struct, sys, mmap
 from pathlib import Path
-from sshgate.recording import direct_io
 from sshgate.recording.files import RecordFile
-from sshgate.recording.write_behind import WriteBehind
 fd, size = int(sys.argv[1]), 0
 out = RecordFile(Path(sys.argv[2]), b"Script started\\n")
-# Flushes of FLUSH_BYTES go direct: copied to staging before append returns, so the shared
-# memory may be reused at once while the disk thread writes.
-assert direct_io.supported(Path(sys.argv[2]).parent)
-disk = WriteBehind(lambda file, error: sys.exit(error))
 shared = None
 while (head := os.read(0, 8)):
     (n,) = struct.unpack("<Q", head)
     if shared is None or n > len(shared):
         shared = mmap.mmap(fd, os.fstat(fd).st_size)
     with memoryview(shared) as view:
-        out.append([view[:n]], disk)
-    disk.end_flush()
+        out.append([view[:n]])
     os.write(1, b"k")
-out.close(disk)
-disk.close()
 """
 
 

@@ -11,7 +11,6 @@ import pytest
 
 from sshgate.recording import direct_io, files
 from sshgate.recording.files import RecordFile
-from sshgate.recording.write_behind import WriteBehind
 
 BLOCK = direct_io.BLOCK
 
@@ -46,28 +45,17 @@ def _pieces() -> list[list[bytes]]:
     return out
 
 
-def _failures() -> tuple[WriteBehind, list[tuple[RecordFile, str]]]:
-    failures: list[tuple[RecordFile, str]] = []
-    return WriteBehind(lambda file, error: failures.append((file, error))), failures
-
-
 def _append_all(path: Path) -> tuple[RecordFile, bytes]:
-    disk, failures = _failures()
-    disk.submit(lambda: None)  # the disk thread's own descriptors are not the file's
     descriptors = len(os.listdir("/proc/self/fd"))
     record = RecordFile(path, b"Script started\n")
     written = bytearray(b"Script started\n")
     for batch in _pieces():
-        record.append(batch, disk)
+        record.append(batch)
         written += b"".join(batch)
-        disk.drain()
-        assert path.stat().st_size == len(written) == record.size  # on disk once the queue is
+        assert path.stat().st_size == len(written) == record.size  # on disk after every flush
         assert len(record.tail) == record.size % BLOCK
-    record.close(disk)
-    disk.drain()
+    record.close()
     assert len(os.listdir("/proc/self/fd")) == descriptors  # nothing left open
-    disk.close()
-    assert failures == []
     return record, bytes(written)
 
 
@@ -122,19 +110,11 @@ def test_a_file_changed_behind_the_recorder_is_marked_broken(tmp_path: Path) -> 
     """A direct write re-writes the last partial block at an offset from what was recorded: if
     the file is not what the recorder wrote, it must not write there but say so."""
     path = tmp_path / "1-exec.out"
-    disk, failures = _failures()
     record = RecordFile(path)
-    record.append([b"a" * (BLOCK + 10)], disk)
-    disk.drain()
+    record.append([b"a" * (BLOCK + 10)])
     with path.open("ab") as other:
         other.write(b"tampered")
-    record.append([b"b" * files.DIRECT_BYTES], disk)
-    disk.drain()
-    assert failures == [(record, "the file's size does not match what was recorded")]  # once
+    with pytest.raises(OSError, match="size"):
+        record.append([b"b" * files.DIRECT_BYTES])
     assert record.digest() is None  # the manifest hashes it from disk instead
     assert path.read_bytes() == b"a" * (BLOCK + 10) + b"tampered"
-    record.append([b"c" * files.DIRECT_BYTES], disk)  # later appends: plain, still reported once
-    record.close(disk)
-    disk.close()
-    assert len(failures) == 1 and record.fds is None
-    assert path.read_bytes() == b"a" * (BLOCK + 10) + b"tampered" + b"c" * files.DIRECT_BYTES

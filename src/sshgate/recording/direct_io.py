@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import mmap
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 BLOCK = 4096
 """Alignment for buffers, offsets and lengths: every Linux filesystem's direct I/O accepts it."""
 STAGING_BYTES = 4 << 20
-"""The size of an aligned buffer a flush is copied into (write_behind.py keeps a few)."""
+"""The aligned buffer one thread copies into (one per writing thread, allocated on first use)."""
 
 O_DIRECT = getattr(os, "O_DIRECT", 0)
 _supported: dict[int, bool] = {}
+_local = threading.local()
 
 
 def supported(directory: Path) -> bool:
@@ -57,6 +59,13 @@ def _probe(directory: Path) -> bool:
         os.close(fd)
 
 
+def _staging() -> mmap.mmap:
+    buffer: mmap.mmap | None = getattr(_local, "staging", None)
+    if buffer is None:
+        buffer = _local.staging = mmap.mmap(-1, STAGING_BYTES)  # page-aligned
+    return buffer
+
+
 def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
     """``pwrite`` until all of ``data`` is written at ``offset``."""
     with memoryview(data) as view:
@@ -75,43 +84,40 @@ def tail_after(tail: bytes, data: bytes, size: int) -> bytes:
 
 
 def append(
+    fd: int,
+    plain_fd: int,
     size: int,
     tail: bytes,
     buffers: list[bytes],
     hash_update: Callable[[memoryview], object],
-    staging: Callable[[], mmap.mmap],
-    write: Callable[[mmap.mmap, int, int], None],
 ) -> bytes:
-    """Lay out ``buffers``, appended to a file that holds ``size`` bytes ending in ``tail`` (its
-    last partial block, already hashed), in aligned buffers from ``staging``. The new bytes go to
-    ``hash_update`` in pieces of up to ``STAGING_BYTES``; each buffer goes to ``write(buffer,
-    length, offset)``, whose first ``length`` bytes (whole blocks) belong at ``offset``, and which
-    hands it back once written. Returns the new tail, which the caller writes the ordinary way at
-    the file's new size less its length."""
+    """Append ``buffers`` to the file open at ``fd`` with ``O_DIRECT`` (and at ``plain_fd``
+    without), which holds ``size`` bytes ending in ``tail`` (its last partial block, already on
+    disk and hashed). The new bytes go to ``hash_update`` in pieces of up to ``STAGING_BYTES``;
+    the new tail, returned, is written through ``plain_fd``."""
     offset = size - len(tail)
-    buffer = staging()
-    view = memoryview(buffer)
-    view[: len(tail)] = tail
-    filled = hashed = len(tail)
-    for chunk in buffers:
-        with memoryview(chunk) as data:
-            taken = 0
-            while taken < len(data):
-                n = min(len(data) - taken, STAGING_BYTES - filled)
-                view[filled : filled + n] = data[taken : taken + n]
-                filled += n
-                taken += n
-                if filled == STAGING_BYTES:
-                    hash_update(view[hashed:filled])
-                    view.release()
-                    write(buffer, filled, offset)
-                    offset += filled
-                    buffer = staging()
-                    view = memoryview(buffer)
-                    filled = hashed = 0
-    hash_update(view[hashed:filled])
-    whole = filled - filled % BLOCK
-    new_tail = bytes(view[whole:filled])
-    view.release()
-    write(buffer, whole, offset)
+    staging = _staging()
+    with memoryview(staging) as view:
+        staging[: len(tail)] = tail
+        filled = hashed = len(tail)
+        for buffer in buffers:
+            with memoryview(buffer) as data:
+                taken = 0
+                while taken < len(data):
+                    n = min(len(data) - taken, STAGING_BYTES - filled)
+                    view[filled : filled + n] = data[taken : taken + n]
+                    filled += n
+                    taken += n
+                    if filled == STAGING_BYTES:
+                        hash_update(view[hashed:filled])
+                        pwrite_all(fd, view[:filled], offset)
+                        offset += filled
+                        filled = hashed = 0
+        hash_update(view[hashed:filled])
+        whole = filled - filled % BLOCK
+        if whole:
+            pwrite_all(fd, view[:whole], offset)
+        new_tail = bytes(view[whole:filled])
+    if new_tail:
+        pwrite_all(plain_fd, new_tail, offset + whole)
     return new_tail

@@ -1,27 +1,23 @@
 """Writing a channel's recording files: raw bytes appended as they came, the timing log beside
 them, JSON lines for events, each file hashed as it is written (the manifest's SHA-256).
 
-Runs in the recorder's flush thread, one flush at a time, which hands the system calls to the
-disk thread (write_behind.py). There is nothing to encode: ``hashlib`` and ``os.write`` release
-the interpreter lock on large buffers, so the relay's event loop keeps running while a flush
-hashes and writes. A writer process was measured no faster and no cheaper
+Runs in the recorder's flush thread, one flush at a time. There is nothing to encode: ``hashlib``
+and ``os.write`` release the interpreter lock on large buffers, so the relay's event loop keeps
+running while a flush hashes and writes. A writer process was measured no faster and no cheaper
 (bench/bench_recording.py; docs/recordings.md "Cost").
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import json
-import mmap
 import os
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from sshgate.recording import direct_io, timing
-from sshgate.recording.write_behind import WriteBehind
 
 DROP_BYTES = 8 << 20
 DIRECT_BYTES = 256 << 10
@@ -82,19 +78,17 @@ class WrittenOnce:
 class RecordFile:
     """One append-only file, created 0600 on first use (with ``first_line``) and hashed as written.
 
-    :meth:`append` runs in the recorder's flush thread: it hashes, and lays the bytes out; the
-    system calls are queued to the disk thread (write_behind.py), in order. Appends of
-    ``DIRECT_BYTES`` or more go to the disk with ``O_DIRECT`` where the filesystem allows it
-    (direct_io.py: the kernel CPU of a buffered write, measured, is what recording cost most after
-    the hash); the file then stays open (two descriptors) while it keeps taking such appends,
-    since every system call is a round trip for the interpreter lock with a busy event loop
-    (docs/recordings.md, "Cost"). Smaller appends open the file, append and close it, so an idle
-    session holds no descriptor; every ``DROP_BYTES`` the kernel is asked to write out and drop
-    the file's cached pages: a recording is written once and read rarely, and on a VM fresh pages
-    cost more kernel time than the writes.
+    Appends of ``DIRECT_BYTES`` or more go to the disk with ``O_DIRECT`` where the filesystem
+    allows it (direct_io.py: the kernel CPU of a buffered write, measured, is what recording
+    cost most after the hash); the file then stays open (two descriptors) while it keeps taking
+    such appends, since every system call is a round trip for the interpreter lock with a busy
+    event loop (docs/recordings.md, "Cost"). Smaller appends open the file, append and close it,
+    so an idle session holds no descriptor; every ``DROP_BYTES`` the kernel is asked to write
+    out and drop the file's cached pages: a recording is written once and read rarely, and on a
+    VM fresh pages cost more kernel time than the writes.
     """
 
-    __slots__ = ("broken", "direct", "dropped", "fds", "first_line", "name", "path", "sha256", "size", "tail")
+    __slots__ = ("broken", "dropped", "fds", "first_line", "name", "path", "sha256", "size", "tail")
 
     def __init__(self, path: Path, first_line: bytes = b"") -> None:
         self.path = path
@@ -103,67 +97,29 @@ class RecordFile:
         self.sha256 = hashlib.sha256()
         self.size = self.dropped = 0
         self.tail = b""  # the file's last partial block (direct_io.BLOCK): what a direct write redoes
-        self.direct = False  # taking direct appends: the disk thread holds it open
-        self.fds: tuple[int, int] | None = None  # (O_DIRECT, plain); the disk thread's alone
+        self.fds: tuple[int, int] | None = None  # (O_DIRECT, plain) while taking direct appends
         self.broken: str | None = None  # a write failed: the digest no longer matches the file
 
-    def append(self, buffers: list[bytes], disk: WriteBehind) -> None:
-        """Queue ``buffers`` as one block: one hash call and one write per flush (or per
+    def append(self, buffers: list[bytes]) -> None:
+        """Write ``buffers`` as one block: one hash call and one write per flush (or per
         ``direct_io.STAGING_BYTES``), not per chunk."""
         if not self.size and self.first_line:
             buffers = [self.first_line, *buffers]
         total = sum(map(len, buffers))
-        if total >= DIRECT_BYTES and self.broken is None and direct_io.supported(self.path.parent):
-            if not self.direct:
-                self.direct = True
-                disk.submit(self._open_direct, self.size, disk)
-            self.tail = direct_io.append(
-                self.size, self.tail, buffers, self.sha256.update, disk.staging,
-                lambda buffer, length, offset: disk.submit(self._write_direct, buffer, length, offset, disk),
-            )  # fmt: skip
-            if self.tail:
-                disk.submit(self._write_tail, self.tail, self.size + total - len(self.tail), disk)
-        else:
-            self.close(disk)
-            data = buffers[0] if len(buffers) == 1 else b"".join(buffers)
-            self.sha256.update(data)
-            self.tail = direct_io.tail_after(self.tail, data, self.size + total)
-            drop = self.size + total - self.dropped >= DROP_BYTES
-            if drop:
-                self.dropped = self.size + total
-            disk.submit(self._write_buffered, data, not self.size, drop, disk)
+        try:
+            if total >= DIRECT_BYTES and self.broken is None and direct_io.supported(self.path.parent):
+                self._append_direct(buffers)
+            else:
+                self.close()
+                self._append_buffered(buffers)
+        except OSError as exc:
+            self.broken = exc.strerror or str(exc)
+            self.close()
+            raise
         self.size += total
 
-    def close(self, disk: WriteBehind) -> None:
-        """Close the descriptors a run of direct appends left open (the channel ended, or its
-        output slowed to small appends)."""
-        if self.direct:
-            self.direct = False
-            disk.submit(self._close_fds)
-
-    def digest(self) -> dict[str, Any] | None:
-        """The manifest entry, or None when the file must be hashed from disk."""
-        if self.broken is not None:
-            return None
-        return {"sha256": self.sha256.hexdigest(), "size": self.size}
-
-    # in the disk thread
-
-    @contextlib.contextmanager
-    def _failing(self, disk: WriteBehind) -> Iterator[None]:
-        """A failed write marks the file broken (its digest is then taken from disk) and is
-        reported once; later writes to it still go where they can."""
-        try:
-            yield
-        except OSError as exc:
-            message = exc.strerror or str(exc)
-            if self.broken is None:
-                disk.on_error(self, message)
-            self.broken = message
-            self._close_fds()
-
-    def _open_direct(self, size: int, disk: WriteBehind) -> None:
-        with self._failing(disk):
+    def _append_direct(self, buffers: list[bytes]) -> None:
+        if self.fds is None:
             flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
             plain = os.open(self.path, flags, PRIVATE_FILE)
             try:
@@ -171,41 +127,40 @@ class RecordFile:
             except OSError:
                 os.close(plain)
                 raise
-            if not size:
+            if not self.size:
                 os.fchmod(plain, PRIVATE_FILE)
-            if os.fstat(plain).st_size != size:  # direct writes go by offset: it must be ours
+            if os.fstat(plain).st_size != self.size:  # direct writes go by offset: it must be ours
                 raise OSError(errno.EIO, "the file's size does not match what was recorded")
+        self.tail = direct_io.append(*self.fds, self.size, self.tail, buffers, self.sha256.update)
 
-    def _write_direct(self, buffer: mmap.mmap, length: int, offset: int, disk: WriteBehind) -> None:
+    def _append_buffered(self, buffers: list[bytes]) -> None:
+        data = buffers[0] if len(buffers) == 1 else b"".join(buffers)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+                     PRIVATE_FILE)  # fmt: skip
         try:
-            if length and self.fds is not None:  # None: opening failed, and was reported
-                with self._failing(disk), memoryview(buffer) as view:
-                    direct_io.pwrite_all(self.fds[0], view[:length], offset)
+            if not self.size and not self.broken:
+                os.fchmod(fd, PRIVATE_FILE)
+            write_all(fd, data)
+            self.sha256.update(data)
+            self.tail = direct_io.tail_after(self.tail, data, self.size + len(data))
+            if self.size + len(data) - self.dropped >= DROP_BYTES:
+                drop_cached(fd)
+                self.dropped = self.size + len(data)
         finally:
-            disk.release(buffer)
+            os.close(fd)
 
-    def _write_tail(self, tail: bytes, offset: int, disk: WriteBehind) -> None:
-        if self.fds is not None:
-            with self._failing(disk):
-                direct_io.pwrite_all(self.fds[1], tail, offset)
-
-    def _write_buffered(self, data: bytes, first: bool, drop: bool, disk: WriteBehind) -> None:
-        with self._failing(disk):
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
-                         PRIVATE_FILE)  # fmt: skip
-            try:
-                if first:
-                    os.fchmod(fd, PRIVATE_FILE)
-                write_all(fd, data)
-                if drop:
-                    drop_cached(fd)
-            finally:
-                os.close(fd)
-
-    def _close_fds(self) -> None:
+    def close(self) -> None:
+        """Close the descriptors a run of direct appends left open (the channel ended, or its
+        output slowed to small appends)."""
         fds, self.fds = self.fds, None
         for fd in fds or ():
             os.close(fd)
+
+    def digest(self) -> dict[str, Any] | None:
+        """The manifest entry, or None when the file must be hashed from disk."""
+        if self.broken is not None:
+            return None
+        return {"sha256": self.sha256.hexdigest(), "size": self.size}
 
 
 class ChannelFiles:
@@ -240,7 +195,9 @@ class ChannelFiles:
         """The channel's file names; stderr's only once there was some (it is created then)."""
         return [f.name for f in self.files() if f.size or f is not self.streams.get("e")]
 
-    def write(self, items: list[Item], closing: list[bytes] | None, disk: WriteBehind) -> None:
+    def write(
+        self, items: list[Item], closing: list[bytes] | None, on_error: Callable[[RecordFile, str], None]
+    ) -> None:
         """Append ``items``; ``closing`` (the last timing headers: DURATION, EXIT_CODE) says this
         is the channel's last write, after which its files are closed."""
         data: dict[str, list[bytes]] = {code: [] for code in self.streams}
@@ -282,11 +239,14 @@ class ChannelFiles:
             targets.append((self.events, events))
         for file, buffers in targets:
             if buffers or (not self.created and file is not self.streams.get("e")):
-                file.append(buffers, disk)
+                try:
+                    file.append(buffers)
+                except OSError as exc:
+                    on_error(file, exc.strerror or str(exc))
         self.created = True
         if closing is not None:
             for file in self.files():
-                file.close(disk)
+                file.close()
 
     def _line(self, code: str, t: float, size: int) -> bytes:
         delay, self._last = t - self._last, t

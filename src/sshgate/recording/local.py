@@ -3,8 +3,7 @@
 The relay's calls append references to the bytes to memory (channels.py). The recorder's flush
 task visits the channels that have something, at least every ``flush_interval`` seconds, on a
 channel's close, and early when a channel holds more than 8 MiB; each flush runs in the
-recorder's own thread (files.py), which queues the system calls to its disk thread
-(write_behind.py), so the event loop never waits on hashing or the disk, nor hashing on the disk.
+recorder's own thread (files.py), so the event loop never waits on hashing or the disk.
 
 A live session holds an exclusive ``flock`` on ``<dir>/.active/<session-id>``. The kernel drops
 it when the process dies, so at the next start-up any marker that can be locked belongs to a
@@ -40,7 +39,6 @@ from sshgate.recording.recorder import (
     SessionRecording,
 )
 from sshgate.recording.retention import prune
-from sshgate.recording.write_behind import WriteBehind
 
 if TYPE_CHECKING:
     from sshgate.recording.s3 import S3Sink
@@ -173,7 +171,6 @@ class FileRecorder:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._thread: ThreadPoolExecutor | None = None
-        self._disk = WriteBehind(_log_failure)
 
     def wake(self) -> None:
         self._wake.set()
@@ -269,7 +266,6 @@ class FileRecorder:
         if self._thread is not None:
             self._thread.shutdown()
             self._thread = None
-        self._disk.close()
         if self.sink is not None:
             await self.sink.aclose()
 
@@ -314,11 +310,7 @@ class FileRecorder:
 
     def _write(self, work: list[Work], docs: list[tuple[_Session, dict[str, Any]]]) -> None:
         for channel, items, closing in work:
-            channel.files.write(items, closing, self._disk)
-        if any(closing is not None for _, _, closing in work):
-            self._disk.drain()  # finished files are handed on (the sink) or sealed
-        else:
-            self._disk.end_flush()
+            channel.files.write(items, closing, _log_failure)
         for session, doc in docs:
             try:
                 write_json(session.dir / SESSION_FILE, doc)
@@ -326,7 +318,6 @@ class FileRecorder:
                 log.error("recording.error", session_id=session.session_id, error=str(exc))
 
     def _seal(self, session: _Session, doc: dict[str, Any]) -> None:
-        self._disk.drain()
         known = {
             f.name: digest
             for c in session.channels
