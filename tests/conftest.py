@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -17,6 +18,13 @@ import pytest
 from sshgate.tokens import new_token
 from tests.support.gateway import Client, GatewayProcess, pub, user_key
 from tests.support.sshd import Sshd, keygen, sign_cert, start_sshd
+
+# A suite started in the background by a non-interactive shell (`./dev test &`, some CI runners)
+# inherits SIGINT ignored, and so would every gateway, demo and remote shell a test starts: a test
+# that stops one with Ctrl-C's signal would wait forever. A child inherits an ignored signal but
+# not a handler, so handling it here gives them the default back.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

@@ -51,7 +51,12 @@ def test_demo_prints_working_ssh_lines() -> None:
         _web_app_shows_the_sessions(lines["Sessions web app"])
     finally:
         demo.send_signal(signal.SIGINT)
-        assert demo.wait(timeout=15) == 0
+        try:
+            assert demo.wait(timeout=15) == 0
+        finally:
+            if demo.poll() is None:  # it did not stop: the test fails, and leaves nothing running
+                demo.kill()
+                demo.wait()
 
 
 def _web_app_shows_the_sessions(link: str) -> None:
