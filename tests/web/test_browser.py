@@ -354,4 +354,6 @@ def test_a_sign_in_completes_only_in_the_browser_that_started_it(site: WebSite) 
     assert "SameSite=Lax" in cookie
     status, body = site.request(f"/signin/callback?state={query['state'][0]}&code=stolen")
     assert status == 400 and "not started in this browser" in body
+    status, body = site.request("/signin/callback?state=%C3%A9&code=x")  # non-ASCII: refused, not a 500
+    assert status == 400 and "not started in this browser" in body
     connection.close()

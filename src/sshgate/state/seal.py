@@ -24,6 +24,12 @@ _MAC_HEX = 64
 _NONCE = 12
 
 
+def same_secret(got: str, want: str) -> bool:
+    """Constant-time equality for text a client sent (a state, a CSRF header): ``hmac``'s own
+    raises TypeError on non-ASCII text, which a hostile request would turn into a 500."""
+    return hmac.compare_digest(got.encode("utf-8", "surrogatepass"), want.encode("utf-8", "surrogatepass"))
+
+
 def _derive(secret: bytes, purpose: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"sshgate state " + purpose).derive(
         secret
@@ -53,7 +59,7 @@ class Sealer:
             return None
         text = sealed.decode("utf-8", "replace") if isinstance(sealed, bytes) else sealed
         mac, dot, body = text.partition(".")
-        if not dot or len(mac) != _MAC_HEX or not hmac.compare_digest(mac, self._mac(context, body)):
+        if not dot or len(mac) != _MAC_HEX or not same_secret(mac, self._mac(context, body)):
             return None
         try:
             doc = json.loads(body)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hmac
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -11,6 +10,7 @@ from aiohttp import web
 from sshgate import audit
 from sshgate.oidc.errors import SignInError
 from sshgate.state.base import StateUnavailable
+from sshgate.state.seal import same_secret
 from sshgate.web.auth import Authenticator
 from sshgate.web.pkce import challenge, new_verifier, random_token
 from sshgate.web.roles import Principal
@@ -96,7 +96,7 @@ class SignInRoutes:
 
     async def callback(self, request: web.Request) -> web.StreamResponse:
         state = request.query.get("state", "")
-        if not state or not hmac.compare_digest(state, request.cookies.get(STATE_COOKIE, "")):
+        if not state or not same_secret(state, request.cookies.get(STATE_COOKIE, "")):
             raise web.HTTPBadRequest(
                 text="sign-in failed: it was not started in this browser; start again at /signin\n"
             )

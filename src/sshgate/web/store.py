@@ -11,14 +11,13 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import hmac
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from sshgate.state.base import SharedState
-from sshgate.state.seal import Sealer
+from sshgate.state.seal import Sealer, same_secret
 from sshgate.web.pkce import random_token
 from sshgate.web.roles import Principal, Role
 
@@ -131,7 +130,7 @@ class WebStore:
 
 def csrf_ok(principal: Principal, header: str | None) -> bool:
     """A cookie-authenticated change carries the session's token (compared in constant time)."""
-    return principal.csrf is not None and header is not None and hmac.compare_digest(principal.csrf, header)
+    return principal.csrf is not None and header is not None and same_secret(principal.csrf, header)
 
 
 class CookieOptions(TypedDict):
