@@ -23,7 +23,15 @@ from tests.support.gateway import Client, GatewayProcess
 from tests.support.sshd import Sshd, start_sshd
 from tests.support.terminal import Terminal
 
-from bench.common import CIPHER, UnrecordedGateway, bench_env, connect, machine_busy_seconds, tree_cpu_seconds
+from bench.common import (
+    CIPHER,
+    UnrecordedGateway,
+    bench_env,
+    connect,
+    machine_busy_seconds,
+    thread_sched_seconds,
+    tree_cpu_seconds,
+)
 
 KEX = "curve25519-sha256"  # the same key exchange on every path, so setup times compare
 
@@ -87,12 +95,17 @@ def bulk(argv_for: dict[str, list[str]], size_mb: int, gateways: dict[str, int],
         f"{'all CPU s/GB down':>19}{'busy cores':>11}"
     )
     results: dict[str, list[tuple[float, float, float, float, float]]] = {name: [] for name in argv_for}
+    threads: dict[str, list[list[float]]] = {name: [] for name in gateways}
     for n in range(rounds):
         for name in list(argv_for) if n % 2 == 0 else list(reversed(argv_for)):
             base, pid = argv_for[name], gateways.get(name)
             cpu0 = tree_cpu_seconds(pid) if pid else 0.0
+            sched0 = thread_sched_seconds(pid) if pid else (0.0,) * 4
             down, busy = busy_timed([*base, f"head -c {size_mb}M /dev/zero"])
             cpu1 = tree_cpu_seconds(pid) if pid else 0.0
+            if pid:
+                sched = thread_sched_seconds(pid)
+                threads[name].append([(b - a) * 1024 / size_mb for a, b in zip(sched0, sched, strict=True)])
             feeder = subprocess.Popen(["head", "-c", f"{size_mb}M", "/dev/zero"], stdout=subprocess.PIPE)
             up = timed([*base, "cat > /dev/null"], stdin=feeder.stdout.fileno() if feeder.stdout else None)
             feeder.wait()
@@ -125,6 +138,12 @@ def bulk(argv_for: dict[str, list[str]], size_mb: int, gateways: dict[str, int],
         )
         print(
             f"machine CPU per GB down, off / on: {off[4]:.2f} / {on[4]:.2f} (on/off bound {off[4] / on[4]:.2f}x)"
+        )
+    for name, rows in threads.items():
+        main_on, main_wait, rest_on, rest_wait = (statistics.median(r[i] for r in rows) for i in range(4))
+        print(
+            f"{name} threads, s/GB down: main on CPU {main_on:.2f}, waiting for a core {main_wait:.2f}; "
+            f"others on CPU {rest_on:.2f}, waiting {rest_wait:.2f}"
         )
     for name, rows in results.items():
         print(

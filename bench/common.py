@@ -48,6 +48,21 @@ def thread_cpu_seconds(pid: int) -> float:
     return total / 1e9
 
 
+def thread_sched_seconds(pid: int) -> tuple[float, float, float, float]:
+    """The main thread's on-CPU and run-queue seconds (runnable, waiting for a core), then the
+    same summed over ``pid``'s other live threads (schedstat): when a path is CPU-bound on a
+    small machine, the event loop's wait for a core says how much the other threads cost it."""
+    main = [0, 0]
+    rest = [0, 0]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            on_cpu, waited = (int(v) for v in (task / "schedstat").read_text().split()[:2])
+            into = main if task.name == str(pid) else rest
+            into[0] += on_cpu
+            into[1] += waited
+    return main[0] / 1e9, main[1] / 1e9, rest[0] / 1e9, rest[1] / 1e9
+
+
 def machine_busy_seconds() -> float:
     """CPU time every process on the machine has used (with 2 cores, at most 2 s per second)."""
     ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
