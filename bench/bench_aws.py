@@ -4,9 +4,10 @@ Exec download throughput (NonInteractiveCommands), single-byte PTY echo (p50/p99
 forwards, download and upload, 1 and 4 concurrent streams: through `ssh -L` via sshgate, and, with
 `--plugin PATH` (or SSM_PLUGIN), through AWS's session-manager-plugin against the same emulator
 (AWS-StartPortForwardingSession, mux), in interleaved rounds; medians, with the gateway's CPU per MB
-and the gateway's and emulator's CPU per keystroke.
+and the gateway's and emulator's CPU per keystroke; with the plugin, its own shell's keystroke
+echo in the same rounds too (what a user who runs AWS's plugin instead gets: no SSH leg).
 Run as root: .venv/bin/python -m bench.bench_aws [--megabytes 32] [--rounds 5] [--keystrokes 1000]
-[--plugin PATH] [--only exec|keys|forward ...] (``--only keys --rounds 3 --keystrokes 1000``: the
+[--key-gap-ms 2] [--plugin PATH] [--only exec|keys|forward ...] (``--only keys --rounds 3 --keystrokes 1000``: the
 keystroke echo alone, about 20 s)
 """
 
@@ -16,6 +17,7 @@ import argparse
 import contextlib
 import json
 import os
+import select
 import socket
 import statistics
 import subprocess
@@ -159,16 +161,32 @@ def plugin_forward(plugin: str, url: str, instance: str, target: int) -> Iterato
         proc.wait()
 
 
-def echo_rtt(term: Terminal, count: int) -> list[float]:
+KEY_GAP_MS = 2.0
+"""Pause after each echo before the next key (``--key-gap-ms``), as a typist pauses (far longer).
+Back to back (0) measures something else: AWS's plugin sleeps 1 ms after each read of its
+terminal (shellsession_unix.go), so its keys then wait out that sleep; and on this VM an idle
+pause makes every process's next wakeup dearer (the gateway's CPU per key rose from about 300 to
+450 µs with 2 ms pauses, with the same system calls per key)."""
+
+
+def echo_rtt(term: Terminal, count: int, gap_ms: float = KEY_GAP_MS) -> list[float]:
     """Round trips of ``count`` single keystrokes through ``cat`` on a raw terminal, in µs."""
     samples = []
     for _ in range(count):
+        time.sleep(gap_ms / 1e3)
         start = time.perf_counter()
         os.write(term.master, b"x")
-        while not os.read(term.master, 16):
+        while not os.read(term.master, 16).endswith(b"x"):  # nothing else is pending (drain)
             pass
         samples.append((time.perf_counter() - start) * 1e6)
     return samples
+
+
+def drain(term: Terminal) -> None:
+    """Read what the terminal has printed until it is quiet for 50 ms, so that each keystroke
+    after this reads its own echo, not an earlier one's."""
+    while select.select([term.master], [], [], 0.05)[0]:
+        os.read(term.master, 4096)
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -176,35 +194,63 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
     return ordered[len(ordered) // 2], ordered[int(0.99 * (len(ordered) - 1))]
 
 
-def keystrokes(client: Client, pids: dict[str, int], count: int, rounds: int) -> None:
+def echo_terminal(argv: list[str]) -> Terminal:
+    """A shell in a raw terminal that echoes every byte through ``cat``, warmed up."""
+    term = Terminal(argv)
+    term.write("stty raw -echo; echo READY; exec cat\n")
+    term.read_until("READY")
+    tty.setraw(term.master)
+    drain(term)
+    echo_rtt(term, 100)
+    return term
+
+
+def plugin_shell_argv(plugin: str, url: str, instance: str) -> list[str]:
+    """AWS's plugin as the AWS CLI runs it for a shell (`aws ssm start-session --target`)."""
+    request = {"Target": instance}
+    response = boto3.client("ssm", endpoint_url=url, region_name=REGION).start_session(**request)
+    response.pop("ResponseMetadata", None)
+    return [plugin, json.dumps(response), REGION, "StartSession", "", json.dumps(request), url]
+
+
+def keystrokes(
+    client: Client, pids: dict[str, int], count: int, rounds: int, plugin: list[str] | None, gap_ms: float
+) -> None:
     """Echo p50 / p99 per round of ``count`` keys (their range, and over all keys), with the CPU
     each process named in ``pids`` spent per keystroke: latency follows the machine's load, CPU
-    per key much less."""
-    term = Terminal(client.ssh_argv("alice+app", options=["-tt"]))
+    per key much less. With ``plugin`` (its shell's argv), AWS's plugin against the same emulator
+    in the same rounds, alternating: the path without the SSH leg the gateway adds."""
+    terms = {"via sshgate": echo_terminal(client.ssh_argv("alice+app", options=["-tt"]))}
+    if plugin:
+        terms["AWS plugin"] = echo_terminal(plugin)
+    rows: dict[str, list[tuple[float, float, dict[str, float]]]] = {name: [] for name in terms}
+    every: dict[str, list[float]] = {name: [] for name in terms}
     try:
-        term.write("stty raw -echo; echo READY; exec cat\n")
-        term.read_until("READY")
-        tty.setraw(term.master)
-        echo_rtt(term, min(count, 100))  # warm-up
-        rows, every = [], []
-        for _ in range(rounds):
-            before = {name: thread_cpu_seconds(pid) for name, pid in pids.items()}
-            samples = echo_rtt(term, count)
-            cpu = {name: (thread_cpu_seconds(pid) - before[name]) / count * 1e6 for name, pid in pids.items()}
-            rows.append((*percentiles(samples), cpu))
-            every += samples
+        for n in range(rounds):
+            for name in list(terms) if n % 2 == 0 else list(reversed(terms)):
+                watched = dict(pids)
+                if name == "AWS plugin":  # the gateway idles then: count the plugin in its place
+                    watched = {"emulator": pids["emulator"], "AWS plugin": terms[name].process.pid}
+                before = {who: thread_cpu_seconds(pid) for who, pid in watched.items()}
+                samples = echo_rtt(terms[name], count, gap_ms)
+                cpu = {
+                    who: (thread_cpu_seconds(pid) - before[who]) / count * 1e6 for who, pid in watched.items()
+                }
+                rows[name].append((*percentiles(samples), cpu))
+                every[name] += samples
     finally:
-        term.close()
-    p50s, p99s = sorted(r[0] for r in rows), sorted(r[1] for r in rows)
-    p50, p99 = percentiles(every)
-    print(
-        f"keystroke echo via sshgate -> SSM shell, {rounds} x {count} keys: p50 {p50s[0]:.0f}-{p50s[-1]:.0f} us,"
-        f" p99 {p99s[0]:.0f}-{p99s[-1]:.0f} us (all keys: {p50:.0f} / {p99:.0f} us; load {os.getloadavg()[0]:.1f})"
-    )
-    for name in pids:
+        for term in terms.values():
+            term.close()
+    for name, measured in rows.items():
+        p50s, p99s = sorted(r[0] for r in measured), sorted(r[1] for r in measured)
+        p50, p99 = percentiles(every[name])
         print(
-            f"  {name} CPU per keystroke: {statistics.median(r[2][name] for r in rows):.0f} us (median of rounds)"
+            f"keystroke echo {name} -> SSM shell, {rounds} x {count} keys {gap_ms:g} ms apart: p50 {p50s[0]:.0f}-{p50s[-1]:.0f} us,"
+            f" p99 {p99s[0]:.0f}-{p99s[-1]:.0f} us (all keys: {p50:.0f} / {p99:.0f} us; load {os.getloadavg()[0]:.1f})"
         )
+        for who in measured[0][2]:
+            cpu_per_key = statistics.median(r[2][who] for r in measured)
+            print(f"  {who} CPU per keystroke: {cpu_per_key:.0f} us (median of rounds)")
 
 
 def exec_download(client: Client, size: int) -> tuple[float, float]:
@@ -274,6 +320,7 @@ def main() -> None:
     parser.add_argument("--megabytes", type=int, default=32)
     parser.add_argument("--keystrokes", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--key-gap-ms", type=float, default=KEY_GAP_MS, help="pause before each keystroke")
     parser.add_argument(
         "--plugin", default=os.environ.get("SSM_PLUGIN"), help="session-manager-plugin binary"
     )
@@ -329,7 +376,8 @@ def main() -> None:
                     )
                 if "keys" in parts:
                     pids = {"gateway": gw.process.pid, "emulator": emulator.pid}
-                    keystrokes(client, pids, args.keystrokes, args.rounds)
+                    plugin = plugin_shell_argv(args.plugin, url, instance) if args.plugin else None
+                    keystrokes(client, pids, args.keystrokes, args.rounds, plugin, args.key_gap_ms)
                 if "forward" in parts:
                     forwards(client, gw, args.plugin, url, instance, size << 20, args.rounds)
             finally:
