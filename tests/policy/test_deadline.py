@@ -174,7 +174,7 @@ async def test_past_the_waiting_bound_decisions_deny_at_once(
         waiting = asyncio.create_task(point.decide("session", FAST))
         await asyncio.sleep(0.02)
         refused, took = await timed(point.decide("session", FAST))
-        assert took < 0.05
+        assert took < 0.15  # at once: waiting would take the 300 ms deadline (a loaded CI box may stall ~50 ms)
         assert refused.reason == (
             "policy evaluation failed: every policy engine is busy and 1 evaluations are waiting"
         )

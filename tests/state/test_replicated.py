@@ -181,7 +181,9 @@ async def test_store_down_falls_back_to_each_replica_then_converges(
         t0 = time.monotonic()
         await b.state.locked_for(ADDR)
         timings.append(time.monotonic() - t0)
-    assert max(timings) < 0.01  # no waiting at all once the store is known to be away
+    # No waiting once the store is known to be away: no reconnect attempt, no timeout (100 ms,
+    # not 10: a test process descheduled on a loaded two-worker run is not the gateway waiting).
+    assert max(timings) < 0.1
 
     redis_server.start()
     await until(lambda: asyncio.sleep(0, a.state.available and b.state.available), timeout=10)
