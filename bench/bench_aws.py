@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import json
 import os
-import select
 import socket
 import statistics
 import subprocess
@@ -34,7 +33,15 @@ from tests.support.gateway import Client, GatewayProcess
 from tests.support.net import free_port
 from tests.support.terminal import Terminal
 
-from bench.common import bench_env, cpu_seconds, thread_cpu_seconds
+from bench.common import (
+    KEY_GAP_MS,
+    bench_env,
+    cpu_seconds,
+    drain,
+    key_echo_us,
+    percentiles,
+    thread_cpu_seconds,
+)
 
 REGION = "us-east-1"
 DOCUMENT = Path(__file__).parents[1] / "deploy/ssm/SSHGate-NonInteractiveCommands.json"
@@ -161,37 +168,9 @@ def plugin_forward(plugin: str, url: str, instance: str, target: int) -> Iterato
         proc.wait()
 
 
-KEY_GAP_MS = 2.0
-"""Pause after each echo before the next key (``--key-gap-ms``), as a typist pauses (far longer).
-Back to back (0) measures something else: AWS's plugin sleeps 1 ms after each read of its
-terminal (shellsession_unix.go), so its keys then wait out that sleep; and on this VM an idle
-pause makes every process's next wakeup dearer (the gateway's CPU per key rose from about 300 to
-450 µs with 2 ms pauses, with the same system calls per key)."""
-
-
-def echo_rtt(term: Terminal, count: int, gap_ms: float = KEY_GAP_MS) -> list[float]:
-    """Round trips of ``count`` single keystrokes through ``cat`` on a raw terminal, in µs."""
-    samples = []
-    for _ in range(count):
-        time.sleep(gap_ms / 1e3)
-        start = time.perf_counter()
-        os.write(term.master, b"x")
-        while not os.read(term.master, 16).endswith(b"x"):  # nothing else is pending (drain)
-            pass
-        samples.append((time.perf_counter() - start) * 1e6)
-    return samples
-
-
-def drain(term: Terminal) -> None:
-    """Read what the terminal has printed until it is quiet for 50 ms, so that each keystroke
-    after this reads its own echo, not an earlier one's."""
-    while select.select([term.master], [], [], 0.05)[0]:
-        os.read(term.master, 4096)
-
-
-def percentiles(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    return ordered[len(ordered) // 2], ordered[int(0.99 * (len(ordered) - 1))]
+def echo_rtt(term: Terminal, count: int, gap_ms: float) -> list[float]:
+    """Round trips of ``count`` single keystrokes, in µs."""
+    return [key_echo_us(term, gap_ms) for _ in range(count)]
 
 
 def echo_terminal(argv: list[str]) -> Terminal:
@@ -201,7 +180,7 @@ def echo_terminal(argv: list[str]) -> Terminal:
     term.read_until("READY")
     tty.setraw(term.master)
     drain(term)
-    echo_rtt(term, 100)
+    echo_rtt(term, 100, 0)
     return term
 
 

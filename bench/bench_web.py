@@ -29,7 +29,7 @@ from tests.support.oidc import CLIENT_SECRET, OidcProvider, device_id_token
 from tests.support.recordings import write_sessions
 
 from bench.bench_relay import KEX, echo_latency
-from bench.common import bench_env
+from bench.common import bench_env, percentiles
 from sshgate.config import Web
 from sshgate.recording.catalog import RecordingCatalog
 from sshgate.recording.sources import LocalSource
@@ -105,8 +105,8 @@ def keystrokes_watched(count: int) -> None:
                 viewer.wait()
             gw.stop()
             provider.stop()
-    p50 = {n: s[len(s) // 2] for n, s in measured.items()}
-    p99 = {n: s[int(0.99 * (len(s) - 1))] for n, s in measured.items()}
+    p50 = {n: percentiles(s)[0] for n, s in measured.items()}
+    p99 = {n: percentiles(s)[1] for n, s in measured.items()}
     for name in measured:
         print(f"{name:<12} p50 {p50[name]:7.0f} us   p99 {p99[name]:7.0f} us")
     print(f"watched - unwatched: p50 {p50['watched'] - p50['unwatched']:+.0f} us, "

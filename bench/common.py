@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ import asyncssh
 from tests.conftest import Keys, Upstream, base_config
 from tests.support.gateway import GatewayProcess, user_key
 from tests.support.sshd import Sshd, keygen, start_sshd
+from tests.support.terminal import Terminal
 
 CIPHER = "aes128-gcm@openssh.com"
 NO_RECORDING = (
@@ -61,6 +64,37 @@ def thread_sched_seconds(pid: int) -> tuple[float, float, float, float]:
             into[0] += on_cpu
             into[1] += waited
     return main[0] / 1e9, main[1] / 1e9, rest[0] / 1e9, rest[1] / 1e9
+
+
+KEY_GAP_MS = 2.0
+"""Pause before each keystroke of an echo measurement, as a typist pauses (far longer). Back to
+back (0) measures something else: AWS's plugin sleeps 1 ms after each read of its terminal
+(shellsession_unix.go), so its keys then wait out that sleep; and on this VM a pause makes every
+process's next wakeup dearer (the gateway's CPU per SSM keystroke rose from about 300 to 450 µs
+with 2 ms pauses, with the same system calls per key)."""
+
+
+def drain(term: Terminal) -> None:
+    """Read what a terminal has printed until it is quiet for 50 ms, so that each keystroke after
+    this reads its own echo, not an earlier one's."""
+    while select.select([term.master], [], [], 0.05)[0]:
+        os.read(term.master, 4096)
+
+
+def key_echo_us(term: Terminal, gap_ms: float) -> float:
+    """One keystroke's round trip through ``cat`` on a raw, drained terminal, in µs."""
+    time.sleep(gap_ms / 1e3)
+    start = time.perf_counter()
+    os.write(term.master, b"x")
+    while not os.read(term.master, 16).endswith(b"x"):
+        pass
+    return (time.perf_counter() - start) * 1e6
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    """p50 and p99."""
+    ordered = sorted(samples)
+    return ordered[len(ordered) // 2], ordered[int(0.99 * (len(ordered) - 1))]
 
 
 def machine_busy_seconds() -> float:
