@@ -250,7 +250,7 @@ class Binder:
             return Route(self.login.resource, self.login.native_user)
         if self._task is None:
             raise Refusal("no resource selected: log in as LOGIN+resource to forward ports")
-        return (await self._task).route
+        return (await asyncio.shield(self._task)).route
 
     # The binding
 
@@ -262,8 +262,10 @@ class Binder:
         return self._task
 
     async def binding(self, route: Route, request: RequestFacts) -> Binding:
-        """The connection's binding, if ``route`` is what it is bound to."""
-        binding = await self.start(route, request)
+        """The connection's binding, if ``route`` is what it is bound to. Shielded: a channel that
+        closes while the binding is set up must not cancel it for the connection's next channel
+        (that one waited forever on the cancelled task); the connection's end cancels it."""
+        binding = await asyncio.shield(self.start(route, request))
         if route.resource != binding.resource.name:
             raise Refusal(
                 f"this connection is bound to {binding.resource.name}; open a new connection for "
