@@ -376,6 +376,10 @@ class Limits(_Model):
     max_auth_tries: int = Field(6, ge=1)
     auth_failures_before_lockout: int = Field(10, ge=1)
     lockout_s: float = Field(300, ge=0)
+    # Per connection, as OpenSSH's MaxSessions: each session channel is an upstream session (an
+    # SSM StartSession for EC2/ECS), so one connection must not open them without end.
+    max_session_channels_per_connection: int = Field(10, ge=1)
+    max_forwards_per_connection: int = Field(256, ge=1)
 
 
 class MetricsConfig(_Model):

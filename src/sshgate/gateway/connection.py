@@ -84,6 +84,7 @@ class GatewayConnection(asyncssh.SSHServer):
         self._binder: Binder | None = None
         self.started = time.monotonic()
         self.channels: set[ChannelRelay] = set()
+        self._forwards_opening = 0  # forwards asked for whose upstream is not open yet
         self._last_bytes = 0
         self.last_activity = self.started
         self.end_reason: EndReason | None = None  # why the gateway ended it, when it did
@@ -248,12 +249,34 @@ class GatewayConnection(asyncssh.SSHServer):
     def session_requested(self) -> tuple[asyncssh.SSHServerChannel[bytes], ClientSession]:
         if self.conn is None:
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, "connection not set up")
+        limit = self.ctx.config.limits.max_session_channels_per_connection
+        open_now = sum(isinstance(c, ClientSession) for c in self.channels)
+        self._within_channel_limit("session channels", open_now, limit, kind="session")
         return self.conn.create_server_channel(encoding=None), ClientSession(self)
 
     def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> Any:
+        limit = self.ctx.config.limits.max_forwards_per_connection
+        open_now = self._forwards_opening + sum(isinstance(c, ClientTcp) for c in self.channels)
+        where = {"host": dest_host, "port": dest_port}
+        self._within_channel_limit("forwards", open_now, limit, kind="forward", **where)
+        self._forwards_opening += 1  # now: a burst of opens comes before any of them runs
         return self._open_forward(dest_host, dest_port)
 
+    def _within_channel_limit(self, what: str, open_now: int, limit: int, **fields: Any) -> None:
+        """Refuse a channel past the connection's limit: told to the client, audited."""
+        if open_now < limit:
+            return
+        reason = f"too many {what} open on this connection (limit {limit})"
+        self.log.warning("channel.refused", **fields, reason=reason)
+        raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, reason)
+
     async def _open_forward(self, host: str, port: int) -> ClientTcp:
+        try:
+            return await self._forward(host, port)
+        finally:
+            self._forwards_opening -= 1  # opened (then counted in ``channels``) or refused
+
+    async def _forward(self, host: str, port: int) -> ClientTcp:
         try:
             await self.signed_in()  # a sign-in after authentication may still run
         except Refusal as exc:
