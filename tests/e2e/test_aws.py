@@ -713,3 +713,26 @@ def test_vscode_flow_through_the_generated_config(
     options = ["-F", str(config), "-o", f"UserKnownHostsFile={known_hosts}", "-i", str(keys.alice)]
     options += ["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"]
     remote_ssh_flow(lambda more: ["ssh", *options, *more, alias, "bash"])
+
+
+async def test_channels_closed_while_their_ssm_session_starts_leave_none_open(
+    aws_gateway: GatewayProcess, keys: Keys, world: AwsWorld
+) -> None:
+    """Session channels closed at every moment of their SSM session's start (StartSession, the
+    websocket, the handshake) leave no SSM session running, and the connection keeps serving."""
+    conn = await asyncssh.connect(
+        "127.0.0.1", aws_gateway.port, username="alice+app-prod", client_keys=[str(keys.alice)],
+        known_hosts=None, agent_path=None, config=None,
+    )  # fmt: skip
+    async with conn:
+        for delay_ms in range(0, 200, 10):
+            process = await conn.create_process("sleep 30")
+            await asyncio.sleep(delay_ms / 1000)
+            process.close()
+            await process.wait_closed()
+        result = await asyncio.wait_for(conn.run("echo still-serving", check=True), 30)
+        assert result.stdout == "still-serving\n"
+    deadline = time.monotonic() + 15
+    while world.live_sessions() and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert world.live_sessions() == []
