@@ -25,8 +25,11 @@ class CommandError(Refusal, ValueError):
     """A ``formal`` command that cannot be understood; the message is safe to show the client,
     with the exit status of a usage error."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message, exit_status=2, event="command.invalid")
+    def __init__(self, message: str, exit_status: int = 2) -> None:
+        super().__init__(message, exit_status=exit_status, event="command.invalid")
+
+
+NUL_IN_COMMAND = "the command holds a NUL byte, which no remote shell takes; nothing was run"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +97,8 @@ def parse_command(text: str) -> Command | None:
     Quoting follows a POSIX shell so Cursor's ``--shell "/bin/bash -c '...'"`` survives. The
     text after ``--`` is kept exactly as written, like the command of ``ssh host COMMAND``.
     """
+    if "\0" in text:  # sshd ends the whole connection over it; a shell would run less than the policy saw
+        raise CommandError(NUL_IN_COMMAND, exit_status=1)
     stream = io.StringIO(text)
     lexer = shlex.shlex(stream, posix=True)
     lexer.whitespace_split = True

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sshgate.command import CommandError, ListResources, Route, SshConfig, parse_command
+from sshgate.command import NUL_IN_COMMAND, CommandError, ListResources, Route, SshConfig, parse_command
 from sshgate.login import is_name
 
 
@@ -74,3 +74,10 @@ def test_ssh_config_prefix_is_a_plain_name_or_refused(prefix: str) -> None:
     except CommandError:
         return
     assert isinstance(parsed, SshConfig) and parsed.prefix == prefix and is_name(prefix)
+
+
+@pytest.mark.parametrize("text", ["echo a\0b", "formal list\0", "formal web-1 -- id\0"])
+def test_a_nul_byte_anywhere_is_refused_with_status_1(text: str) -> None:
+    with pytest.raises(CommandError) as refused:
+        parse_command(text)
+    assert (str(refused.value), refused.value.exit_status) == (NUL_IN_COMMAND, 1)

@@ -58,6 +58,9 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
     def pty_requested(
         self, term_type: str, term_size: tuple[int, int, int, int], term_modes: Mapping[int, int]
     ) -> bool:
+        if "\0" in term_type:  # sshd ends the whole connection over it: refused, as a pty request
+            self.owner.log.warning("channel.pty_refused", reason="terminal type holds a NUL byte")
+            return False
         self._term = (term_type, term_size, term_modes)
         return True
 
@@ -127,6 +130,7 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         try:
             parsed = parse_command(self._command) if self._command is not None else None
         except CommandError as exc:
+            owner.log.warning(exc.event, reason=exc.reason, exit_status=exc.exit_status)
             self._refuse(str(exc), exc.exit_status)
             return
         if isinstance(parsed, ListResources | SshConfig):
@@ -292,4 +296,10 @@ class ClientTcp(ChannelRelay, asyncssh.SSHTCPSession[bytes]):
 
 
 def _forwarded_env(env: Any) -> dict[str, str]:
-    return {k: v for k, v in dict(env).items() if k in _FORWARDED_ENV or k.startswith("LC_")}
+    """The client's locale and time zone, as OpenSSH's AcceptEnv passes them; never a name or
+    value holding a NUL byte (sshd ends the whole connection over one)."""
+    return {
+        k: v
+        for k, v in dict(env).items()
+        if (k in _FORWARDED_ENV or k.startswith("LC_")) and "\0" not in k and "\0" not in v
+    }

@@ -255,6 +255,9 @@ class GatewayConnection(asyncssh.SSHServer):
         return self.conn.create_server_channel(encoding=None), ClientSession(self)
 
     def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> Any:
+        if "\0" in dest_host:  # sshd ends the whole connection over it; no policy sees such a name
+            self.log.warning("channel.refused", kind="forward", reason="host name holds a NUL byte")
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, "host name holds a NUL byte")
         limit = self.ctx.config.limits.max_forwards_per_connection
         open_now = self._forwards_opening + sum(isinstance(c, ClientTcp) for c in self.channels)
         where = {"host": dest_host, "port": dest_port}
