@@ -1,5 +1,5 @@
-"""Two limits RFC 4254 §5.2 sets on a peer's channel traffic that asyncssh (2.24) leaves
-unchecked, checked here for every channel the gateway has, on both legs (a hostile client or a
+"""Limits on a peer's channel traffic that asyncssh (2.24) leaves unchecked. Two that RFC 4254
+§5.2 sets, checked for every channel the gateway has, on both legs (a hostile client or a
 hostile upstream), whichever receive path the packet took:
 
 * data or extended data longer than the maximum packet size this side announced for the channel.
@@ -12,23 +12,32 @@ hostile upstream), whichever receive path the packet took:
 
 Both sit where every path meets: ``SSHChannel._accept_data`` (asyncssh's ``_process_data`` and
 ``ssh_packet_path``'s lean path both deliver through it, after their window check) and the
-channel's dispatch entry for ``MSG_CHANNEL_WINDOW_ADJUST``. tests/unit/test_asyncssh_tuning.py
-fingerprints the asyncssh code named in ``WRAPPED``.
+channel's dispatch entry for ``MSG_CHANNEL_WINDOW_ADJUST``.
+
+And one on a client's session channels: asyncssh keeps every ``env`` request, so one channel
+could make the gateway hold any amount of memory (100,000 requests: 100 MB). OpenSSH's sshd keeps
+at most 128 variables; here a channel keeps ``MAX_ENV`` of at most ``MAX_ENV_ENTRY`` bytes each
+and refuses the rest (clients send ``env`` without asking for a reply; the gateway forwards only
+the locale and time zone anyway). tests/unit/test_asyncssh_tuning.py fingerprints the asyncssh
+code named in ``WRAPPED``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from asyncssh.channel import SSHChannel
+from asyncssh.channel import SSHChannel, SSHServerChannel
 from asyncssh.constants import MSG_CHANNEL_WINDOW_ADJUST
 from asyncssh.misc import ProtocolError
 
 WRAPPED = (
     "asyncssh.channel:SSHChannel._accept_data",
     "asyncssh.channel:SSHChannel._process_window_adjust",
+    "asyncssh.channel:SSHServerChannel._process_env_request",
 )
 MAX_WINDOW = 0xFFFFFFFF
+MAX_ENV = 64
+MAX_ENV_ENTRY = 4096
 
 
 def check_data_size(length: int, max_pktsize: int) -> None:
@@ -61,8 +70,20 @@ def _checked_window_adjust(self: Any, pkttype: int, pktid: int, packet: Any) -> 
     _process_window_adjust(self, pkttype, pktid, packet)
 
 
+def _checked_env_request(self: Any, packet: Any) -> bool:
+    # asyncssh's own handler, with the limits: it stores the pair and says yes, whatever the count.
+    key = packet.get_string()
+    value = packet.get_string()
+    packet.check_end()
+    if len(key) + len(value) > MAX_ENV_ENTRY or (key not in self._env and len(self._env) >= MAX_ENV):
+        return False
+    self._env[key] = value
+    return True
+
+
 def apply() -> None:
     """Install the checks for every channel from now on (idempotent). The gateway calls it at
     start (``serve``, ``demo``); importing this module changes nothing."""
     SSHChannel._accept_data = _checked_accept_data  # type: ignore[method-assign]
     SSHChannel._packet_handlers[MSG_CHANNEL_WINDOW_ADJUST] = _checked_window_adjust
+    SSHServerChannel._process_env_request = _checked_env_request  # type: ignore[method-assign]

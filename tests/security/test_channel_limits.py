@@ -1,8 +1,10 @@
 """The channels of one authenticated connection. It cannot open them without end: each session
 channel is an upstream session (for EC2 and ECS an SSM session), each forward an upstream
 connection; past ``max_session_channels_per_connection`` / ``max_forwards_per_connection`` the
-client is told why and the refusal is audited, and closing a channel frees its place. And one
-channel's end does not disturb the setup the connection's next channel waits on."""
+client is told why and the refusal is audited, and closing a channel frees its place. A session
+channel keeps at most 64 environment variables of 4 KiB (asyncssh kept every one: 100,000 env
+requests cost the gateway 100 MB). And one channel's end does not disturb the setup the
+connection's next channel waits on."""
 
 from __future__ import annotations
 
@@ -123,3 +125,11 @@ def test_openssh_shows_the_reason(gw: GatewayProcess, keys: Keys, upstream: Upst
     assert b"administratively prohibited: too many forwards open on this connection (limit 2)" in stderr, (
         stderr
     )
+
+
+async def test_a_flood_of_environment_variables_is_cut_at_the_limit(gw: GatewayProcess, keys: Keys) -> None:
+    env = {f"LC_X{i:05d}": "v" * 200 for i in range(5000)}
+    env["LANG"] = "x" * 5000  # one variable over 4 KiB: refused on its own
+    async with connect(gw, keys) as conn:
+        shown = await asyncio.wait_for(conn.run("env | grep -c '^LC_X'; echo ${#LANG}", env=env), 60)
+    assert shown.stdout == "64\n0\n"  # without the limit, sshd's own shows: 129

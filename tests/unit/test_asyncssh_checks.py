@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from asyncssh.channel import SSHChannel
+from asyncssh.channel import SSHChannel, SSHServerChannel
 from asyncssh.constants import MSG_CHANNEL_WINDOW_ADJUST
 from asyncssh.misc import ProtocolError
 
@@ -23,12 +23,14 @@ def test_a_window_may_reach_2_32_minus_1_and_not_pass_it() -> None:
         check_window_adjust(MAX_WINDOW - 10, 11)
 
 
-def test_apply_installs_both_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_apply_installs_the_checks(monkeypatch: pytest.MonkeyPatch) -> None:
     # Undone after the test, so other tests (the fingerprints) see asyncssh's own code
     monkeypatch.setattr(SSHChannel, "_accept_data", SSHChannel._accept_data)
+    monkeypatch.setattr(SSHServerChannel, "_process_env_request", SSHServerChannel._process_env_request)
     handlers = SSHChannel._packet_handlers
     monkeypatch.setitem(handlers, MSG_CHANNEL_WINDOW_ADJUST, handlers[MSG_CHANNEL_WINDOW_ADJUST])  # type: ignore[arg-type]
     asyncssh_checks.apply()
     asyncssh_checks.apply()
     assert SSHChannel._accept_data is asyncssh_checks._checked_accept_data
     assert SSHChannel._packet_handlers[MSG_CHANNEL_WINDOW_ADJUST] is asyncssh_checks._checked_window_adjust
+    assert SSHServerChannel._process_env_request is asyncssh_checks._checked_env_request  # type: ignore[comparison-overlap]

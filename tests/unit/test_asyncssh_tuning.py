@@ -162,6 +162,7 @@ FINGERPRINTS = {
         "asyncssh.logging:SSHLogger.packet": "a4baf6329fa97dcf",
         "asyncssh.logging:SSHLogger.debug2": "7f086ecd89814cd1",
         "asyncssh.channel:SSHChannel._process_window_adjust": "7a2e4c4998e0b496",
+        "asyncssh.channel:SSHServerChannel._process_env_request": "c6847fe6051100fa",
     }
 }
 
