@@ -88,23 +88,53 @@ class SsmUpstream:
         self._http = aiohttp.ClientSession()
         self._sessions: list[Session] = []
         self._ports: dict[tuple[str, int], asyncio.Task[PortSession]] = {}
+        self._terminating: set[asyncio.Task[None]] = set()
 
     async def _connect(
         self,
         opener: Callable[..., Awaitable[_S]],
-        started: StreamTarget,
+        start: Awaitable[StreamTarget],
         **options: Unpack[ConnectOptions],
     ) -> _S:
+        """Start an SSM session and connect to it. One started but never connected (the client's
+        channel closed meanwhile, or the connect failed) is terminated on the service, not left
+        running until its command ends."""
+        starting = asyncio.ensure_future(start)
+        try:
+            started = await asyncio.shield(starting)  # StartSession runs to its end in its thread
+        except asyncio.CancelledError:
+            starting.add_done_callback(self._terminate_if_started)
+            raise
         # Kept for close(); a long-lived connection runs session after session, so drop ended ones.
         self._sessions = [s for s in self._sessions if not s.closed]
         try:
             session = await opener(started, control=self._control, http=self._http, **options)
         except AgentProtocolError as exc:
+            self._terminate(started.session_id)
             raise UpstreamError(_violation_text(self._resource.name, exc)) from None
         except (SsmSessionError, aiohttp.ClientError, TimeoutError) as exc:
+            self._terminate(started.session_id)
             raise UpstreamError(f"SSM session to {self._resource.name} failed: {exc}") from None
+        except BaseException:
+            self._terminate(started.session_id)
+            raise
         self._sessions.append(session)
         return session
+
+    def _terminate_if_started(self, starting: asyncio.Future[StreamTarget]) -> None:
+        if not starting.cancelled() and starting.exception() is None:
+            self._terminate(starting.result().session_id)
+
+    def _terminate(self, session_id: str) -> None:
+        """TerminateSession in the background (kept until done; ``close`` waits for it)."""
+
+        async def terminate() -> None:
+            with contextlib.suppress(Exception):  # the session may be gone already
+                await self._control.terminate(session_id)
+
+        task = asyncio.get_running_loop().create_task(terminate())
+        self._terminating.add(task)
+        task.add_done_callback(self._terminating.discard)
 
     async def _start(self, document: str | None, parameters: dict[str, list[str]] | None) -> StreamTarget:
         try:
@@ -134,16 +164,16 @@ class SsmUpstream:
             return await self._open_ecs(request, downstream, size)
         if request.kind == "exec" and request.command is not None and not request.pty:
             assert isinstance(self._resource, Ec2Resource)
-            started = await self._start(self._resource.command_document, {"command": [request.command]})
-            session = await self._connect(open_command, started)
+            start = self._start(self._resource.command_document, {"command": [request.command]})
+            session = await self._connect(open_command, start)
             return _command_pump(session, downstream, self._resource.name)
         interactive = request.command if request.kind == "exec" else request.shell
         if interactive:
             # A command with a terminal (ssh -t host top) is interactive: it needs stdin.
-            started = await self._start("AWS-StartInteractiveCommand", {"command": [interactive]})
+            start = self._start("AWS-StartInteractiveCommand", {"command": [interactive]})
         else:
-            started = await self._start(None, None)
-        shell = await self._connect(open_shell, started, size=size or (80, 24), no_handshake=True)
+            start = self._start(None, None)
+        shell = await self._connect(open_shell, start, size=size or (80, 24), no_handshake=True)
         return _shell_pump(shell, downstream, None, self._resource.name)
 
     def _piped_program(self, request: SessionRequest) -> str | None:
@@ -161,10 +191,10 @@ class SsmUpstream:
     async def _piped_shell(self, program: str, downstream: Downstream) -> UpstreamChannel:
         piped = PipedShell(program)
         if isinstance(self._target, EcsTarget):
-            started = await self._exec_ecs(piped.command)
+            start = self._exec_ecs(piped.command)
         else:
-            started = await self._start("AWS-StartInteractiveCommand", {"command": [piped.command]})
-        shell = await self._connect(open_shell, started, no_handshake=True)
+            start = self._start("AWS-StartInteractiveCommand", {"command": [piped.command]})
+        shell = await self._connect(open_shell, start, no_handshake=True)
         try:
             first = await asyncio.wait_for(piped.wait_ready(shell.read), READY_TIMEOUT)
         except (ConnectionError, TimeoutError) as exc:
@@ -183,8 +213,9 @@ class SsmUpstream:
             command = marker.wrap(request.command)
         else:
             command = request.shell or self._resource.shell
-        started = await self._exec_ecs(command)
-        session = await self._connect(open_shell, started, size=size or (80, 24), no_handshake=True)
+        session = await self._connect(
+            open_shell, self._exec_ecs(command), size=size or (80, 24), no_handshake=True
+        )
         return _shell_pump(session, downstream, marker, self._resource.name)
 
     async def _port_session(self, host: str, port: int) -> PortSession:
@@ -193,7 +224,7 @@ class SsmUpstream:
         else:
             document = "AWS-StartPortForwardingSessionToRemoteHost"
             parameters = {"host": [host], "portNumber": [str(port)]}
-        return await self._connect(open_port, await self._start(document, parameters))
+        return await self._connect(open_port, self._start(document, parameters))
 
     async def open_tcp(self, host: str, port: int, downstream: Downstream) -> UpstreamChannel:
         key = (host, port)
@@ -218,6 +249,8 @@ class SsmUpstream:
         for session in self._sessions:
             with contextlib.suppress(Exception):
                 await session.close()
+        if self._terminating:
+            await asyncio.wait(set(self._terminating))
         await self._http.close()
 
 
