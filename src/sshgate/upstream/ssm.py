@@ -108,18 +108,23 @@ class SsmUpstream:
         # Kept for close(); a long-lived connection runs session after session, so drop ended ones.
         self._sessions = [s for s in self._sessions if not s.closed]
         try:
-            session = await opener(started, control=self._control, http=self._http, **options)
-        except AgentProtocolError as exc:
-            self._terminate(started.session_id)
-            raise UpstreamError(_violation_text(self._resource.name, exc)) from None
-        except (SsmSessionError, aiohttp.ClientError, TimeoutError) as exc:
-            self._terminate(started.session_id)
-            raise UpstreamError(f"SSM session to {self._resource.name} failed: {exc}") from None
+            session = await self._open(opener, started, **options)
         except BaseException:
             self._terminate(started.session_id)
             raise
         self._sessions.append(session)
         return session
+
+    async def _open(
+        self, opener: Callable[..., Awaitable[_S]], started: StreamTarget, **options: Unpack[ConnectOptions]
+    ) -> _S:
+        """Connect to a started session; its failures as the client reads them."""
+        try:
+            return await opener(started, control=self._control, http=self._http, **options)
+        except AgentProtocolError as exc:
+            raise UpstreamError(_violation_text(self._resource.name, exc)) from None
+        except (SsmSessionError, aiohttp.ClientError, TimeoutError) as exc:
+            raise UpstreamError(f"SSM session to {self._resource.name} failed: {exc}") from None
 
     def _terminate_if_started(self, starting: asyncio.Future[StreamTarget]) -> None:
         if not starting.cancelled() and starting.exception() is None:
