@@ -33,7 +33,7 @@ from tests.support.emulator import (
     emulator_process,
     emulator_sessions,
 )
-from tests.support.gateway import Client, GatewayProcess
+from tests.support.gateway import Client, GatewayProcess, asyncssh_login
 from tests.support.net import free_port, wait_port
 from tests.support.sshd import keygen
 from tests.support.tcp import echo_server, recv_exact, socks5_connect
@@ -303,13 +303,7 @@ async def test_window_changes_and_input_reach_the_agent_in_order(
 ) -> None:
     """Window changes and input sent back to back, ten times over, reach the agent in the order
     sent: the emulator's agent notes how much input it had taken when each size arrived."""
-    conn = await asyncssh.connect(
-        "127.0.0.1",
-        aws_gateway.port,
-        username="alice+app-prod",
-        client_keys=[str(keys.alice)],
-        known_hosts=None,
-    )
+    conn = await asyncssh_login(aws_gateway, keys.alice, "alice+app-prod")
     async with conn:
         chan, session = await conn.create_session(
             _Collect, term_type="xterm", term_size=(100, 30), encoding=None
@@ -720,10 +714,7 @@ async def test_channels_closed_while_their_ssm_session_starts_leave_none_open(
 ) -> None:
     """Session channels closed at every moment of their SSM session's start (StartSession, the
     websocket, the handshake) leave no SSM session running, and the connection keeps serving."""
-    conn = await asyncssh.connect(
-        "127.0.0.1", aws_gateway.port, username="alice+app-prod", client_keys=[str(keys.alice)],
-        known_hosts=None, agent_path=None, config=None,
-    )  # fmt: skip
+    conn = await asyncssh_login(aws_gateway, keys.alice, "alice+app-prod")
     async with conn:
         for delay_ms in range(0, 200, 10):
             process = await conn.create_process("sleep 30")

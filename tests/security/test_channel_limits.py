@@ -18,7 +18,7 @@ import asyncssh
 import pytest
 
 from tests.conftest import Keys, Upstream, base_config
-from tests.support.gateway import Client, GatewayProcess
+from tests.support.gateway import Client, GatewayProcess, asyncssh_login
 from tests.support.net import free_port, wait_port
 
 LIMIT = 2
@@ -37,17 +37,10 @@ def gw(keys: Keys, upstream: Upstream, tmp_path: Path) -> Iterator[GatewayProces
     proc.stop()
 
 
-def connect(gw: GatewayProcess, keys: Keys) -> asyncssh.SSHClientConnection:
-    return asyncssh.connect(  # type: ignore[return-value]
-        "127.0.0.1", gw.port, username="alice+web-1", client_keys=[str(keys.alice)],
-        known_hosts=None, agent_path=None, config=None,
-    )  # fmt: skip
-
-
 async def test_session_channels_past_the_limit_are_refused_until_one_closes(
     gw: GatewayProcess, keys: Keys
 ) -> None:
-    async with connect(gw, keys) as conn:
+    async with asyncssh_login(gw, keys.alice) as conn:
         held = [await conn.create_process("sleep 30") for _ in range(LIMIT)]
         with pytest.raises(asyncssh.ChannelOpenError) as refused:
             await conn.create_process("echo one-too-many")
@@ -68,7 +61,7 @@ async def test_a_channel_closed_while_the_connection_binds_leaves_the_next_one_w
 ) -> None:
     """Closed before the upstream connected, a first channel used to cancel the connection's
     binding with it, and every later channel of the connection waited forever."""
-    async with connect(gw, keys) as conn:
+    async with asyncssh_login(gw, keys.alice) as conn:
         first = await conn.create_process("sleep 30")
         first.close()
         await first.wait_closed()
@@ -80,7 +73,7 @@ async def test_forwards_past_the_limit_are_refused_even_when_asked_for_at_once(
     gw: GatewayProcess, keys: Keys, upstream: Upstream
 ) -> None:
     port = upstream.sshd.port  # any listener the policy lets alice reach: the upstream sshd
-    async with connect(gw, keys) as conn:
+    async with asyncssh_login(gw, keys.alice) as conn:
         burst = await asyncio.gather(
             *(conn.open_connection("127.0.0.1", port) for _ in range(LIMIT + 3)), return_exceptions=True
         )
@@ -92,7 +85,7 @@ async def test_forwards_past_the_limit_are_refused_even_when_asked_for_at_once(
         for reader, writer in opened:
             assert (await reader.readline()).startswith(b"SSH-2.0-OpenSSH")
             writer.close()
-        await asyncio.sleep(0.2)  # the closes reach the gateway
+        gw.wait_events("channel.close", LIMIT, kind="forward")  # the closes reached the gateway
         reader, writer = await conn.open_connection("127.0.0.1", port)
         assert (await reader.readline()).startswith(b"SSH-2.0-OpenSSH")
         writer.close()
@@ -102,12 +95,10 @@ def test_openssh_shows_the_reason(gw: GatewayProcess, keys: Keys, upstream: Upst
     """``ssh -L`` with one connection more than the limit: the stock client prints the reason."""
     client = Client(gw, keys.alice, tmp_path / "client")
     local = free_port()
-    forward = [
-        *client.ssh_argv(
-            "alice+web-1",
-            options=["-N", "-o", "LogLevel=INFO", "-L", f"127.0.0.1:{local}:127.0.0.1:{upstream.sshd.port}"],
-        )
-    ]
+    forward = client.ssh_argv(
+        "alice+web-1",
+        options=["-N", "-o", "LogLevel=INFO", "-L", f"127.0.0.1:{local}:127.0.0.1:{upstream.sshd.port}"],
+    )
     with subprocess.Popen(forward, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE) as ssh:
         try:
             wait_port(local)  # its probe is a forward too: wait until the gateway has closed it
@@ -128,8 +119,8 @@ def test_openssh_shows_the_reason(gw: GatewayProcess, keys: Keys, upstream: Upst
 
 
 async def test_a_flood_of_environment_variables_is_cut_at_the_limit(gw: GatewayProcess, keys: Keys) -> None:
-    env = {f"LC_X{i:05d}": "v" * 200 for i in range(5000)}
-    env["LANG"] = "x" * 5000  # one variable over 4 KiB: refused on its own
-    async with connect(gw, keys) as conn:
+    # First one variable over 4 KiB, refused on its own (sshd would take it), then the flood.
+    env = {"LANG": "x" * 5000, **{f"LC_X{i:05d}": "v" * 200 for i in range(5000)}}
+    async with asyncssh_login(gw, keys.alice) as conn:
         shown = await asyncio.wait_for(conn.run("env | grep -c '^LC_X'; echo ${#LANG}", env=env), 60)
-    assert shown.stdout == "64\n0\n"  # without the limit, sshd's own shows: 129
+    assert shown.stdout == "64\n0\n"  # without the limits: 128 and 5000 (sshd keeps 128)

@@ -9,13 +9,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import asyncssh
 import pytest
 
 from tests.conftest import Keys, Upstream, base_config
-from tests.support.gateway import GatewayProcess
+from tests.support.gateway import GatewayProcess, asyncssh_login
 
 
 @pytest.fixture
@@ -30,15 +29,8 @@ async def _still_served(conn: asyncssh.SSHClientConnection) -> None:
     assert (after.exit_status, after.stdout, after.stderr) == (0, "after\n", "")
 
 
-def _connect(gw: GatewayProcess, keys: Keys) -> Any:
-    return asyncssh.connect(
-        "127.0.0.1", gw.port, username="alice+web-1", client_keys=[str(keys.alice)],
-        known_hosts=None, agent_path=None, config=None,
-    )  # fmt: skip
-
-
 async def test_a_command_with_a_nul_byte_is_refused_with_a_line(gw: GatewayProcess, keys: Keys) -> None:
-    async with _connect(gw, keys) as conn:
+    async with asyncssh_login(gw, keys.alice) as conn:
         refused = await asyncio.wait_for(conn.run("echo a\0; touch /tmp/sg-nul-ran"), 20)
         assert refused.exit_status == 1
         assert refused.stderr == (
@@ -50,7 +42,7 @@ async def test_a_command_with_a_nul_byte_is_refused_with_a_line(gw: GatewayProce
 
 
 async def test_an_environment_variable_with_a_nul_byte_is_dropped(gw: GatewayProcess, keys: Keys) -> None:
-    async with _connect(gw, keys) as conn:
+    async with asyncssh_login(gw, keys.alice) as conn:
         env = {"LANG": "C.UTF-8\0evil", "LC_TIME": "C"}
         shown = await asyncio.wait_for(conn.run("echo [$LANG] [$LC_TIME]", env=env), 20)
         assert shown.stdout == "[] [C]\n"  # the rest of the environment still arrives
@@ -60,7 +52,7 @@ async def test_an_environment_variable_with_a_nul_byte_is_dropped(gw: GatewayPro
 async def test_a_terminal_type_with_a_nul_byte_is_refused_as_a_pty_request(
     gw: GatewayProcess, keys: Keys
 ) -> None:
-    async with _connect(gw, keys) as conn:
+    async with asyncssh_login(gw, keys.alice) as conn:
         with pytest.raises(asyncssh.ChannelOpenError, match="PTY request failed"):
             await conn.create_session(asyncssh.SSHClientSession, "true", term_type="xterm\0evil")
         assert gw.wait_event("channel.pty_refused")["reason"] == "terminal type holds a NUL byte"
@@ -70,7 +62,7 @@ async def test_a_terminal_type_with_a_nul_byte_is_refused_as_a_pty_request(
 async def test_a_forward_to_a_host_name_with_a_nul_byte_is_refused(
     gw: GatewayProcess, keys: Keys, upstream: Upstream
 ) -> None:
-    async with _connect(gw, keys) as conn:
+    async with asyncssh_login(gw, keys.alice) as conn:
         with pytest.raises(asyncssh.ChannelOpenError) as refused:
             await conn.open_connection("127.0.0.1\0evil", upstream.sshd.port)
         assert refused.value.reason == "host name holds a NUL byte"

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncssh
 import yaml
 
 from tests.support.sshd import keygen
@@ -225,3 +226,12 @@ def control_master(argv: Callable[..., list[str]], sock: Path) -> Iterator[list[
         except subprocess.TimeoutExpired:
             master.kill()
             master.wait()
+
+
+def asyncssh_login(gw: GatewayProcess, key: Path, login: str = "alice+web-1") -> Any:
+    """An asyncssh client connection to ``gw`` as ``login`` (await it, or ``async with``): for
+    what stock OpenSSH does not send, such as bytes it refuses or many channels on one connection."""
+    return asyncssh.connect(
+        "127.0.0.1", gw.port, username=login, client_keys=[str(key)],
+        known_hosts=None, agent_path=None, config=None,
+    )  # fmt: skip
