@@ -110,25 +110,49 @@ async def test_a_key_of_another_type_or_declared_algorithm_is_not_used() -> None
         await verify(sign({}), cache)
 
 
-async def test_unknown_kid_refetches_once_per_kid_change() -> None:
+async def test_unknown_kids_refetch_at_most_once_per_gap_and_never_block_a_rotation() -> None:
     served = [public_jwk(RSA_KEY, "k1")]
     fetched: list[int] = []
+    now = [1000.0]
 
     async def fetch() -> Any:
         return {"keys": list(served)}
 
-    cache = JwksCache(fetch, on_fetch=fetched.append, min_refresh_s=0)
+    cache = JwksCache(fetch, on_fetch=fetched.append, min_refresh_s=5, clock=lambda: now[0])
     await verify(sign({}), cache)
     await verify(sign({}), cache)
     assert cache.fetches == 1  # the first sign-in fetched; the second used the cache
-    unknown = sign({}, key=OTHER_KEY, kid="rogue")
-    for _ in range(3):
+    now[0] += 10
+    for n in range(300):  # forged tokens, each naming a kid never seen: one refetch in all
         with pytest.raises(SignInError, match="could not be verified"):
-            await verify(unknown, cache)
-    assert cache.fetches == 2  # one refetch for the unknown kid, never a second
+            await verify(sign({}, key=OTHER_KEY, kid=f"junk-{n}"), cache)
+    assert cache.fetches == 2
     served.append(public_jwk(OTHER_KEY, "k2"))  # the provider rotates
-    assert (await verify(sign({}, key=OTHER_KEY, kid="k2"), cache))["sub"] == "u-1"
+    rotated = sign({}, key=OTHER_KEY, kid="k2")
+    with pytest.raises(SignInError):  # within the gap the cache does not ask again...
+        await verify(rotated, cache)
+    now[0] += 5
+    assert (await verify(rotated, cache))["sub"] == "u-1"  # ...after it, the new key is found
     assert cache.fetches == 3 and fetched == [1, 1, 2]
+
+
+async def test_a_key_set_older_than_its_max_age_is_refetched_on_use() -> None:
+    served = [public_jwk(RSA_KEY, "k1")]
+    now = [0.0]
+
+    async def fetch() -> Any:
+        return {"keys": list(served)}
+
+    cache = JwksCache(fetch, clock=lambda: now[0])
+    await verify(sign({}), cache)
+    served.clear()  # the provider withdraws the key
+    served.append(public_jwk(OTHER_KEY, "k2"))
+    now[0] += 3599
+    await verify(sign({}), cache)  # still within the max age: cached
+    now[0] += 2
+    with pytest.raises(SignInError, match="could not be verified"):
+        await verify(sign({}), cache)
+    assert cache.fetches == 2
 
 
 async def test_concurrent_sign_ins_share_one_fetch() -> None:

@@ -1,8 +1,10 @@
-"""The provider's signing keys: fetched once, refetched only for a key id not seen before.
+"""The provider's signing keys: fetched once, refetched for an unknown key id or when stale.
 
-A token naming an unknown ``kid`` is what a key rotation looks like, so it triggers one refetch;
-the same unknown ``kid`` never triggers a second (a forged token cannot make the gateway hammer
-the provider), and refetches are at least ``min_refresh_s`` apart.
+A token naming an unknown ``kid`` is what a key rotation looks like, so it triggers a refetch
+once ``min_refresh_s`` has passed since the last one: forged tokens cannot make the gateway hammer
+the provider, and no number of them can stop a real rotation being picked up (a memory of kids
+already tried, capped, once could). A set older than ``max_age_s`` is refetched on its next use,
+so a key the provider withdraws stops being trusted without a restart.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from jwt.exceptions import PyJWKError
 
 from sshgate.oidc import errors
 
-_MAX_REMEMBERED = 256
+MAX_AGE_S = 3600.0
 
 
 def parse_jwks(doc: Any) -> dict[str, PyJWK]:
@@ -44,15 +46,15 @@ class JwksCache:
         fetch: Callable[[], Awaitable[Any]],
         on_fetch: Callable[[int], None] = lambda count: None,
         min_refresh_s: float = 5.0,
+        max_age_s: float = MAX_AGE_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._fetch = fetch
         self._on_fetch = on_fetch
         self._min_refresh_s = min_refresh_s
+        self._max_age_s = max_age_s
         self._clock = clock
         self._keys: dict[str, PyJWK] | None = None
-        self._kids: frozenset[str] = frozenset()
-        self._refreshed_for: set[str] = set()
         self._last_fetch = float("-inf")
         self._lock = asyncio.Lock()
         self._generation = 0
@@ -61,14 +63,12 @@ class JwksCache:
     async def key(self, kid: str | None, algorithm: str) -> PyJWK:
         """The key that must have signed a token with this header, or :class:`SignInError`."""
         wanted = kid or ""
-        if self._keys is None:
+        if self._keys is None or self._clock() - self._last_fetch >= self._max_age_s:
             await self._refresh(self._generation)
         found = self._match(wanted, algorithm)
-        if found is None and wanted not in self._refreshed_for and len(self._refreshed_for) < _MAX_REMEMBERED:
-            self._refreshed_for.add(wanted)
-            if self._clock() - self._last_fetch >= self._min_refresh_s:
-                await self._refresh(self._generation)
-                found = self._match(wanted, algorithm)
+        if found is None and self._clock() - self._last_fetch >= self._min_refresh_s:
+            await self._refresh(self._generation)
+            found = self._match(wanted, algorithm)
         if found is None:
             raise errors.invalid(f"the ID token's signing key {wanted!r} ({algorithm}) is not in the JWKS")
         return found
@@ -92,9 +92,7 @@ class JwksCache:
             keys = parse_jwks(await self._fetch())
             self.fetches += 1
             self._generation += 1
-            if frozenset(keys) != self._kids:
-                self._refreshed_for.clear()
-            self._keys, self._kids = keys, frozenset(keys)
+            self._keys = keys
             self._on_fetch(len(keys))
 
 
