@@ -155,6 +155,24 @@ def test_binary_exec_output_is_recorded_byte_exact(
     assert verify(directory, None) == []
 
 
+@pytest.mark.parametrize(
+    "command",
+    ["scp -f /dev/null </dev/null; echo hidden-$((6*7))", "rsync --server --sender . x; echo hidden-$((6*7))"],
+)
+def test_a_command_that_only_starts_like_a_transfer_keeps_its_output(
+    recorded: GatewayProcess, keys: Keys, tmp_path: Path, command: str
+) -> None:
+    # Transfers are recorded as events, without their bytes: a line that runs more than scp or
+    # rsync must not pass as one, or its output would go unrecorded.
+    alice = Client(recorded, keys.alice, tmp_path)
+    before = _started(recorded)
+    result = alice.ssh("alice+web-1", command)
+    assert b"hidden-42" in result.stdout
+    (directory,) = _new_sessions(recorded, before)
+    assert b"hidden-42" in payload(directory / "1-exec.out")
+    assert not (directory / "1-exec.jsonl").exists()
+
+
 def test_exec_stderr_scp_rsync_sftp_and_forward(
     recorded: GatewayProcess,
     keys: Keys,

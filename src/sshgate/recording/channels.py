@@ -41,21 +41,58 @@ def utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+_TRANSFER_PROGRAMS = {
+    f"{where}{name}" for name in ("scp", "rsync") for where in ("", "/usr/bin/", "/bin/", "/usr/local/bin/")
+}
+
+
+def _one_program(command: str) -> bool:
+    """Whether a shell runs ``command`` as one program and nothing else: no operator, redirection,
+    substitution or second line outside quotes (``scp -f x; cat secret`` is not a transfer)."""
+    quote = ""
+    escaped = False
+    for ch in command:
+        if escaped:
+            escaped = False
+        elif quote == "'":
+            quote = "" if ch == "'" else quote
+        elif ch == "\\":
+            escaped = True
+        elif ch in "$`\n\r":
+            return False
+        elif quote == '"':
+            quote = "" if ch == '"' else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in ";&|<>(){}":
+            return False
+    return not quote and not escaped
+
+
 def transfer_of(command: str | None) -> dict[str, Any] | None:
-    """The file transfer an exec command performs (``scp -t``/``-f``, ``rsync --server``), or None."""
+    """The file transfer an exec command performs (``scp -t``/``-f``, ``rsync --server``), or None.
+
+    A transfer's bytes are recorded as events, not kept (docs/recordings.md), so only a line that
+    runs the system's scp or rsync and nothing else counts: anything more is a command whose
+    output is recorded.
+    """
+    if command is None or not _one_program(command):
+        return None
     try:
-        argv = shlex.split(command or "")
+        argv = shlex.split(command)
     except ValueError:
         return None
-    program = os.path.basename(argv[0]) if argv else ""
-    if program == "scp":
+    program = argv[0] if argv else ""
+    if program not in _TRANSFER_PROGRAMS:
+        return None
+    if os.path.basename(program) == "scp":
         letters = "".join(a[1:] for a in argv[1:] if a.startswith("-") and not a.startswith("--"))
         if "t" not in letters and "f" not in letters:
             return None
         direction = "upload" if "t" in letters else "download"
         paths = [a for a in argv[1:] if not a.startswith("-")]
         return {"protocol": "scp", "direction": direction, "paths": paths}
-    if program == "rsync" and "--server" in argv:
+    if "--server" in argv:
         direction = "download" if "--sender" in argv else "upload"
         paths = argv[argv.index(".") + 1 :] if "." in argv else []
         return {"protocol": "rsync", "direction": direction, "paths": paths}
