@@ -15,6 +15,7 @@ from sshgate.oidc.cli import add_keys_commands
 from sshgate.policy.cli import add_policy_commands
 from sshgate.recording.cli import add_recording_commands
 from sshgate.recording.recorder import RecordingError
+from sshgate.revoked_keys import RevokedKeysFile
 from sshgate.tokens import new_token
 
 T = TypeVar("T")
@@ -47,6 +48,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     path = config_path_from_env(args.config)
     config = load_config(path)
+    RevokedKeysFile(config.identities.revoked_keys)
     print(
         f"{path}: OK ({len(config.resources)} resources, {len(config.identities.users)} users, "
         f"{len(config.identities.machines)} machines)"

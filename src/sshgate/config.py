@@ -161,6 +161,8 @@ class Identities(_Model):
     users: list[UserConfig] = []
     machines: list[MachineConfig] = []
     user_ca_keys: list[PublicKeyLine] = []
+    # OpenSSH's RevokedKeys: a KRL (ssh-keygen -k) or a list of public keys (docs/configuration.md).
+    revoked_keys: str | None = None
     oidc: OidcConfig | None = None
 
     @model_validator(mode="after")
@@ -611,6 +613,10 @@ def load_config(path: str | os.PathLike[str]) -> Config:
             update={"paths": [_resolve(base, p) for p in config.policies.paths]}
         ),
     }
+    if config.identities.revoked_keys:
+        updates["identities"] = config.identities.model_copy(
+            update={"revoked_keys": _resolve(base, config.identities.revoked_keys)}
+        )
     recording: dict[str, Any] = {}
     if config.recording.dir:
         recording["dir"] = _resolve(base, config.recording.dir)

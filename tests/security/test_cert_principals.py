@@ -11,7 +11,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from tests.conftest import Keys
+from tests.conftest import Keys, Upstream, base_config
 from tests.security.attacker import attempt, signing_without_query
 from tests.support.gateway import Client, GatewayProcess
 from tests.support.sshd import keygen, sign_cert
@@ -131,3 +131,38 @@ def test_recorded_identity_is_the_certificate_holder(
     (manifest,) = recordings.glob(f"[0-9]*/{session_id}/session.json")
     doc = json.loads(manifest.read_text())
     assert (doc["user"], doc["identity"]) == ("mallory@corp.com", "idp:formal:human:mallory@corp.com")
+
+
+def test_revoked_certificates_are_refused_as_the_revocation_list_changes(
+    keys: Keys, upstream: Upstream, tmp_path: Path
+) -> None:
+    """identities.revoked_keys: a KRL from ssh-keygen -k, re-read when it changes (as sshd does)."""
+    krl, spec = tmp_path / "revoked.krl", tmp_path / "spec"
+
+    def revoke(*lines: str) -> None:
+        spec.write_text("".join(f"{line}\n" for line in lines))
+        subprocess.run(["ssh-keygen", "-k", "-f", str(krl), "-s", f"{keys.gateway_ca}.pub", str(spec)],
+                       check=True, capture_output=True)  # fmt: skip
+
+    revoke("serial: 31", "id: mallory-laptop-2")
+    config = base_config(keys, upstream)
+    config["identities"]["revoked_keys"] = str(krl)
+    gateway = GatewayProcess(tmp_path / "gw", config).start()
+    try:
+        login = "idp:human:mallory@corp.com+web-1"
+        lost = _cert_client(gateway, keys, tmp_path, "mallory@corp.com", "-z", "31")
+        result = lost.ssh(login, "id -un")
+        assert result.returncode == 255 and b"Permission denied" in result.stderr, result.stderr
+        key = keygen(tmp_path / "signed", "signed")
+        cert = sign_cert(keys.gateway_ca, Path(f"{key}.pub"), "mallory-laptop-2", "mallory@corp.com", extra=("-z", "5"))
+        with signing_without_query():
+            outcome = asyncio.run(
+                attempt(gateway.port, login, keys=[(asyncssh.read_private_key(key), asyncssh.read_certificate(cert))])
+            )
+        assert not outcome.ok
+        failure = gateway.wait_event("auth.failure", method="certificate", identity="mallory@corp.com")
+        assert failure["reason"] == "certificate key id 'mallory-laptop-2' revoked"
+        revoke("serial: 32")  # serial 31 taken off the list: no reload needed
+        assert lost.ssh(login, "id -un").stdout == b"sgtest\n"
+    finally:
+        gateway.stop()

@@ -17,6 +17,7 @@ from sshgate.gateway.asyncssh_auth import OfferedKey
 from sshgate.gateway.authentication import Authenticator, Unauthenticated
 from sshgate.metrics import Metrics
 from sshgate.refusal import Refusal
+from sshgate.revoked_keys import RevokedKeysFile
 from sshgate.state.counters import LocalCounters
 from sshgate.state.local import LocalState
 from tests.support.audit_log import RecordedLog
@@ -74,11 +75,13 @@ class World:
         self.metrics = Metrics()
         self.slots = Unauthenticated()
         self.log = RecordedLog()
+        self.revoked_keys = RevokedKeysFile(None)
 
     def connection(self, address: str = "192.0.2.7") -> tuple[Authenticator, Peer, list[int]]:
         done: list[int] = []
         auth = Authenticator(
-            self.config, self.state, self.metrics, None, self.slots, self.log, lambda: done.append(1)
+            self.config, self.state, self.metrics, None, self.revoked_keys, self.slots, self.log,
+            lambda: done.append(1),
         )
         peer = Peer()
         assert auth.admit(peer, address)
@@ -176,7 +179,7 @@ async def test_unauthenticated_caps_per_source_and_in_all(tmp_path: Path) -> Non
     first, _, _ = world.connection("192.0.2.1")
     world.connection("192.0.2.1")
     dropped = Authenticator(
-        world.config, world.state, world.metrics, None, world.slots, world.log, lambda: None
+        world.config, world.state, world.metrics, None, world.revoked_keys, world.slots, world.log, lambda: None
     )
     assert not dropped.admit(Peer(), "192.0.2.1")  # dropped before the banner
     assert world.log.named("connection.dropped")[0]["limit"] == 2
@@ -223,3 +226,18 @@ async def test_a_step_up_without_a_provider_is_refused(tmp_path: Path) -> None:
     with pytest.raises(Refusal, match="needs a fresh sign-in, but no identity provider is configured") as exc:
         await auth.step_up("web-1")
     assert exc.value.event == "policy.mfa"
+
+
+async def test_a_revoked_key_is_refused_and_counted_even_when_authorized(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    listed = tmp_path / "revoked_keys"
+    listed.write_text("# revoked after the laptop was lost\n" + KEY.export_public_key().decode())
+    world.revoked_keys = RevokedKeysFile(str(listed))
+    auth, _, done = world.connection()
+    await auth.begin("idp:human:alice@corp.com")
+    assert not await auth.public_key(query(KEY))  # not even offered: the client moves on
+    assert not await auth.public_key(signed(KEY))
+    assert not done and auth.attempts == 2
+    assert world.log.named("auth.failure")[-1]["reason"] == "key revoked"
+    listed.write_text("")  # taken off the list: the next attempt sees it, no reload needed
+    assert await auth.public_key(signed(KEY))

@@ -30,6 +30,7 @@ from sshgate.oidc.errors import SignInError
 from sshgate.oidc.signin import SignedIn, SignIn
 from sshgate.policy.input import ConnectionFacts
 from sshgate.refusal import Refusal
+from sshgate.revoked_keys import RevokedKeysFile
 from sshgate.state.base import SharedState
 from sshgate.tokens import verify_token
 from sshgate.user_certificates import CertificateRefused, check_user_certificate
@@ -72,6 +73,7 @@ class Authenticator:
         shared: SharedState,
         metrics: Metrics,
         sso: Sso | None,
+        revoked_keys: RevokedKeysFile,
         slots: Unauthenticated,
         log: Any,
         on_authenticated: Callable[[], None],
@@ -80,6 +82,7 @@ class Authenticator:
         self.shared = shared
         self.metrics = metrics
         self.sso = sso
+        self.revoked_keys = revoked_keys
         self.slots = slots
         self.log = log
         self._on_authenticated = on_authenticated
@@ -306,6 +309,9 @@ class Authenticator:
         """Why ``offered`` does not prove this login's identity (None: it does), and what proves it."""
         if offered.key is None:
             return "not a usable key or certificate", {}
+        revoked = self.revoked_keys.why(offered.key, offered.certificate)
+        if revoked is not None:
+            return revoked, {}
         if offered.certificate is None:
             # A single sign-on login takes any key: bound, it proves the person; unbound, it
             # leads to a sign-in.

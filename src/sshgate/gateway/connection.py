@@ -31,6 +31,7 @@ from sshgate.metrics import Metrics
 from sshgate.policy.input import RequestFacts
 from sshgate.recording.recorder import EndReason
 from sshgate.refusal import Refusal
+from sshgate.revoked_keys import RevokedKeysFile
 from sshgate.state.base import SharedState
 
 asyncssh_auth.install()
@@ -47,6 +48,7 @@ class GatewayState:
         self.connections: set[GatewayConnection] = set()
         self.unbinding: set[asyncio.Task[None]] = set()
         self.sso: Sso | None = None
+        self.revoked_keys = RevokedKeysFile(None)
 
     def revoked(self, fingerprints: set[str]) -> None:
         """Close the connections that authenticated with a key whose sign-in was just revoked."""
@@ -77,6 +79,7 @@ class GatewayConnection(asyncssh.SSHServer):
             state.shared,
             state.metrics,
             state.sso,
+            state.revoked_keys,
             state.unauthenticated,
             self.log,
             self._authenticated,

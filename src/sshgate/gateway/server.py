@@ -29,6 +29,7 @@ from sshgate.policy.watch import watch_policies
 from sshgate.recording.build import build_recorder
 from sshgate.recording.catalog import open_catalog
 from sshgate.recording.recorder import NullRecorder, Recorder, RecordingError
+from sshgate.revoked_keys import RevokedKeysFile
 from sshgate.ssh_algorithms import ENCRYPTION_ALGS
 from sshgate.state.build import build_state, web_sealer
 from sshgate.web.app import WebApp
@@ -71,6 +72,7 @@ class Gateway:
         interrupted = await self.recorder.start()
         if interrupted:
             self.log.warning("recording.interrupted", sessions=interrupted)
+        self.state.revoked_keys = RevokedKeysFile(config.identities.revoked_keys)
         await self.state.shared.start(self.state.terminate, self.state.revoked)
         self.policy = await ReloadableDecisionPoint.open(config.policies)
         self.ctx = self._bind_context(config)
@@ -150,6 +152,7 @@ class Gateway:
         recorder = self.recorder
         try:
             config = load_config(self.config_path)
+            revoked_keys = RevokedKeysFile(config.identities.revoked_keys)
             if _recording_settings(config) != _recording_settings(self.config):
                 recorder = build_recorder(config)
                 await recorder.start()
@@ -163,6 +166,7 @@ class Gateway:
             self._tasks.append(asyncio.get_running_loop().create_task(self.recorder.retire(self._stopped)))
             self.recorder = recorder
         self.discovery.configure(config)
+        self.state.revoked_keys = revoked_keys
         self.ctx = self._bind_context(config)
         self._use_sso(config)
         self.log.info("config.reload", result="ok", resources=len(config.resources))
