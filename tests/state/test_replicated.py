@@ -129,6 +129,37 @@ async def test_bindings_reach_every_replica_and_revocations_within_a_second(repl
     assert [x.fingerprint for x in await b.state.bindings()] == ["SHA256:k2"]
 
 
+async def test_a_revoked_binding_written_back_into_the_store_stays_revoked(
+    replicas: Any, redis_server: RedisServer
+) -> None:
+    """Write access to the store binds no key to anyone: not even by writing back the old
+    sealed value of a binding that was revoked, with or without its tombstone."""
+    a, b = await replicas(), await replicas()
+    await a.state.bind(binding("SHA256:stolen"))
+    old = redis_server.cli("HGET", "sg:bindings", "SHA256:stolen")
+    await b.state.revoke(fingerprint="SHA256:stolen")
+    await until(lambda: _is(b.state.binding("SHA256:stolen"), None))
+    redis_server.cli("HSET", "sg:bindings", "SHA256:stolen", old)  # the replay
+    redis_server.cli("INCR", "sg:bindings:version")
+    await asyncio.sleep(0.6)  # every replica has re-read the bindings
+    late = await replicas()  # started after the revocation: knows it from the tombstone
+    for replica in (a, b, late):
+        assert await replica.state.binding("SHA256:stolen") is None
+        assert "SHA256:stolen" not in [x.fingerprint for x in await replica.state.bindings()]
+    redis_server.cli("DEL", "sg:revoked")  # the tombstone deleted too: the replicas that saw it go remember
+    for replica in (a, b, late):
+        assert await replica.state.binding("SHA256:stolen") is None
+    await asyncio.sleep(0.01)
+    await a.state.bind(binding("SHA256:stolen"))  # the person signs in again: a new binding counts
+    for replica in (a, b, late):
+        found = await replica.state.binding("SHA256:stolen")
+        assert found is not None and found.email == "alice@corp.com"
+
+
+async def _is(value: Any, expected: Any) -> bool:
+    return await value is expected
+
+
 async def test_terminate_reaches_the_owning_replica_and_output_crosses_replicas(replicas: Any) -> None:
     a, b = await replicas(), await replicas()
     assert await a.state.open_session(session(a, "s1"), 5)

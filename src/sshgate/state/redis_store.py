@@ -25,7 +25,7 @@ import secrets
 import struct
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -102,6 +102,15 @@ def connect(url: str, timeout_s: float) -> aioredis.Redis:
 
 def as_text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """A revoked binding's tombstone: bindings signed in at or before ``at`` stay revoked, until
+    ``until`` (when the revoked binding would have expired anyway)."""
+
+    at: float
+    until: float
 
 
 class RedisStore:
@@ -349,11 +358,40 @@ class RedisStore:
             pipe.incr(self.key("bindings", "version"))
             await pipe.execute()
 
-    async def unbind(self, fingerprints: Iterable[str]) -> None:
+    async def unbind(self, bindings: Iterable[KeyBinding], at: float) -> None:
+        """Remove the bindings and leave a sealed tombstone for each until it would have expired:
+        the old sealed value written back (by anyone with write access to the store) stays revoked."""
+        gone = list(bindings)
         async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hdel(self.key("bindings"), *fingerprints)
+            pipe.hdel(self.key("bindings"), *(b.fingerprint for b in gone))
+            for b in gone:
+                tombstone = {"fingerprint": b.fingerprint, "at": at, "e": b.expires_at}
+                sealed = self.sealer.seal(f"revoked:{b.fingerprint}", tombstone)
+                pipe.hset(self.key("revoked"), b.fingerprint, sealed)
             pipe.incr(self.key("bindings", "version"))
             await pipe.execute()
+
+    async def revocations(self) -> dict[str, Revocation]:
+        """Every tombstone that verifies and still matters; the others are removed."""
+        raw = await self.client.hgetall(self.key("revoked"))
+        found: dict[str, Revocation] = {}
+        stale = []
+        for field, value in raw.items():
+            fingerprint = as_text(field)
+            doc = self._open("revoked", f"revoked:{fingerprint}", value)
+            if doc is None or doc.get("fingerprint") != fingerprint:
+                continue
+            try:
+                revocation = Revocation(float(doc["at"]), float(doc["e"]))
+            except (KeyError, TypeError, ValueError):
+                continue
+            if revocation.until > self._clock():
+                found[fingerprint] = revocation
+            else:
+                stale.append(fingerprint)
+        if stale:
+            await self.client.hdel(self.key("revoked"), *stale)
+        return found
 
     async def step_up_at(self, provider: str, email: str) -> float | None:
         field = f"{provider}:{email}"

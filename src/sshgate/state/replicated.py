@@ -40,7 +40,7 @@ from sshgate.state.counters import LocalCounters
 from sshgate.state.outputs import OutputHub
 from sshgate.state.record_copy import CopiedRecordCalls, CopiedRecords
 from sshgate.state.records import Entry
-from sshgate.state.redis_store import RedisStore, as_text
+from sshgate.state.redis_store import RedisStore, Revocation, as_text
 
 T = TypeVar("T")
 
@@ -91,6 +91,9 @@ class ReplicatedState(CopiedRecordCalls):
         self._pending_step_ups: dict[tuple[str, str], float] = {}
         # The last copy of the bindings, and when the store last answered.
         self._bindings: dict[str, KeyBinding] = {}
+        # Revocations this replica knows of, kept here too: deleting a tombstone from the store
+        # does not bring a revoked binding back on a replica that saw it go.
+        self._revoked: dict[str, Revocation] = {}
         self._step_ups: dict[tuple[str, str], float] = {}
         self._contact = -CACHED_BINDINGS_S
         self._version: str | None = None
@@ -277,11 +280,18 @@ class ReplicatedState(CopiedRecordCalls):
         except StateUnavailable:
             found = self._bindings.get(fingerprint) if self._last_copy_usable() else None
         else:
+            if found is not None and self._is_revoked(found):
+                found = None
             if found is None:
                 self._bindings.pop(fingerprint, None)
             else:
                 self._bindings[fingerprint] = found
         return found if found is not None and found.expires_at > time.time() else None
+
+    def _is_revoked(self, binding: KeyBinding) -> bool:
+        """A binding from before its key's revocation: an old sealed value written back."""
+        revocation = self._revoked.get(binding.fingerprint)
+        return revocation is not None and binding.signed_in_at <= revocation.at
 
     async def bind(self, binding: KeyBinding) -> None:
         self._bindings[binding.fingerprint] = binding
@@ -297,7 +307,8 @@ class ReplicatedState(CopiedRecordCalls):
             found = self._bindings
         now = time.time()
         return sorted(
-            (b for b in found.values() if b.expires_at > now), key=lambda b: (b.email, b.fingerprint)
+            (b for b in found.values() if b.expires_at > now and not self._is_revoked(b)),
+            key=lambda b: (b.email, b.fingerprint),
         )
 
     async def revoke(self, fingerprint: str | None = None, email: str | None = None) -> list[KeyBinding]:
@@ -306,7 +317,9 @@ class ReplicatedState(CopiedRecordCalls):
         who = email.lower() if email is not None else None
         gone = [b for b in found.values() if b.fingerprint == fingerprint or (who and b.email == who)]
         if gone:
-            await self._try(lambda: self.store.unbind(b.fingerprint for b in gone))
+            at = time.time()
+            await self._try(lambda: self.store.unbind(gone, at))
+            self._revoked.update((b.fingerprint, Revocation(at, b.expires_at)) for b in gone)
         if who is not None:
             await self._try(lambda: self.store.forget_step_ups(who))
         for binding in gone:
@@ -374,13 +387,17 @@ class ReplicatedState(CopiedRecordCalls):
 
     async def _sync_bindings(self) -> None:
         """Take the store's bindings as the last copy; report the revoked ones (not the expired)."""
-        found = await self.store.all_bindings()
         now = time.time()
+        self._revoked = {fp: r for fp, r in self._revoked.items() if r.until > now}
+        self._revoked.update(await self.store.revocations())
+        found = {fp: b for fp, b in (await self.store.all_bindings()).items() if not self._is_revoked(b)}
         removed = {
             fp
             for fp, b in self._bindings.items()
             if fp not in found and b.expires_at > now and fp not in self._pending_bindings
         }
+        for fp in removed:  # gone without a tombstone (deleted by hand): revoked from now on here
+            self._revoked.setdefault(fp, Revocation(now, self._bindings[fp].expires_at))
         self._bindings = found | self._pending_bindings
         if removed:
             self._on_revoked(removed)
