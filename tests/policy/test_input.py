@@ -26,15 +26,30 @@ WEB = SshResource(
 )
 
 
-def _session() -> dict[str, object]:
+SFTP = RequestFacts("subsystem", subsystem="sftp")
+
+
+def _session(request: RequestFacts | None = SFTP) -> dict[str, object]:
     return session_input(
         ALICE,
         NativeChoice(WEB.native_users[0], "default"),
         WEB,
         ConnectionFacts("203.0.113.7", "SSH-2.0-OpenSSH_9.2", "publickey"),
-        RequestFacts("subsystem", subsystem="sftp"),
+        request,
         now=1790000000.5,
     )
+
+
+def test_a_session_decided_before_any_request_has_no_request_facts() -> None:
+    # A +resource login is decided at authentication (DESIGN §6): request, command, subsystem and
+    # pty are absent (undefined in Rego), not a made-up shell without a terminal.
+    assert _session(None)["connection"] == {
+        "client_ip": "203.0.113.7", "client_version": "SSH-2.0-OpenSSH_9.2", "auth_method": "publickey"
+    }  # fmt: skip
+    assert _session()["connection"] == {
+        "client_ip": "203.0.113.7", "client_version": "SSH-2.0-OpenSSH_9.2", "auth_method": "publickey",
+        "request": "subsystem", "subsystem": "sftp", "pty": False,
+    }  # fmt: skip
 
 
 def test_request_input_adds_the_request_and_keeps_the_session() -> None:

@@ -147,7 +147,7 @@ async def decide_session(
     resource: AnyResource,
     native: NativeChoice,
     connection: ConnectionFacts,
-    request: RequestFacts,
+    request: RequestFacts | None,
     context: dict[str, Any] | None = None,
 ) -> tuple[Decision, dict[str, Any]]:
     doc = session_input(identity, native, resource, connection, request, **(context or {}))
@@ -254,7 +254,7 @@ class Binder:
 
     # The binding
 
-    def start(self, route: Route, request: RequestFacts) -> asyncio.Task[Binding]:
+    def start(self, route: Route, request: RequestFacts | None) -> asyncio.Task[Binding]:
         """Begin binding (once per connection; later calls get the first one's task)."""
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._bind(route, request))
@@ -282,7 +282,7 @@ class Binder:
             raise Refusal(conflict, event="binding.conflict")
         return binding
 
-    async def _bind(self, route: Route, request: RequestFacts) -> Binding:
+    async def _bind(self, route: Route, request: RequestFacts | None) -> Binding:
         identity = self.identity
         started = time.monotonic()
         try:

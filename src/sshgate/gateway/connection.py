@@ -179,7 +179,7 @@ class GatewayConnection(asyncssh.SSHServer):
             self.auth.notices.say,
         )
         if login.resource:
-            self._binder.start(Route(login.resource, login.native_user), RequestFacts("shell"))
+            self._binder.start(Route(login.resource, login.native_user), None)  # decided before any request
 
     async def signed_in(self) -> None:
         """Wait for a sign-in after authentication, if one is running; refuse if it failed."""

@@ -22,7 +22,7 @@ from sshgate.identity import Identity
 from sshgate.listing import GatewayAddress, Listed, list_text, ssh_config_text
 from sshgate.login import Login, login_for
 from sshgate.native_users import NativeChoice
-from sshgate.policy.input import ConnectionFacts, RequestFacts
+from sshgate.policy.input import ConnectionFacts
 from sshgate.refusal import Refusal
 from sshgate.upstream.planning import aws_credentials
 
@@ -39,7 +39,7 @@ async def usable(
             native = choose_native(resource, identity, None)
         except Refusal:
             continue
-        decision, _ = await decide_session(ctx, identity, resource, native, connection, RequestFacts("shell"))
+        decision, _ = await decide_session(ctx, identity, resource, native, connection, None)
         if decision.allowed or decision.action == "mfa":  # usable after a fresh sign-in
             found.append((resource, native))
     return found

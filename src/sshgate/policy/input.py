@@ -46,7 +46,7 @@ def session_input(
     native: NativeChoice,
     resource: SshResource | Ec2Resource | EcsResource,
     connection: ConnectionFacts,
-    request: RequestFacts,
+    request: RequestFacts | None,
     ec2: dict[str, Any] | None = None,
     ecs: dict[str, Any] | None = None,
     now: float | None = None,
@@ -57,13 +57,14 @@ def session_input(
         "client_ip": connection.client_ip,
         "client_version": connection.client_version,
         "auth_method": connection.auth_method,
-        "request": request.kind,
-        "pty": request.pty,
     }
-    if request.command is not None:
-        conn["command"] = request.command
-    if request.subsystem is not None:
-        conn["subsystem"] = request.subsystem
+    if request is not None:  # None: decided before any request (a +resource login, formal list)
+        conn["request"] = request.kind
+        conn["pty"] = request.pty
+        if request.command is not None:
+            conn["command"] = request.command
+        if request.subsystem is not None:
+            conn["subsystem"] = request.subsystem
     doc: dict[str, Any] = {
         "stage": "session",
         "user": identity.as_policy_input(),
