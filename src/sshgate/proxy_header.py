@@ -2,8 +2,8 @@
 before a connection's first byte to say who the client is. Pure: bytes in, a verdict out.
 
 Only what a gateway behind a load balancer needs: TCP over IPv4 or IPv6, and the LOCAL / UNKNOWN
-forms a balancer uses for its own health checks (no client address: the connection's own peer
-stands). Everything else is refused, as is any header longer than :data:`MAX_HEADER`.
+forms a balancer uses for its own health checks (no addresses: the connection's own stand).
+Everything else is refused, as is any header longer than :data:`MAX_HEADER`.
 """
 
 from __future__ import annotations
@@ -26,9 +26,12 @@ class ProxyHeaderError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class ProxyHeader:
-    """A parsed header: the client's address (None for LOCAL / UNKNOWN) and its length."""
+    """A parsed header: the client's address, the address the client connected to (the balancer's,
+    which ``formal ssh-config`` names; docs/operations.md, "Replicas"), both None for LOCAL /
+    UNKNOWN, and the header's length."""
 
     client: tuple[str, int] | None
+    destination: tuple[str, int] | None
     length: int
     version: int
 
@@ -57,15 +60,13 @@ def _parse_v1(data: bytes) -> ProxyHeader | None:
         raise ProxyHeaderError("PROXY v1 header is not ASCII") from None
     parts = text.split(" ")
     if len(parts) >= 2 and parts[1] == "UNKNOWN":
-        return ProxyHeader(None, end + 2, 1)
+        return ProxyHeader(None, None, end + 2, 1)
     if len(parts) != 6 or parts[1] not in ("TCP4", "TCP6"):
         raise ProxyHeaderError("PROXY v1 header is not 'PROXY TCP4|TCP6 SRC DST SPORT DPORT'")
     family = 4 if parts[1] == "TCP4" else 6
-    source = _address(parts[2], family)
-    _address(parts[3], family)
-    source_port = _port(parts[4])
-    _port(parts[5])
-    return ProxyHeader((source, source_port), end + 2, 1)
+    source = (_address(parts[2], family), _port(parts[4]))
+    destination = (_address(parts[3], family), _port(parts[5]))
+    return ProxyHeader(source, destination, end + 2, 1)
 
 
 def _address(text: str, family: int) -> str:
@@ -106,16 +107,18 @@ def _parse_v2(data: bytes) -> ProxyHeader | None:
     if len(data) < total:
         return None
     if version_command & 0x0F == 0:  # LOCAL: the balancer's own connection
-        return ProxyHeader(None, total, 2)
+        return ProxyHeader(None, None, total, 2)
     body = data[_V2_FIXED:total]
     if family == 0x11 and length >= 12:
-        source = str(ipaddress.IPv4Address(body[0:4]))
-        (port,) = struct.unpack("!H", body[8:10])
+        size = 4
     elif family == 0x21 and length >= 36:
-        source = plain_address(ipaddress.IPv6Address(body[0:16]))
-        (port,) = struct.unpack("!H", body[32:34])
+        size = 16
     elif family == 0x00:
-        return ProxyHeader(None, total, 2)
+        return ProxyHeader(None, None, total, 2)
     else:
         raise ProxyHeaderError("PROXY v2 header is not TCP over IPv4 or IPv6")
-    return ProxyHeader((source, port), total, 2)
+    # Source and destination address (``size`` bytes each), then source and destination port.
+    source_port, destination_port = struct.unpack_from("!HH", body, 2 * size)
+    source = plain_address(ipaddress.ip_address(body[:size]))
+    destination = plain_address(ipaddress.ip_address(body[size : 2 * size]))
+    return ProxyHeader((source, source_port), (destination, destination_port), total, 2)

@@ -6,19 +6,22 @@ own pages; the gateway binds the proven key and later logins need no browser.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
+import asyncssh
 import pytest
 
 from tests.conftest import Keys
 from tests.oidc.conftest import GatewayFactory, SshRun, fresh_client, oidc_block, start_ssh
 from tests.support.gateway import Client, GatewayProcess
-from tests.support.oidc import OidcProvider, Person
+from tests.support.oidc import OidcProvider, Person, sign_in_lines
 from tests.support.terminal import Terminal
 
 ALICE = "idp:okta:human:alice@corp.com"
@@ -169,6 +172,77 @@ def test_refused_sign_ins_bind_nothing(
     assert run.stdout == b""
     assert fingerprint(laptop.key) not in keys_cli(oidc_gateway, "list").stdout
     assert oidc_gateway.wait_event("auth.failure", method="oidc", identity=login_email)
+
+
+class _DeniedSignIn(asyncssh.SSHClient):
+    """A keyboard-interactive sign-in the person denies. On the gateway's line the client answers
+    (as OpenSSH does), hangs up, or waits without answering."""
+
+    def __init__(self, after_line: Literal["answer", "hang up", "wait"]) -> None:
+        self.after_line = after_line
+        self.instructions: list[str] = []
+        self.conn: asyncssh.SSHClientConnection | None = None
+
+    def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
+        self.conn = conn
+
+    def kbdint_auth_requested(self) -> str:
+        return ""
+
+    async def kbdint_challenge_received(
+        self, name: str, instructions: str, lang: str, prompts: list[tuple[str, bool]]
+    ) -> list[str]:
+        self.instructions.append(instructions)
+        if len(self.instructions) == 1:
+            _, _, complete = sign_in_lines(instructions)
+            await asyncio.to_thread(Person("alice@corp.com").approve, complete, "device")
+        elif self.after_line == "hang up" and self.conn is not None:
+            self.conn.abort()
+        elif self.after_line == "wait":
+            await asyncio.Event().wait()
+        return []
+
+
+async def _denied(port: int, after_line: Literal["answer", "hang up", "wait"]) -> tuple[str, object]:
+    """The last line the client read, and the error its connection ended with (None: it hung up)."""
+    client = _DeniedSignIn(after_line)
+    try:
+        conn = await asyncio.wait_for(
+            asyncssh.connect(
+                "127.0.0.1", port, username=ALICE, known_hosts=None, client_keys=None,
+                agent_path=None, config=None, preferred_auth="keyboard-interactive",
+                client_factory=lambda: client,
+            ),
+            15,
+        )  # fmt: skip
+    except (asyncssh.Error, OSError, TimeoutError) as exc:
+        return client.instructions[-1], exc
+    conn.close()
+    return client.instructions[-1], None
+
+
+async def test_denied_sign_ins_count_once_whatever_the_client_does_next(
+    oidc_gateway_factory: GatewayFactory, provider: OidcProvider
+) -> None:
+    """A denied keyboard-interactive sign-in is one failure as it fails, whether the client then
+    answers, hangs up or waits; the gateway closes the connection rather than wait for an answer."""
+    gateway = oidc_gateway_factory(oidc_block(provider.issuer), auth_failures_before_lockout=3)
+    denied = "sshgate: sign-in denied"
+    read, ended = await _denied(gateway.port, "answer")
+    assert read == denied + "\n" and isinstance(ended, asyncssh.DisconnectError), repr(ended)
+    assert ended.reason == denied
+    assert await _denied(gateway.port, "hang up") == (denied + "\n", None)
+    read, ended = await _denied(gateway.port, "wait")
+    assert read == denied + "\n" and isinstance(ended, asyncssh.DisconnectError), repr(ended)
+    assert ended.reason == denied
+    assert len(gateway.events("auth.failure", method="oidc")) == 3 and not gateway.events("auth.success")
+    gateway.wait_event("auth.lockout", client_ip="127.0.0.1")
+    with pytest.raises(asyncssh.DisconnectError, match=r"too many failed logins from 127\.0\.0\.1"):
+        await asyncssh.connect(
+            "127.0.0.1", gateway.port, username="alice", password="wrong", known_hosts=None,
+            client_keys=None, agent_path=None, config=None, preferred_auth="password",
+        )  # fmt: skip
+    gateway.stop()
 
 
 def test_an_email_outside_allowed_domains_never_starts_a_sign_in(

@@ -79,6 +79,28 @@ def test_the_policy_judges_the_headers_client(gateway: GatewayProcess, keys: Key
     gateway.wait_event("auth.success", client_ip="198.51.100.1")
 
 
+@pytest.mark.parametrize(
+    ("header", "connected_to"),
+    [
+        (v1_header((CLIENT, 50123), ("198.51.100.20", 2200)), ("198.51.100.20", 2200)),
+        (v2_header(("2001:db8::9", 50123), ("2001:db8::20", 22)), ("2001:db8::20", 22)),
+        (v2_header(None), None),  # LOCAL: the gateway's own socket
+    ],
+)
+def test_ssh_config_names_the_address_the_client_connected_to(
+    gateway: GatewayProcess, keys: Keys, tmp_path: Path, header: bytes, connected_to: tuple[str, int] | None
+) -> None:
+    """Without public_address, what the header says the client connected to (the balancer), not
+    the replica's own address."""
+    host, port = connected_to or ("127.0.0.1", gateway.port)
+    with proxy(gateway.port, header) as proxy_port:
+        result = through(Client(gateway, keys.alice, tmp_path / "alice"), proxy_port).ssh(
+            "alice", "formal ssh-config"
+        )
+    assert result.returncode == 0, result.stderr
+    assert f"  HostName {host}\n  Port {port}\n" in result.stdout.decode()
+
+
 def test_hostile_headers_are_dropped_fast_and_cost_the_proxy_nothing(
     gateway: GatewayProcess, keys: Keys, tmp_path: Path
 ) -> None:

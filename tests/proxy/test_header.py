@@ -15,23 +15,29 @@ ipv4 = st.ip_addresses(v=4).map(str)
 ipv6 = st.ip_addresses(v=6).filter(lambda a: a.ipv4_mapped is None).map(str)
 ports = st.integers(0, 65535)
 clients = st.tuples(st.one_of(ipv4, ipv6), ports)
+# A client and the address it connected to, of one family.
+Endpoints = tuple[tuple[str, int], tuple[str, int]]
+endpoints = st.one_of(
+    st.tuples(st.tuples(ipv4, ports), st.tuples(ipv4, ports)),
+    st.tuples(st.tuples(ipv6, ports), st.tuples(ipv6, ports)),
+)
 trailing = st.binary(max_size=64)
 
 
-@given(clients, trailing)
-def test_v1_names_the_client_and_leaves_what_follows(client: tuple[str, int], rest: bytes) -> None:
-    header = v1_header(client, ("::1", 22) if ":" in client[0] else ("10.0.0.1", 22))
+@given(endpoints, trailing)
+def test_v1_names_both_ends_and_leaves_what_follows(ends: Endpoints, rest: bytes) -> None:
+    header = v1_header(*ends)
     parsed = parse(header + b"SSH-2.0-OpenSSH_9.2\r\n" + rest)
     assert parsed is not None
-    assert (parsed.client, parsed.length, parsed.version) == (client, len(header), 1)
+    assert (parsed.client, parsed.destination, parsed.length, parsed.version) == (*ends, len(header), 1)
 
 
-@given(clients, st.binary(max_size=40), trailing)
-def test_v2_names_the_client_whatever_tlvs_follow(client: tuple[str, int], tlv: bytes, rest: bytes) -> None:
-    header = v2_header(client, ("10.0.0.1", 22), tlv)
+@given(endpoints, st.binary(max_size=40), trailing)
+def test_v2_names_both_ends_whatever_tlvs_follow(ends: Endpoints, tlv: bytes, rest: bytes) -> None:
+    header = v2_header(*ends, tlv)
     parsed = parse(header + rest)
     assert parsed is not None
-    assert (parsed.client, parsed.length, parsed.version) == (client, len(header), 2)
+    assert (parsed.client, parsed.destination, parsed.length, parsed.version) == (*ends, len(header), 2)
 
 
 @given(clients, st.sampled_from([1, 2]), st.data())
@@ -59,12 +65,13 @@ def test_any_bytes_give_a_header_more_please_or_a_refusal(data: bytes) -> None:
 
 
 def test_mapped_ipv4_local_and_unknown() -> None:
-    parsed = parse(v2_header(("::ffff:203.0.113.7", 40000), ("::1", 22)))
-    assert parsed is not None and parsed.client == ("203.0.113.7", 40000)
+    parsed = parse(v2_header(("::ffff:203.0.113.7", 40000), ("::ffff:198.51.100.1", 22)))
+    assert parsed is not None
+    assert (parsed.client, parsed.destination) == (("203.0.113.7", 40000), ("198.51.100.1", 22))
     local = parse(v2_header(None))
-    assert local is not None and local.client is None
+    assert local is not None and (local.client, local.destination) == (None, None)
     unknown = parse(b"PROXY UNKNOWN\r\nSSH-2.0-x\r\n")
-    assert unknown is not None and (unknown.client, unknown.length) == (None, 15)
+    assert unknown is not None and (unknown.client, unknown.destination, unknown.length) == (None, None, 15)
 
 
 @pytest.mark.parametrize(

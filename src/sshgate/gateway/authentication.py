@@ -37,6 +37,9 @@ from sshgate.user_certificates import CertificateRefused, check_user_certificate
 
 KbdintChallenge = tuple[str, str, str, list[tuple[str, bool]]]
 
+# How long a client has to show a failed sign-in's line before the gateway disconnects it.
+_READ_LINE_S = 0.5
+
 
 class Peer(Protocol):
     """The client's transport as authentication uses it (asyncssh's server connection)."""
@@ -108,6 +111,7 @@ class Authenticator:
         self._offered: tuple[str, KeyBinding | None] | None = None
         self._kbdint_flow: tuple[SignIn, DeviceAuthorization] | None = None
         self._kbdint_error: SignInError | None = None
+        self._disconnecting: asyncio.TimerHandle | None = None
         self._after_auth: asyncio.Task[None] | None = None
         self.sso_fingerprint: str | None = None
 
@@ -365,23 +369,29 @@ class Authenticator:
             self._kbdint_flow = await self.sign_ins.begin(self.login.subject)
         except SignInError as exc:
             self._kbdint_flow = None
-            self._kbdint_error = exc
-            return "", client_text(str(exc)), "", []
+            return await self._kbdint_failed(exc)
         return "", "".join(client_text(line) for line in self._kbdint_flow[1].instruction()), "", []
 
     async def kbdint_response(self, responses: Sequence[str]) -> KbdintChallenge | bool:
         flow, self._kbdint_flow = self._kbdint_flow, None
         if flow is None or self.sign_ins is None:
-            await self._sign_in_failed(self._kbdint_error, disconnect_after=0.0)
+            # The answer to a failed sign-in's line: counted as it failed; no need to wait longer.
+            self._disconnect(self._kbdint_error, after=0.0)
             return False
         try:
             person = await self.sign_ins.finish(*flow)
             await self._check_not_locked_out()
         except SignInError as exc:
-            self._kbdint_error = exc
-            return "", client_text(str(exc)), "", []  # shown to the person; the next answer fails
+            return await self._kbdint_failed(exc)
         await self._signed_in(self.sign_ins.sso, person, None)
         return True
+
+    async def _kbdint_failed(self, exc: SignInError) -> KbdintChallenge:
+        """The line of a failed sign-in, shown as a challenge without prompts. The failure counts
+        now: a client that hangs up instead of answering must not escape the lockout."""
+        self._kbdint_error = exc
+        await self._sign_in_failed(exc)
+        return "", client_text(str(exc)), "", []
 
     async def _check_not_locked_out(self) -> None:
         """An address locked out while its sign-in ran gets no session out of that sign-in."""
@@ -404,16 +414,24 @@ class Authenticator:
                 expires_at=int(binding.expires_at),
             )
 
-    async def _sign_in_failed(self, exc: SignInError | None, disconnect_after: float) -> None:
-        """A failed sign-in is one failed attempt (an unreachable provider is nobody's fault and
-        is not counted); the client is told why, then disconnected."""
+    async def _sign_in_failed(self, exc: SignInError) -> None:
+        """A failed sign-in is one failed attempt, counted as it fails (an unreachable provider is
+        nobody's fault and is not counted); the client reads why, then is disconnected
+        (docs/oidc.md)."""
+        await self.failed("oidc", exc.reason, counted=exc.outcome != "unavailable")
+        self._disconnect(exc, after=_READ_LINE_S)
+
+    def _disconnect(self, exc: SignInError | None, after: float) -> None:
+        """Close the connection with the failed sign-in's line ``after`` seconds from now (sooner
+        replaces later), so that it holds no unauthenticated slot while nobody answers."""
+        if self.peer is None:
+            return
+        if self._disconnecting is not None:
+            self._disconnecting.cancel()
         line = PREFIX + (str(exc) if exc is not None else "sign-in failed")
-        counted = exc is None or exc.outcome != "unavailable"
-        await self.failed("oidc", exc.reason if exc else "no sign-in in progress", counted=counted)
-        if self.peer is not None:
-            asyncio.get_running_loop().call_later(
-                disconnect_after, self.peer.disconnect, asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, line
-            )
+        self._disconnecting = asyncio.get_running_loop().call_later(
+            after, self.peer.disconnect, asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, line
+        )
 
     # Completion
 
@@ -451,7 +469,7 @@ class Authenticator:
             await self._check_not_locked_out()
         except SignInError as exc:
             # The waiting session channel prints the line; the disconnect follows.
-            await self._sign_in_failed(exc, disconnect_after=0.5)
+            await self._sign_in_failed(exc)
             raise
         await self._signed_in(sign_ins.sso, person, fingerprint)
         self._authenticated()

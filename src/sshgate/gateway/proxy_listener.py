@@ -4,7 +4,8 @@ to asyncssh with the client's address as its peer (docs/operations.md, "Replicas
 asyncssh accepts any object with ``create_server`` as a listen ``tunnel``; this one listens
 itself and creates asyncssh's connection only once a header from a trusted proxy was read.
 The connection then talks to the socket directly (``set_protocol``), so after the header
-nothing is in between but a transport wrapper that answers ``peername`` with the client.
+nothing is in between but a transport wrapper that answers ``peername`` with the client and
+``sockname`` with the address the client connected to (what ``formal ssh-config`` names).
 A sender outside ``trusted_proxies``, a malformed, oversized or slow header is dropped before
 any SSH state exists, so it costs no per-source budget, neither the proxy's nor a client's.
 """
@@ -26,17 +27,23 @@ HEADER_TIMEOUT_S = 3.0
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-class _ClientAddressed(asyncio.Transport):
-    """The accepted transport, with the PROXY header's client as ``peername``."""
+class _HeaderAddressed(asyncio.Transport):
+    """The accepted transport, with the PROXY header's client as ``peername`` and its destination
+    as ``sockname`` (the socket's own when the header has none)."""
 
-    def __init__(self, inner: asyncio.Transport, client: tuple[str, int]) -> None:
+    def __init__(
+        self, inner: asyncio.Transport, client: tuple[str, int], destination: tuple[str, int] | None
+    ) -> None:
         super().__init__()
         self._inner = inner
         self._client = client
+        self._destination = destination
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "peername":
             return self._client
+        if name == "sockname" and self._destination is not None:
+            return self._destination
         if name == "proxy_peername":
             return self._inner.get_extra_info("peername", default)
         return self._inner.get_extra_info(name, default)
@@ -138,7 +145,7 @@ class _HeaderReader(asyncio.Protocol):
         client = header.client or (self._peer, int(peer[1]) if peer else 0)
         conn = self._factory("", 0)
         transport.set_protocol(conn)
-        conn.connection_made(_ClientAddressed(transport, client))
+        conn.connection_made(_HeaderAddressed(transport, client, header.destination))
         if rest:
             conn.data_received(rest)
 
