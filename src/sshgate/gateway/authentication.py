@@ -37,8 +37,12 @@ from sshgate.user_certificates import CertificateRefused, check_user_certificate
 
 KbdintChallenge = tuple[str, str, str, list[tuple[str, bool]]]
 
-# How long a client has to show a failed sign-in's line before the gateway disconnects it.
+# How long a client has to show a failed sign-in's line before the gateway disconnects it: on a
+# session channel (the line is written, then the channel closes), and as a keyboard-interactive
+# challenge, which a client answers at once (then it is disconnected at once); the wait is for
+# one that neither answers nor leaves, and for slow links.
 _READ_LINE_S = 0.5
+_ANSWER_LINE_S = 5.0
 
 
 class Peer(Protocol):
@@ -390,7 +394,7 @@ class Authenticator:
         """The line of a failed sign-in, shown as a challenge without prompts. The failure counts
         now: a client that hangs up instead of answering must not escape the lockout."""
         self._kbdint_error = exc
-        await self._sign_in_failed(exc)
+        await self._sign_in_failed(exc, _ANSWER_LINE_S)
         return "", client_text(str(exc)), "", []
 
     async def _check_not_locked_out(self) -> None:
@@ -414,12 +418,12 @@ class Authenticator:
                 expires_at=int(binding.expires_at),
             )
 
-    async def _sign_in_failed(self, exc: SignInError) -> None:
+    async def _sign_in_failed(self, exc: SignInError, read_line_s: float = _READ_LINE_S) -> None:
         """A failed sign-in is one failed attempt, counted as it fails (an unreachable provider is
         nobody's fault and is not counted); the client reads why, then is disconnected
         (docs/oidc.md)."""
         await self.failed("oidc", exc.reason, counted=exc.outcome != "unavailable")
-        self._disconnect(exc, after=_READ_LINE_S)
+        self._disconnect(exc, after=read_line_s)
 
     def _disconnect(self, exc: SignInError | None, after: float) -> None:
         """Close the connection with the failed sign-in's line ``after`` seconds from now (sooner
