@@ -185,8 +185,16 @@ class RawSftp:
 
     async def call(self, packet: bytes) -> p.Reply:
         self.stdin.write(packet)
+        return await self.reply()
+
+    async def reply(self) -> p.Reply:
         length, ptype = struct.unpack(">IB", await self.stdout.readexactly(5))
         return p.parse_reply(ptype, await self.stdout.readexactly(length - 1))
+
+    async def burst(self, *packets: bytes) -> list[p.Reply]:
+        """Send ``packets`` in one write; their replies in the order they came."""
+        self.stdin.write(b"".join(packets))
+        return [await self.reply() for _ in packets]
 
 
 @asynccontextmanager
@@ -292,3 +300,57 @@ async def test_a_stream_that_cannot_be_followed_ends_the_channel(
         time.sleep(0.05)  # the audit line may land just after the client saw the channel close
     [event] = gw.events("channel.error")[before:]
     assert event["kind"] == "sftp" and "packet length" in event["reason"]
+
+
+def _chmod(rid: int, handle: bytes, mode: int) -> bytes:
+    """FSETSTAT with permissions only (SSH_FILEXFER_ATTR_PERMISSIONS)."""
+    return k.packet(p.FSETSTAT, k.u32(rid), k.s(handle), k.u32(4), k.u32(mode))
+
+
+async def test_a_closed_handle_reused_by_the_server_is_not_trusted(
+    guarded: GatewayProcess, keys: Keys, protected: Path
+) -> None:
+    """sftp-server gives the handle freed by CLOSE to the next OPEN. Sent in one burst, CLOSE(h),
+    OPEN(protected file, read only) and FSETSTAT(h) would chmod the protected file while the
+    policy was asked about the harmless one: the FSETSTAT is refused, and once the OPEN's answer
+    is in, the same handle is judged as the protected file."""
+    file = protected / "file"
+    harmless = Path(f"/tmp/sg-harmless-{uuid.uuid4().hex[:8]}")
+    harmless.write_text("x")
+    shutil.chown(harmless, "sgtest")
+    try:
+        async with raw_sftp(guarded, keys) as sftp:
+            h0 = (await sftp.call(k.open_(1, str(harmless), p.FXF_READ))).handle
+            assert h0 is not None
+            replies = {r.id: r for r in await sftp.burst(
+                k.close(2, h0), k.open_(3, str(file), p.FXF_READ), _chmod(4, h0, 0o4777)
+            )}  # fmt: skip
+            assert replies[2].code == p.FX_OK
+            assert replies[3].handle == h0  # the server did reuse it: the attack was on
+            assert _denied(replies[4], 4) == "the handle is not open, or is closing"
+            message = _denied(await sftp.call(_chmod(5, h0, 0o4777)), 5)
+            assert message == f"Blocked by policy: {file} is protected"
+        _untouched(protected)
+        guarded.wait_event("request.blocked", kind="sftp", operation="fsetstat",
+                           reason="the handle is not open, or is closing")  # fmt: skip
+    finally:
+        harmless.unlink()
+
+
+async def test_a_request_id_already_outstanding_is_refused(
+    guarded: GatewayProcess, keys: Keys, protected: Path
+) -> None:
+    """OPEN(protected file) and OPENDIR(/tmp) with one id: the server's HANDLE for the file must
+    not be taken for the directory's, or an FSETSTAT on it would be judged as ``/tmp``."""
+    file = protected / "file"
+    async with raw_sftp(guarded, keys) as sftp:
+        replies = await sftp.burst(k.open_(7, str(file), p.FXF_READ), k.path_op(p.OPENDIR, 7, "/tmp"))
+        [opened] = [r for r in replies if r.type == p.HANDLE]
+        [refused] = [r for r in replies if r.type == p.STATUS]
+        assert _denied(refused, 7) == "request id 7 is already outstanding"
+        assert opened.handle is not None
+        message = _denied(await sftp.call(_chmod(8, opened.handle, 0o6777)), 8)
+        assert message == f"Blocked by policy: {file} is protected"
+    _untouched(protected)
+    guarded.wait_event("request.blocked", kind="sftp", operation="opendir",
+                       reason="request id 7 is already outstanding")  # fmt: skip
