@@ -21,7 +21,7 @@ import pytest
 
 from sshgate.sftp import protocol as p
 from tests.conftest import Keys
-from tests.security.conftest import recording
+from tests.security.conftest import PATH_ONLY_PREFIX, recording
 from tests.sftp import packets as k
 from tests.support.gateway import Client, GatewayProcess
 
@@ -105,7 +105,7 @@ def test_stock_sftp_cannot_change_a_protected_file(
         assert blocked == [
             ("lsetstat", str(file), None),
             ("setstat", str(file), None),
-            ("link", str(file), str(elsewhere)),
+            ("link", str(elsewhere), str(file)),
             ("symlink", str(elsewhere), str(file)),
             ("rename", str(file), str(elsewhere)),
             ("remove", str(file), None),
@@ -354,3 +354,27 @@ async def test_a_request_id_already_outstanding_is_refused(
     _untouched(protected)
     guarded.wait_event("request.blocked", kind="sftp", operation="opendir",
                        reason="request id 7 is already outstanding")  # fmt: skip
+
+
+async def test_a_hard_link_is_judged_by_its_new_name(guarded: GatewayProcess, keys: Keys) -> None:
+    """docs/policy.md: for a link, ``path`` is the new link. A rule that checks ``path`` only
+    refuses a hard link made into its directory from a file elsewhere."""
+    guarded_dir = Path(f"{PATH_ONLY_PREFIX}{uuid.uuid4().hex[:8]}")
+    source = HOME / f"sg-open-{uuid.uuid4().hex[:8]}"
+    guarded_dir.mkdir()
+    source.write_text("attacker content\n")
+    for path in (guarded_dir, source):
+        shutil.chown(path, "sgtest", "sgtest")
+    try:
+        async with raw_sftp(guarded, keys) as sftp:
+            hardlink = k.extended(3, "hardlink@openssh.com", str(source), f"{guarded_dir}/link")
+            message = _denied(await sftp.call(hardlink), 3)
+            assert message == f"Blocked by policy: writes under {guarded_dir}/link need ops"
+        assert list(guarded_dir.iterdir()) == []
+        event = guarded.wait_event(
+            "request.blocked", kind="sftp", operation="write", path=f"{guarded_dir}/link"
+        )
+        assert event["target_path"] == str(source)
+    finally:
+        shutil.rmtree(guarded_dir, ignore_errors=True)
+        source.unlink()

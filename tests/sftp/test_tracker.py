@@ -264,3 +264,12 @@ def test_open_mode_words() -> None:
     assert p.open_mode(p.FXF_READ | p.FXF_WRITE | p.FXF_APPEND) == "read|write|append"
     assert p.open_mode(0) == "none"
     assert p.status_name(8) == "op_unsupported" and p.status_name(99) == "code-99"
+
+
+def test_links_name_the_new_link_as_path() -> None:
+    """OpenSSH sends symlink as (target, link) and hardlink@openssh.com as (existing, new link);
+    both give ``path`` = the new link (docs/policy.md)."""
+    hard = p.parse_request(p.EXTENDED, k.extended(1, "hardlink@openssh.com", "/old", "/new")[5:])
+    soft = p.parse_request(p.SYMLINK, k.path_op(p.SYMLINK, 2, "/old", "/new")[5:])
+    assert (hard.name, hard.path, hard.target) == ("link", "/new", "/old")
+    assert (soft.name, soft.path, soft.target) == ("symlink", "/new", "/old")
