@@ -1,5 +1,6 @@
 """A gateway with the shipped policies plus rules the attacks try to get around: shell programs
-containing ``forbidden``, and sftp changes under ``/home/sgtest/sg-protected-*``."""
+containing ``forbidden``, sftp changes under ``/home/sgtest/sg-protected-*`` (``path`` or
+``target_path``), and sftp writes whose ``path`` is under ``/home/sgtest/sg-pathonly-*``."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from tests.support.gateway import GatewayProcess, pub
 
 REPO_POLICIES = str(Path(__file__).resolve().parents[2] / "policies")
 PROTECTED_PREFIX = "/home/sgtest/sg-protected-"
+PATH_ONLY_PREFIX = "/home/sgtest/sg-pathonly-"
 
 RULES = f"""package formal.v2
 
@@ -32,6 +34,12 @@ request_block contains sprintf("%s is protected", [path]) if {{
 \tinput.request.kind == "sftp"
 \tsome path in [object.get(input.request, "path", ""), object.get(input.request, "target_path", "")]
 \tstartswith(path, "{PROTECTED_PREFIX}")
+}}
+
+request_block contains sprintf("writes under %s need ops", [input.request.path]) if {{
+\tinput.request.kind == "sftp"
+\tinput.request.operation == "write"
+\tstartswith(input.request.path, "{PATH_ONLY_PREFIX}")
 }}
 
 request_block contains sprintf("sftp %s is not allowed", [input.request.operation]) if {{

@@ -21,7 +21,7 @@ import pytest
 
 from sshgate.sftp import protocol as p
 from tests.conftest import Keys
-from tests.security.conftest import recording
+from tests.security.conftest import PATH_ONLY_PREFIX, recording
 from tests.sftp import packets as k
 from tests.support.gateway import Client, GatewayProcess
 
@@ -105,7 +105,7 @@ def test_stock_sftp_cannot_change_a_protected_file(
         assert blocked == [
             ("lsetstat", str(file), None),
             ("setstat", str(file), None),
-            ("link", str(file), str(elsewhere)),
+            ("link", str(elsewhere), str(file)),
             ("symlink", str(elsewhere), str(file)),
             ("rename", str(file), str(elsewhere)),
             ("remove", str(file), None),
@@ -185,8 +185,16 @@ class RawSftp:
 
     async def call(self, packet: bytes) -> p.Reply:
         self.stdin.write(packet)
+        return await self.reply()
+
+    async def reply(self) -> p.Reply:
         length, ptype = struct.unpack(">IB", await self.stdout.readexactly(5))
         return p.parse_reply(ptype, await self.stdout.readexactly(length - 1))
+
+    async def burst(self, *packets: bytes) -> list[p.Reply]:
+        """Send ``packets`` in one write; their replies in the order they came."""
+        self.stdin.write(b"".join(packets))
+        return [await self.reply() for _ in packets]
 
 
 @asynccontextmanager
@@ -292,3 +300,81 @@ async def test_a_stream_that_cannot_be_followed_ends_the_channel(
         time.sleep(0.05)  # the audit line may land just after the client saw the channel close
     [event] = gw.events("channel.error")[before:]
     assert event["kind"] == "sftp" and "packet length" in event["reason"]
+
+
+def _chmod(rid: int, handle: bytes, mode: int) -> bytes:
+    """FSETSTAT with permissions only (SSH_FILEXFER_ATTR_PERMISSIONS)."""
+    return k.packet(p.FSETSTAT, k.u32(rid), k.s(handle), k.u32(4), k.u32(mode))
+
+
+async def test_a_closed_handle_reused_by_the_server_is_not_trusted(
+    guarded: GatewayProcess, keys: Keys, protected: Path
+) -> None:
+    """sftp-server gives the handle freed by CLOSE to the next OPEN. Sent in one burst, CLOSE(h),
+    OPEN(protected file, read only) and FSETSTAT(h) would chmod the protected file while the
+    policy was asked about the harmless one: the FSETSTAT is refused, and once the OPEN's answer
+    is in, the same handle is judged as the protected file."""
+    file = protected / "file"
+    harmless = Path(f"/tmp/sg-harmless-{uuid.uuid4().hex[:8]}")
+    harmless.write_text("x")
+    shutil.chown(harmless, "sgtest")
+    try:
+        async with raw_sftp(guarded, keys) as sftp:
+            h0 = (await sftp.call(k.open_(1, str(harmless), p.FXF_READ))).handle
+            assert h0 is not None
+            replies = {r.id: r for r in await sftp.burst(
+                k.close(2, h0), k.open_(3, str(file), p.FXF_READ), _chmod(4, h0, 0o4777)
+            )}  # fmt: skip
+            assert replies[2].code == p.FX_OK
+            assert replies[3].handle == h0  # the server did reuse it: the attack was on
+            assert _denied(replies[4], 4) == "the handle is not open, or is closing"
+            message = _denied(await sftp.call(_chmod(5, h0, 0o4777)), 5)
+            assert message == f"Blocked by policy: {file} is protected"
+        _untouched(protected)
+        guarded.wait_event("request.blocked", kind="sftp", operation="fsetstat",
+                           reason="the handle is not open, or is closing")  # fmt: skip
+    finally:
+        harmless.unlink()
+
+
+async def test_a_request_id_already_outstanding_is_refused(
+    guarded: GatewayProcess, keys: Keys, protected: Path
+) -> None:
+    """OPEN(protected file) and OPENDIR(/tmp) with one id: the server's HANDLE for the file must
+    not be taken for the directory's, or an FSETSTAT on it would be judged as ``/tmp``."""
+    file = protected / "file"
+    async with raw_sftp(guarded, keys) as sftp:
+        replies = await sftp.burst(k.open_(7, str(file), p.FXF_READ), k.path_op(p.OPENDIR, 7, "/tmp"))
+        [opened] = [r for r in replies if r.type == p.HANDLE]
+        [refused] = [r for r in replies if r.type == p.STATUS]
+        assert _denied(refused, 7) == "request id 7 is already outstanding"
+        assert opened.handle is not None
+        message = _denied(await sftp.call(_chmod(8, opened.handle, 0o6777)), 8)
+        assert message == f"Blocked by policy: {file} is protected"
+    _untouched(protected)
+    guarded.wait_event("request.blocked", kind="sftp", operation="opendir",
+                       reason="request id 7 is already outstanding")  # fmt: skip
+
+
+async def test_a_hard_link_is_judged_by_its_new_name(guarded: GatewayProcess, keys: Keys) -> None:
+    """docs/policy.md: for a link, ``path`` is the new link. A rule that checks ``path`` only
+    refuses a hard link made into its directory from a file elsewhere."""
+    guarded_dir = Path(f"{PATH_ONLY_PREFIX}{uuid.uuid4().hex[:8]}")
+    source = HOME / f"sg-open-{uuid.uuid4().hex[:8]}"
+    guarded_dir.mkdir()
+    source.write_text("attacker content\n")
+    for path in (guarded_dir, source):
+        shutil.chown(path, "sgtest", "sgtest")
+    try:
+        async with raw_sftp(guarded, keys) as sftp:
+            hardlink = k.extended(3, "hardlink@openssh.com", str(source), f"{guarded_dir}/link")
+            message = _denied(await sftp.call(hardlink), 3)
+            assert message == f"Blocked by policy: writes under {guarded_dir}/link need ops"
+        assert list(guarded_dir.iterdir()) == []
+        event = guarded.wait_event(
+            "request.blocked", kind="sftp", operation="write", path=f"{guarded_dir}/link"
+        )
+        assert event["target_path"] == str(source)
+    finally:
+        shutil.rmtree(guarded_dir, ignore_errors=True)
+        source.unlink()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -10,24 +11,26 @@ from typing import Any
 
 from sshgate.sftp.tracker import SftpTracker
 
+# Logs both directions in one file, in the order it passed them on (u: to the server, d: to the
+# client), so the replay is causal: a request comes after the reply it learned a handle from.
 TAP = """
-import os, selectors, subprocess, sys
+import os, selectors, struct, subprocess, sys
 server = subprocess.Popen([sys.argv[1], "-d", sys.argv[2]], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-up, down = open(sys.argv[3], "wb"), open(sys.argv[4], "wb")
+log = open(sys.argv[3], "wb")
 sel = selectors.DefaultSelector()
-sel.register(0, selectors.EVENT_READ, (server.stdin.fileno(), up))
-sel.register(server.stdout.fileno(), selectors.EVENT_READ, (1, down))
+sel.register(0, selectors.EVENT_READ, (server.stdin.fileno(), b"u"))
+sel.register(server.stdout.fileno(), selectors.EVENT_READ, (1, b"d"))
 while sel.get_map():
     for key, _ in sel.select(10):
-        target, log = key.data
+        target, way = key.data
         data = os.read(key.fd, 65536)
         if not data:
             sel.unregister(key.fd)
             os.close(target)
             continue
-        log.write(data)
+        log.write(way + struct.pack(">I", len(data)) + data)
         os.write(target, data)
-up.close(); down.close()
+log.close()
 """
 
 
@@ -45,9 +48,7 @@ def test_put_get_rename_remove_through_openssh(tmp_path: Path) -> None:
         "mkdir d\nrmdir d\nrm moved.bin\n"
     )
     wrapper = tmp_path / "server"
-    wrapper.write_text(
-        f"#!/bin/sh\nexec {tap} /usr/lib/openssh/sftp-server {home} {tmp_path / 'up.log'} {tmp_path / 'down.log'}\n"
-    )
+    wrapper.write_text(f"#!/bin/sh\nexec {tap} /usr/lib/openssh/sftp-server {home} {tmp_path / 'tap.log'}\n")
     wrapper.chmod(0o755)
     subprocess.run(
         ["sftp", "-q", "-b", str(batch), "-D", str(wrapper)], check=True, timeout=30, capture_output=True
@@ -56,11 +57,14 @@ def test_put_get_rename_remove_through_openssh(tmp_path: Path) -> None:
 
     events: list[dict[str, Any]] = []
     tracker = SftpTracker(events.append)
-    up, down = (tmp_path / "up.log").read_bytes(), (tmp_path / "down.log").read_bytes()
-    for start in range(0, len(up), 16384):
-        tracker.client_data(up[start : start + 16384])
-    for start in range(0, len(down), 3000):
-        tracker.server_data(down[start : start + 3000])
+    log, pos = (tmp_path / "tap.log").read_bytes(), 0
+    while pos < len(log):
+        (size,) = struct.unpack_from(">I", log, pos + 1)
+        feed = tracker.client_data if log[pos : pos + 1] == b"u" else tracker.server_data
+        data = log[pos + 5 : pos + 5 + size]
+        for start in range(0, size, 3000):
+            feed(data[start : start + 3000])
+        pos += 5 + size
     tracker.close()
     root = str(home)
 

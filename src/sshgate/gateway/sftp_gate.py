@@ -5,8 +5,10 @@ and never reaches the server.
 Policies see absolute, normalised paths, so the gate first learns the server's working directory:
 after the client's INIT it asks the server ``REALPATH "."`` itself, holds the client's requests
 until the answer, and takes that answer out of the stream (sftp has no chdir, so once is enough).
-Requests the gate cannot judge (unknown packet types, a path with a NUL byte, FSETSTAT on a handle
-it never saw opened) are refused without asking.
+Requests the gate cannot judge (unknown packet types, a path with a NUL byte, an id already
+outstanding, a handle not known as open) are refused without asking. A request is judged when
+every request before it has been forwarded or refused, so a handle means what it will mean to the
+server (SftpTracker.judge).
 
 Without a ``request`` rule the relay does not use this at all (its fast path only observes)."""
 
@@ -20,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from sshgate.policy.decision import Decision
 from sshgate.sftp import protocol as p
 from sshgate.sftp.protocol import Mutation, SftpProtocolError
-from sshgate.sftp.tracker import ClientPacket, SftpTracker
+from sshgate.sftp.tracker import ClientPacket, SftpTracker, Verdict
 
 _PAUSE_AT = 64
 _CWD_REQUEST_ID = 0xFFFFFFFF  # any id works: no client request is outstanding when it is sent
@@ -69,10 +71,10 @@ class SftpGate:
             return
         try:
             for packet in self._tracker.client_packets(data):
-                if not self._queue and packet.mutation is None and _refusal(packet) is None:
-                    self._forward(packet.data)  # nothing waiting ahead of it: no need to queue
-                else:
+                if self._queue or not self._passes(packet):
                     self._queue.append(packet)
+                else:
+                    self._send(packet)  # nothing waiting ahead of it: no need to queue
         except SftpProtocolError as exc:
             self._stop(f"sftp stream not understood: {exc}")
         if self._queue and self._task is None:
@@ -103,11 +105,11 @@ class SftpGate:
             return
         first, rest = bytes(self._early[: 4 + length]), bytes(self._early[4 + length :])
         try:
-            list(self._tracker.client_packets(first))
+            [init] = self._tracker.client_packets(first)
         except SftpProtocolError as exc:
             self._stop(f"sftp stream not understood: {exc}")
             return
-        self._forward(first)
+        self._send(init)
         self._forward(p.realpath_packet(_CWD_REQUEST_ID, "."))
         self._asked_cwd = True
         self._early = bytearray()
@@ -164,27 +166,44 @@ class SftpGate:
 
     async def _drain(self) -> None:
         try:
-            while self._queue:
+            while self._queue and not self._failed:
                 packet = self._queue[0]
-                refusal = _refusal(packet)
-                if refusal is not None:
-                    self._refused(packet.request, refusal)
-                    self._queue.popleft()
-                    self._reply(self._tracker.deny(packet, refusal))
+                verdict = self._judge(packet)
+                if verdict.refusal is not None:
+                    self._refused(packet.request, verdict.refusal)
+                    self._deny(verdict, verdict.refusal)
                     continue
-                if packet.mutation is not None:
-                    decision = await self._decide(packet.mutation)
+                if verdict.change is not None:
+                    decision = await self._decide(verdict.change)
                     if not decision.allowed:
-                        self._queue.popleft()
-                        self._reply(self._tracker.deny(packet, decision.client_text()))
+                        self._deny(verdict, decision.client_text())
                         continue
-                self._queue.popleft()
-                self._forward(packet.data)
+                self._send(self._queue.popleft())
                 if self._paused and len(self._queue) < _PAUSE_AT // 2:
                     self._paused = False
                     self._resume()
         finally:
             self._task = None
+
+    def _judge(self, packet: ClientPacket) -> Verdict:
+        """``packet`` judged now, with every packet before it forwarded or refused."""
+        verdict = self._tracker.judge(packet.request)
+        refusal = _refusal(packet.request, verdict.change) or verdict.refusal
+        return Verdict(verdict.change, refusal)
+
+    def _passes(self, packet: ClientPacket) -> bool:
+        verdict = self._judge(packet)
+        return verdict.change is None and verdict.refusal is None
+
+    def _deny(self, verdict: Verdict, message: str) -> None:
+        packet = self._queue.popleft()
+        self._reply(self._tracker.deny(packet.request, verdict.change, message))
+
+    def _send(self, packet: ClientPacket) -> None:
+        self._forward(packet.data)
+        self._tracker.sent(packet.request)
+        if self._tracker.failure:  # too many requests unanswered: no longer followed
+            self._stop(f"sftp stream not understood: {self._tracker.failure}")
 
     def _stop(self, reason: str) -> None:
         self._failed = True
@@ -195,15 +214,10 @@ class SftpGate:
             self._task.cancel()
 
 
-def _refusal(packet: ClientPacket) -> str | None:
-    """Why the gate refuses ``packet`` without asking the policy, or None."""
-    request, change = packet.request, packet.mutation
+def _refusal(request: p.Request, change: Mutation | None) -> str | None:
+    """Why the gate refuses ``request`` without asking the policy, whatever the tracker knows."""
     if request.name.startswith("type-"):
         return f"sftp request type {request.type} is not supported by the gateway"
-    if change is None:
-        return None
-    if request.name == "fsetstat" and change.path is None:
-        return "the gateway does not know the file behind this handle"
-    if "\0" in (change.path or "") or "\0" in (change.target or ""):
+    if change is not None and ("\0" in (change.path or "") or "\0" in (change.target or "")):
         return "a path with a NUL byte is refused"
     return None

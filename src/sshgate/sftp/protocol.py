@@ -164,8 +164,10 @@ def parse_request(ptype: int, body: bytes, length: int | None = None) -> Request
 def _extended(rid: int, r: _Reader) -> Request:
     name = r.text()
     if name in _EXTENDED_TWO:
-        first = r.text()
-        return Request(EXTENDED, rid, _EXTENDED_TWO[name], path=first, target=r.text())
+        first, second = r.text(), r.text()
+        if name == "hardlink@openssh.com":  # (existing file, new link): path is the new name
+            return Request(EXTENDED, rid, "link", path=second, target=first)
+        return Request(EXTENDED, rid, _EXTENDED_TWO[name], path=first, target=second)
     if name in _EXTENDED_PATH:
         return Request(EXTENDED, rid, _EXTENDED_PATH[name], path=r.text())
     if name in _EXTENDED_HANDLE:

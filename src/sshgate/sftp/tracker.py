@@ -4,10 +4,16 @@ handles with paths, and one event per file operation. Pure: bytes in, dicts out,
 Two ways to feed client bytes, never both on one tracker:
 
 - observing: ``client_data(chunk)``; file data inside WRITE packets is skipped, never buffered;
-- gating: ``client_packets(chunk)`` returns whole packets (bytes, request, mutation) one by one,
-  so the caller forwards each or answers it with ``deny(packet, message)`` instead.
+- gating: ``client_packets(chunk)`` returns whole packets one by one, tracked only once the
+  caller says it forwarded one (``sent``); ``judge`` tells, at that moment, what a packet changes
+  and whether the tracker can vouch for it, and ``deny`` answers it instead.
 
 Server bytes always go to ``server_data(chunk)`` (DATA payloads are skipped).
+
+A handle names the file the server will act on only while the tracker knows it as open: from its
+OPEN's reply until its CLOSE is sent (sftp-server reuses a freed handle for the next OPEN). A
+request names a handle as it was when the request was sent, and a reply is paired with the one
+outstanding request of its id (docs/policy.md, "sftp handles").
 """
 
 from __future__ import annotations
@@ -25,8 +31,8 @@ _PREFIX = 512
 """Bytes kept of a WRITE or DATA packet: id, handle (at most 256 bytes), offset and length."""
 
 _MAX_PENDING = 4096
-_TRACKED = frozenset({"open", "opendir", "close", "read", "write", "remove", "rename", "mkdir", "rmdir",
-                      "setstat", "fsetstat", "lsetstat", "symlink", "link"})  # fmt: skip
+_EVENTS = frozenset({"open", "opendir", "close", "read", "write", "remove", "rename", "mkdir", "rmdir",
+                     "setstat", "fsetstat", "lsetstat", "symlink", "link"})  # fmt: skip
 
 
 class Framer:
@@ -87,11 +93,19 @@ class Framer:
 
 @dataclass(frozen=True, slots=True)
 class ClientPacket:
-    """One whole client packet for the gate: forward ``data`` or answer it with ``deny``."""
+    """One whole client packet for the gate: forward ``data`` (then ``sent``) or ``deny`` it."""
 
     data: bytes
     request: p.Request
-    mutation: p.Mutation | None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What a client packet would do if sent now: the ``change`` the policy judges, or why the
+    tracker cannot vouch for it (``refusal``: refuse without asking)."""
+
+    change: p.Mutation | None
+    refusal: str | None = None
 
 
 @dataclass(slots=True)
@@ -100,6 +114,14 @@ class _Handle:
     directory: bool
     read: int = 0
     written: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """An outstanding request and the open handle it named when sent (None: none or unknown)."""
+
+    request: p.Request
+    handle: _Handle | None
 
 
 @dataclass(slots=True)
@@ -117,7 +139,7 @@ class SftpTracker:
     _client: Framer = field(default_factory=lambda: Framer(frozenset({p.WRITE})))
     _server: Framer = field(default_factory=lambda: Framer(frozenset({p.DATA})))
     _whole: Framer = field(default_factory=Framer)
-    _pending: dict[int, p.Request] = field(default_factory=dict)
+    _pending: dict[int, _Sent] = field(default_factory=dict)
     _handles: dict[bytes, _Handle] = field(default_factory=dict)
     _broken: bool = False
     _failure: str | None = None
@@ -128,7 +150,7 @@ class SftpTracker:
             return
         try:
             for ptype, body, length in self._client.feed(data):
-                self._request(self._parse(ptype, body, length))
+                self.sent(self._parse(ptype, body, length))
         except p.SftpProtocolError as exc:
             self._fail(f"client: {exc}")
 
@@ -143,16 +165,44 @@ class SftpTracker:
             self._fail(f"server: {exc}")
 
     def client_packets(self, data: bytes) -> Iterator[ClientPacket]:
-        """Gate client→server bytes: the whole packets completed by ``data``, each tracked as sent
-        unless ``deny`` is called for it. Raises :class:`SftpProtocolError` (close the channel)
-        after the packets before the one not understood."""
+        """Gate client→server bytes: the whole packets completed by ``data``, not yet tracked.
+        Raises :class:`SftpProtocolError` (close the channel) after the packets before the one
+        not understood."""
         for ptype, body, _ in self._whole.feed(data):
-            request = self._parse(ptype, body)
-            if not self._broken:
-                self._request(request)
-            handle = self._handles.get(request.handle) if request.handle is not None else None
             raw = struct.pack(">IB", len(body) + 1, ptype) + body
-            yield ClientPacket(raw, request, p.mutation(request, handle.path if handle else None))
+            yield ClientPacket(raw, self._parse(ptype, body))
+
+    def judge(self, request: p.Request) -> Verdict:
+        """``request`` if it were sent now, after everything sent before it. A request whose id
+        is outstanding, or naming a handle not known as open, is refused: its reply could not
+        be paired, or the file behind the handle is not the one the tracker saw opened."""
+        handle = self._handles.get(request.handle) if request.handle is not None else None
+        change = p.mutation(request, handle.path if handle else None)
+        if request.id is not None and request.id in self._pending:
+            return Verdict(change, f"request id {request.id} is already outstanding")
+        if request.handle is not None and handle is None:
+            return Verdict(change, "the handle is not open, or is closing")
+        return Verdict(change)
+
+    def sent(self, request: p.Request) -> None:
+        """``request`` went to the server: pair its reply with it, and stop trusting the handle
+        a CLOSE names. An id already outstanding makes the stream unfollowable."""
+        if request.id is None or self._broken:
+            return
+        if request.id in self._pending:
+            self._fail(f"request id {request.id} reused while outstanding")
+            return
+        if len(self._pending) >= _MAX_PENDING:
+            self._fail(f"more than {_MAX_PENDING} requests unanswered")
+            return
+        handle = None
+        if request.handle is not None:
+            handle = (
+                self._handles.pop(request.handle, None)
+                if request.name == "close"
+                else self._handles.get(request.handle)
+            )
+        self._pending[request.id] = _Sent(request, handle)
 
     @property
     def failure(self) -> str | None:
@@ -164,45 +214,39 @@ class SftpTracker:
         request = p.parse_request(ptype, body, length)
         return request if self.cwd is None else p.resolved(request, self.cwd)
 
-    def deny(self, packet: ClientPacket, message: str) -> bytes:
-        """Record ``packet`` as blocked; returns the STATUS packet to send the client instead."""
-        request = packet.request
+    def deny(self, request: p.Request, change: p.Mutation | None, message: str) -> bytes:
+        """Record ``request`` as blocked (``change``: what it would have done); returns the
+        STATUS packet to send the client instead."""
         if request.id is None:
             raise p.SftpProtocolError("an INIT packet cannot be denied")
-        self._pending.pop(request.id, None)
-        change = packet.mutation
         self._event(request.name, change.path if change else request.path,
                     change.target if change else request.target, "blocked", message=message)  # fmt: skip
         return p.status_packet(request.id, message)
 
     def close(self) -> None:
         """The channel ended: file handles still open get a ``close`` event with status ``unclosed``."""
-        for handle in self._handles.values():
-            if not handle.directory:
+        closing = [x.handle for x in self._pending.values() if x.request.name == "close"]
+        for handle in [*self._handles.values(), *closing]:
+            if handle is not None and not handle.directory:
                 self._close_event(handle, "unclosed")
         self._handles.clear()
         self._pending.clear()
 
     def _fail(self, reason: str) -> None:
+        if self._broken:  # the first reason is the one that counts
+            return
         self._broken, self._failure = True, reason
         self._event("error", None, None, "unparsed", message=reason)
 
-    def _request(self, request: p.Request) -> None:
-        if request.id is None or not (request.name in _TRACKED or request.name.startswith("extended:")):
-            return
-        if len(self._pending) >= _MAX_PENDING:
-            self._fail(f"more than {_MAX_PENDING} requests unanswered")
-            return
-        self._pending[request.id] = request
-
     def _reply(self, reply: p.Reply) -> None:
-        request = self._pending.pop(reply.id, None) if reply.id is not None else None
-        if request is None:
+        sent = self._pending.pop(reply.id, None) if reply.id is not None else None
+        if sent is None:
             return
-        name = request.name
+        request, handle, name = sent.request, sent.handle, sent.request.name
+        if not (name in _EVENTS or name.startswith("extended:")):
+            return
         ok = reply.type != p.STATUS or reply.code == p.FX_OK
         status = "ok" if reply.type != p.STATUS else p.status_name(reply.code)
-        handle = self._handles.get(request.handle) if request.handle is not None else None
         if name in ("open", "opendir"):
             if reply.type == p.HANDLE and reply.handle is not None and request.path is not None:
                 self._handles[reply.handle] = _Handle(request.path, name == "opendir")
@@ -215,9 +259,8 @@ class SftpTracker:
             if handle is not None and ok:
                 handle.written += request.length
         elif name == "close":
-            closed = self._handles.pop(request.handle, None) if request.handle is not None else None
-            if closed is not None and not closed.directory:
-                self._close_event(closed, status)
+            if handle is not None and not handle.directory:
+                self._close_event(handle, status)
         elif name == "fsetstat":
             self._event("setstat", handle.path if handle else None, None, status)
         else:
