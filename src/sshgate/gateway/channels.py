@@ -42,6 +42,7 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         self._command: str | None = None
         self._subsystem: str | None = None
         self._term: tuple[str, tuple[int, int, int, int], Mapping[int, int]] | None = None
+        self._started = False  # shell, exec or subsystem asked for: the request the policy sees
         self._task: asyncio.Task[None] | None = None
         self._lost = False
 
@@ -58,22 +59,35 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
     def pty_requested(
         self, term_type: str, term_size: tuple[int, int, int, int], term_modes: Mapping[int, int]
     ) -> bool:
-        if "\0" in term_type:  # sshd ends the whole connection over it: refused, as a pty request
-            self.owner.log.warning("channel.pty_refused", reason="terminal type holds a NUL byte")
-            return False
-        self._term = (term_type, term_size, term_modes)
-        return True
+        if self._started:  # the policy decided without one, and sshd refuses it too
+            reason = "pty requested after the shell, exec or subsystem request"
+        elif "\0" in term_type:  # sshd ends the whole connection over it: refused, as a pty request
+            reason = "terminal type holds a NUL byte"
+        else:
+            self._term = (term_type, term_size, term_modes)
+            return True
+        self.owner.log.warning("channel.pty_refused", reason=reason)
+        return False
 
     def shell_requested(self) -> bool:
+        self._started = True
         return True
 
     def exec_requested(self, command: str) -> bool:
+        self._started = True
         self._command = command
         return True
 
     def subsystem_requested(self, subsystem: str) -> bool:
+        self._started = True
         self._subsystem = subsystem
-        return subsystem == "sftp"
+        return subsystem == "sftp" or self.owner.request_refused(
+            "subsystem", "only the sftp subsystem is served", subsystem=subsystem
+        )
+
+    def x11_refused(self, screen: int) -> None:
+        """An ``x11-req``, which asyncssh_checks refuses and reports here."""
+        self.owner.request_refused("x11", "X11 forwarding is not served", screen=screen)
 
     def session_started(self) -> None:
         self.owner.notices.attach(self._notice)

@@ -12,7 +12,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncssh
 
@@ -35,6 +35,8 @@ from sshgate.refusal import Refusal
 from sshgate.state.base import SharedState
 
 asyncssh_auth.install()
+
+_NO_UNIX_SOCKETS = "Unix-socket forwarding is not served"
 
 
 class GatewayState:
@@ -267,6 +269,24 @@ class GatewayConnection(asyncssh.SSHServer):
         self._within_channel_limit("forwards", open_now, limit, kind="forward", host=host, port=port)
         self._forwards_opening += 1  # now: a burst of opens comes before any of them runs
         return self._open_forward(host, port)
+
+    # Requests the gateway never serves (docs/login.md, Binding): refused, and every one audited.
+
+    def server_requested(self, listen_host: str, listen_port: int) -> bool:
+        reason = "remote forwarding is not served"
+        return self.request_refused("remote-forward", reason, host=listen_host, port=listen_port)
+
+    def unix_server_requested(self, listen_path: str) -> bool:
+        return self.request_refused("streamlocal-forward", _NO_UNIX_SOCKETS, path=listen_path)
+
+    def unix_connection_requested(self, dest_path: str) -> NoReturn:
+        self.request_refused("streamlocal", _NO_UNIX_SOCKETS, path=dest_path)
+        raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, _NO_UNIX_SOCKETS)
+
+    def request_refused(self, kind: str, reason: str, **target: Any) -> bool:
+        """Audit a request refused before any policy sees it; False, the refusal asyncssh takes."""
+        self.log.warning("request.blocked", kind=kind, **target, reason=reason)
+        return False
 
     def _within_channel_limit(self, what: str, open_now: int, limit: int, **fields: Any) -> None:
         """Refuse a channel past the connection's limit: told to the client, audited."""
