@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from sshgate.gateway.connection import GatewayConnection
 
 _FORWARDED_ENV = ("LANG", "LANGUAGE", "TZ")
+_MAX_ENV_VALUE = 256
 
 
 class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
@@ -310,10 +311,15 @@ class ClientTcp(ChannelRelay, asyncssh.SSHTCPSession[bytes]):
 
 
 def _forwarded_env(env: Any) -> dict[str, str]:
-    """The client's locale and time zone, as OpenSSH's AcceptEnv passes them; never a name or
-    value holding a NUL byte (sshd ends the whole connection over one)."""
+    """The client's locale and time zone, as OpenSSH's AcceptEnv passes them, each a short plain
+    value (docs/login.md, Binding): never a control character (a NUL byte makes sshd end the
+    whole connection; a newline or an escape is no locale) nor more than 256 characters."""
     return {
         k: v
         for k, v in dict(env).items()
-        if (k in _FORWARDED_ENV or k.startswith("LC_")) and "\0" not in k and "\0" not in v
+        if (k in _FORWARDED_ENV or k.startswith("LC_")) and _plain(k) and _plain(v)
     }
+
+
+def _plain(text: str) -> bool:
+    return len(text) <= _MAX_ENV_VALUE and not any(c < " " or c == "\x7f" for c in text)
