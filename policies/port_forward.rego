@@ -1,5 +1,6 @@
 # Port-forward allow-list (request stage): `ssh -L` may reach only these host:port targets.
-# `input.request.host` / `port` are where the forward connects, as the client asked for them.
+# `input.request.host` / `port` are where the forward connects: an IP address in its canonical
+# form however the client spelled it, a name as sent (resolved on the resource; docs/policy.md).
 package formal.v2
 
 import rego.v1

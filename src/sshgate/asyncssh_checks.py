@@ -18,8 +18,16 @@ And one on a client's session channels: asyncssh keeps every ``env`` request, so
 could make the gateway hold any amount of memory (100,000 requests: 100 MB). OpenSSH's sshd keeps
 at most 128 variables; here a channel keeps ``MAX_ENV`` of at most ``MAX_ENV_ENTRY`` bytes each
 and refuses the rest (clients send ``env`` without asking for a reply; the gateway forwards only
-the locale and time zone anyway). tests/unit/test_asyncssh_tuning.py fingerprints the asyncssh
-code named in ``WRAPPED``.
+the locale and time zone anyway). An ``env`` request after the shell, exec or subsystem request is
+refused too, as sshd does: the session was set up with the environment it had then.
+
+And asyncssh refuses a client's ``x11-req`` itself (the gateway serves no X11) without telling
+anyone; here it is refused the same and the channel's session hears of it
+(``x11_refused(screen)``, if it has one) to audit it: every request a client makes is seen
+(docs/login.md, Binding).
+
+tests/unit/test_asyncssh_tuning.py fingerprints the asyncssh code named in ``WRAPPED`` and
+``RELIED_ON``.
 """
 
 from __future__ import annotations
@@ -34,7 +42,10 @@ WRAPPED = (
     "asyncssh.channel:SSHChannel._accept_data",
     "asyncssh.channel:SSHChannel._process_window_adjust",
     "asyncssh.channel:SSHServerChannel._process_env_request",
+    "asyncssh.channel:SSHServerChannel._process_x11_req_request",
 )
+# It sets ``_session_started``, which the env check reads.
+RELIED_ON = ("asyncssh.channel:SSHServerChannel._start_session",)
 MAX_WINDOW = 0xFFFFFFFF
 MAX_ENV = 64
 MAX_ENV_ENTRY = 4096
@@ -75,10 +86,25 @@ def _checked_env_request(self: Any, packet: Any) -> bool:
     key = packet.get_string()
     value = packet.get_string()
     packet.check_end()
-    if len(key) + len(value) > MAX_ENV_ENTRY or (key not in self._env and len(self._env) >= MAX_ENV):
+    full = key not in self._env and len(self._env) >= MAX_ENV
+    if self._session_started or len(key) + len(value) > MAX_ENV_ENTRY or full:
         return False
     self._env[key] = value
     return True
+
+
+def _refused_x11_request(self: Any, packet: Any) -> bool:
+    # asyncssh's own parsing, then a refusal the session hears of (asyncssh's would ask the
+    # connection for an X11 listener, which it refuses: x11_forwarding=False).
+    packet.get_boolean()  # single connection
+    packet.get_string()  # authentication protocol
+    packet.get_string()  # authentication cookie
+    screen = packet.get_uint32()
+    packet.check_end()
+    refused = getattr(self._session, "x11_refused", None)
+    if refused is not None:
+        refused(screen)
+    return False
 
 
 def apply() -> None:
@@ -87,3 +113,4 @@ def apply() -> None:
     SSHChannel._accept_data = _checked_accept_data  # type: ignore[method-assign]
     SSHChannel._packet_handlers[MSG_CHANNEL_WINDOW_ADJUST] = _checked_window_adjust
     SSHServerChannel._process_env_request = _checked_env_request  # type: ignore[method-assign]
+    SSHServerChannel._process_x11_req_request = _refused_x11_request  # type: ignore[method-assign]

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from sshgate.gateway.connection import GatewayConnection
 
 _FORWARDED_ENV = ("LANG", "LANGUAGE", "TZ")
+_MAX_ENV_VALUE = 256
 
 
 class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
@@ -42,6 +43,7 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
         self._command: str | None = None
         self._subsystem: str | None = None
         self._term: tuple[str, tuple[int, int, int, int], Mapping[int, int]] | None = None
+        self._started = False  # shell, exec or subsystem asked for: the request the policy sees
         self._task: asyncio.Task[None] | None = None
         self._lost = False
 
@@ -58,22 +60,35 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
     def pty_requested(
         self, term_type: str, term_size: tuple[int, int, int, int], term_modes: Mapping[int, int]
     ) -> bool:
-        if "\0" in term_type:  # sshd ends the whole connection over it: refused, as a pty request
-            self.owner.log.warning("channel.pty_refused", reason="terminal type holds a NUL byte")
-            return False
-        self._term = (term_type, term_size, term_modes)
-        return True
+        if self._started:  # the policy decided without one, and sshd refuses it too
+            reason = "pty requested after the shell, exec or subsystem request"
+        elif "\0" in term_type:  # sshd ends the whole connection over it: refused, as a pty request
+            reason = "terminal type holds a NUL byte"
+        else:
+            self._term = (term_type, term_size, term_modes)
+            return True
+        self.owner.log.warning("channel.pty_refused", reason=reason)
+        return False
 
     def shell_requested(self) -> bool:
+        self._started = True
         return True
 
     def exec_requested(self, command: str) -> bool:
+        self._started = True
         self._command = command
         return True
 
     def subsystem_requested(self, subsystem: str) -> bool:
+        self._started = True
         self._subsystem = subsystem
-        return subsystem == "sftp"
+        return subsystem == "sftp" or self.owner.request_refused(
+            "subsystem", "only the sftp subsystem is served", subsystem=subsystem
+        )
+
+    def x11_refused(self, screen: int) -> None:
+        """An ``x11-req``, which asyncssh_checks refuses and reports here."""
+        self.owner.request_refused("x11", "X11 forwarding is not served", screen=screen)
 
     def session_started(self) -> None:
         self.owner.notices.attach(self._notice)
@@ -296,10 +311,15 @@ class ClientTcp(ChannelRelay, asyncssh.SSHTCPSession[bytes]):
 
 
 def _forwarded_env(env: Any) -> dict[str, str]:
-    """The client's locale and time zone, as OpenSSH's AcceptEnv passes them; never a name or
-    value holding a NUL byte (sshd ends the whole connection over one)."""
+    """The client's locale and time zone, as OpenSSH's AcceptEnv passes them, each a short plain
+    value (docs/login.md, Binding): never a control character (a NUL byte makes sshd end the
+    whole connection; a newline or an escape is no locale) nor more than 256 characters."""
     return {
         k: v
         for k, v in dict(env).items()
-        if (k in _FORWARDED_ENV or k.startswith("LC_")) and "\0" not in k and "\0" not in v
+        if (k in _FORWARDED_ENV or k.startswith("LC_")) and _plain(k) and _plain(v)
     }
+
+
+def _plain(text: str) -> bool:
+    return len(text) <= _MAX_ENV_VALUE and not any(c < " " or c == "\x7f" for c in text)

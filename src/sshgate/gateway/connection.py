@@ -12,7 +12,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncssh
 
@@ -23,6 +23,7 @@ from sshgate.gateway.asyncssh_auth import OfferedKey
 from sshgate.gateway.authentication import Authenticator, KbdintChallenge, Unauthenticated
 from sshgate.gateway.binding import BindContext, Binder
 from sshgate.gateway.channels import ClientSession, ClientTcp
+from sshgate.gateway.destination import BadDestination, forward_destination
 from sshgate.gateway.directory import list_output, ssh_config_output
 from sshgate.gateway.notices import Notices
 from sshgate.gateway.relay import ChannelRelay
@@ -35,6 +36,8 @@ from sshgate.revoked_keys import RevokedKeysFile
 from sshgate.state.base import SharedState
 
 asyncssh_auth.install()
+
+_NO_UNIX_SOCKETS = "Unix-socket forwarding is not served"
 
 
 class GatewayState:
@@ -258,15 +261,35 @@ class GatewayConnection(asyncssh.SSHServer):
         return self.conn.create_server_channel(encoding=None), ClientSession(self)
 
     def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> Any:
-        if "\0" in dest_host:  # sshd ends the whole connection over it; no policy sees such a name
-            self.log.warning("channel.refused", kind="forward", reason="host name holds a NUL byte")
-            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, "host name holds a NUL byte")
+        try:
+            # From here on the host is the address the resource will connect to (gateway/destination.py)
+            host, port = forward_destination(dest_host, dest_port)
+        except BadDestination as exc:  # no policy sees such a forward
+            self.log.warning("channel.refused", kind="forward", port=dest_port, reason=exc.reason)
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, exc.reason) from None
         limit = self.ctx.config.limits.max_forwards_per_connection
         open_now = self._forwards_opening + sum(isinstance(c, ClientTcp) for c in self.channels)
-        where = {"host": dest_host, "port": dest_port}
-        self._within_channel_limit("forwards", open_now, limit, kind="forward", **where)
+        self._within_channel_limit("forwards", open_now, limit, kind="forward", host=host, port=port)
         self._forwards_opening += 1  # now: a burst of opens comes before any of them runs
-        return self._open_forward(dest_host, dest_port)
+        return self._open_forward(host, port)
+
+    # Requests the gateway never serves (docs/login.md, Binding): refused, and every one audited.
+
+    def server_requested(self, listen_host: str, listen_port: int) -> bool:
+        reason = "remote forwarding is not served"
+        return self.request_refused("remote-forward", reason, host=listen_host, port=listen_port)
+
+    def unix_server_requested(self, listen_path: str) -> bool:
+        return self.request_refused("streamlocal-forward", _NO_UNIX_SOCKETS, path=listen_path)
+
+    def unix_connection_requested(self, dest_path: str) -> NoReturn:
+        self.request_refused("streamlocal", _NO_UNIX_SOCKETS, path=dest_path)
+        raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, _NO_UNIX_SOCKETS)
+
+    def request_refused(self, kind: str, reason: str, **target: Any) -> bool:
+        """Audit a request refused before any policy sees it; False, the refusal asyncssh takes."""
+        self.log.warning("request.blocked", kind=kind, **target, reason=reason)
+        return False
 
     def _within_channel_limit(self, what: str, open_now: int, limit: int, **fields: Any) -> None:
         """Refuse a channel past the connection's limit: told to the client, audited."""
