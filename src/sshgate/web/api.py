@@ -163,6 +163,8 @@ class Api:
         )
 
     def _channel(self, request: web.Request, doc: dict[str, Any]) -> int:
+        """A terminal channel of the session (cast and live alike), else 404: sftp, forwards and
+        scp / rsync transfers (their ``.jsonl``) have no terminal output to show."""
         text = request.match_info["n"]
         n = int(text) if text.isascii() and text.isdigit() and len(text) < 6 else -1
         for channel in doc.get("channels", []):
@@ -196,12 +198,9 @@ class Api:
         return any(s.session_id == session_id for s in await self.shared.sessions())
 
     async def live(self, request: web.Request) -> web.StreamResponse:
-        await self._allowed_doc(request)
+        _, doc = await self._allowed_doc(request)
+        n = self._channel(request, doc)
         session_id = request.match_info["id"]
-        text = request.match_info["n"]
-        if not (text.isascii() and text.isdigit()) or len(text) > 5:
-            raise _error(404, "no such terminal channel")
-        n = int(text)
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
