@@ -142,5 +142,5 @@ class CookieOptions(TypedDict):
 
 
 def cookie_options(secure: bool) -> CookieOptions:
-    """HttpOnly and SameSite=Lax always, Secure under TLS (docs/api.md)."""
+    """HttpOnly and SameSite=Lax always, Secure over HTTPS (docs/api.md)."""
     return {"httponly": True, "samesite": "Lax", "secure": secure, "path": "/", "max_age": int(SESSION_TTL_S)}
