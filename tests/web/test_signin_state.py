@@ -89,3 +89,28 @@ async def test_a_thousand_sign_in_starts_store_nothing_and_a_replayed_callback_i
         status, text, _ = await get(path, state_cookie)
         assert status == 400 and "used" in text
         assert len(signins) == 1 and len(shared.records._of("session")) == 1
+
+
+async def test_a_leaked_callback_url_signs_nobody_in_from_another_client(tmp_path: Path) -> None:
+    """The callback URL (code and state) from a log or history, without the browser's cookie:
+    refused, with the state as the cookie too; the browser that started it still signs in."""
+    async with web_app(tmp_path) as (_, shared, url), aiohttp.ClientSession() as victim:
+        async with victim.get(url + "/signin", allow_redirects=False) as started:
+            location = started.headers["Location"]
+            secret = started.cookies["sshgate_signin"].value
+        callback = await asyncio.to_thread(
+            Person("sec@corp.com").authorize, location, url + "/signin/callback"
+        )
+        query = urllib.parse.urlparse(callback).query
+        state = urllib.parse.parse_qs(query)["state"][0]
+        assert secret not in callback and state != secret
+        async with aiohttp.ClientSession() as attacker:
+            for cookie in ({}, {"Cookie": f"sshgate_signin={state}"}):
+                async with attacker.get(f"{url}/signin/callback?{query}", headers=cookie) as answer:
+                    assert answer.status == 400 and "not started in this browser" in await answer.text()
+        assert len(shared.records._of("session")) == 0
+        mine = {"Cookie": f"sshgate_signin={secret}"}  # aiohttp's jar keeps no cookies of an IP address
+        async with victim.get(
+            f"{url}/signin/callback?{query}", headers=mine, allow_redirects=False
+        ) as answer:
+            assert answer.status == 302 and COOKIE in answer.cookies
