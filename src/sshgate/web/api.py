@@ -33,7 +33,8 @@ PRINCIPAL_KEY = web.RequestKey("sshgate.principal", Principal)
 
 def _error(status: int, message: str) -> web.HTTPException:
     cls = {400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 403: web.HTTPForbidden,
-           404: web.HTTPNotFound, 409: web.HTTPConflict, 503: web.HTTPServiceUnavailable}[status]  # fmt: skip
+           404: web.HTTPNotFound, 409: web.HTTPConflict, 429: web.HTTPTooManyRequests,
+           503: web.HTTPServiceUnavailable}[status]  # fmt: skip
     return cls(text=f'{{"error": "{message}"}}', content_type="application/json")
 
 
@@ -91,6 +92,9 @@ class Api:
         self.catalog = catalog
         self.shared = shared
         self.log = audit.logger()
+        # Who has an output search running: one each, as a search reads whole recordings on the
+        # catalog's few search threads (recording/catalog.py, SEARCH_THREADS).
+        self._searching: set[str] = set()
 
     def add_to(self, app: web.Application) -> None:
         app.middlewares.append(self.guard)
@@ -132,11 +136,19 @@ class Api:
         )
 
     async def list_sessions(self, request: web.Request) -> web.Response:
-        query = query_from(request, request[PRINCIPAL_KEY])
+        principal: Principal = request[PRINCIPAL_KEY]
+        query = query_from(request, principal)
+        if query.q and principal.email in self._searching:
+            raise _error(429, "a search of yours is still running; ask again when it has answered")
+        if query.q:
+            self._searching.add(principal.email)
         try:
             found, cursor = await self.catalog.query(query)
         except CursorError:
             raise _error(400, "cursor is not one this server handed out") from None
+        finally:
+            if query.q:
+                self._searching.discard(principal.email)
         return web.json_response({"sessions": [summary_json(s) for s in found], "next": cursor})
 
     async def session(self, request: web.Request) -> web.Response:
