@@ -14,12 +14,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from sshgate.config import Web
+from sshgate.config import OidcConfig, Web
+from sshgate.oidc.client import OidcClient
 from sshgate.recording.catalog import RecordingCatalog, SessionQuery, SessionSummary
 from sshgate.recording.sources import LocalSource
 from sshgate.state.base import LiveSession, OutputChunk
 from sshgate.state.local import LocalState
 from sshgate.state.seal import Sealer
+from sshgate.web import api
 from sshgate.web.app import WebApp
 from sshgate.web.roles import Principal
 from sshgate.web.store import COOKIE
@@ -120,3 +122,66 @@ async def test_one_output_search_at_a_time_per_person(site: Site) -> None:
         assert [await first, await other] == [200, 200]
         assert await ask(ACTIVE.user) == 200  # the first one answered: free again
     assert site.catalog.threads and all(name.startswith("sshgate-search") for name in site.catalog.threads)
+
+
+async def test_streamed_answers_carry_the_security_headers(site: Site) -> None:
+    async with aiohttp.ClientSession(headers=site.headers()) as http:
+        for route in ("cast", "live"):
+            async with http.get(f"{site.url}/api/v1/sessions/{ACTIVE.id}/channels/1/{route}") as answer:
+                assert answer.status == 200
+                assert answer.headers["X-Content-Type-Options"] == "nosniff", route
+                assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"], route
+
+
+async def test_a_live_stream_ends_once_its_watcher_signed_out_while_output_flows(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(api, "LIVE_CHECK_S", 0.2)
+
+    async def flowing() -> None:  # never a pause as long as a check takes
+        for i in range(200):
+            site.shared.publish_output(ACTIVE.id, OutputChunk(1, float(i), b"tick\r\n"))
+            await asyncio.sleep(0.05)
+
+    async with aiohttp.ClientSession(headers=site.headers()) as http, http.get(live_url(site, 1)) as answer:
+        await asyncio.sleep(0.1)  # subscribed
+        output = asyncio.create_task(flowing())
+        assert b"tick" in await asyncio.wait_for(answer.content.readline(), 5)
+        await site.app.store.close_session(site.cookies["sec@corp.com"])
+        lines = []
+        async with asyncio.timeout(3):  # until the server ends the stream
+            while line := await answer.content.readline():
+                lines.append(line)
+        output.cancel()
+    assert lines[-3:] == [b"event: end\n", b"data: {}\n", b"\n"], lines[-5:]
+
+
+async def test_a_client_leaving_a_cast_download_logs_no_error(
+    site: Site, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    long = write_session(tmp_path / "recordings", Fake(48), b"0123456789abcdef\r\n" * 500_000)
+    url = f"{site.url}/api/v1/sessions/{long.name}/channels/1/cast"
+    async with aiohttp.ClientSession(headers=site.headers()) as http:
+        for _ in range(3):
+            async with http.get(url) as answer:  # left at once, unread
+                assert answer.status == 200
+        await asyncio.sleep(0.5)
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
+
+
+async def test_an_unreachable_provider_is_not_described_to_whoever_starts_a_sign_in(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    oidc = OidcClient(OidcConfig(name="okta", issuer="http://127.0.0.1:1/realms/inside", client_id="sshgate"))
+    app = WebApp(Web(listen="127.0.0.1:0", public_url="http://127.0.0.1"),
+                 RecordingCatalog([LocalSource(tmp_path)]), LocalState(str(tmp_path)),
+                 Sealer("a-web-test-key-of-32-characters-or-more"), lambda: oidc)  # fmt: skip
+    await app.start()
+    try:
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{app.port}/signin") as answer:
+            assert answer.status == 503
+            assert await answer.text() == "the identity provider is unavailable; try again later\n"
+    finally:
+        await app.stop()
+        await oidc.aclose()
+    assert "127.0.0.1:1/realms/inside" in capsys.readouterr().out  # the detail is in the log

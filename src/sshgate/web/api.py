@@ -25,7 +25,8 @@ from sshgate.web.store import csrf_ok
 MAX_LIMIT = 200
 # sftp operations, transfers and forwards shown per channel on a session's page.
 MAX_EVENTS = 1000
-# How often a live stream checks that its session still runs (and keeps proxies from timing out).
+# How often a live stream checks that its session still runs and its watcher may still see it
+# (and keeps proxies from timing out).
 LIVE_CHECK_S = 2.0
 _FILTERS = ("user", "resource", "native_user", "status")
 PRINCIPAL_KEY = web.RequestKey("sshgate.principal", Principal)
@@ -200,14 +201,25 @@ class Api:
             headers={"Content-Type": "application/x-asciicast", "Cache-Control": "no-store"}
         )
         await response.prepare(request)
-        await response.write(first)
-        async for piece in pieces:
-            await response.write(piece)
-        await response.write_eof()
+        try:
+            await response.write(first)
+            async for piece in pieces:
+                await response.write(piece)
+            await response.write_eof()
+        except ConnectionResetError:  # the client stopped the download: nothing to report
+            pass
         return response
 
     async def _active(self, session_id: str) -> bool:
         return any(s.session_id == session_id for s in await self.shared.sessions())
+
+    async def _still_watching(self, request: web.Request, doc: dict[str, Any]) -> bool:
+        """The session still runs and the caller may still see it: signed out, a session record
+        expired or a bearer token past its ``exp`` ends the stream."""
+        if not await self._active(request.match_info["id"]):
+            return False
+        principal = await self.auth.authenticate(request)
+        return principal is not None and may_view(principal, doc)
 
     async def live(self, request: web.Request) -> web.StreamResponse:
         _, doc = await self._allowed_doc(request)
@@ -222,19 +234,22 @@ class Api:
         )
         await response.prepare(request)
         queue: asyncio.Queue[OutputChunk | None] = asyncio.Queue(1024)
-        pump = asyncio.get_running_loop().create_task(self._pump(session_id, queue))
+        loop = asyncio.get_running_loop()
+        pump = loop.create_task(self._pump(session_id, queue))
         events = OutputEvents()
         try:
             if not await self._active(session_id):
                 await response.write(END)
                 return response
+            check_at = loop.time() + LIVE_CHECK_S
             while True:
-                try:
-                    chunk = await asyncio.wait_for(queue.get(), LIVE_CHECK_S)
+                try:  # due checks come first, even while output flows without a pause
+                    chunk = await asyncio.wait_for(queue.get(), max(0.0, check_at - loop.time()))
                 except TimeoutError:
-                    if not await self._active(session_id):
+                    if not await self._still_watching(request, doc):
                         break
                     await response.write(KEEPALIVE)
+                    check_at = loop.time() + LIVE_CHECK_S
                     continue
                 if chunk is None:
                     break

@@ -42,16 +42,9 @@ _SECURITY_HEADERS = {
 }
 
 
-@web.middleware
-async def _security_headers(request: web.Request, handler: Any) -> web.StreamResponse:
-    try:
-        response: web.StreamResponse = await handler(request)
-    except web.HTTPException as exc:
-        exc.headers.update(_SECURITY_HEADERS)
-        raise
-    if not response.prepared:
-        response.headers.update(_SECURITY_HEADERS)
-    return response
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """On every response as its headers go out: errors, and streamed ones (cast, live) too."""
+    response.headers.update(_SECURITY_HEADERS)
 
 
 def browsers_use_https(config: Web) -> bool:
@@ -73,7 +66,8 @@ class WebApp:
         self.catalog = catalog
         self.store = WebStore(shared, sealer)
         self.auth = Authenticator(config, self.store, oidc)
-        self.app = web.Application(middlewares=[_security_headers])
+        self.app = web.Application()
+        self.app.on_response_prepare.append(_security_headers)
         Api(self.auth, catalog, shared).add_to(self.app)
         SignInRoutes(self.auth, config.public_url, browsers_use_https(config)).add_to(self.app)
         self.app.router.add_get("/", self.page("index.html"))

@@ -74,9 +74,10 @@ class SignInRoutes:
             raise web.HTTPServiceUnavailable(text="sign-in needs identities.oidc in the configuration\n")
         try:
             metadata = await client.metadata()
-        except SignInError as exc:
+        except SignInError as exc:  # the detail (provider URL, network error) is for the log only
+            self.log.warning("web.sign_in", result="unavailable", reason=exc.reason)
             raise web.HTTPServiceUnavailable(
-                text=f"the identity provider is unavailable: {exc.reason}\n"
+                text="the identity provider is unavailable; try again later\n"
             ) from None
         if metadata.authorization_endpoint is None:
             raise web.HTTPServiceUnavailable(text="the identity provider has no authorization_endpoint\n")
