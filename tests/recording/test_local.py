@@ -232,6 +232,23 @@ async def test_transfer_and_forward_data_only_when_asked(tmp_path: Path) -> None
     assert (directory / "2-forward.in").read_bytes() == b"query"
 
 
+@pytest.mark.parametrize("transfer_data", [False, True])
+async def test_a_channel_says_whether_it_keeps_its_output(tmp_path: Path, transfer_data: bool) -> None:
+    """The gateway shows live viewers only output the recording keeps (gateway/channels.py)."""
+    recorder = FileRecorder(tmp_path, Options(transfer_data=transfer_data))
+    session = await recorder.start_session("s-keeps", META)
+    channels = [
+        session.open_channel("shell", PTY), session.open_channel("exec", EXEC),
+        session.open_channel("exec", {**EXEC, "command": "scp -f /etc/motd"}),
+        session.open_channel("exec", {**EXEC, "command": "rsync --server --sender -e.LsfxC . src/"}),
+        session.open_channel("sftp", {**EXEC, "command": None, "subsystem": "sftp"}),
+        session.open_channel("forward", {"host": "db", "port": 5432}),
+    ]  # fmt: skip
+    await session.close()
+    await recorder.aclose()
+    assert [c.keeps_output for c in channels] == [True, True, transfer_data, transfer_data, False, False]
+
+
 async def test_written_within_a_second_while_the_session_runs(tmp_path: Path) -> None:
     recorder = FileRecorder(tmp_path)
     session = await recorder.start_session("s-live", META)

@@ -9,6 +9,7 @@ import statistics
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from sshgate.state.base import OutputChunk
@@ -17,7 +18,7 @@ from sshgate.state.replicated import ReplicatedState
 from sshgate.state.seal import Sealer
 from tests.conftest import Keys
 from tests.replicas.conftest import HMAC_KEY, Factory, client, end, hold_session, metric, wait_open
-from tests.support.gateway import Client
+from tests.support.gateway import Client, asyncssh_login
 from tests.support.net import free_port
 from tests.support.redis import RedisServer, silent_store
 
@@ -255,3 +256,57 @@ def test_live_output_of_a_session_reaches_a_watcher_on_another_replica(
         assert 0 < chunks[0].t <= chunks[1].t <= chunks[2].t < 15
     finally:
         end(ticking)
+
+
+def test_a_watcher_gets_none_of_the_bytes_of_an_scp_transfer_the_recording_leaves_out(
+    start_gateway: Factory, redis_server: RedisServer, keys: Keys
+) -> None:
+    """Without ``transfer_data`` an scp channel's bytes are not recorded, so no live viewer gets
+    them either; the session's terminal channel still streams (docs/api.md, the live route)."""
+    a = start_gateway(redis_server.url)
+    secret = f"payroll-{uuid.uuid4().hex}"
+    path = f"/tmp/sshgate-live-{uuid.uuid4().hex}"
+
+    async def watch_a_copy() -> tuple[list[OutputChunk], bytes]:
+        store = RedisStore(connect(redis_server.url, 0.25), Sealer(HMAC_KEY), "sshgate:", uuid.uuid4().hex)
+        web = ReplicatedState(store, 0.25, 3, lambda _up: None)
+        await web.start(lambda _s, _by: False, lambda _fps: None)
+        got: list[OutputChunk] = []
+
+        async def until_seen(text: bytes, nudge: Callable[[], None]) -> None:
+            async with asyncio.timeout(10):
+                while not any(text in c.data for c in got):
+                    nudge()
+                    await asyncio.sleep(0.2)
+
+        try:
+            async with asyncssh_login(a, keys.alice) as conn:
+                echo = await conn.create_process("cat")  # channel 1: a terminal channel
+                started = await asyncio.to_thread(a.wait_event, "session.start")
+
+                async def collect() -> None:
+                    async for chunk in web.subscribe_output(started["session_id"]):
+                        got.append(chunk)
+
+                watcher = asyncio.create_task(collect())
+                await until_seen(b"before", lambda: echo.stdin.write("before\n"))  # the lease reached it
+                await conn.run(f"printf %s {secret} > {path}", check=True)  # channel 2
+                scp = await conn.create_process(f"scp -f {path}", encoding=None)  # channel 3
+                scp.stdin.write(b"\0")
+                size = int((await scp.stdout.readline()).split()[1])
+                scp.stdin.write(b"\0")
+                copied = await scp.stdout.readexactly(size)
+                scp.stdin.write(b"\0")
+                scp.stdin.write_eof()
+                await scp.wait()
+                await until_seen(b"after", lambda: echo.stdin.write("after\n"))
+                await conn.run(f"rm -f {path}")
+                watcher.cancel()
+        finally:
+            await web.aclose()
+        return got, copied
+
+    chunks, copied = asyncio.run(watch_a_copy())
+    assert copied == secret.encode()
+    assert not any(secret.encode() in c.data for c in chunks)
+    assert {c.channel for c in chunks if c.data} == {1}, chunks

@@ -90,7 +90,7 @@ async def test_a_sign_in_lives_in_its_sealed_state_and_is_used_once(tmp_path: Pa
     now = [time.time()]  # the marks expire by the real clock
     shared = LocalState(str(tmp_path))
     store = WebStore(shared, SEALER, clock=lambda: now[0])
-    pending = PendingSignIn("the-verifier", "the-nonce", "/sessions/x")
+    pending = PendingSignIn("the-verifier", "the-nonce", "/sessions/x", record_key("the-cookie"))
     states = [store.begin_sign_in(pending) for _ in range(1000)]
     assert shared.records.get("signin", record_key(states[0])) is None  # starting stores nothing
     assert all(len(s) < MAX_STATE_CHARS for s in states) and len(set(states)) == 1000
@@ -106,11 +106,11 @@ async def test_a_sign_in_lives_in_its_sealed_state_and_is_used_once(tmp_path: Pa
 
 def test_a_state_not_sealed_by_this_key_or_altered_opens_to_nothing() -> None:
     store = WebStore(LocalState("/nonexistent"), SEALER)
-    state = store.begin_sign_in(PendingSignIn("v", "n", "/"))
+    state = store.begin_sign_in(PendingSignIn("v", "n", "/", "b"))
     other = WebStore(LocalState("/nonexistent"), Sealer("another-key-of-32-characters-or-more!"))
     flipped = state[:20] + ("A" if state[20] != "A" else "B") + state[21:]
     for bad in (flipped, state[:-2], "", "!!not base64!!", "x" * (MAX_STATE_CHARS + 1), other.begin_sign_in(
-        PendingSignIn("v", "n", "/"))):  # fmt: skip
+        PendingSignIn("v", "n", "/", "b"))):  # fmt: skip
         assert store.open_sign_in(bad) is None
     # A session record's sealed value is no sign-in either (another context)
     assert store.open_sign_in(SEALER.seal_private("web:session:x", {"v": "v", "n": "n", "x": "/", "e": 2e9}).hex()) is None

@@ -204,7 +204,7 @@ class ClientSession(ChannelRelay, asyncssh.SSHServerSession[bytes]):
                 "size": list(request.term_size[:2]) if request.term_size else None,
             },
         )
-        if channel_kind != "sftp":
+        if self.recording.keeps_output:  # never what the recording leaves out (scp, rsync)
             self.live = LiveOutput(owner.state.shared, owner.session_id, self.recording.n, self.recording.t0)
         owner.log.info(
             "channel.open",

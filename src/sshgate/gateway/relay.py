@@ -45,7 +45,7 @@ class ChannelRelay:
     client_filter: Callable[[bytes], None] | None = None
     server_filter: Callable[[bytes], None] | None = None
     on_close: Callable[[], None] | None = None
-    live: LiveOutput | None = None  # terminal and exec channels: output for live viewers
+    live: LiveOutput | None = None  # output for live viewers, of channels whose output is recorded
 
     def __init__(self) -> None:
         self._client_backlog: list[bytes] = []

@@ -18,6 +18,7 @@ import json
 import operator
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -57,6 +58,10 @@ REBUILD = 256
 """More changed sessions than this (a first listing), and the index is sorted anew."""
 BATCH = 256 << 10
 """Bytes of cast handed from the reading thread to the event loop at a time."""
+SEARCH_THREADS = 2
+"""Output searches (``q``) read whole recordings: they get threads of their own, so they never
+hold up the event loop's default pool, which new SSH sessions wait on (recording creation,
+token checks)."""
 
 
 class NotFound(RecordingError):
@@ -105,6 +110,7 @@ class RecordingCatalog:
         self._keys: list[SortKey] = []  # ascending
         self._entries: list[Entry] = []  # in the order of _keys
         self._by_id: dict[str, Entry] = {}
+        self._searches = ThreadPoolExecutor(SEARCH_THREADS, thread_name_prefix="sshgate-search")
 
     # synchronous side: the CLI's, and the threads' of the async methods
 
@@ -229,6 +235,8 @@ class RecordingCatalog:
         await asyncio.to_thread(self.refresh)
 
     async def query(self, query: SessionQuery) -> tuple[list[SessionSummary], str | None]:
+        if query.q:
+            return await asyncio.get_running_loop().run_in_executor(self._searches, self.page, query)
         return await asyncio.to_thread(self.page, query)
 
     async def document(self, session_id: str) -> dict[str, Any] | None:

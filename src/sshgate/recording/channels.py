@@ -106,6 +106,8 @@ class Channel:
     recorder visits only channels with something to write.
     """
 
+    keeps_output = False
+
     def __init__(self, n: int, kind: str, meta: dict[str, Any], dirty: Callable[[Channel], None]) -> None:
         self.n = n
         self.kind = kind
@@ -203,6 +205,8 @@ class TerminalChannel(Channel):
     """A shell or exec channel: raw output (stderr apart for exec), keystrokes with
     ``capture_input``, and the timing log scriptreplay plays."""
 
+    keeps_output = True
+
     def __init__(self, n: int, kind: str, meta: dict[str, Any], dirty: Callable[[Channel], None],
                  directory: Path, capture_input: bool) -> None:  # fmt: skip
         super().__init__(n, kind, meta, dirty)
@@ -253,7 +257,7 @@ class TransferChannel(Channel):
                  transfer: dict[str, Any], keep_data: bool) -> None:  # fmt: skip
         super().__init__(n, "exec", meta, dirty)
         self.transfer = transfer
-        self._keep = keep_data
+        self._keep = self.keeps_output = keep_data
         stem = f"{n}-exec"
         if keep_data:
             self.files = terminal_files(self, directory, stem, "oei")

@@ -27,6 +27,9 @@ class RecordingError(Exception):
 class ChannelRecording(Protocol):
     n: int  # the channel's number in the file names
     t0: float  # time.monotonic() when it opened: live output's times count from here
+    # Its output bytes are recorded: only then may live viewers see them (scp / rsync only with
+    # ``transfer_data``, docs/recordings.md).
+    keeps_output: bool
 
     def output(self, data: bytes, stderr: bool = False) -> None: ...
     def input(self, data: bytes) -> None: ...
@@ -68,6 +71,7 @@ class Recorder(Protocol):
 class _NullChannel:
     n = 0
     t0 = 0.0
+    keeps_output = False
 
     def output(self, data: bytes, stderr: bool = False) -> None:
         pass

@@ -25,7 +25,8 @@ from sshgate.web.store import csrf_ok
 MAX_LIMIT = 200
 # sftp operations, transfers and forwards shown per channel on a session's page.
 MAX_EVENTS = 1000
-# How often a live stream checks that its session still runs (and keeps proxies from timing out).
+# How often a live stream checks that its session still runs and its watcher may still see it
+# (and keeps proxies from timing out).
 LIVE_CHECK_S = 2.0
 _FILTERS = ("user", "resource", "native_user", "status")
 PRINCIPAL_KEY = web.RequestKey("sshgate.principal", Principal)
@@ -33,7 +34,8 @@ PRINCIPAL_KEY = web.RequestKey("sshgate.principal", Principal)
 
 def _error(status: int, message: str) -> web.HTTPException:
     cls = {400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 403: web.HTTPForbidden,
-           404: web.HTTPNotFound, 409: web.HTTPConflict, 503: web.HTTPServiceUnavailable}[status]  # fmt: skip
+           404: web.HTTPNotFound, 409: web.HTTPConflict, 429: web.HTTPTooManyRequests,
+           503: web.HTTPServiceUnavailable}[status]  # fmt: skip
     return cls(text=f'{{"error": "{message}"}}', content_type="application/json")
 
 
@@ -91,6 +93,9 @@ class Api:
         self.catalog = catalog
         self.shared = shared
         self.log = audit.logger()
+        # Who has an output search running: one each, as a search reads whole recordings on the
+        # catalog's few search threads (recording/catalog.py, SEARCH_THREADS).
+        self._searching: set[str] = set()
 
     def add_to(self, app: web.Application) -> None:
         app.middlewares.append(self.guard)
@@ -132,11 +137,19 @@ class Api:
         )
 
     async def list_sessions(self, request: web.Request) -> web.Response:
-        query = query_from(request, request[PRINCIPAL_KEY])
+        principal: Principal = request[PRINCIPAL_KEY]
+        query = query_from(request, principal)
+        if query.q and principal.email in self._searching:
+            raise _error(429, "a search of yours is still running; ask again when it has answered")
+        if query.q:
+            self._searching.add(principal.email)
         try:
             found, cursor = await self.catalog.query(query)
         except CursorError:
             raise _error(400, "cursor is not one this server handed out") from None
+        finally:
+            if query.q:
+                self._searching.discard(principal.email)
         return web.json_response({"sessions": [summary_json(s) for s in found], "next": cursor})
 
     async def session(self, request: web.Request) -> web.Response:
@@ -163,6 +176,8 @@ class Api:
         )
 
     def _channel(self, request: web.Request, doc: dict[str, Any]) -> int:
+        """A terminal channel of the session (cast and live alike), else 404: sftp, forwards and
+        scp / rsync transfers (their ``.jsonl``) have no terminal output to show."""
         text = request.match_info["n"]
         n = int(text) if text.isascii() and text.isdigit() and len(text) < 6 else -1
         for channel in doc.get("channels", []):
@@ -186,22 +201,30 @@ class Api:
             headers={"Content-Type": "application/x-asciicast", "Cache-Control": "no-store"}
         )
         await response.prepare(request)
-        await response.write(first)
-        async for piece in pieces:
-            await response.write(piece)
-        await response.write_eof()
+        try:
+            await response.write(first)
+            async for piece in pieces:
+                await response.write(piece)
+            await response.write_eof()
+        except ConnectionResetError:  # the client stopped the download: nothing to report
+            pass
         return response
 
     async def _active(self, session_id: str) -> bool:
         return any(s.session_id == session_id for s in await self.shared.sessions())
 
+    async def _still_watching(self, request: web.Request, doc: dict[str, Any]) -> bool:
+        """The session still runs and the caller may still see it: signed out, a session record
+        expired or a bearer token past its ``exp`` ends the stream."""
+        if not await self._active(request.match_info["id"]):
+            return False
+        principal = await self.auth.authenticate(request)
+        return principal is not None and may_view(principal, doc)
+
     async def live(self, request: web.Request) -> web.StreamResponse:
-        await self._allowed_doc(request)
+        _, doc = await self._allowed_doc(request)
+        n = self._channel(request, doc)
         session_id = request.match_info["id"]
-        text = request.match_info["n"]
-        if not (text.isascii() and text.isdigit()) or len(text) > 5:
-            raise _error(404, "no such terminal channel")
-        n = int(text)
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -211,19 +234,22 @@ class Api:
         )
         await response.prepare(request)
         queue: asyncio.Queue[OutputChunk | None] = asyncio.Queue(1024)
-        pump = asyncio.get_running_loop().create_task(self._pump(session_id, queue))
+        loop = asyncio.get_running_loop()
+        pump = loop.create_task(self._pump(session_id, queue))
         events = OutputEvents()
         try:
             if not await self._active(session_id):
                 await response.write(END)
                 return response
+            check_at = loop.time() + LIVE_CHECK_S
             while True:
-                try:
-                    chunk = await asyncio.wait_for(queue.get(), LIVE_CHECK_S)
+                try:  # due checks come first, even while output flows without a pause
+                    chunk = await asyncio.wait_for(queue.get(), max(0.0, check_at - loop.time()))
                 except TimeoutError:
-                    if not await self._active(session_id):
+                    if not await self._still_watching(request, doc):
                         break
                     await response.write(KEEPALIVE)
+                    check_at = loop.time() + LIVE_CHECK_S
                     continue
                 if chunk is None:
                     break

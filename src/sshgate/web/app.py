@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -41,16 +42,15 @@ _SECURITY_HEADERS = {
 }
 
 
-@web.middleware
-async def _security_headers(request: web.Request, handler: Any) -> web.StreamResponse:
-    try:
-        response: web.StreamResponse = await handler(request)
-    except web.HTTPException as exc:
-        exc.headers.update(_SECURITY_HEADERS)
-        raise
-    if not response.prepared:
-        response.headers.update(_SECURITY_HEADERS)
-    return response
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """On every response as its headers go out: errors, and streamed ones (cast, live) too."""
+    response.headers.update(_SECURITY_HEADERS)
+
+
+def browsers_use_https(config: Web) -> bool:
+    """Cookies are ``Secure`` when browsers reach the app over HTTPS: ``web.tls``, or a
+    TLS-terminating ingress in front, which an ``https://`` ``public_url`` names (docs/api.md)."""
+    return config.tls is not None or urlsplit(config.public_url).scheme.lower() == "https"
 
 
 class WebApp:
@@ -66,9 +66,10 @@ class WebApp:
         self.catalog = catalog
         self.store = WebStore(shared, sealer)
         self.auth = Authenticator(config, self.store, oidc)
-        self.app = web.Application(middlewares=[_security_headers])
+        self.app = web.Application()
+        self.app.on_response_prepare.append(_security_headers)
         Api(self.auth, catalog, shared).add_to(self.app)
-        SignInRoutes(self.auth, config.public_url, config.tls is not None).add_to(self.app)
+        SignInRoutes(self.auth, config.public_url, browsers_use_https(config)).add_to(self.app)
         self.app.router.add_get("/", self.page("index.html"))
         self.app.router.add_get("/sessions/{id}", self.page("session.html"))
         self.app.router.add_static("/static/", STATIC, follow_symlinks=False)

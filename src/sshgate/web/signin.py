@@ -10,15 +10,23 @@ from aiohttp import web
 from sshgate import audit
 from sshgate.oidc.errors import SignInError
 from sshgate.state.base import StateUnavailable
-from sshgate.state.seal import same_secret
 from sshgate.web.auth import Authenticator
 from sshgate.web.pkce import challenge, new_verifier, random_token
 from sshgate.web.roles import Principal
-from sshgate.web.store import COOKIE, SIGN_IN_TTL_S, PendingSignIn, cookie_options, csrf_ok
+from sshgate.web.store import (
+    COOKIE,
+    SIGN_IN_TTL_S,
+    PendingSignIn,
+    cookie_options,
+    csrf_ok,
+    record_key,
+    same_browser,
+)
 
 CALLBACK = "/signin/callback"
-# The sign-in's state also sits in this cookie, so a callback only completes in the browser that
-# started it: nobody can sign a victim in to the attacker's account with a crafted link.
+# A secret whose hash the sign-in's state carries sits in this cookie, so a callback only completes
+# in the browser that started it: nobody signs a victim in to the attacker's account with a crafted
+# link, nor completes a victim's sign-in with a callback URL read from a log (store.same_browser).
 STATE_COOKIE = "sshgate_signin"
 # Where to go after sign-in travels inside the sealed state (and so in a cookie and a URL).
 MAX_NEXT_CHARS = 1024
@@ -66,15 +74,16 @@ class SignInRoutes:
             raise web.HTTPServiceUnavailable(text="sign-in needs identities.oidc in the configuration\n")
         try:
             metadata = await client.metadata()
-        except SignInError as exc:
+        except SignInError as exc:  # the detail (provider URL, network error) is for the log only
+            self.log.warning("web.sign_in", result="unavailable", reason=exc.reason)
             raise web.HTTPServiceUnavailable(
-                text=f"the identity provider is unavailable: {exc.reason}\n"
+                text="the identity provider is unavailable; try again later\n"
             ) from None
         if metadata.authorization_endpoint is None:
             raise web.HTTPServiceUnavailable(text="the identity provider has no authorization_endpoint\n")
-        verifier, nonce = new_verifier(), random_token()
+        verifier, nonce, secret = new_verifier(), random_token(), random_token()
         state = self.auth.store.begin_sign_in(
-            PendingSignIn(verifier, nonce, safe_next(request.query.get("next")))
+            PendingSignIn(verifier, nonce, safe_next(request.query.get("next")), record_key(secret))
         )
         query = {
             "response_type": "code",
@@ -90,21 +99,22 @@ class SignInRoutes:
             status=302, headers={"Location": f"{metadata.authorization_endpoint}?{urlencode(query)}"}
         )
         options = cookie_options(self.secure)
-        response.set_cookie(STATE_COOKIE, state, httponly=True, samesite="Lax", secure=options["secure"],
+        response.set_cookie(STATE_COOKIE, secret, httponly=True, samesite="Lax", secure=options["secure"],
                             path=CALLBACK, max_age=int(SIGN_IN_TTL_S))  # fmt: skip
         return response
 
     async def callback(self, request: web.Request) -> web.StreamResponse:
-        state = request.query.get("state", "")
-        if not state or not same_secret(state, request.cookies.get(STATE_COOKIE, "")):
-            raise web.HTTPBadRequest(
-                text="sign-in failed: it was not started in this browser; start again at /signin\n"
-            )
+        state, cookie = request.query.get("state", ""), request.cookies.get(STATE_COOKIE)
+        if not state or not cookie:
+            raise _other_browser()
         store = self.auth.store
         opened = store.open_sign_in(state)
         if opened is None or await store.sign_in_used(state):
             raise _unknown_state()
         pending, expires_at = opened
+        if not same_browser(pending, cookie):
+            self.log.warning("web.sign_in", result="refused", reason="callback from another browser")
+            raise _other_browser()
         client = self.auth.oidc()
         code = request.query.get("code")
         if client is None or not code:
@@ -148,6 +158,12 @@ class SignInRoutes:
         response = web.Response(status=204)
         response.del_cookie(COOKIE, path="/")
         return response
+
+
+def _other_browser() -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(
+        text="sign-in failed: it was not started in this browser; start again at /signin\n"
+    )
 
 
 def _unknown_state() -> web.HTTPBadRequest:

@@ -37,6 +37,7 @@ class PendingSignIn:
     verifier: str
     nonce: str
     next_path: str
+    browser: str  # record_key of the secret in the browser's sign-in cookie (same_browser)
 
 
 def record_key(value: str) -> str:
@@ -88,7 +89,7 @@ class WebStore:
     # under its hash when it completes (StateUnavailable when the store does not answer).
 
     def begin_sign_in(self, pending: PendingSignIn) -> str:
-        doc = {"v": pending.verifier, "n": pending.nonce, "x": pending.next_path,
+        doc = {"v": pending.verifier, "n": pending.nonce, "x": pending.next_path, "b": pending.browser,
                "e": self._clock() + SIGN_IN_TTL_S}  # fmt: skip
         sealed = self.sealer.seal_private(_SIGN_IN_CONTEXT, doc)
         return base64.urlsafe_b64encode(sealed).rstrip(b"=").decode("ascii")
@@ -102,12 +103,13 @@ class WebStore:
         except (binascii.Error, ValueError):
             return None
         doc = self.sealer.open_private(_SIGN_IN_CONTEXT, sealed) or {}
-        verifier, nonce, next_path, expires_at = doc.get("v"), doc.get("n"), doc.get("x"), doc.get("e")
-        if not (isinstance(verifier, str) and isinstance(nonce, str) and isinstance(next_path, str)):
+        fields = [value for value in (doc.get(key) for key in "vnxb") if isinstance(value, str)]
+        expires_at = doc.get("e")
+        if len(fields) != 4:
             return None
         if not isinstance(expires_at, (int, float)) or expires_at <= self._clock():
             return None
-        return PendingSignIn(verifier, nonce, next_path), float(expires_at)
+        return PendingSignIn(*fields), float(expires_at)
 
     async def sign_in_used(self, state: str) -> bool:
         return await self.shared.get_record("signin", record_key(state)) is not None
@@ -133,6 +135,13 @@ def csrf_ok(principal: Principal, header: str | None) -> bool:
     return principal.csrf is not None and header is not None and same_secret(principal.csrf, header)
 
 
+def same_browser(pending: PendingSignIn, cookie: str) -> bool:
+    """The callback comes from the browser that started the sign-in: its cookie holds the secret
+    whose hash the state carries. The secret never appears in a URL, so a leaked callback URL
+    (code and state) signs nobody in elsewhere (docs/api.md, "Sign-in")."""
+    return same_secret(pending.browser, record_key(cookie))
+
+
 class CookieOptions(TypedDict):
     httponly: bool
     samesite: str
@@ -142,5 +151,5 @@ class CookieOptions(TypedDict):
 
 
 def cookie_options(secure: bool) -> CookieOptions:
-    """HttpOnly and SameSite=Lax always, Secure under TLS (docs/api.md)."""
+    """HttpOnly and SameSite=Lax always, Secure over HTTPS (docs/api.md)."""
     return {"httponly": True, "samesite": "Lax", "secure": secure, "path": "/", "max_age": int(SESSION_TTL_S)}
