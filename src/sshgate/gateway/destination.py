@@ -15,6 +15,7 @@ import re
 # One part of an inet_aton address: hex (0x...), octal (0...) or decimal, as glibc reads it.
 _PART = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*")
 _SPACE = re.compile(r"[ \t\n\v\f\r]")
+_MAX_DIGITS = 11  # significant digits of 2**32 - 1 in octal; fewer in decimal and hex
 
 
 class BadDestination(ValueError):
@@ -57,6 +58,8 @@ def _inet_aton(text: str) -> ipaddress.IPv4Address | None:
     parts = _SPACE.split(text, maxsplit=1)[0].split(".")
     if len(parts) > 4 or not all(_PART.fullmatch(p) for p in parts):
         return None
+    if any(len(p.lstrip("0xX")) > _MAX_DIGITS for p in parts):  # too big in any base; and int()
+        return None  # refuses strings of over 4300 digits with an exception
     values = [int(p, 16 if p[:2] in ("0x", "0X") else 8 if p.startswith("0") else 10) for p in parts]
     *leading, last = values
     if any(v > 255 for v in leading) or last >= 1 << (8 * (5 - len(values))):
