@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from sshgate.recording.channels import transfer_of
+from sshgate.recording.channels import Options, TerminalChannel, TransferChannel, make_channel, transfer_of
 
 
 @pytest.mark.parametrize(
@@ -54,3 +56,13 @@ def test_what_scp_and_rsync_send_is_a_transfer(command: str, protocol: str, path
 )
 def test_anything_more_is_a_command(command: str | None) -> None:
     assert transfer_of(command) is None
+
+
+def test_a_transfer_line_with_a_terminal_is_a_terminal_channel(tmp_path: Path) -> None:
+    # scp and rsync never ask for a pty; a "transfer" with one is someone's shell (a function
+    # named scp in their .bashrc), whose output is kept.
+    meta = {"command": "scp -f /dev/null", "pty": False}
+    made = make_channel(1, "exec", meta, lambda _c: None, tmp_path, Options())
+    assert isinstance(made, TransferChannel)
+    made = make_channel(2, "exec", {**meta, "pty": True}, lambda _c: None, tmp_path, Options())
+    assert isinstance(made, TerminalChannel)

@@ -156,6 +156,27 @@ async def test_a_revoked_binding_written_back_into_the_store_stays_revoked(
         assert found is not None and found.email == "alice@corp.com"
 
 
+async def test_a_binding_still_being_written_when_the_bindings_are_read_is_no_revocation(
+    replicas: Any,
+) -> None:
+    a = await replicas()
+    write, release = a.state.store.bind, asyncio.Event()
+
+    async def slow_bind(bindings: Any) -> None:  # the store runs the write after the read below
+        await release.wait()
+        await write(bindings)
+
+    a.state.store.bind = slow_bind
+    binding_task = asyncio.create_task(a.state.bind(binding("SHA256:fresh")))
+    await asyncio.sleep(0.05)
+    await a.state._sync_bindings()  # reads the store before the write lands
+    release.set()
+    await binding_task
+    assert not a.revoked  # its connections were not closed as revoked
+    found = await a.state.binding("SHA256:fresh")
+    assert found is not None and found.email == "alice@corp.com"
+
+
 async def _is(value: Any, expected: Any) -> bool:
     return await value is expected
 

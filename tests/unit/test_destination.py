@@ -36,7 +36,6 @@ BOUNDED = settings(max_examples=300, deadline=None)
         ("[127.1]", "127.0.0.1"),
         ("0:0:0:0:0:0:0:1", "::1"),
         ("[::1]", "::1"),
-        ("fe80::1%eth0", "fe80::1%eth0"),
         # Not IP literals: names, resolved on the resource as sent
         ("localhost", "localhost"),
         ("db.internal", "db.internal"),
@@ -64,6 +63,9 @@ def test_ports_outside_1_to_65535_and_nul_bytes_are_refused() -> None:
             forward_destination("127.0.0.1", port)
     with pytest.raises(BadDestination, match="NUL byte"):
         forward_destination("127.0.0.1\0evil", 22)
+    for zoned in ("::1%1", "::1%0", "[::1%4294967295]", "fe80::1%eth0"):  # the resource drops the zone
+        with pytest.raises(BadDestination, match="zone"):
+            forward_destination(zoned, 22)
 
 
 def _spelled(value: int, style: str) -> str:

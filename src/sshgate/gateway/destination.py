@@ -38,7 +38,8 @@ def forward_destination(host: str, port: int) -> tuple[str, int]:
 
 def canonical_host(host: str) -> str:
     """An IP literal in any spelling a resolver reads as one, as its canonical address (an
-    IPv4-mapped IPv6 address as the IPv4 address; brackets dropped); anything else unchanged."""
+    IPv4-mapped IPv6 address as the IPv4 address; brackets dropped); anything else unchanged.
+    An IPv6 address with a zone (``::1%1``) raises :class:`BadDestination`."""
     inner = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     v4 = _inet_aton(inner)
     if v4 is not None:
@@ -47,6 +48,8 @@ def canonical_host(host: str) -> str:
         v6 = ipaddress.IPv6Address(inner)
     except ValueError:
         return host
+    if v6.scope_id is not None:  # the resource ignores a zone on ::1 and reads the rest
+        raise BadDestination("an IPv6 address with a zone (%) is not served")
     return str(v6.ipv4_mapped or v6)
 
 

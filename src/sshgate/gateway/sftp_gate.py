@@ -71,6 +71,8 @@ class SftpGate:
             return
         try:
             for packet in self._tracker.client_packets(data):
+                if self._failed:  # the stream is no longer followed: nothing more goes through
+                    break
                 if self._queue or not self._passes(packet):
                     self._queue.append(packet)
                 else:

@@ -342,7 +342,8 @@ def make_channel(
         return ForwardChannel(n, meta, dirty, directory, options.forward_data)
     if kind == "sftp":
         return SftpChannel(n, meta, dirty, directory)
-    transfer = transfer_of(meta.get("command")) if kind == "exec" else None
+    # scp and rsync never ask for a terminal: a "transfer" with one is someone's shell.
+    transfer = transfer_of(meta.get("command")) if kind == "exec" and not meta.get("pty") else None
     if transfer is not None:
         return TransferChannel(n, meta, dirty, directory, transfer, options.transfer_data)
     return TerminalChannel(n, kind, meta, dirty, directory, options.capture_input)

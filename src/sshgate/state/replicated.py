@@ -88,6 +88,7 @@ class ReplicatedState(CopiedRecordCalls):
         self._pending_failures: dict[str, deque[tuple[float, int, float]]] = {}
         self._pending_locks: dict[str, float] = {}
         self._pending_bindings: dict[str, KeyBinding] = {}
+        self._binding_now: set[str] = set()  # bindings being written to the store
         self._pending_step_ups: dict[tuple[str, str], float] = {}
         # The last copy of the bindings, and when the store last answered.
         self._bindings: dict[str, KeyBinding] = {}
@@ -295,10 +296,13 @@ class ReplicatedState(CopiedRecordCalls):
 
     async def bind(self, binding: KeyBinding) -> None:
         self._bindings[binding.fingerprint] = binding
+        self._binding_now.add(binding.fingerprint)
         try:
             await self._try(lambda: self.store.bind([binding]))
         except StateUnavailable:
             self._pending_bindings[binding.fingerprint] = binding
+        finally:
+            self._binding_now.discard(binding.fingerprint)
 
     async def bindings(self) -> list[KeyBinding]:
         try:
@@ -387,17 +391,17 @@ class ReplicatedState(CopiedRecordCalls):
 
     async def _sync_bindings(self) -> None:
         """Take the store's bindings as the last copy; report the revoked ones (not the expired)."""
+        # Taken before the awaits: a binding made meanwhile, or whose write the store had not yet
+        # run when it was read, is new, not gone.
+        known, writing = dict(self._bindings), set(self._binding_now)
         now = time.time()
         self._revoked = {fp: r for fp, r in self._revoked.items() if r.until > now}
         self._revoked.update(await self.store.revocations())
         found = {fp: b for fp, b in (await self.store.all_bindings()).items() if not self._is_revoked(b)}
-        removed = {
-            fp
-            for fp, b in self._bindings.items()
-            if fp not in found and b.expires_at > now and fp not in self._pending_bindings
-        }
+        new = writing | self._pending_bindings.keys()
+        removed = {fp for fp, b in known.items() if fp not in found and b.expires_at > now and fp not in new}
         for fp in removed:  # gone without a tombstone (deleted by hand): revoked from now on here
-            self._revoked.setdefault(fp, Revocation(now, self._bindings[fp].expires_at))
+            self._revoked.setdefault(fp, Revocation(now, known[fp].expires_at))
         self._bindings = found | self._pending_bindings
         if removed:
             self._on_revoked(removed)
