@@ -167,3 +167,31 @@ def _through_gate(chunks: list[bytes], allow: bool) -> tuple[bytes, bytes, list[
         return bytes(sent), bytes(answered), failures
 
     return asyncio.run(drive())
+
+
+def test_once_the_stream_is_no_longer_followed_nothing_more_of_the_chunk_goes_through() -> None:
+    """Past the tracker's limit of unanswered requests the channel ends; the rest of the chunk
+    that crossed it must not reach the server unjudged (a CLOSE would no longer untrust its
+    handle)."""
+    stats = b"".join(k.path_op(p.STAT, rid, "/x") for rid in range(1, 4200))
+
+    async def drive() -> tuple[int, list[str]]:
+        sent, failures = bytearray(), []
+
+        async def decide(change: p.Mutation) -> Decision:
+            return Decision("allow", "request")
+
+        gate = SftpGate(SftpTracker(lambda e: None), sent.extend, lambda _d: None, lambda _d: None, decide,
+                        lambda request, reason: None, lambda: None, lambda: None, failures.append)  # fmt: skip
+        gate.feed(k.init())
+        gate.server_data(
+            k.version() + k.packet(p.NAME, k.u32(0xFFFFFFFF), k.u32(1), k.s("/home/u"), k.s(""), k.u32(0))
+        )
+        before = len(sent)
+        gate.feed(stats)
+        forwarded = len(sent) - before
+        return forwarded // len(k.path_op(p.STAT, 1, "/x")), failures
+
+    forwarded, failures = asyncio.run(drive())
+    assert failures and "unanswered" in failures[0]
+    assert forwarded == 4097  # the request that crossed the limit, and none after it
