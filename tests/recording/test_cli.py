@@ -210,3 +210,22 @@ async def test_export_streams_in_flat_memory(configured: tuple[Path, str], tmp_p
         f.readline()
         total = sum(len(json.loads(line)[2].encode()) for line in f)
     assert total > 128 << 20
+
+
+async def test_list_and_show_print_what_clients_chose_without_its_escape_sequences(
+    configured: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A command, a client version and a forward host are the client's: printed raw, their escape
+    # sequences would act on the operator's terminal.
+    rec_dir, config = configured
+    recorder = FileRecorder(rec_dir, Options(), None)
+    session = await recorder.start_session("s-esc", {**META, "client_version": "SSH-2.0-x\x1b]0;owned\x07"})
+    chan = session.open_channel("exec", {"command": "true \x1b[2J\x1b[8mhidden", "pty": False})
+    chan.close(0)
+    await session.close()
+    await recorder.aclose()
+    for argv in (("show", "s-esc"), ("list",)):
+        status, out, _ = run(capsys, *argv, "--config", config)
+        assert status == 0 and "\x1b" not in out and "\x07" not in out
+    status, out, _ = run(capsys, "show", "s-esc", "--config", config)
+    assert "SSH-2.0-x\\x1b]0;owned\\x07" in out and "true \\x1b[2J\\x1b[8mhidden" in out

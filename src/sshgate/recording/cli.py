@@ -86,6 +86,13 @@ def _selected(catalog: RecordingCatalog, args: argparse.Namespace) -> Iterator[E
             yield entry
 
 
+def _say(line: str) -> None:
+    """Print one line with its control characters shown as escapes: commands, client versions and
+    forward hosts come from clients, and an operator's terminal must not act on their escape
+    sequences (a title change, a cleared screen, hidden text)."""
+    print("".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in line))
+
+
 def _list(args: argparse.Namespace) -> int:
     rows = [("SESSION", "STARTED", "STATUS", "USER", "RESOURCE", "NATIVE USER", "CHANNELS")]
     for entry in _selected(_catalog(args), args):
@@ -95,31 +102,31 @@ def _list(args: argparse.Namespace) -> int:
         rows.append((s.id, rfc3339(s.started), status, s.user, s.resource, s.native_user, kinds or "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        _say("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
     entry, doc = _catalog(args).load(args.id)
-    print(f"session      {doc.get('id')}  ({doc.get('status')}"
-          + (f", {doc['end_reason']}" if doc.get("end_reason") else "") + ")")  # fmt: skip
-    print(f"directory    {entry.files.where}")
-    print(f"user         {doc.get('identity')}  groups {','.join(doc.get('groups') or []) or '-'}")
-    print(f"resource     {doc.get('resource')} ({doc.get('resource_type')}) as {doc.get('native_user')}")
-    print(f"client       {doc.get('client_ip')}  {doc.get('client_version')}  auth {doc.get('auth_method')}")
-    print(f"time         {doc.get('started')} .. {doc.get('ended') or 'now'}")
+    _say(f"session      {doc.get('id')}  ({doc.get('status')}"
+         + (f", {doc['end_reason']}" if doc.get("end_reason") else "") + ")")  # fmt: skip
+    _say(f"directory    {entry.files.where}")
+    _say(f"user         {doc.get('identity')}  groups {','.join(doc.get('groups') or []) or '-'}")
+    _say(f"resource     {doc.get('resource')} ({doc.get('resource_type')}) as {doc.get('native_user')}")
+    _say(f"client       {doc.get('client_ip')}  {doc.get('client_version')}  auth {doc.get('auth_method')}")
+    _say(f"time         {doc.get('started')} .. {doc.get('ended') or 'now'}")
     for decision in doc.get("decisions", []):
-        print(
+        _say(
             f"decision     {decision.get('stage')}: {decision.get('action')}  {decision.get('reason') or ''}"
         )
-    print(f"signed       {'yes' if doc.get('signature') else 'no'}")
+    _say(f"signed       {'yes' if doc.get('signature') else 'no'}")
     for c in doc.get("channels", []):
         what = c.get("command") or c.get("subsystem") or (f"{c['host']}:{c['port']}" if "host" in c else "")
         exit_text = c.get("exit_signal") or c.get("exit_status")
         head = f"channel {c.get('n')!s:<4} {c.get('kind')!s:<8}"
         counts = f"in {c.get('bytes_in')!s:>10} out {c.get('bytes_out')!s:>10}"
-        print(f"{head} {counts}  exit {exit_text}  pty {bool(c.get('pty'))}  {what}")
-        print(f"             {' '.join(c.get('files') or [])}")
+        _say(f"{head} {counts}  exit {exit_text}  pty {bool(c.get('pty'))}  {what}")
+        _say(f"             {' '.join(c.get('files') or [])}")
     return 0
 
 
