@@ -28,6 +28,7 @@ from tests.support.emulator import (
     REGION,
     SERVICES,
     aws_client,
+    configure_faults,
     create_command_document,
     emulated_aws_gateway,
     emulator_process,
@@ -522,6 +523,35 @@ def test_role_arn_assumed_with_source_identity(alice_aws: Client, world: AwsWorl
         "RoleSessionName": "sshgate-alice@corp.com",
         "SourceIdentity": "alice@corp.com",
     } in calls
+
+
+def test_a_closed_forward_ends_its_port_session_even_when_the_agent_ignores_the_flag(
+    alice_aws: Client, world: AwsWorld
+) -> None:
+    """The TerminateSession flag, then the TerminateSession API (as the AWS CLI calls it after the
+    plugin): an agent that ignores the flag must not keep a session to the target open."""
+    configure_faults(world.url, ignore_terminate_flag=True)
+    before = {s["SessionId"] for s in world.live_sessions()}
+    try:
+        with echo_server() as target:
+            local = free_port()
+            argv = alice_aws.ssh_argv("alice+app-prod", options=["-N", "-L", f"127.0.0.1:{local}:localhost:{target}"])
+            proc = subprocess.Popen(argv)
+            try:
+                wait_port(local)
+                with socket.create_connection(("127.0.0.1", local), timeout=20) as sock:
+                    sock.sendall(b"ping")
+                    assert recv_exact(sock, 4) == b"ping"
+                assert [s for s in world.live_sessions() if s["SessionId"] not in before]
+            finally:
+                proc.terminate()
+                proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while [s for s in world.live_sessions() if s["SessionId"] not in before]:
+            assert time.monotonic() < deadline, "the port session is still running"
+            time.sleep(0.1)
+    finally:
+        configure_faults(world.url, ignore_terminate_flag=False)
 
 
 def test_forward_to_closed_port_on_instance(alice_aws: Client) -> None:

@@ -96,6 +96,12 @@ CASES: dict[str, tuple[str, str, str, tuple[str, str, bytes]]] = {
         "handshake request",
         EC2_EXEC,
     ),
+    "handshake-request-many-actions": (  # each is answered, and the answer kept until acked
+        "handshake_request",
+        json.dumps({"AgentVersion": "3.3", "RequestedClientActions": [{"ActionType": "x"}] * 5000}),
+        "handshake request",
+        EC2_EXEC,
+    ),
     "handshake-complete-text": (
         "handshake_complete",
         '{"HandshakeTimeToComplete": "soon"}',

@@ -10,11 +10,28 @@ import time
 import aiohttp
 import pytest
 
-from sshgate.ssm.client import MAX_MESSAGE, AgentProtocolError, PortMode, PortSession, open_port, open_shell
-from sshgate.ssm.codec import ClientMessage, OpenDataChannel, PayloadType, decode, encode_ack
+from sshgate.ssm.client import (
+    MAX_MESSAGE,
+    AgentProtocolError,
+    PortMode,
+    PortSession,
+    StreamTarget,
+    _Connection,
+    open_port,
+    open_shell,
+)
+from sshgate.ssm.codec import (
+    ClientMessage,
+    HandshakeRequest,
+    OpenDataChannel,
+    PayloadType,
+    decode,
+    encode_ack,
+)
 from sshgate.ssm.emulator import Emulator
 from sshgate.ssm.reliable import (
     CLIENT,
+    MESSAGE_COST,
     RESEND_INTERVAL,
     CoalescingTransport,
     DataChannel,
@@ -192,7 +209,7 @@ async def test_a_sink_never_passes_the_batch_a_reader_is_taking() -> None:
     def message(n: int) -> ClientMessage:
         return ClientMessage(CLIENT.receive_type, n, PayloadType.OUTPUT, b"%d" % n)
 
-    inbox = Inbox(2, on_space=lambda: inbox.offer(message(3)) and None)
+    inbox = Inbox(2 * (1 + MESSAGE_COST), on_space=lambda: inbox.offer(message(3)) and None)
     inbox.sink = sink
     assert inbox.offer(message(1)) and inbox.offer(message(2))  # the sink is paused: queued
     assert not inbox.offer(message(3))  # full: refused, left to the redelivery
@@ -201,6 +218,16 @@ async def test_a_sink_never_passes_the_batch_a_reader_is_taking() -> None:
     assert sunk == []
     assert [m.payload for m in await inbox.get_many(100)] == [b"3"]
     assert inbox.offer(message(4)) and sunk == [b"4"]  # nothing waits: straight to the sink
+
+
+async def test_empty_messages_fill_the_inbox_too() -> None:
+    # A hostile agent's empty output messages cost memory as well: the inbox counts each one.
+    inbox = Inbox(64 * 1024, on_space=lambda: None)
+    taken = 0
+    while inbox.offer(ClientMessage(CLIENT.receive_type, taken, PayloadType.OUTPUT, b"")):
+        taken += 1
+        assert taken < 10_000, "empty messages queued without end"
+    assert taken == 64 * 1024 // MESSAGE_COST
 
 
 def test_out_of_order_buffer_is_bounded_in_bytes() -> None:
@@ -282,3 +309,20 @@ async def test_an_idle_channel_parks_its_resend_timer_and_wakes_it_for_the_next_
         assert sent[2:] and all(raw == sent[1] for raw in sent[2:])
     finally:
         channel.close()
+
+
+async def test_an_agent_gets_one_handshake_per_session() -> None:
+    """Each handshake answer stays buffered until acked: an agent repeating requests (or sending
+    one after the session started) would pin the gateway's memory, so it breaks the protocol."""
+    conn = _Connection(StreamTarget("s-1", "wss://127.0.0.1:1/x", "t"), None, "1.2.0.0", None)
+    request = HandshakeRequest.for_session("3.3.0.0", "Standard_Stream", {}).to_json()
+    shake = ClientMessage(CLIENT.receive_type, 0, PayloadType.HANDSHAKE_REQUEST, request)
+    assert conn._deliver(shake)
+    assert conn.violation is None
+    assert conn._deliver(ClientMessage(CLIENT.receive_type, 1, PayloadType.HANDSHAKE_REQUEST, request))
+    assert conn.violation is not None and "second handshake request" in str(conn.violation)
+    assert conn.closed.is_set()
+    with pytest.raises(AgentProtocolError):
+        await conn.ready
+    for task in list(conn._tasks):
+        task.cancel()

@@ -82,7 +82,7 @@ from sshgate.ssm.reliable import (
     websocket_transport,
     websocket_writable,
 )
-from sshgate.ssm.smux import SmuxSession, SmuxStream, StreamClosed
+from sshgate.ssm.smux import SmuxError, SmuxSession, SmuxStream, StreamClosed
 from sshgate.ssm.websocket_direct import take_directly
 
 CLIENT_VERSION = "1.2.650.0"
@@ -203,6 +203,7 @@ class _Connection:
         self.properties: Any = None
         self.agent_version: str | None = None
         self.customer_message = ""
+        self._handshaken = False
         self.exit_code: int | None = None
         self.violation: AgentProtocolError | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -309,6 +310,13 @@ class _Connection:
     def _deliver(self, message: ClientMessage) -> bool:
         ptype = message.payload_type
         if ptype == PayloadType.HANDSHAKE_REQUEST:
+            # One per session, before it is ready: each answer stays buffered until acked, so
+            # repeated requests from a hostile agent would pin the gateway's memory.
+            if self._handshaken or self.ready.done():
+                late = CodecError("a second handshake request, or one after the session started")
+                self._violated("handshake request", late)
+                return True
+            self._handshaken = True
             self._spawn(self._answer_handshake(message.payload))
             return True
         if ptype == PayloadType.HANDSHAKE_COMPLETE:
@@ -435,11 +443,11 @@ class _Connection:
     async def terminate(self, *, flag: bool) -> None:
         if self.closed.is_set():
             return
-        if flag:
+        if flag:  # as the plugin does for port sessions; the API call follows, as the AWS CLI's
             with contextlib.suppress(SsmSessionError, ConnectionError):
                 await self.send(PayloadType.FLAG, flag_payload(PortFlag.TERMINATE_SESSION))
                 await self.channel.wait_drained(1.0)
-        elif self.control is not None:
+        if self.control is not None:  # the agent may ignore the flag, or the socket be down
             with contextlib.suppress(Exception):
                 await self.control.terminate(self.target.session_id)
         self._finish("terminated by client")
@@ -677,13 +685,17 @@ class PortSession(Session):
             await self._feed_smux(smux, data)
         smux.close(SsmSessionError(self._conn.close_reason or "session closed"))
 
-    @staticmethod
-    async def _feed_smux(smux: SmuxSession, data: list[bytes]) -> None:
+    async def _feed_smux(self, smux: SmuxSession, data: list[bytes]) -> None:
+        """A frame the smux session cannot read breaks the protocol: the SSM session ends here
+        and on the service (quietly closing only the smux side left a port session no stream could
+        use, and later forwards to its target failed until the connection closed)."""
         if data:
             joined = b"".join(data)
             data.clear()
-            with contextlib.suppress(Exception):
+            try:
                 await smux.feed(joined)
+            except SmuxError as exc:
+                self._conn._violated("smux frame", exc)
 
     def _on_peer_fin(self, stream: SmuxStream) -> None:
         """ConnectToPortError names no stream: blame the next stream the agent closes unused."""

@@ -193,6 +193,8 @@ def _json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
+MAX_HANDSHAKE_ACTIONS = 16
+MAX_ACTION_TYPE = 64
 MAX_JSON_DEPTH = 16  # real payloads nest 4 deep (handshake properties)
 INT64 = (-(2**63), 2**63 - 1)
 UINT32 = (0, 2**32 - 1)
@@ -357,10 +359,15 @@ class HandshakeRequest:
     def from_json(cls, payload: bytes) -> HandshakeRequest:
         what = "handshake request"
         obj = _load_object(payload, what)
+        requested = _objects(obj, "RequestedClientActions", what)
+        if len(requested) > MAX_HANDSHAKE_ACTIONS:  # the agent asks for two at most; each is answered
+            raise CodecError(f"{what}: more than {MAX_HANDSHAKE_ACTIONS} actions")
         actions = tuple(
             RequestedAction(_field(a, "ActionType", str, what, ""), a.get("ActionParameters"))
-            for a in _objects(obj, "RequestedClientActions", what)
+            for a in requested
         )
+        if any(len(a.action_type) > MAX_ACTION_TYPE for a in actions):
+            raise CodecError(f"{what}: an action type longer than {MAX_ACTION_TYPE} characters")
         return cls(_field(obj, "AgentVersion", str, what, ""), actions)
 
 

@@ -588,6 +588,12 @@ class DataChannel:
         return not len(self.outgoing)
 
 
+# What a queued message costs besides its payload (the message object, the deque slot): counted so
+# that empty or 1-byte messages from a hostile agent cannot queue without end (about 330 bytes
+# each were held before a byte of payload counted).
+MESSAGE_COST = 256
+
+
 class Inbox:
     """Bounded queue between ``DataChannel.deliver`` and a consumer task.
 
@@ -621,7 +627,7 @@ class Inbox:
         if not self._items and self.sink is not None and self.sink(message):
             return True
         self._items.append(message)
-        self._size += len(message.payload)
+        self._size += len(message.payload) + MESSAGE_COST
         if self._size >= self.limit:
             self._room.clear()
         self._ready.set()
@@ -663,7 +669,7 @@ class Inbox:
             message = items.popleft()
             size += len(message.payload)
             taken.append(message)
-        self._size -= size
+        self._size -= size + MESSAGE_COST * len(taken)
         if self._size < self.limit:
             self._room.set()
         if self._blocked and self._size < self.limit:

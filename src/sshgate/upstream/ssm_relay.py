@@ -18,6 +18,15 @@ _LOW_WATER = 64 * 1024
 SIGNAL_BYTES = {"INT": b"\x03", "QUIT": b"\x1c", "TSTP": b"\x1a"}
 
 
+class _NewSize:
+    """In the queue: a window size, updated in place while nothing was queued after it."""
+
+    __slots__ = ("cols", "rows")
+
+    def __init__(self, cols: int, rows: int) -> None:
+        self.cols, self.rows = cols, rows
+
+
 class SessionPump:
     """One SSM stream relayed to one client channel.
 
@@ -65,7 +74,8 @@ class SessionPump:
         self._may_read = asyncio.Event()
         self._may_read.set()
         # Data and window sizes share one queue: the agent gets them in the client's order.
-        self._queue: asyncio.Queue[bytes | tuple[int, int] | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[bytes | _NewSize | None] = asyncio.Queue()
+        self._last_size: _NewSize | None = None  # a size that is the last item queued
         self._queued = 0
         self._backlog = 0  # items put in the queue and not yet done with by the writer
         self._client_paused = False
@@ -106,9 +116,11 @@ class SessionPump:
 
     async def _writer(self) -> None:
         while (data := await self._queue.get()) is not None:
-            if isinstance(data, tuple):
+            if isinstance(data, _NewSize):
+                if data is self._last_size:
+                    self._last_size = None
                 if self._resize is not None:
-                    await self._resize(*data)
+                    await self._resize(data.cols, data.rows)
             else:
                 self._queued -= len(data)
                 if self._client_paused and self._queued < _LOW_WATER:
@@ -119,8 +131,9 @@ class SessionPump:
         if self._on_eof is not None:
             await self._on_eof()
 
-    def _put(self, item: bytes | tuple[int, int] | None) -> None:
+    def _put(self, item: bytes | _NewSize | None) -> None:
         self._backlog += 1
+        self._last_size = item if isinstance(item, _NewSize) else None
         self._queue.put_nowait(item)
 
     def write(self, data: bytes) -> None:
@@ -136,8 +149,15 @@ class SessionPump:
         self._put(None)
 
     def resize(self, cols: int, rows: int, width: int, height: int) -> None:
-        if self._resize is not None:
-            self._put((cols, rows))
+        """Queue the new size; one not yet sent is replaced, not added to: window changes are
+        outside SSH flow control, so a client could otherwise queue them without end."""
+        if self._resize is None:
+            return
+        last = self._last_size
+        if last is not None:  # the newest item queued, not yet sent: nothing to keep in order
+            last.cols, last.rows = cols, rows
+            return
+        self._put(_NewSize(cols, rows))
 
     def offer(self, chunk: Chunk) -> bool:
         """Pass output on now, in the caller's callback, unless reading is paused or over;

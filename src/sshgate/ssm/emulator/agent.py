@@ -307,7 +307,8 @@ class AgentSession:
         if ptype == PayloadType.FLAG:
             with contextlib.suppress(CodecError):
                 if parse_flag(message.payload) == PortFlag.TERMINATE_SESSION:
-                    self._background(self.close("terminated by client"))
+                    if not self.faults.ignore_terminate_flag:
+                        self._background(self.close("terminated by client"))
                     return True
         if self.plugin is None or not self._plugin_ready:
             return False  # ErrHandlerNotReady until the pty / TCP is up: no ack, the client retransmits

@@ -3,8 +3,10 @@
 ``Faults`` is a mutable setting shared by every session of an emulator; ``FaultyLink`` applies it
 to one websocket: it may drop outgoing or incoming messages (acks included), drop only acks, hold a
 message back so it goes out after the next one, delay messages, or abort the socket after a given
-number of messages have crossed it. ``start_delay`` holds each session's process or TCP dial back,
-like a slow agent host, so input meets the agent's "handler not ready". A seeded RNG keeps runs reproducible.
+number of messages have crossed it, or ignore a port session's TerminateSession flag
+(``ignore_terminate_flag``: only the TerminateSession API ends it then). ``start_delay`` holds
+each session's process or TCP dial back, like a slow agent host, so input meets the agent's
+"handler not ready". A seeded RNG keeps runs reproducible.
 
 ``tamper`` makes the agent hostile: every message it sends of that kind (a message type such as
 ``acknowledge`` or ``channel_closed``, or the payload type of its stream data such as
@@ -35,6 +37,7 @@ SETTINGS = frozenset(
         "seed",
         "tamper",
         "tamper_payload",
+        "ignore_terminate_flag",
     }
 )
 
@@ -50,14 +53,16 @@ class Faults:
     seed: int = 0
     tamper: str | None = None
     tamper_payload: str = ""
+    ignore_terminate_flag: bool = False
     rng: random.Random = field(default_factory=random.Random, repr=False)
 
     def reset(self) -> None:
         self.drop_rate = self.drop_ack_rate = self.reorder_rate = self.delay = self.start_delay = 0.0
         self.drop_socket_after = self.tamper = None
         self.tamper_payload = ""
+        self.ignore_terminate_flag = False
 
-    def configure(self, **settings: float | int | str | None) -> None:
+    def configure(self, **settings: float | int | str | bool | None) -> None:
         for key, value in settings.items():
             if key not in SETTINGS:
                 raise ValueError(f"unknown fault setting {key}")
