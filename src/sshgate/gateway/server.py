@@ -53,6 +53,7 @@ class Gateway:
         self._server: asyncssh.SSHAcceptor | None = None
         self._stopped = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._reloading = asyncio.Lock()
         self.draining = False
         self.port = 0
 
@@ -146,7 +147,14 @@ class Gateway:
         return self.ctx is not None and self._server is not None and not self.draining
 
     async def reload(self) -> bool:
-        """Swap in the configuration file and its policies together; anything bad keeps the old set."""
+        """Swap in the configuration file and its policies together; anything bad keeps the old set.
+
+        One reload at a time: of two close SIGHUPs, the file read last is the one applied last.
+        """
+        async with self._reloading:
+            return await self._reload()
+
+    async def _reload(self) -> bool:
         if self.config_path is None or self.ctx is None:
             return False
         recorder = self.recorder
