@@ -572,13 +572,22 @@ def _describe(error: ValidationError, lines: dict[tuple[str | int, ...], int], s
     return "\n".join(messages)
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What and where, never the text: PyYAML's message quotes the line, which may hold a secret."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        what = ": ".join(part for part in (exc.context, exc.problem) if part)
+        return f"line {mark.line + 1}, column {mark.column + 1}: {what}"
+    return str(exc)  # a ReaderError names one character by its code point and its position
+
+
 def parse_config(text: str, source: str = "<config>") -> Config:
     """Validate YAML text; relative paths stay relative (see :func:`load_config`)."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{source}: not valid YAML: {_yaml_problem(exc)}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -212,6 +212,18 @@ def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "bad.yaml:9: resources.0.port" in capsys.readouterr().err
 
 
+def test_a_yaml_syntax_error_names_its_line_but_never_quotes_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """PyYAML's own message quotes the offending line, here a secret."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(RESOURCE.replace('"ENV:WEB1_KEY"', "@TOPSECRET-x"))
+    assert main(["check-config", "--config", str(bad)]) == 2
+    out = capsys.readouterr()
+    assert "TOPSECRET" not in out.out + out.err
+    assert "bad.yaml: not valid YAML: line 8, column " in out.err and "'@'" in out.err
+
+
 @pytest.mark.parametrize("name", ["list", "ssh-config"])
 def test_reserved_resource_names(name: str) -> None:
     with pytest.raises(ConfigError, match=f"'{name}' is a word of the remote command"):
