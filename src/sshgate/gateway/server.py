@@ -19,9 +19,9 @@ from sshgate.gateway.binding import BindContext
 from sshgate.gateway.connection import GatewayConnection, GatewayState
 from sshgate.gateway.proxy_listener import ProxyProtocolListener
 from sshgate.gateway.sso import Sso
-from sshgate.gateway.workers import WORKER_ENV, Supervisor, ready_marker
+from sshgate.gateway.workers import WORKER_ENV, Supervisor
 from sshgate.hostkey import load_or_create_host_keys
-from sshgate.metrics import Metrics, MetricsServer, use_multiprocess_dir
+from sshgate.metrics import Metrics, MetricsServer, ready_marker, use_multiprocess_dir
 from sshgate.oidc.client import OidcClient
 from sshgate.policy.loader import ReloadableDecisionPoint
 from sshgate.policy.sources import PolicyLoadError
