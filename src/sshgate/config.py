@@ -384,8 +384,22 @@ class Limits(_Model):
     max_forwards_per_connection: int = Field(256, ge=1)
 
 
+def _listen_host(value: str) -> str | None:
+    """The host of ``HOST:PORT`` or ``[IPv6]:PORT`` (``""`` when left out); None if not one."""
+    host, sep, port = value.rpartition(":")
+    return host if sep and port.isdigit() and int(port) < 65536 else None
+
+
 class MetricsConfig(_Model):
     listen: str | None = "127.0.0.1:9090"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        """Checked at load, as the SSH and web addresses: else serve fails after check-config passed."""
+        if value is not None and _listen_host(value) is None:
+            raise ValueError("metrics.listen must be HOST:PORT, [IPv6]:PORT or :PORT")
+        return value
 
 
 MIN_HMAC_KEY_CHARS = 32
@@ -432,8 +446,7 @@ class Web(_Model):
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        if not _listen_host(value):
             raise ValueError("web.listen must be HOST:PORT or [IPv6]:PORT")
         return value
 

@@ -48,9 +48,13 @@ def test_design_example_parses() -> None:
         ("state: {url: 'redis://r:6379', hmac_key: ENV:K, timeout_ms: 0}", "state.timeout_ms"),
         ("listen: {proxy_protocol: true}", "trusted_proxies"),
         ("listen: {proxy_protocol: true, trusted_proxies: [10.0.0.300/8]}", "listen.trusted_proxies"),
+        ("metrics: {listen: localhost}", "metrics.listen"),
+        ("metrics: {listen: '127.0.0.1:70000'}", "metrics.listen"),
+        ("metrics: {listen: ':9090x'}", "metrics.listen"),
+        ("web: {listen: ':9090', public_url: 'https://gw.corp.com'}", "web.listen"),
     ],
 )
-def test_state_and_proxy_keys_are_checked(text: str, message: str) -> None:
+def test_state_proxy_and_listen_keys_are_checked(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config(text)
 
