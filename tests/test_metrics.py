@@ -19,6 +19,7 @@ from sshgate.metrics import (
     multiprocess_registry,
     parse_listen,
     prepare_multiprocess_dir,
+    ready_marker,
     worker_exited,
 )
 
@@ -224,9 +225,17 @@ async def test_workers_sum_into_one_endpoint(tmp_path: Path) -> None:
 
 def test_prepare_multiprocess_dir_drops_stale_files(tmp_path: Path) -> None:
     (tmp_path / "counter_123.db").write_bytes(b"x")
+    ready_marker(tmp_path, 123).touch()  # a SIGKILLed worker's: its PID may come back
     (tmp_path / "keep.txt").write_text("x")
     prepare_multiprocess_dir(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+def test_an_exited_worker_is_no_longer_ready(tmp_path: Path) -> None:
+    ready_marker(tmp_path, 123).touch()
+    ready_marker(tmp_path, 124).touch()
+    worker_exited(123, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [ready_marker(tmp_path, 124).name]
 
 
 @pytest.mark.parametrize(

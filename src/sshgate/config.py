@@ -384,8 +384,22 @@ class Limits(_Model):
     max_forwards_per_connection: int = Field(256, ge=1)
 
 
+def _listen_host(value: str) -> str | None:
+    """The host of ``HOST:PORT`` or ``[IPv6]:PORT`` (``""`` when left out); None if not one."""
+    host, sep, port = value.rpartition(":")
+    return host if sep and port.isdigit() and int(port) < 65536 else None
+
+
 class MetricsConfig(_Model):
     listen: str | None = "127.0.0.1:9090"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        """Checked at load, as the SSH and web addresses: else serve fails after check-config passed."""
+        if value is not None and _listen_host(value) is None:
+            raise ValueError("metrics.listen must be HOST:PORT, [IPv6]:PORT or :PORT")
+        return value
 
 
 MIN_HMAC_KEY_CHARS = 32
@@ -432,8 +446,7 @@ class Web(_Model):
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        if not _listen_host(value):
             raise ValueError("web.listen must be HOST:PORT or [IPv6]:PORT")
         return value
 
@@ -572,13 +585,22 @@ def _describe(error: ValidationError, lines: dict[tuple[str | int, ...], int], s
     return "\n".join(messages)
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What and where, never the text: PyYAML's message quotes the line, which may hold a secret."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        what = ": ".join(part for part in (exc.context, exc.problem) if part)
+        return f"line {mark.line + 1}, column {mark.column + 1}: {what}"
+    return str(exc)  # a ReaderError names one character by its code point and its position
+
+
 def parse_config(text: str, source: str = "<config>") -> Config:
     """Validate YAML text; relative paths stay relative (see :func:`load_config`)."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{source}: not valid YAML: {_yaml_problem(exc)}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -153,17 +153,29 @@ def use_multiprocess_dir(directory: Path) -> None:
     values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
 
 
+_READY = "ready-"
+
+
+def ready_marker(directory: Path, pid: int) -> Path:
+    """A worker's own readiness, as a file the supervisor can see: present while it serves."""
+    return directory / f"{_READY}{pid}"
+
+
 def prepare_multiprocess_dir(directory: Path) -> Path:
-    """Create an empty directory for the workers' files: stale files from a previous run would add up."""
+    """Create an empty directory for the workers' files: stale values from a previous run would add
+    up, and a stale marker of a killed worker whose PID comes back (as in a container) would say
+    ready before that worker listens."""
     directory.mkdir(parents=True, exist_ok=True)
-    for stale in directory.glob("*.db"):
+    for stale in [*directory.glob("*.db"), *directory.glob(f"{_READY}*")]:
         stale.unlink()
     return directory
 
 
 def worker_exited(pid: int, directory: Path) -> None:
-    """Drop a dead worker's live gauges (active sessions); its counters keep counting in the sum."""
+    """Drop a dead worker's live gauges (active sessions) and its readiness marker, which only a
+    graceful stop removes; its counters keep counting in the sum."""
     multiprocess.mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]
+    ready_marker(directory, pid).unlink(missing_ok=True)
 
 
 class _WorkerProcesses(Collector):

@@ -8,6 +8,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from sshgate.config import Policies
+from sshgate.policy import loader
+from sshgate.policy.decision import DecisionPoint
 from sshgate.policy.loader import ReloadableDecisionPoint
 from sshgate.policy.opa import OpaDecisionPoint
 from sshgate.policy.sources import PolicyLoadError
@@ -99,3 +101,31 @@ async def test_watcher_reloads_on_change_and_survives_a_bad_file(tmp_path: Path)
     failed = [e for e in logs if e["event"] == "policy.reload_failed"]
     assert failed and "p.rego:" in failed[0]["error"]
     assert [e["event"] for e in logs if e["event"] == "policy.reloaded"] == ["policy.reloaded"] * 2
+
+
+async def test_a_watcher_reload_cannot_put_back_older_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watcher's build, slow and started with the old settings, must not finish last and win."""
+    _write(tmp_path / "p.rego", "package formal.v2\nextra := 1\n")  # no session rule: default_action
+    old, new = Policies(paths=[str(tmp_path)]), Policies(paths=[str(tmp_path)], default_action="block")
+    point = await ReloadableDecisionPoint.open(old)
+    build, release = loader.build_decision_point, asyncio.Event()
+
+    async def slow_for_old(config: Policies) -> DecisionPoint:
+        if config == old:
+            await release.wait()
+        return await build(config)
+
+    monkeypatch.setattr(loader, "build_decision_point", slow_for_old)
+    try:
+        watcher = asyncio.create_task(point.reload())  # what watch_policies calls
+        await asyncio.sleep(0)
+        sighup = asyncio.create_task(point.reload(new))  # what Gateway.reload calls
+        await asyncio.sleep(0.05)
+        release.set()
+        await asyncio.gather(watcher, sighup)
+        assert point.config == new
+        assert not (await point.decide("session", INPUT)).allowed
+    finally:
+        await point.aclose()

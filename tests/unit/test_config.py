@@ -8,6 +8,7 @@ import pytest
 
 from sshgate.cli import main
 from sshgate.config import ConfigError, load_config, parse_config
+from sshgate.state.build import build_state, state_secrets
 
 RESOURCE = """
 resources:
@@ -47,16 +48,18 @@ def test_design_example_parses() -> None:
         ("state: {url: 'redis://r:6379', hmac_key: ENV:K, timeout_ms: 0}", "state.timeout_ms"),
         ("listen: {proxy_protocol: true}", "trusted_proxies"),
         ("listen: {proxy_protocol: true, trusted_proxies: [10.0.0.300/8]}", "listen.trusted_proxies"),
+        ("metrics: {listen: localhost}", "metrics.listen"),
+        ("metrics: {listen: '127.0.0.1:70000'}", "metrics.listen"),
+        ("metrics: {listen: ':9090x'}", "metrics.listen"),
+        ("web: {listen: ':9090', public_url: 'https://gw.corp.com'}", "web.listen"),
     ],
 )
-def test_state_and_proxy_keys_are_checked(text: str, message: str) -> None:
+def test_state_proxy_and_listen_keys_are_checked(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config(text)
 
 
 def test_state_secrets_follow_env_and_file_and_name_only_their_source(tmp_path: Path, monkeypatch: Any) -> None:
-    from sshgate.state.build import state_secrets
-
     (tmp_path / "url").write_text("rediss://:s3cret@valkey:6380/0\n")
     monkeypatch.setenv("SG_HMAC", "k" * 40)
     config = parse_config(f"state: {{url: 'FILE:{tmp_path / 'url'}', hmac_key: ENV:SG_HMAC}}")
@@ -69,6 +72,36 @@ def test_state_secrets_follow_env_and_file_and_name_only_their_source(tmp_path: 
     with pytest.raises(ConfigError, match="SG_HMAC") as missing:
         state_secrets(config.state)
     assert "s3cret" not in str(short.value) + str(missing.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:Xk9pQ2secretpart#rest@redis.internal:6379/0",  # the rest read as the port
+        "redis://:6379/secretpart@redis.internal:6379/0",  # a port, then the rest as the path
+        "rediss://user:secret?part@redis.internal",
+    ],
+)
+def test_a_state_url_with_an_unencoded_password_is_a_config_error_naming_only_its_source(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """redis-py would raise a ValueError quoting part of the password (docs/configuration.md, state)."""
+    monkeypatch.setenv("SG_URL", url)
+    monkeypatch.setenv("SG_HMAC", "k" * 40)
+    path = tmp_path / "gw.yaml"
+    path.write_text("state: {url: ENV:SG_URL, hmac_key: ENV:SG_HMAC}\n")
+    assert main(["check-config", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "state.url from environment variable SG_URL is not a valid URL; percent-encode" in err
+    assert "secret" not in err
+    with pytest.raises(ConfigError, match="SG_URL") as serving:  # serve, keys and the web app
+        build_state(load_config(path), lambda _up: None)
+    assert "secret" not in str(serving.value)
+    monkeypatch.setenv("SG_URL", url.replace("#", "%23").replace("/secret", "%2Fsecret").replace("?", "%3F"))
+    assert main(["check-config", "--config", str(path)]) == 0
+    monkeypatch.delenv("SG_HMAC")
+    assert main(["check-config", "--config", str(path)]) == 2
+    assert "environment variable SG_HMAC is not set" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -210,6 +243,18 @@ def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     bad.write_text(RESOURCE + "    port: nope\n")
     assert main(["check-config", "--config", str(bad)]) == 2
     assert "bad.yaml:9: resources.0.port" in capsys.readouterr().err
+
+
+def test_a_yaml_syntax_error_names_its_line_but_never_quotes_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """PyYAML's own message quotes the offending line, here a secret."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(RESOURCE.replace('"ENV:WEB1_KEY"', "@TOPSECRET-x"))
+    assert main(["check-config", "--config", str(bad)]) == 2
+    out = capsys.readouterr()
+    assert "TOPSECRET" not in out.out + out.err
+    assert "bad.yaml: not valid YAML: line 8, column " in out.err and "'@'" in out.err
 
 
 @pytest.mark.parametrize("name", ["list", "ssh-config"])

@@ -19,9 +19,9 @@ from sshgate.gateway.binding import BindContext
 from sshgate.gateway.connection import GatewayConnection, GatewayState
 from sshgate.gateway.proxy_listener import ProxyProtocolListener
 from sshgate.gateway.sso import Sso
-from sshgate.gateway.workers import WORKER_ENV, Supervisor, ready_marker
+from sshgate.gateway.workers import WORKER_ENV, Supervisor
 from sshgate.hostkey import load_or_create_host_keys
-from sshgate.metrics import Metrics, MetricsServer, use_multiprocess_dir
+from sshgate.metrics import Metrics, MetricsServer, ready_marker, use_multiprocess_dir
 from sshgate.oidc.client import OidcClient
 from sshgate.policy.loader import ReloadableDecisionPoint
 from sshgate.policy.sources import PolicyLoadError
@@ -53,6 +53,7 @@ class Gateway:
         self._server: asyncssh.SSHAcceptor | None = None
         self._stopped = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._reloading = asyncio.Lock()
         self.draining = False
         self.port = 0
 
@@ -146,7 +147,14 @@ class Gateway:
         return self.ctx is not None and self._server is not None and not self.draining
 
     async def reload(self) -> bool:
-        """Swap in the configuration file and its policies together; anything bad keeps the old set."""
+        """Swap in the configuration file and its policies together; anything bad keeps the old set.
+
+        One reload at a time: of two close SIGHUPs, the file read last is the one applied last.
+        """
+        async with self._reloading:
+            return await self._reload()
+
+    async def _reload(self) -> bool:
         if self.config_path is None or self.ctx is None:
             return False
         recorder = self.recorder

@@ -15,16 +15,17 @@ from pathlib import Path
 from sshgate import audit
 from sshgate.config import Config
 from sshgate.hostkey import load_or_create_host_keys
-from sshgate.metrics import MetricsServer, multiprocess_registry, prepare_multiprocess_dir, worker_exited
+from sshgate.metrics import (
+    MetricsServer,
+    multiprocess_registry,
+    prepare_multiprocess_dir,
+    ready_marker,
+    worker_exited,
+)
 from sshgate.state.hosted import WORKER_STATE_FD, StateHost
 
 WORKER_ENV = "SSHGATE_WORKER"
 _RESTART_DELAY_S = 1.0
-
-
-def ready_marker(directory: Path, pid: int) -> Path:
-    """A worker's own readiness, as a file the supervisor can see: present while it serves."""
-    return directory / f"ready-{pid}"
 
 
 class Supervisor:

@@ -18,6 +18,7 @@ from sshgate.identity import rfc3339
 from sshgate.oidc.bindings import KeyBinding
 from sshgate.state.base import SharedState, StateUnavailable
 from sshgate.state.build import build_state
+from sshgate.terminal_text import printable
 
 T = TypeVar("T")
 
@@ -48,8 +49,9 @@ def _with_store(args: argparse.Namespace, use: Callable[[SharedState], Awaitable
 
 
 def _line(binding: KeyBinding) -> str:
-    groups = ",".join(binding.groups) or "-"
-    return f"{binding.fingerprint}\t{binding.identity}\t{groups}\t{rfc3339(binding.expires_at)}"
+    """Tab-separated; the identity and groups come from the identity provider, so each is printable."""
+    groups = printable(",".join(binding.groups)) or "-"
+    return f"{binding.fingerprint}\t{printable(binding.identity)}\t{groups}\t{rfc3339(binding.expires_at)}"
 
 
 def keys_list(args: argparse.Namespace) -> int:

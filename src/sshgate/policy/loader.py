@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from sshgate.config import Policies
@@ -25,12 +26,14 @@ class ReloadableDecisionPoint:
     """The decision point the gateway keeps for its lifetime; reloads replace what is behind it.
 
     A reload builds the whole new engine (every worker compiled) before one assignment swaps it
-    in: each decision is made wholly by the old set or wholly by the new one.
+    in: each decision is made wholly by the old set or wholly by the new one. Reloads (the file
+    watcher's and SIGHUP's) run one at a time, so the last one started is the last one applied.
     """
 
     def __init__(self, config: Policies, current: DecisionPoint) -> None:
         self.config = config
         self.current = current
+        self._reloading = asyncio.Lock()
 
     @classmethod
     async def open(cls, config: Policies) -> ReloadableDecisionPoint:
@@ -43,10 +46,15 @@ class ReloadableDecisionPoint:
         return await self.current.decide(stage, input_doc)
 
     async def reload(self, config: Policies | None = None) -> None:
-        """Recompile from ``config`` (default: the current one); on PolicyLoadError the old set stays."""
-        config = config or self.config
-        new = await build_decision_point(config)
-        (old, old_config), self.current, self.config = (self.current, self.config), new, config
+        """Recompile from ``config`` (default: the current one); on PolicyLoadError the old set stays.
+
+        The default is read under the lock: a watcher reload queued behind a SIGHUP one builds with
+        the settings that one brought, instead of finishing last with the older ones.
+        """
+        async with self._reloading:
+            config = config or self.config
+            new = await build_decision_point(config)
+            (old, old_config), self.current, self.config = (self.current, self.config), new, config
         # Decisions the old set has in flight end by their deadline at the latest.
         await old.aclose(old_config.timeout_ms / 1000)
 

@@ -22,6 +22,7 @@ from sshgate.recording.manifest import load_public_key
 from sshgate.recording.recorder import RecordingError
 from sshgate.recording.sources import Entry
 from sshgate.recording.summary import SessionQuery, matches, rfc3339
+from sshgate.terminal_text import printable
 
 
 def add_recording_commands(subparsers: Any) -> None:
@@ -87,10 +88,9 @@ def _selected(catalog: RecordingCatalog, args: argparse.Namespace) -> Iterator[E
 
 
 def _say(line: str) -> None:
-    """Print one line with its control characters shown as escapes: commands, client versions and
-    forward hosts come from clients, and an operator's terminal must not act on their escape
-    sequences (a title change, a cleared screen, hidden text)."""
-    print("".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in line))
+    """Print one line as :func:`printable` shows it: commands, client versions and forward hosts
+    come from clients."""
+    print(printable(line))
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import os
 import secrets
 import uuid
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from sshgate.config import MIN_HMAC_KEY_CHARS, Config, ConfigError, State
 from sshgate.native_secret import SecretError, read_indirect
@@ -19,15 +20,36 @@ from sshgate.state.seal import Sealer
 def state_secrets(state: State) -> tuple[str, str]:
     """The store URL and HMAC key, ``ENV:``/``FILE:`` followed; errors name where, never what."""
     try:
-        url = read_indirect(state.url)[0].strip()
+        url, url_from = read_indirect(state.url)
         key = read_indirect(state.hmac_key)[0].strip()
     except SecretError as exc:
         raise ConfigError(f"state: {exc}") from None
+    url = url.strip()
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("state.url must be a redis://, rediss:// or unix:// URL")
+    if not _password_whole(url):
+        raise ConfigError(
+            f"state.url from {url_from} is not a valid URL; percent-encode the password "
+            "(docs/configuration.md, state)"
+        )
     if len(key) < MIN_HMAC_KEY_CHARS:
         raise ConfigError(f"state.hmac_key must be at least {MIN_HMAC_KEY_CHARS} characters")
     return url, key
+
+
+def _password_whole(url: str) -> bool:
+    """Whether the URL parses, as redis-py will parse it, with the password in the address.
+
+    An unencoded '#', '/' or '?' ends the address inside the password: the rest is then taken for
+    the port (a ValueError quoting it, which would go out as a traceback) or, past the host, for
+    the path, query or fragment.
+    """
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # reading it parses it
+    except ValueError:
+        return False
+    return "@" not in parts.path + parts.query + parts.fragment
 
 
 def build_state(config: Config, set_gauge: Callable[[bool], None]) -> SharedState:
