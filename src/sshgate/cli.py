@@ -16,7 +16,6 @@ from sshgate.policy.cli import add_policy_commands
 from sshgate.recording.cli import add_recording_commands
 from sshgate.recording.recorder import RecordingError
 from sshgate.revoked_keys import RevokedKeysFile
-from sshgate.state.build import state_secrets
 from sshgate.tokens import new_token
 
 T = TypeVar("T")
@@ -50,8 +49,6 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     path = config_path_from_env(args.config)
     config = load_config(path)
     RevokedKeysFile(config.identities.revoked_keys)
-    if config.state is not None:
-        state_secrets(config.state)  # followed as serve will, so a bad URL or key shows here
     print(
         f"{path}: OK ({len(config.resources)} resources, {len(config.identities.users)} users, "
         f"{len(config.identities.machines)} machines)"

@@ -83,25 +83,20 @@ def test_state_secrets_follow_env_and_file_and_name_only_their_source(tmp_path: 
     ],
 )
 def test_a_state_url_with_an_unencoded_password_is_a_config_error_naming_only_its_source(
-    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """redis-py would raise a ValueError quoting part of the password (docs/configuration.md, state)."""
     monkeypatch.setenv("SG_URL", url)
     monkeypatch.setenv("SG_HMAC", "k" * 40)
     path = tmp_path / "gw.yaml"
     path.write_text("state: {url: ENV:SG_URL, hmac_key: ENV:SG_HMAC}\n")
-    assert main(["check-config", "--config", str(path)]) == 2
-    err = capsys.readouterr().err
-    assert "state.url from environment variable SG_URL is not a valid URL; percent-encode" in err
-    assert "secret" not in err
+    assert main(["check-config", "--config", str(path)]) == 0  # it reads no secrets
     with pytest.raises(ConfigError, match="SG_URL") as serving:  # serve, keys and the web app
         build_state(load_config(path), lambda _up: None)
-    assert "secret" not in str(serving.value)
+    assert "not a valid URL; percent-encode" in str(serving.value) and "secret" not in str(serving.value)
     monkeypatch.setenv("SG_URL", url.replace("#", "%23").replace("/secret", "%2Fsecret").replace("?", "%3F"))
-    assert main(["check-config", "--config", str(path)]) == 0
-    monkeypatch.delenv("SG_HMAC")
-    assert main(["check-config", "--config", str(path)]) == 2
-    assert "environment variable SG_HMAC is not set" in capsys.readouterr().err
+    config = load_config(path).state
+    assert config is not None and state_secrets(config)[0].startswith("redis")
 
 
 @pytest.mark.parametrize(
