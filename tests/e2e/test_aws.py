@@ -554,6 +554,37 @@ def test_a_closed_forward_ends_its_port_session_even_when_the_agent_ignores_the_
         configure_faults(world.url, ignore_terminate_flag=False)
 
 
+def test_an_agent_sending_what_is_not_smux_has_its_port_session_ended(
+    alice_aws: Client, world: AwsWorld, aws_gateway: GatewayProcess
+) -> None:
+    """A mux port session whose agent sends frames smux cannot read breaks the protocol: the
+    forward closes with the reason, and the SSM session is ended, not left for later forwards."""
+    configure_faults(world.url, tamper="output", tamper_payload="garbage, not smux")
+    before = {s["SessionId"] for s in world.live_sessions()}
+    try:
+        with echo_server() as target:
+            local = free_port()
+            argv = alice_aws.ssh_argv("alice+app-prod", options=["-N", "-L", f"127.0.0.1:{local}:localhost:{target}"])
+            proc = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
+            try:
+                wait_port(local)
+                with socket.create_connection(("127.0.0.1", local), timeout=20) as sock:
+                    sock.sendall(b"ping")
+                    sock.settimeout(10)
+                    assert sock.recv(10) == b""
+                closed = aws_gateway.wait_event("channel.close", kind="forward", port=target)
+                assert "smux" in closed["upstream_error"]
+                deadline = time.monotonic() + 10
+                while [s for s in world.live_sessions() if s["SessionId"] not in before]:
+                    assert time.monotonic() < deadline, "the port session is still running"
+                    time.sleep(0.1)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=10)
+    finally:
+        configure_faults(world.url, tamper=None, tamper_payload="")
+
+
 def test_forward_to_closed_port_on_instance(alice_aws: Client) -> None:
     socks = free_port()
     with ssh_background(alice_aws, "alice+app-prod", ["-N", "-D", f"127.0.0.1:{socks}"]):
