@@ -387,7 +387,7 @@ class Limits(_Model):
 def _listen_host(value: str) -> str | None:
     """The host of ``HOST:PORT`` or ``[IPv6]:PORT`` (``""`` when left out); None if not one."""
     host, sep, port = value.rpartition(":")
-    return host if sep and port.isdigit() and int(port) < 65536 else None
+    return host if sep and port.isascii() and port.isdigit() and int(port) < 65536 else None
 
 
 class MetricsConfig(_Model):
@@ -585,11 +585,23 @@ def _describe(error: ValidationError, lines: dict[tuple[str | int, ...], int], s
     return "\n".join(messages)
 
 
+# What PyYAML quotes from the file inside its own problem text (an alias, a tag, an anchor:
+# ``found undefined alias 'S3cr3t'``); token names such as '<block end>' and one punctuation
+# character (',', ']', '@') stay.
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_HARMLESS = re.compile(r"'<[a-z ]+>'|'[^\w\s]'")
+
+
+def _unquoted(text: str) -> str:
+    return _QUOTED.sub(lambda m: m[0] if _HARMLESS.fullmatch(m[0]) else "'...'", text)
+
+
 def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """What and where, never the text: PyYAML's message quotes the line, which may hold a secret."""
+    """What and where, never the text: PyYAML's message quotes the line, and its problem may quote
+    a word from it, either of which may be a secret."""
     if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
         mark = exc.problem_mark
-        what = ": ".join(part for part in (exc.context, exc.problem) if part)
+        what = ": ".join(_unquoted(part) for part in (exc.context, exc.problem) if part)
         return f"line {mark.line + 1}, column {mark.column + 1}: {what}"
     return str(exc)  # a ReaderError names one character by its code point and its position
 
@@ -601,6 +613,12 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {_yaml_problem(exc)}") from None
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        # An explicit tag or a date PyYAML cannot build (``!!float s3cr3t``, ``2024-13-45``): its
+        # message quotes the value.
+        raise ConfigError(
+            f"{source}: a value could not be read (check explicit !!tags and dates)"
+        ) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

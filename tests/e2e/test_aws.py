@@ -770,6 +770,21 @@ def test_vscode_flow_through_the_generated_config(
     remote_ssh_flow(lambda more: ["ssh", *options, *more, alias, "bash"])
 
 
+async def test_clients_gone_while_ssh_through_ssm_is_set_up_leave_no_session_running(
+    aws_gateway: GatewayProcess, keys: Keys, world: AwsWorld
+) -> None:
+    """A +resource login to an ec2 resource with ssh: starts an AWS-StartSSHSession port session
+    right after authentication; a client that leaves while it is set up leaves none running."""
+    for delay_ms in range(0, 400, 40):
+        conn = await asyncssh_login(aws_gateway, keys.alice, "alice+app-ssh")
+        await asyncio.sleep(delay_ms / 1000)
+        conn.abort()
+    deadline = time.monotonic() + 15
+    while world.live_sessions() and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert world.live_sessions() == []
+
+
 async def test_channels_closed_while_their_ssm_session_starts_leave_none_open(
     aws_gateway: GatewayProcess, keys: Keys, world: AwsWorld
 ) -> None:

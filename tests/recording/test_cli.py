@@ -229,3 +229,14 @@ async def test_list_and_show_print_what_clients_chose_without_its_escape_sequenc
         assert status == 0 and "\x1b" not in out and "\x07" not in out
     status, out, _ = run(capsys, "show", "s-esc", "--config", config)
     assert "SSH-2.0-x\\x1b]0;owned\\x07" in out and "true \\x1b[2J\\x1b[8mhidden" in out
+
+
+async def test_search_prints_no_control_character_a_session_printed(
+    configured: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Escape sequences are removed from matches; 8-bit controls and bidi overrides are escaped.
+    rec_dir, config = configured
+    await record(rec_dir, None, {"s-c1": [("output", "needle \x9d2;retitled\x9c \u202egnp.exe\r\n".encode())]})
+    status, out, _ = run(capsys, "search", "needle", "--config", config)
+    assert status == 0 and "\x9d" not in out and "\u202e" not in out
+    assert "needle \\x9d2;retitled\\x9c \\u202egnp.exe" in out

@@ -75,6 +75,16 @@ def test_state_secrets_follow_env_and_file_and_name_only_their_source(tmp_path: 
 
 
 @pytest.mark.parametrize(
+    "url", ["unix:///run/redis/redis.sock?password=pa@ss&db=0", "redis://redis.internal:6379/0?password=pa@ss"]
+)
+def test_a_password_in_the_query_as_redis_py_reads_it_is_taken(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SG_URL", url)
+    monkeypatch.setenv("SG_HMAC", "k" * 40)
+    config = parse_config("state: {url: ENV:SG_URL, hmac_key: ENV:SG_HMAC}").state
+    assert config is not None and state_secrets(config)[0] == url
+
+
+@pytest.mark.parametrize(
     "url",
     [
         "redis://:Xk9pQ2secretpart#rest@redis.internal:6379/0",  # the rest read as the port
@@ -250,6 +260,23 @@ def test_a_yaml_syntax_error_names_its_line_but_never_quotes_it(
     out = capsys.readouterr()
     assert "TOPSECRET" not in out.out + out.err
     assert "bad.yaml: not valid YAML: line 8, column " in out.err and "'@'" in out.err
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "*TOPSECRET-x",  # an undefined alias, named in the problem
+        "!TOPSECRET-x v",  # an unknown tag
+        "!!float TOPSECRET-x",  # a tag whose constructor raises ValueError quoting the value
+        "!e!TOPSECRET-x v",  # an undefined tag handle
+        "&TOPSECRET-x 1\n    also: &TOPSECRET-x 2",  # a duplicate anchor
+        "2024-13-45",  # a date PyYAML cannot build (ValueError)
+    ],
+)
+def test_no_yaml_error_quotes_a_value_from_the_file(value: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse_config(RESOURCE.replace('"ENV:WEB1_KEY"', value))
+    assert "topsecret" not in str(refused.value).lower() and "2024-13" not in str(refused.value)
 
 
 @pytest.mark.parametrize("name", ["list", "ssh-config"])

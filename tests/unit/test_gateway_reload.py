@@ -51,6 +51,40 @@ async def test_two_close_sighups_apply_the_newer_file_last(
     await gateway.policy.aclose()
 
 
+async def test_a_storm_of_sighups_costs_two_rebuilds_and_applies_the_newest_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "sshgate.yaml"
+    _write(path, 100)
+    gateway = await _started(path)
+    builds, first_building, release = [], asyncio.Event(), asyncio.Event()
+
+    async def counted(config: Policies | None = None) -> None:
+        builds.append(config)
+        first_building.set()
+        await release.wait()
+
+    monkeypatch.setattr(gateway.policy, "reload", counted)
+    _write(path, 200)
+    running = asyncio.create_task(gateway.reload())
+    await first_building.wait()
+    storm = [asyncio.create_task(gateway.reload()) for _ in range(20)]
+    await asyncio.sleep(0.05)
+    _write(path, 300)  # written before the waiting reload reads the file
+    release.set()
+    assert await asyncio.gather(running, *storm) == [True] * 21
+    assert len(builds) == 2 and gateway.config.limits.idle_timeout_s == 300
+    await gateway.policy.aclose()
+
+
+async def test_a_watcher_reload_after_close_swaps_nothing_in() -> None:
+    point = await ReloadableDecisionPoint.open(Policies())
+    await point.aclose()
+    current = point.current
+    await point.reload()
+    assert point.current is current
+
+
 async def test_a_refused_reload_logs_where_the_yaml_breaks_not_the_line(tmp_path: Path) -> None:
     path = tmp_path / "sshgate.yaml"
     _write(path, 100)

@@ -9,12 +9,17 @@ from sshgate.upstream.ssm_relay import Chunk, SessionPump
 
 
 class _Client:
+    paused = False
+
     def upstream_data(self, data: bytes, stderr: bool) -> None: ...
     def upstream_eof(self) -> None: ...
     def upstream_exit(self, status: int | None, signal: object) -> None: ...
     def upstream_closed(self, error: str | None) -> None: ...
-    def pause_reading(self) -> None: ...
-    def resume_reading(self) -> None: ...
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
 
 
 async def test_window_changes_waiting_to_be_sent_collapse_into_the_newest() -> None:
@@ -52,6 +57,31 @@ async def test_window_changes_waiting_to_be_sent_collapse_into_the_newest() -> N
     for _ in range(20):
         await asyncio.sleep(0)
     assert sent == [(80, 24), (132, 50), b"typed", (2, 2)]
+    for task in pump._tasks:
+        task.cancel()
+    await asyncio.gather(*pump._tasks, return_exceptions=True)
+
+
+async def test_sizes_between_single_bytes_still_pause_the_client() -> None:
+    # Each queued item costs more than its bytes: a client alternating window changes and 1-byte
+    # writes is paused after a few thousand items, not half a million.
+    stuck = asyncio.Event()
+
+    async def read() -> Chunk | None:
+        await stuck.wait()
+        return None
+
+    async def blocked(*_args: object) -> None:
+        await stuck.wait()
+
+    client = _Client()
+    pump = SessionPump(client, read, blocked, blocked, resize=blocked)
+    sent = 0
+    while not client.paused:
+        pump.resize(80 + sent % 2, 24, 0, 0)
+        pump.write(b"x")
+        sent += 1
+        assert sent < 5000, "never paused"
     for task in pump._tasks:
         task.cancel()
     await asyncio.gather(*pump._tasks, return_exceptions=True)

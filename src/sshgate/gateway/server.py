@@ -54,6 +54,7 @@ class Gateway:
         self._stopped = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._reloading = asyncio.Lock()
+        self._waiting_reload: asyncio.Task[bool] | None = None
         self.draining = False
         self.port = 0
 
@@ -150,8 +151,17 @@ class Gateway:
         """Swap in the configuration file and its policies together; anything bad keeps the old set.
 
         One reload at a time: of two close SIGHUPs, the file read last is the one applied last.
+        A SIGHUP while one reload waits behind another shares the waiting one, which reads the
+        file after it anyway: a storm of signals costs two rebuilds, not one per signal.
         """
+        waiting = self._waiting_reload
+        if waiting is None:
+            waiting = self._waiting_reload = asyncio.get_running_loop().create_task(self._next_reload())
+        return await asyncio.shield(waiting)
+
+    async def _next_reload(self) -> bool:
         async with self._reloading:
+            self._waiting_reload = None  # running now: a SIGHUP from here on reads the file again
             return await self._reload()
 
     async def _reload(self) -> bool:

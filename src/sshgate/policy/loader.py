@@ -34,6 +34,7 @@ class ReloadableDecisionPoint:
         self.config = config
         self.current = current
         self._reloading = asyncio.Lock()
+        self.closed = False
 
     @classmethod
     async def open(cls, config: Policies) -> ReloadableDecisionPoint:
@@ -52,6 +53,8 @@ class ReloadableDecisionPoint:
         the settings that one brought, instead of finishing last with the older ones.
         """
         async with self._reloading:
+            if self.closed:  # a watcher's reload after the gateway stopped: nothing to swap in
+                return
             config = config or self.config
             new = await build_decision_point(config)
             (old, old_config), self.current, self.config = (self.current, self.config), new, config
@@ -59,4 +62,7 @@ class ReloadableDecisionPoint:
         await old.aclose(old_config.timeout_ms / 1000)
 
     async def aclose(self, grace_s: float = 0.0) -> None:
-        await self.current.aclose(grace_s)
+        """Close for good; a reload still building finishes first, and none runs after."""
+        async with self._reloading:
+            self.closed = True
+            await self.current.aclose(grace_s)

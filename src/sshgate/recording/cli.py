@@ -173,7 +173,8 @@ def _search(args: argparse.Namespace) -> int:
     found = 0
     for entry in _selected(_catalog(args), args):
         s = entry.summary
-        prefix = f"{s.id}\t{s.user}\t{s.resource}\t{rfc3339(s.started)}\t"
+        fields = (s.id, s.user, s.resource, rfc3339(s.started))
+        prefix = "".join(printable(field) + "\t" for field in fields)
         try:
             doc = reader.load(entry.files)
         except RecordingError as exc:
@@ -184,7 +185,8 @@ def _search(args: argparse.Namespace) -> int:
                 continue
             try:
                 for line in reader.output_lines(entry.files, channel, args.text):
-                    print(prefix + line)
+                    # Escape sequences are gone, but not every control character (C1, bidi).
+                    print(prefix + "\t".join(printable(part) for part in line.split("\t")))
                     found += 1
             except RecordingError as exc:
                 print(f"sshgate: {exc}", file=sys.stderr)

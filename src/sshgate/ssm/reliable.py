@@ -597,7 +597,8 @@ MESSAGE_COST = 256
 class Inbox:
     """Bounded queue between ``DataChannel.deliver`` and a consumer task.
 
-    ``offer`` refuses (so the message stays unacked) once ``limit`` payload bytes are waiting;
+    ``offer`` refuses (so the message stays unacked) once ``limit`` bytes are waiting (payloads
+    and ``MESSAGE_COST`` each);
     when the consumer makes room again ``on_space`` runs, typically ``DataChannel.redeliver``.
     A consumer that can take a message at once sets ``sink``: while nothing waits, ``offer``
     hands the message to it in the same call (the websocket's receive callback) instead of

@@ -49,7 +49,9 @@ def _password_whole(url: str) -> bool:
         _ = parts.port  # reading it parses it
     except ValueError:
         return False
-    return "@" not in parts.path + parts.query + parts.fragment
+    # A query is name=value pairs (redis-py reads ?password=... there): a password cut short by
+    # '?' shows as an '@' before the first '='.
+    return "@" not in parts.path + parts.fragment + parts.query.partition("=")[0]
 
 
 def build_state(config: Config, set_gauge: Callable[[bool], None]) -> SharedState:

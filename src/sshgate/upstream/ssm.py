@@ -401,18 +401,32 @@ async def ssh_through_ssm(
         )
     control = SsmControl(clients.client("ssm", resource.region, credentials), subject=resource.name)
     http = aiohttp.ClientSession()
-    try:
-        started = await control.start_session(
+    starting = asyncio.ensure_future(
+        control.start_session(
             target.target,
             "AWS-StartSSHSession",
             {"portNumber": [str(settings.port)]},
             doing=f"starting an SSH session on {resource.name}",
         )
+    )
+    started: StreamTarget | None = None
+    try:
+        started = await asyncio.shield(starting)  # StartSession runs to its end in its thread
         session = await open_port(started, control=control, http=http)
         stream = await session.open_stream()
-    except (AwsError, SsmSessionError, aiohttp.ClientError, TimeoutError) as exc:
-        await http.close()
-        raise UpstreamError(f"cannot reach the sshd of {resource.name} through SSM: {exc}") from None
+    except BaseException as exc:  # a failure, or the client gone: end what was started
+        try:
+            if started is None and not starting.done():
+                with contextlib.suppress(Exception):
+                    started = await starting
+            if started is not None:
+                with contextlib.suppress(Exception):
+                    await control.terminate(started.session_id)
+        finally:
+            await http.close()
+        if isinstance(exc, AwsError | SsmSessionError | aiohttp.ClientError | TimeoutError):
+            raise UpstreamError(f"cannot reach the sshd of {resource.name} through SSM: {exc}") from None
+        raise
     ours, theirs = socket.socketpair()
     theirs.setblocking(False)
     loop = asyncio.get_running_loop()
@@ -448,6 +462,6 @@ async def ssh_through_ssm(
             sock=ours,
             cleanup=cleanup,
         )
-    except UpstreamError:
+    except BaseException:  # refused, or the client gone during the SSH handshake
         await cleanup()
         raise

@@ -15,6 +15,7 @@ from sshgate.upstream.base import Downstream
 Chunk = tuple[bytes, bool]  # data, is it stderr
 _HIGH_WATER = 256 * 1024
 _LOW_WATER = 64 * 1024
+_ITEM_COST = 64  # what a queued item costs besides its bytes
 SIGNAL_BYTES = {"INT": b"\x03", "QUIT": b"\x1c", "TSTP": b"\x1a"}
 
 
@@ -116,31 +117,34 @@ class SessionPump:
 
     async def _writer(self) -> None:
         while (data := await self._queue.get()) is not None:
+            self._queued -= _ITEM_COST + (len(data) if isinstance(data, bytes) else 0)
+            if self._client_paused and self._queued < _LOW_WATER:
+                self._client_paused = False
+                self._down.resume_reading()
             if isinstance(data, _NewSize):
                 if data is self._last_size:
                     self._last_size = None
                 if self._resize is not None:
                     await self._resize(data.cols, data.rows)
             else:
-                self._queued -= len(data)
-                if self._client_paused and self._queued < _LOW_WATER:
-                    self._client_paused = False
-                    self._down.resume_reading()
                 await self._write(data)
             self._backlog -= 1
         if self._on_eof is not None:
             await self._on_eof()
 
-    def _put(self, item: bytes | _NewSize | None) -> None:
-        self._backlog += 1
-        self._last_size = item if isinstance(item, _NewSize) else None
-        self._queue.put_nowait(item)
 
     def write(self, data: bytes) -> None:
         if not self._backlog and self._write_now is not None and self._write_now(data):
             return
-        self._queued += len(data)
         self._put(data)
+
+    def _put(self, item: bytes | _NewSize | None) -> None:
+        """Queue ``item``, charged its bytes and ``_ITEM_COST`` towards pausing the client: sizes
+        between 1-byte writes would otherwise queue half a million items under the high water."""
+        self._backlog += 1
+        self._last_size = item if isinstance(item, _NewSize) else None
+        self._queue.put_nowait(item)
+        self._queued += _ITEM_COST + (len(item) if isinstance(item, bytes) else 0)
         if not self._client_paused and self._queued > _HIGH_WATER:
             self._client_paused = True
             self._down.pause_reading()
