@@ -81,7 +81,9 @@ def ssh_config_text(
         f"# Save the gateway's host key to {KNOWN_HOSTS_FILE}: the lines starting with",
         f"# '{KNOWN_HOSTS_MARK.strip()}', without that mark, e.g. with",
         f"#   sed -n 's/^{KNOWN_HOSTS_MARK}//p' THIS_FILE >> {KNOWN_HOSTS_FILE}",
-        *(f"{KNOWN_HOSTS_MARK}{name} {key}" for key in gateway.host_keys),
+        # printable(): the address may come from a PROXY header, and a line break in it would end
+        # the comment (a ProxyCommand on the next line runs on the user's machine).
+        *(printable(f"{KNOWN_HOSTS_MARK}{name} {key}") for key in gateway.host_keys),
     ]
     if vscode:
         out += _vscode_settings(rows, prefix)

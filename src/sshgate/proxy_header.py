@@ -9,6 +9,7 @@ Everything else is refused, as is any header longer than :data:`MAX_HEADER`.
 from __future__ import annotations
 
 import ipaddress
+import re
 import struct
 from dataclasses import dataclass
 
@@ -47,6 +48,9 @@ def parse(data: bytes) -> ProxyHeader | None:
     raise ProxyHeaderError("the connection does not start with a PROXY header")
 
 
+_ADDRESS_CHARS = re.compile(r"[0-9A-Fa-f:.]{1,45}")
+
+
 def _parse_v1(data: bytes) -> ProxyHeader | None:
     end = data.find(b"\r\n", 0, V1_MAX)
     if end < 0:
@@ -54,6 +58,8 @@ def _parse_v1(data: bytes) -> ProxyHeader | None:
             raise ProxyHeaderError("PROXY v1 header without CRLF within 107 bytes")
         return None
     line = data[:end]
+    if b"\n" in line:
+        raise ProxyHeaderError("PROXY v1 header holds a line feed before its CRLF")
     try:
         text = line.decode("ascii")
     except UnicodeDecodeError:
@@ -70,6 +76,10 @@ def _parse_v1(data: bytes) -> ProxyHeader | None:
 
 
 def _address(text: str, family: int) -> str:
+    """Digits, dots and colons only: ``ip_address`` also takes an IPv6 zone (``fe80::1%...``),
+    whose text is free (and every zone would be another client address for the lockouts)."""
+    if not _ADDRESS_CHARS.fullmatch(text):
+        raise ProxyHeaderError("PROXY v1 header has an invalid address")
     try:
         address = ipaddress.ip_address(text)
     except ValueError:

@@ -86,6 +86,12 @@ def test_mapped_ipv4_local_and_unknown() -> None:
         b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n",
         b"PROXY " + b"A" * 120,
         b"PROXY TCP4 1.2.3.4 5.6.7.8 \xff 2\r\n",
+        # An IPv6 zone is free text: a line feed in it ends up in formal ssh-config's output, and
+        # every zone would be another client address for the lockouts.
+        b"PROXY TCP6 fe80::2 fe80::1%h\nProxyCommand=sh\t-c\t'id>PWNED'\n# 40000 2222\r\n",
+        b"PROXY TCP6 fe80::2%0 ::1 40000 22\r\n",
+        b"PROXY TCP6 fe80::2 ::1%eth0 40000 22\r\n",
+        b"PROXY TCP4 1.2.3.4\n 5.6.7.8 1 2\r\n",
         v2_header(("1.2.3.4", 1))[:12] + b"\x31\x11\x00\x0c" + bytes(12),  # version 3
         v2_header(("1.2.3.4", 1))[:12] + b"\x22\x11\x00\x0c" + bytes(12),  # command 2
         v2_header(("1.2.3.4", 1))[:12] + b"\x21\x12\x00\x0c" + bytes(12),  # UDP

@@ -55,6 +55,15 @@ def test_ssh_config_resolves_per_host(tmp_path: Path) -> None:
     assert resolved(text, "elsewhere", tmp_path)["hostname"] == "elsewhere"
 
 
+def test_no_line_break_in_the_gateway_address_reaches_the_output(tmp_path: Path) -> None:
+    # Defence in depth behind the PROXY parser, which refuses such an address: the known-hosts
+    # comment must not end early and let a ProxyCommand line through to the user's ssh.
+    host = "fe80::1%h\nProxyCommand=sh -c 'id>PWNED'\n#"
+    text = ssh_config_text(ROWS, GatewayAddress(host, 2222, [KEY]), "alice@corp.com", "sshgate-")
+    assert not [line for line in text.splitlines() if line.lstrip().lower().startswith("proxycommand")]
+    assert "proxycommand" not in resolved(text, "sshgate-web-1", tmp_path)
+
+
 def test_vscode_adds_what_remote_ssh_needs(tmp_path: Path) -> None:
     text = ssh_config_text(ROWS, GatewayAddress("127.0.0.1", 22, [KEY]), "a@b.c", "vs.", vscode=True)
     web = resolved(text, "vs.web-1", tmp_path)
