@@ -68,12 +68,25 @@ def test_ecs_one_resource_per_active_service() -> None:
     assert by_arn.name == "prod-api"
 
 
-def test_configured_names_win_then_the_first_found() -> None:
+def test_configured_names_win_and_a_name_two_discovered_claim_is_neither_s() -> None:
     found, _ = ec2_found([instance("i-1", "web"), instance("i-2", "db")], SETTINGS, "r")
     more, _ = ecs_found("c", [{"serviceName": "x", "status": "ACTIVE"}], SETTINGS, "r")
     shown, skipped = visible([*found, *more, *found], ["db"])
-    assert [r.name for r in shown] == ["web", "c-x"]
-    assert [name for name, _ in skipped] == ["db", "web", "db"]
+    assert [r.name for r in shown] == ["c-x"]  # web is claimed twice: whoever came first, no one
+    assert [name for name, _ in skipped] == ["web", "db", "web", "db"]
+
+
+def test_no_discovered_resource_can_take_another_s_name() -> None:
+    # Service api-web of cluster prod and service web of cluster prod-api are both prod-api-web;
+    # an instance tagged with another instance's id would take that instance's logins.
+    services, _ = ecs_found("prod", [{"serviceName": "api-web", "status": "ACTIVE"}], SETTINGS, "r")
+    others, _ = ecs_found("prod-api", [{"serviceName": "web", "status": "ACTIVE"}], SETTINGS, "r")
+    victim, squatter = "i-0bbbbbbbbbbbbbbbb", "i-0aaaaaaaaaaaaaaaa"
+    instances, skipped = ec2_found([instance(victim, "web"), instance(squatter, victim)], SETTINGS, "r")
+    assert [r.name for r in instances] == [squatter, "web"]  # the squatter listed by its own id
+    assert "looks like an instance id" in dict(skipped)[victim]
+    shown, _ = visible([*instances, *services, *others], [])
+    assert [r.name for r in shown] == [squatter, "web"]
 
 
 def test_ecs_switch() -> None:

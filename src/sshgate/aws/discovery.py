@@ -18,6 +18,8 @@ import asyncio
 import contextlib
 import functools
 import os
+import re
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -34,6 +36,7 @@ _LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 _DESCRIBE_SERVICES_MAX = 10  # ecs:DescribeServices takes at most ten services per call
 
 Found = Ec2Resource | EcsResource
+_INSTANCE_ID = re.compile(r"i-[0-9a-f]{8,17}")
 Skipped = tuple[str, str]  # (name, why)
 
 
@@ -67,6 +70,10 @@ def ec2_found(
         name = tags.get("Name") or instance_id
         if counts.get(name, 0) > 1:
             skipped.append((name, f"the Name tag is shared; {instance_id} is listed by its id"))
+            name = instance_id
+        elif name != instance_id and _INSTANCE_ID.fullmatch(name):  # would take that instance's logins
+            why = f"the Name tag looks like an instance id; {instance_id} is listed by its id"
+            skipped.append((name, why))
             name = instance_id
         fields = {
             "name": name,
@@ -107,16 +114,21 @@ def ecs_found(
 
 
 def visible(found: Iterable[Found], configured: Iterable[str]) -> tuple[list[Found], list[Skipped]]:
-    """What logins see: a configured resource always wins its name, then the first found."""
+    """What logins see: a configured resource always wins its name; a name that two discovered
+    resources claim is neither's. First-found-wins let whoever can tag an instance or name an ECS
+    service (``prod`` + ``api-web`` against ``prod-api`` + ``web``) take another's logins."""
+    found = list(found)
     taken = set(configured)
+    claims = Counter(resource.name for resource in found)
     shown: list[Found] = []
     skipped: list[Skipped] = []
     for resource in found:
         if resource.name in taken:
-            skipped.append((resource.name, "the name is already a configured or discovered resource"))
-            continue
-        taken.add(resource.name)
-        shown.append(resource)
+            skipped.append((resource.name, "the name is already a configured resource"))
+        elif claims[resource.name] > 1:
+            skipped.append((resource.name, f"{claims[resource.name]} discovered resources claim the name"))
+        else:
+            shown.append(resource)
     return shown, skipped
 
 
