@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 import pytest
@@ -23,6 +25,26 @@ def test_token_round_trip() -> None:
     assert not verify_token(token + "x", [hashed])
     assert not verify_token(token, [])
     assert hash_token(token, salt=b"s" * 16) == hash_token(token, salt=b"s" * 16)
+
+
+def test_every_login_costs_as_many_scrypt_runs_as_the_most_tokens_anyone_has(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Else the time tells an identity with two tokens (two runs) from an unknown login (one)."""
+    token, hashed = new_token()
+    _, other = new_token()
+    real, runs = hashlib.scrypt, []
+
+    def counted(*args: Any, **kwargs: Any) -> bytes:
+        runs.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hashlib, "scrypt", counted)
+    for hashes in ([], [hashed], [hashed, other], ["garbage"]):
+        runs.clear()
+        verify_token(token, hashes, runs=2)
+        assert len(runs) == 2, hashes
+    assert verify_token(token, [other, hashed], runs=2) and not verify_token(token, [other], runs=2)
 
 
 def test_lockout_counts_and_expires() -> None:

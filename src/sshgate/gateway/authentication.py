@@ -348,8 +348,11 @@ class Authenticator:
     async def password(self, password: str) -> bool:
         await self.begin_attempt("password")
         hashes = list(self.proof.token_hashes)
-        # A login without tokens runs scrypt too (tokens.verify_token): same time either way.
-        ok = await asyncio.get_running_loop().run_in_executor(None, verify_token, password, hashes)
+        # Every login runs scrypt as often as the identity with the most tokens (tokens.verify_token).
+        identities = self.config.identities
+        counts = [len(u.tokens) for u in identities.users] + [len(m.tokens) for m in identities.machines]
+        runs = max(counts, default=1)
+        ok = await asyncio.get_running_loop().run_in_executor(None, verify_token, password, hashes, runs)
         if ok:
             # Locked out while the hash ran: the token no longer helps.
             await self._refuse_if_locked("password")
