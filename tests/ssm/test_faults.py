@@ -209,7 +209,7 @@ async def test_a_sink_never_passes_the_batch_a_reader_is_taking() -> None:
     def message(n: int) -> ClientMessage:
         return ClientMessage(CLIENT.receive_type, n, PayloadType.OUTPUT, b"%d" % n)
 
-    inbox = Inbox(2 * (1 + MESSAGE_COST), on_space=lambda: inbox.offer(message(3)) and None)
+    inbox = Inbox(2 * MESSAGE_COST, on_space=lambda: inbox.offer(message(3)) and None)
     inbox.sink = sink
     assert inbox.offer(message(1)) and inbox.offer(message(2))  # the sink is paused: queued
     assert not inbox.offer(message(3))  # full: refused, left to the redelivery

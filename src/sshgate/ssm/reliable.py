@@ -588,17 +588,21 @@ class DataChannel:
         return not len(self.outgoing)
 
 
-# What a queued message costs besides its payload (the message object, the deque slot): counted so
-# that empty or 1-byte messages from a hostile agent cannot queue without end (about 330 bytes
-# each were held before a byte of payload counted).
+# What a queued message counts at least (the message object and its deque slot cost about 330
+# bytes): empty or 1-byte messages from a hostile agent cannot queue without end, while a full
+# 1 KiB stream message counts its payload only, so the inbox holds as much data as before.
 MESSAGE_COST = 256
+
+
+def _counted(message: ClientMessage) -> int:
+    return max(len(message.payload), MESSAGE_COST)
 
 
 class Inbox:
     """Bounded queue between ``DataChannel.deliver`` and a consumer task.
 
-    ``offer`` refuses (so the message stays unacked) once ``limit`` bytes are waiting (payloads
-    and ``MESSAGE_COST`` each);
+    ``offer`` refuses (so the message stays unacked) once ``limit`` bytes are waiting (payloads,
+    each counted as at least ``MESSAGE_COST``);
     when the consumer makes room again ``on_space`` runs, typically ``DataChannel.redeliver``.
     A consumer that can take a message at once sets ``sink``: while nothing waits, ``offer``
     hands the message to it in the same call (the websocket's receive callback) instead of
@@ -628,7 +632,7 @@ class Inbox:
         if not self._items and self.sink is not None and self.sink(message):
             return True
         self._items.append(message)
-        self._size += len(message.payload) + MESSAGE_COST
+        self._size += _counted(message)
         if self._size >= self.limit:
             self._room.clear()
         self._ready.set()
@@ -665,12 +669,13 @@ class Inbox:
                 return []
             self._ready.clear()
             await self._ready.wait()
-        items, taken, size = self._items, [], 0
+        items, taken, size, counted = self._items, [], 0, 0
         while items and size < max_bytes:
             message = items.popleft()
             size += len(message.payload)
+            counted += _counted(message)
             taken.append(message)
-        self._size -= size + MESSAGE_COST * len(taken)
+        self._size -= counted
         if self._size < self.limit:
             self._room.set()
         if self._blocked and self._size < self.limit:
