@@ -7,6 +7,7 @@ own pages; the gateway binds the proven key and later logins need no browser.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -377,12 +378,20 @@ def test_mfa_without_a_provider_denies(
 
 
 def _session_json(gateway: GatewayProcess, run_identity: str, resource: str) -> dict[str, object]:
+    """The newest ended recording of ``run_identity`` on ``resource``: the client's exit can come
+    before the gateway writes the session's last session.json."""
     root = Path(gateway.config["data_dir"]) / "recordings"
-    for path in sorted(root.glob("*/*/session.json"), key=lambda p: p.stat().st_mtime, reverse=True):
-        doc = json.loads(path.read_text())
-        if doc.get("resource") == resource and doc.get("user") == run_identity:
-            return doc  # type: ignore[no-any-return]
-    raise AssertionError(f"no recording for {run_identity} on {resource}")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for path in sorted(root.glob("*/*/session.json"), key=lambda p: p.stat().st_mtime, reverse=True):
+            with contextlib.suppress(ValueError, OSError):  # replaced while read
+                doc = json.loads(path.read_text())
+                if doc.get("resource") == resource and doc.get("user") == run_identity:
+                    if doc.get("status") != "active":
+                        return doc  # type: ignore[no-any-return]
+                    break
+        time.sleep(0.05)
+    raise AssertionError(f"no ended recording for {run_identity} on {resource}")
 
 
 def test_a_person_approves_in_a_real_browser(oidc_gateway: GatewayProcess, tmp_path: Path) -> None:
