@@ -230,8 +230,10 @@ async def test_denied_sign_ins_count_once_whatever_the_client_does_next(
     gateway = oidc_gateway_factory(oidc_block(provider.issuer), auth_failures_before_lockout=3)
     denied = "sshgate: sign-in denied"
     read, ended = await _denied(gateway.port, "answer")
-    assert read == denied + "\n" and isinstance(ended, asyncssh.DisconnectError), repr(ended)
-    assert ended.reason == denied
+    # Closed at once on the answer: the client may meet the closed socket (a broken pipe or a
+    # reset) before it reads the disconnect message; either way it read the line first.
+    assert read == denied + "\n" and isinstance(ended, asyncssh.DisconnectError | ConnectionError), repr(ended)
+    assert not isinstance(ended, asyncssh.DisconnectError) or ended.reason == denied
     assert await _denied(gateway.port, "hang up") == (denied + "\n", None)
     read, ended = await _denied(gateway.port, "wait")
     assert read == denied + "\n" and isinstance(ended, asyncssh.DisconnectError), repr(ended)
